@@ -1,0 +1,36 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// libomp's header ships with LLVM 14 (Debian libomp-dev); clang 21 of the Swift toolchain
+// has none, so add it after clang's own headers (see docs: BUILD-NOTES).
+let ompInclude = "/usr/lib/llvm-14/lib/clang/14.0.6/include"
+
+let package = Package(
+    name: "tesseraq",
+    products: [
+        .library(name: "tesseraq", type: .dynamic, targets: ["TesseraQC"]),
+        .executable(name: "tesseraq-cli", targets: ["tesseraq-cli"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(
+            name: "TQKernels",
+            cSettings: [
+                .unsafeFlags([
+                    "-O3", "-fopenmp", "-fvisibility=hidden", "-mavx2", "-mfma", "-mf16c",
+                    "-idirafter", ompInclude,
+                ]),
+            ],
+            linkerSettings: [.linkedLibrary("omp5")]
+        ),
+        .target(name: "TesseraQ", dependencies: ["TQKernels"]),
+        .target(name: "TesseraQC", dependencies: ["TesseraQ"]),
+        .executableTarget(
+            name: "tesseraq-cli",
+            dependencies: ["TesseraQ", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "TesseraQTests", dependencies: ["TesseraQ", "TesseraQC", "TQKernels"]),
+    ]
+)

@@ -1,0 +1,56 @@
+/* Causal grouped-query attention, one (head, query) row per task: scores over keys 0..t,
+ * softmax, weighted sum of values. Query head h reads key/value head h / (H / KVH). */
+#include "tq_kernels.h"
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+
+static inline float dot(const float *a, const float *b, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float tmp[8];
+    _mm256_storeu_ps(tmp, acc);
+    float s = tmp[0] + tmp[1] + tmp[2] + tmp[3] + tmp[4] + tmp[5] + tmp[6] + tmp[7];
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline void axpy(float *y, const float *x, float a, int64_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+void tqk_attention(const float *Q, const float *K, const float *V, float *O, int64_t T, int64_t H,
+                   int64_t KVH, int64_t D, float scale) {
+    int64_t group = H / KVH;
+    #pragma omp parallel
+    {
+        float *p = malloc((size_t)T * sizeof(float));
+        #pragma omp for schedule(static, 1)
+        for (int64_t task = 0; task < H * T; task++) {
+            /* Round-robin over rows ordered longest first keeps threads balanced. (clang 21 emits
+             * __kmpc_dispatch_deinit for dynamic schedules, which Debian's libomp 14 lacks.) */
+            int64_t t = T - 1 - task / H, h = task % H, kh = h / group;
+            const float *q = Q + (t * H + h) * D;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j <= t; j++) {
+                p[j] = dot(q, K + (j * KVH + kh) * D, D) * scale;
+                mx = p[j] > mx ? p[j] : mx;
+            }
+            float sum = 0.0f;
+            for (int64_t j = 0; j <= t; j++) {
+                p[j] = expf(p[j] - mx);
+                sum += p[j];
+            }
+            float *o = O + (t * H + h) * D;
+            for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
+            for (int64_t j = 0; j <= t; j++) axpy(o, V + (j * KVH + kh) * D, p[j], D);
+            float inv = 1.0f / sum;
+            for (int64_t d = 0; d < D; d++) o[d] *= inv;
+        }
+        free(p);
+    }
+}

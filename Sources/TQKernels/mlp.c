@@ -1,0 +1,8 @@
+/* SwiGLU activation: silu(g) * u. */
+#include "tq_kernels.h"
+#include <math.h>
+
+void tqk_swiglu(const float *g, const float *u, float *out, int64_t n) {
+    #pragma omp parallel for schedule(static) if (n > (1 << 15))
+    for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}

@@ -1,0 +1,39 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A read-only memory map of a whole file; unmapped on deinit.
+final class MappedFile: @unchecked Sendable {
+    let path: String
+    let base: UnsafeRawPointer
+    let size: Int
+
+    init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else {
+            throw TQError.io("\(path): cannot open (\(String(cString: strerror(errno))))")
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw TQError.io("\(path): cannot stat") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw TQError.io("\(path): not a regular file") }
+        size = Int(st.st_size)
+        if size == 0 {
+            base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 8))
+            return
+        }
+        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw TQError.io("\(path): mmap failed (\(String(cString: strerror(errno))))")
+        }
+        base = UnsafeRawPointer(p)
+    }
+
+    deinit {
+        if size == 0 {
+            UnsafeMutableRawPointer(mutating: base).deallocate()
+        } else {
+            munmap(UnsafeMutableRawPointer(mutating: base), size)
+        }
+    }
+}

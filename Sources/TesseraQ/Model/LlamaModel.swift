@@ -1,0 +1,113 @@
+import Foundation
+import TQKernels
+
+/// A LLaMA-family checkpoint opened for inference. The safetensors files stay memory-mapped;
+/// a block's weights are converted to float32 only while that block runs.
+public final class LlamaModel: @unchecked Sendable {
+    public let directory: String
+    public let config: LlamaConfig
+    public let store: TensorStore
+    let embed: FloatBuffer
+    let finalNorm: FloatBuffer
+    let lmHead: FloatBuffer
+
+    public init(directory: String) throws {
+        try Runtime.requireSupportedCPU()
+        self.directory = directory
+        config = try LlamaConfig(directory: directory)
+        store = try TensorStore(directory: directory)
+        let c = config
+        try store.requireFloat("model.embed_tokens.weight", shape: [c.vocab, c.hidden])
+        try store.requireFloat("model.norm.weight", shape: [c.hidden])
+        for l in 0..<c.layers {
+            try store.requireFloat("model.layers.\(l).input_layernorm.weight", shape: [c.hidden])
+            try store.requireFloat("model.layers.\(l).post_attention_layernorm.weight", shape: [c.hidden])
+            for kind in LinearKind.allCases {
+                let (o, i) = kind.shape(c)
+                try store.requireFloat(kind.prefix(layer: l) + ".weight", shape: [o, i])
+            }
+            if c.qkvBias {
+                for kind in [LinearKind.q, .k, .v] {
+                    try store.requireFloat(kind.prefix(layer: l) + ".bias", shape: [kind.shape(c).out])
+                }
+            }
+        }
+        embed = FloatBuffer(try store.floats("model.embed_tokens.weight"))
+        finalNorm = FloatBuffer(try store.floats("model.norm.weight"))
+        if store.info("lm_head.weight") != nil {
+            try store.requireFloat("lm_head.weight", shape: [c.vocab, c.hidden])
+            lmHead = FloatBuffer(try store.floats("lm_head.weight"))
+        } else if c.tiedEmbeddings {
+            lmHead = embed
+        } else {
+            throw TQError.format("\(directory): missing tensor lm_head.weight (tie_word_embeddings is false)")
+        }
+    }
+
+    /// Block `layer`'s weights in float32.
+    public func loadBlock(_ layer: Int) throws -> BlockWeights {
+        let p = "model.layers.\(layer)."
+        let linears = try LinearKind.allCases.map { FloatBuffer(try store.floats($0.prefix(layer: layer) + ".weight")) }
+        let biases = config.qkvBias
+            ? try [LinearKind.q, .k, .v].map { FloatBuffer(try store.floats($0.prefix(layer: layer) + ".bias")) }
+            : nil
+        return BlockWeights(attnNorm: FloatBuffer(try store.floats(p + "input_layernorm.weight")),
+                            mlpNorm: FloatBuffer(try store.floats(p + "post_attention_layernorm.weight")),
+                            linears: linears, biases: biases)
+    }
+
+    func validate(tokens: UnsafeBufferPointer<UInt32>) throws {
+        guard !tokens.isEmpty else { throw TQError.invalid("no tokens") }
+        if let bad = tokens.firstIndex(where: { Int($0) >= config.vocab }) {
+            throw TQError.invalid("token \(tokens[bad]) at position \(bad) is outside the vocabulary (\(config.vocab))")
+        }
+    }
+
+    /// Token embeddings [T x hidden] of one sequence.
+    public func embed(_ tokens: UnsafeBufferPointer<UInt32>) -> FloatBuffer {
+        let x = FloatBuffer(count: tokens.count * config.hidden)
+        tqk_embed(embed.p, tokens.baseAddress, Int64(tokens.count), Int64(config.hidden), x.p)
+        return x
+    }
+
+    /// Final hidden states (after the last norm) of one sequence, [T x hidden].
+    public func finalHidden(_ tokens: UnsafeBufferPointer<UInt32>) throws -> FloatBuffer {
+        try validate(tokens: tokens)
+        let T = tokens.count
+        let x = embed(tokens)
+        let rope = RopeTables(config: config, positions: T)
+        for l in 0..<config.layers {
+            blockForward(x.p, tokens: T, weights: try loadBlock(l), config: config, rope: rope)
+        }
+        tqk_rmsnorm(x.p, finalNorm.p, x.p, Int64(T), Int64(config.hidden), config.rmsEps)
+        return x
+    }
+
+    /// Logits of rows [row, row + n) of `hidden` into out [n x vocab].
+    func head(_ hidden: FloatBuffer, row: Int, count n: Int, into out: UnsafeMutablePointer<Float>) {
+        linearForward(hidden.p + row * config.hidden, rows: n, weight: lmHead.p, out: config.vocab,
+                      in: config.hidden, into: out)
+    }
+
+    /// Logits [T x vocab] of one sequence.
+    public func logits(_ tokens: UnsafeBufferPointer<UInt32>, into out: UnsafeMutablePointer<Float>) throws {
+        let h = try finalHidden(tokens)
+        head(h, row: 0, count: tokens.count, into: out)
+    }
+
+    /// Sum of next-token negative log-likelihoods over positions 0 ..< T-1 of one sequence.
+    public func nextTokenNLL(_ tokens: UnsafeBufferPointer<UInt32>) throws -> Double {
+        let h = try finalHidden(tokens)
+        let chunk = 256
+        let buf = FloatBuffer(count: chunk * config.vocab)
+        var total = 0.0
+        var r = 0
+        while r < tokens.count - 1 {
+            let n = min(chunk, tokens.count - 1 - r)
+            head(h, row: r, count: n, into: buf.p)
+            total += tqk_nll_sum(buf.p, tokens.baseAddress! + r + 1, Int64(n), Int64(config.vocab))
+            r += n
+        }
+        return total
+    }
+}

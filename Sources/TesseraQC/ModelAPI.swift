@@ -1,0 +1,64 @@
+import TesseraQ
+
+/// Opens a Hugging Face checkpoint directory (config.json + safetensors, or a GPTQ packed
+/// directory). On success `*model` is a handle to free with tq_model_free.
+@c public func tq_model_open(_ path: UnsafePointer<CChar>?, _ model: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        let out = try required(model, "model")
+        out.pointee = nil
+        let m = try LlamaModel(directory: String(cString: try required(path, "path")))
+        out.pointee = retainHandle(m)
+    }
+}
+
+/// Frees a model handle; NULL is accepted.
+@c public func tq_model_free(_ model: OpaquePointer?) {
+    releaseHandle(model, as: LlamaModel.self)
+}
+
+/// The model's dimensions; any out-pointer may be NULL.
+@c public func tq_model_info(_ model: OpaquePointer?, _ vocab: UnsafeMutablePointer<Int64>?,
+                             _ hidden: UnsafeMutablePointer<Int64>?, _ intermediate: UnsafeMutablePointer<Int64>?,
+                             _ layers: UnsafeMutablePointer<Int64>?, _ heads: UnsafeMutablePointer<Int64>?,
+                             _ kv_heads: UnsafeMutablePointer<Int64>?, _ head_dim: UnsafeMutablePointer<Int64>?,
+                             _ max_positions: UnsafeMutablePointer<Int64>?) -> Int32 {
+    guarded {
+        let c = try borrowHandle(model, "model", as: LlamaModel.self).config
+        vocab?.pointee = Int64(c.vocab)
+        hidden?.pointee = Int64(c.hidden)
+        intermediate?.pointee = Int64(c.intermediate)
+        layers?.pointee = Int64(c.layers)
+        heads?.pointee = Int64(c.heads)
+        kv_heads?.pointee = Int64(c.kvHeads)
+        head_dim?.pointee = Int64(c.headDim)
+        max_positions?.pointee = Int64(c.maxPositions)
+    }
+}
+
+/// Logits of one sequence: `logits_out` receives n x vocab floats (row t predicts token t+1).
+@c public func tq_model_logits(_ model: OpaquePointer?, _ tokens: UnsafePointer<UInt32>?, _ n: Int64,
+                               _ logits_out: UnsafeMutablePointer<Float>?) -> Int32 {
+    guarded {
+        let m = try borrowHandle(model, "model", as: LlamaModel.self)
+        let t = try required(tokens, "tokens"), out = try required(logits_out, "logits_out")
+        guard n > 0 else { throw invalid("n must be positive (got \(n))") }
+        try m.logits(UnsafeBufferPointer(start: t, count: Int(n)), into: out)
+    }
+}
+
+/// Perplexity over floor(n_tokens / seq_len) windows (at most max_windows when > 0), as in
+/// ALGORITHM.md section 5. `progress` (may be NULL) is called after each window; returning
+/// non-zero cancels with TQ_ERR_CANCELLED.
+@c public func tq_eval_perplexity(_ model: OpaquePointer?, _ tokens: UnsafePointer<UInt32>?, _ n_tokens: Int64,
+                                  _ seq_len: Int64, _ max_windows: Int64, _ progress: TQProgressCallback?,
+                                  _ user: UnsafeMutableRawPointer?, _ ppl: UnsafeMutablePointer<Double>?) -> Int32 {
+    guarded {
+        let m = try borrowHandle(model, "model", as: LlamaModel.self)
+        let t = try required(tokens, "tokens"), out = try required(ppl, "ppl")
+        guard n_tokens > 0 else { throw invalid("n_tokens must be positive (got \(n_tokens))") }
+        let r = try evaluatePerplexity(model: m, tokens: UnsafeBufferPointer(start: t, count: Int(n_tokens)),
+                                       seqLen: Int(seq_len), maxWindows: Int(max_windows),
+                                       progress: progressHandler(progress, user))
+        out.pointee = r.perplexity
+    }
+}

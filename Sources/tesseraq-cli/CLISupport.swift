@@ -1,0 +1,49 @@
+import ArgumentParser
+import Foundation
+import TesseraQ
+
+/// Exit codes: 0 success, 2 bad input (arguments, files, formats), 3 failure while running,
+/// 4 cancelled. ArgumentParser itself uses 64 for usage errors.
+enum ExitStatus {
+    static func code(for error: TQError) -> Int32 {
+        switch error.kind {
+        case .invalidArgument, .io, .format, .unsupported: 2
+        case .cancelled: 4
+        default: 3
+        }
+    }
+}
+
+/// Runs `body`; a TQError is printed to stderr and turned into the matching exit code.
+func runReportingErrors(_ body: () throws -> Void) throws {
+    do { try body() } catch let e as TQError {
+        FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
+        throw ExitCode(ExitStatus.code(for: e))
+    }
+}
+
+func printJSON(_ object: [String: Any]) {
+    let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+}
+
+/// A one-line progress bar on stderr, redrawn in place when stderr is a terminal.
+final class ProgressBar {
+    let label: String
+    let isTTY = isatty(STDERR_FILENO) != 0
+    let start = Date()
+    var lastDraw = Date.distantPast
+
+    init(_ label: String) { self.label = label }
+
+    func update(_ done: Int, _ total: Int, detail: String = "") {
+        let now = Date()
+        guard done == total || now.timeIntervalSince(lastDraw) > 0.1 else { return }
+        lastDraw = now
+        let width = 30
+        let filled = total > 0 ? width * done / total : 0
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        let line = String(format: "%@ [%@] %d/%d %.0fs %@", label, bar, done, total, now.timeIntervalSince(start), detail)
+        FileHandle.standardError.write(Data(((isTTY ? "\r" : "") + line + (isTTY && done < total ? "" : "\n")).utf8))
+    }
+}

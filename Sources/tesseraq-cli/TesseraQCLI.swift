@@ -1,0 +1,13 @@
+import ArgumentParser
+import Foundation
+import TesseraQ
+
+@main
+struct TesseraQCLI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tesseraq",
+        abstract: "Ultra-low-bit post-training quantization of LLaMA-family models (TesseraQ).",
+        version: Runtime.version,
+        subcommands: [Eval.self, Inspect.self]
+    )
+}
