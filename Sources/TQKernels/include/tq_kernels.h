@@ -7,7 +7,10 @@
 #include <stdint.h>
 #include <stddef.h>
 
+/* Hidden in libtesseraq.so; bench/ rebuilds the kernels with -DTQK_API= to call them. */
+#ifndef TQK_API
 #define TQK_API __attribute__((visibility("hidden")))
+#endif
 
 /* ---- runtime ---- */
 /* 1 when the CPU has AVX2, FMA and F16C (the kernels are compiled for them). */
