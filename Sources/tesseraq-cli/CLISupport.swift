@@ -38,7 +38,8 @@ final class ProgressBar {
 
     func update(_ done: Int, _ total: Int, detail: String = "") {
         let now = Date()
-        guard done == total || now.timeIntervalSince(lastDraw) > 0.1 else { return }
+        // Redraw a terminal often; write a log (non-terminal) line at most every 5 s.
+        guard done == total || now.timeIntervalSince(lastDraw) > (isTTY ? 0.1 : 5) else { return }
         lastDraw = now
         let width = 30
         let filled = total > 0 ? width * done / total : 0

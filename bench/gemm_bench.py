@@ -1,0 +1,115 @@
+"""GEMM benchmark: libtesseraq's tqk_sgemm against numpy's matmul (OpenBLAS) on the shapes of a
+SmolLM2-135M block (M = 2048 tokens), in the three forms a training step needs:
+
+  NT  forward       Y  = X  W^T   tqk_sgemm(0, 1, M, N, K)   numpy: X @ W.T
+  NN  input grad    dX = dY W     tqk_sgemm(0, 0, M, K, N)   numpy: dY @ W
+  TN  weight grad   dW = dY^T X   tqk_sgemm(1, 0, N, K, M)   numpy: dY.T @ X
+
+Both libraries run in the same process on the same arrays; each time is the best of --reps
+runs after a warm-up. Every result is checked against numpy (max relative error), so a broken
+kernel cannot pass as a fast one.
+
+Run it with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (the machine environment may set
+them, which makes OpenBLAS pick a slower kernel and flatters us):
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/gemm_bench.py [--threads 2]
+
+`pip install threadpoolctl` lets the script pin OpenBLAS's thread count and print which
+OpenBLAS core (kernel family) numpy is using.
+"""
+import argparse
+import ctypes
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kernel_lib import build_kernels  # noqa: E402
+
+SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536)]  # (N, K) of the weight W[N, K]
+TOKENS = 2048
+
+
+def best_time(fn, reps):
+    fn()  # warm-up: page faults, thread pool start-up
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both libraries (default: all cores)")
+    ap.add_argument("--reps", type=int, default=10, help="timed repetitions per case; the best is kept")
+    ap.add_argument("--tokens", type=int, default=TOKENS, help="M, the number of tokens")
+    args = ap.parse_args()
+
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if var in os.environ:
+            print(f"warning: {var}={os.environ[var]} is set; numpy may be running a slower kernel "
+                  f"(run with: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...)", file=sys.stderr)
+
+    lib = build_kernels()
+    lib.tqk_sgemm.restype = None
+    lib.tqk_sgemm.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                              ctypes.c_float, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                              ctypes.c_float, ctypes.c_void_p, ctypes.c_int64]
+    lib.tqk_set_num_threads.argtypes = [ctypes.c_int]
+    lib.tqk_set_num_threads(args.threads)
+
+    limiter = None
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+        limiter = threadpool_limits(limits=args.threads, user_api="blas")
+        for info in threadpool_info():
+            if info.get("user_api") == "blas":
+                print(f"numpy BLAS: {info.get('internal_api')} {info.get('version')} "
+                      f"core={info.get('architecture')} threads={info.get('num_threads')}")
+    except ImportError:
+        print("threadpoolctl not installed: numpy's BLAS thread count and core are not known "
+              "(pip install threadpoolctl)")
+    print(f"threads={args.threads} M={args.tokens} reps={args.reps}\n")
+
+    rng = np.random.default_rng(0)
+    M = args.tokens
+    ptr = lambda a: a.ctypes.data  # noqa: E731
+    print(f"{'shape (M,N,K)':>20} {'form':>4} {'ours GF/s':>10} {'numpy GF/s':>11} {'ratio':>6} {'max rel err':>12}")
+    worst = float("inf")
+    for N, K in SHAPES:
+        X = rng.standard_normal((M, K), dtype=np.float32)
+        W = rng.standard_normal((N, K), dtype=np.float32)
+        dY = rng.standard_normal((M, N), dtype=np.float32)
+        cases = [
+            # form, output shape, our call, numpy expression
+            ("NT", (M, N), lambda C: lib.tqk_sgemm(0, 1, M, N, K, 1.0, ptr(X), K, ptr(W), K, 0.0, ptr(C), N),
+             lambda: X @ W.T),
+            ("NN", (M, K), lambda C: lib.tqk_sgemm(0, 0, M, K, N, 1.0, ptr(dY), N, ptr(W), K, 0.0, ptr(C), K),
+             lambda: dY @ W),
+            ("TN", (N, K), lambda C: lib.tqk_sgemm(1, 0, N, K, M, 1.0, ptr(dY), N, ptr(X), K, 0.0, ptr(C), K),
+             lambda: dY.T @ X),
+        ]
+        for form, oshape, ours, ref in cases:
+            C = np.empty(oshape, dtype=np.float32)
+            ours(C)
+            expect = ref()
+            err = float(np.max(np.abs(C - expect)) / max(float(np.max(np.abs(expect))), 1e-30))
+            flops = 2.0 * M * N * K
+            t_ours = best_time(lambda: ours(C), args.reps)
+            t_np = best_time(ref, args.reps)
+            g_ours, g_np = flops / t_ours / 1e9, flops / t_np / 1e9
+            worst = min(worst, g_ours / g_np)
+            shape = {"NT": (M, N, K), "NN": (M, K, N), "TN": (N, K, M)}[form]
+            flag = "  WRONG" if err > 1e-4 else ""
+            print(f"{str(shape):>20} {form:>4} {g_ours:10.1f} {g_np:11.1f} {g_ours / g_np:6.2f} {err:12.2e}{flag}")
+    print(f"\nworst ratio ours/numpy: {worst:.2f}")
+    if limiter is not None:
+        limiter.restore_original_limits()
+
+
+if __name__ == "__main__":
+    main()
