@@ -351,6 +351,36 @@ SWIFT_EXTERN int32_t tq_model_logits(void * _Nullable model, uint32_t const * _N
 /// directory). On success <code>*model</code> is a handle to free with tq_model_free.
 SWIFT_EXTERN int32_t tq_model_open(char const * _Nullable path, void * _Nullable * _Nullable model) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
 
+/// The number of packed tensors (linear layers).
+SWIFT_EXTERN int32_t tq_packed_count(void * _Nullable ckpt, int64_t * _Nullable count) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
+/// Rows [row_begin, row_end) of tensor i’s weight, dequantised: (row_end - row_begin) x in floats.
+SWIFT_EXTERN int32_t tq_packed_dequantize(void * _Nullable ckpt, int64_t index, int64_t row_begin, int64_t row_end, float * _Nullable out_) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
+/// Frees a packed checkpoint handle; NULL is accepted.
+SWIFT_EXTERN void tq_packed_free(void * _Nullable ckpt) SWIFT_NOEXCEPT;
+
+/// Y[batch x out] = X[batch x in] W^T on the packed words.
+SWIFT_EXTERN int32_t tq_packed_gemm(void * _Nullable ckpt, int64_t index, float const * _Nullable X, int64_t batch, float * _Nullable Y) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
+/// y[out] = W x[in] on the packed words.
+SWIFT_EXTERN int32_t tq_packed_gemv(void * _Nullable ckpt, int64_t index, float const * _Nullable x, float * _Nullable y) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
+/// Tensor i: module name (valid while the handle lives), out/in features, bits, group size
+/// (-1 per-channel) and symmetry. Any out-pointer may be NULL.
+SWIFT_EXTERN int32_t tq_packed_info(void * _Nullable ckpt, int64_t index, char const * _Nullable * _Nullable name, int64_t * _Nullable out_features, int64_t * _Nullable in_features, int32_t * _Nullable bits, int64_t * _Nullable group_size, int32_t * _Nullable sym) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
+/// Opens the packed tensors of a GPTQ checkpoint directory; free with tq_packed_free.
+SWIFT_EXTERN int32_t tq_packed_open(char const * _Nullable path, void * _Nullable * _Nullable ckpt) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
+/// Integer codes of tensor i, out x in bytes (row o holds W’s row o).
+SWIFT_EXTERN int32_t tq_packed_unpack(void * _Nullable ckpt, int64_t index, uint8_t * _Nullable codes) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
+/// Quantizes <code>model</code> as <code>config_json</code> says and writes a GPTQ checkpoint to <code>out_dir</code>.
+/// config_json: {“method”: “rtn”, “bits”: 2|3|4|8, “group_size”: g or -1, “sym”: false,
+/// “format”: “gptq_v2”|“gptq”, “overwrite”: false, …method keys}. <code>progress</code> may be NULL.
+SWIFT_EXTERN int32_t tq_quantize(void * _Nullable model, char const * _Nullable config_json, char const * _Nullable out_dir, int32_t (* _Nullable progress)(int64_t, int64_t, int64_t, int64_t, double, void * _Nullable), void * _Nullable user) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
 /// Sets the number of OpenMP threads the kernels use (n <= 0: one per core).
 SWIFT_EXTERN int32_t tq_set_num_threads(int32_t n) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
 

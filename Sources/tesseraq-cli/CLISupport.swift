@@ -48,3 +48,10 @@ final class ProgressBar {
         FileHandle.standardError.write(Data(((isTTY ? "\r" : "") + line + (isTTY && done < total ? "" : "\n")).utf8))
     }
 }
+
+/// Set by SIGINT: long jobs poll it through their progress callback and cancel cleanly.
+nonisolated(unsafe) var interrupted = false
+
+func installInterruptHandler() {
+    signal(SIGINT) { _ in interrupted = true }
+}

@@ -33,7 +33,7 @@ struct Eval: ParsableCommand {
             let r = try ids.withUnsafeBufferPointer {
                 try evaluatePerplexity(model: m, tokens: $0, seqLen: seqLen, maxWindows: maxWindows) { done, total in
                     bar.update(done, total)
-                    return true
+                    return !interrupted
                 }
             }
             if json {

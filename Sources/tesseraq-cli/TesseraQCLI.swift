@@ -8,6 +8,16 @@ struct TesseraQCLI: ParsableCommand {
         commandName: "tesseraq",
         abstract: "Ultra-low-bit post-training quantization of LLaMA-family models (TesseraQ).",
         version: Runtime.version,
-        subcommands: [Eval.self, Inspect.self]
+        subcommands: [Eval.self, Quantize.self, Inspect.self]
     )
+
+    static func main() {
+        installInterruptHandler()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

@@ -53,4 +53,101 @@ TQK_API void tqk_swiglu(const float *g, const float *u, float *out, int64_t n);
 /* sum over rows of -log softmax(logits[r])[target[r]], accumulated in double */
 TQK_API double tqk_nll_sum(const float *logits, const uint32_t *targets, int64_t rows, int64_t vocab);
 
+/* ---- uniform group quantizer (ALGORITHM.md section 2) ----
+ * W is out x in; groups run along `in` (`group` columns, the last one partial). scales and
+ * zeros are [n_groups x out], the GPTQ orientation. */
+/* Per-group scale and zero point. Scales are rounded to float16 (what the checkpoint stores),
+ * and floored at the smallest positive float16, so the grid used is exactly the grid exported. */
+TQK_API void tqk_quant_grid(const float *W, int64_t out, int64_t in, int64_t group, int bits, int sym,
+                            float *scales, uint8_t *zeros);
+/* codes = clamp(rint(W / s) + z, 0, 2^bits - 1), rint rounding half to even (as torch.round) */
+TQK_API void tqk_quant_codes(const float *W, const float *scales, const uint8_t *zeros, int64_t out,
+                             int64_t in, int64_t group, int bits, uint8_t *codes);
+/* W = (float)(code - z) * s */
+TQK_API void tqk_dequant_codes(const uint8_t *codes, const float *scales, const uint8_t *zeros,
+                               int64_t out, int64_t in, int64_t group, float *W);
+
+/* ---- GPTQ packed weights: packing and kernels on packed words (pack.c, qgemv.c) ----
+ * Layout: docs/FORMATS.md. W is out x in; codes are uint8 in [0, 2^bits - 1], bits in {2,3,4,8}.
+ * qweight: uint32 [tqk_packed_len(in, bits) x out], codes packed along in.
+ * qzeros: uint32 [n_groups x tqk_packed_len(out, bits)], zeros packed along out.
+ * scales: float16 bit patterns [n_groups x out]; n_groups = ceil(in / group_size).
+ * Values past in (or out) in the last packing unit are padding, written as 0, ignored on read.
+ * g_idx: NULL means group(i) = i / group_size; otherwise group(i) = g_idx[i] (act-order). */
+/* Number of uint32 words per packed column (qweight rows) / row (qzeros columns) for n values. */
+TQK_API int64_t tqk_packed_len(int64_t n, int bits);
+/* codes: out x in (W layout, row-major uint8). qweight: [tqk_packed_len(in,bits) x out]. */
+TQK_API void tqk_pack_qweight(const uint8_t *codes, int64_t out, int64_t in, int bits, uint32_t *qweight);
+TQK_API void tqk_unpack_qweight(const uint32_t *qweight, int64_t out, int64_t in, int bits, uint8_t *codes);
+/* zeros: [n_groups x out] uint8; qzeros: [n_groups x tqk_packed_len(out,bits)]. */
+TQK_API void tqk_pack_qzeros(const uint8_t *zeros, int64_t n_groups, int64_t out, int bits, uint32_t *qzeros);
+TQK_API void tqk_unpack_qzeros(const uint32_t *qzeros, int64_t n_groups, int64_t out, int bits, uint8_t *zeros);
+/* Dequantise rows [row_begin, row_end) of W (output rows o) into out_w [(row_end-row_begin) x in]:
+ * W[o,i] = scales[g(i), o] * (code[i,o] - zero[g(i),o]), g(i) = g_idx ? g_idx[i] : i / group_size,
+ * computed as (float)(code - zero) * scale. scales are float16 bit patterns [n_groups x out]. */
+TQK_API void tqk_packed_dequantize(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
+                                   const int32_t *g_idx, int64_t out, int64_t in, int bits, int64_t group_size,
+                                   int64_t row_begin, int64_t row_end, float *out_w);
+/* y[out] = W x[in] working directly on the packed words (never materialising W). */
+TQK_API void tqk_packed_gemv(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
+                             const int32_t *g_idx, int64_t out, int64_t in, int bits, int64_t group_size,
+                             const float *x, float *y);
+/* Y[batch x out] = X[batch x in] W^T, on the packed words. */
+TQK_API void tqk_packed_gemm(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
+                             const int32_t *g_idx, int64_t out, int64_t in, int bits, int64_t group_size,
+                             const float *X, int64_t batch, float *Y);
+/* ---- end GPTQ packed weights ---- */
+
+/* ---- training: backward passes, fake quantisation, optimiser ----
+ * Input gradients of the block's frozen ops (weights of norms etc. are not trained). */
+/* RMSNorm backward (weights frozen): y = w * x * r, r = 1/sqrt(mean(x^2)+eps). dx from dy. */
+TQK_API void tqk_rmsnorm_backward(const float *x, const float *w, const float *dy, float *dx, int64_t rows, int64_t dim,
+                                  float eps);
+/* RoPE backward: the transpose of tqk_rope's rotation (rotate by -angle), in place on dx [n_tokens x n_heads*head_dim]. */
+TQK_API void tqk_rope_backward(float *dx, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const float *cos_t,
+                               const float *sin_t);
+/* Causal GQA attention backward, recomputing the softmax (no stored attention matrix).
+ * Inputs as tqk_attention (Q [T x H*D] post-RoPE, K,V [T x KVH*D]), dO [T x H*D].
+ * Outputs dQ [T x H*D], dK, dV [T x KVH*D] (overwritten, not accumulated). Race-free: per query
+ * row for dQ, per (kv head, key block) for dK/dV; results do not depend on the thread count. */
+TQK_API void tqk_attention_backward(const float *Q, const float *K, const float *V, const float *dO, float *dQ,
+                                    float *dK, float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale);
+/* out = silu(g) * u; given dout: dg, du (all distinct buffers). */
+TQK_API void tqk_swiglu_backward(const float *g, const float *u, const float *dout, float *dg, float *du, int64_t n);
+/* L = sum((y - target)^2) / rows; dy = 2 (y - target) / rows (dy may be NULL). Returns L (accumulated in double). */
+TQK_API double tqk_l2_loss(const float *y, const float *target, int64_t rows, int64_t dim, float *dy);
+
+/* TesseraQ fake-quantised weights (ALGORITHM.md section 3).
+ * Per weight (out x in, row-major): fl = floor(w/s) (float), a = rounding variable, state: 0 soft, 1 hard 0, 2 hard 1.
+ * Per group, layout [out x n_groups] (NOTE: transposed w.r.t. tqk_quant_grid's [n_groups x out]),
+ * group = `group` consecutive inputs, last partial: s = scale, z = zero point (float), v = DST variable.
+ * h(x) = clamp(1.2*sigmoid(x) - 0.1, 0, 1), sigmoid in float32 as 1/(1+expf(-x)), no fma.
+ * For a soft weight hw = h(a), hard: 0 or 1. u = fl + hw + z; q = clamp(u, 0, qmax), qmax = 2^bits - 1;
+ * w_hat = (q - z) * (s * 2*h(v)). */
+TQK_API void tqk_fq_weights(const float *fl, const float *a, const uint8_t *state, const float *s, const float *z,
+                            const float *v, int64_t out, int64_t in, int64_t group, int bits, float *w_hat);
+/* Given dw = dL/dw_hat (out x in): da (out x in; 0 for hard weights and where u is not strictly inside (0, qmax)):
+ *   da = dw * s*2h(v) * h'(a), h'(a) = 1.2*sig(a)*(1-sig(a)) where 0 < 1.2*sig(a)-0.1 < 1, else 0;
+ * dv ([out x n_groups], overwritten) = sum over the group of dw * (q - z) * s * 2 * h'(v). */
+TQK_API void tqk_fq_backward(const float *fl, const float *a, const uint8_t *state, const float *s, const float *z,
+                             const float *v, const float *dw, int64_t out, int64_t in, int64_t group, int bits,
+                             float *da, float *dv);
+/* Initialise: fl = floor(w/s), a = -log(1.2/(r + 0.1) - 1) with r = w/s - fl, so h(a) = r and the soft
+ * weights reproduce w; state = 0 (soft). s is [out x n_groups]. */
+TQK_API void tqk_fq_init(const float *w, const float *s, int64_t out, int64_t in, int64_t group, float *fl, float *a,
+                         uint8_t *state);
+/* PAR hardening for one layer: score = |h(a) - 0.5| over ALL n weights (hard ones score 0.5);
+ * t = quantile(score, q), linear interpolation as numpy.quantile's default (virtual index q*(n-1) in double);
+ * every SOFT weight with h(a) > 0.5 + t becomes state 2, h(a) < 0.5 - t state 1. Returns t. O(n) expected
+ * (selection, no sort). final_ == 1: harden every soft weight by h(a) > 0.5 (-> 2) else (-> 1), return 0. */
+TQK_API float tqk_fq_harden(const float *a, uint8_t *state, int64_t n, float q, int final_);
+/* Final integer codes: q = clamp(fl + h + z, 0, qmax) with h from state (soft treated as h(a) > 0.5). */
+TQK_API void tqk_fq_codes(const float *fl, const float *a, const uint8_t *state, const float *z, int64_t out,
+                          int64_t in, int64_t group, int bits, uint8_t *codes);
+/* Fused Adam step (t = 1-based step for bias correction), torch.optim.Adam arithmetic; classic L2 weight decay
+ * added to the gradient: g' = g + wd * p. m, v are the optimiser state, updated in place. */
+TQK_API void tqk_adam(float *p, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2,
+                      float eps, float wd, int64_t t);
+/* ---- end training ---- */
+
 #endif

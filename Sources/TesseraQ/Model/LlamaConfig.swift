@@ -40,6 +40,8 @@ public struct LlamaConfig: Sendable, Equatable {
                 throw TQError.format("\(path): missing \(key)")
             }
             guard let i = v.int, i > 0 else { throw TQError.format("\(path): \(key) must be a positive integer") }
+            // Bounded so products of dimensions (heads * head_dim, ...) cannot overflow Int.
+            guard i <= Int(Int32.max) else { throw TQError.format("\(path): \(key) \(i) is too large") }
             return i
         }
         if let archs = json["architectures"]?.array {
@@ -64,7 +66,7 @@ public struct LlamaConfig: Sendable, Equatable {
         vocab = try int("vocab_size")
         maxPositions = try int("max_position_embeddings", default: 2048)
         guard heads % kvHeads == 0 else { throw TQError.format("\(path): num_attention_heads \(heads) is not a multiple of num_key_value_heads \(kvHeads)") }
-        guard headDim % 2 == 0 else { throw TQError.format("\(path): head_dim \(headDim) must be even for RoPE") }
+        guard headDim > 0, headDim % 2 == 0 else { throw TQError.format("\(path): head_dim \(headDim) must be positive and even for RoPE") }
         rmsEps = Float(json["rms_norm_eps"]?.double ?? 1e-6)
         ropeTheta = json["rope_theta"]?.double ?? 10000
         tiedEmbeddings = json["tie_word_embeddings"]?.bool ?? false

@@ -1,12 +1,17 @@
 import Foundation
 import TQKernels
 
-/// A LLaMA-family checkpoint opened for inference. The safetensors files stay memory-mapped;
-/// a block's weights are converted to float32 only while that block runs.
+/// A LLaMA-family checkpoint opened for inference: float (F32/F16/BF16) or GPTQ packed.
+/// The safetensors files stay memory-mapped; a block's weights are converted (or dequantised)
+/// to float32 only while that block runs.
 public final class LlamaModel: @unchecked Sendable {
     public let directory: String
     public let config: LlamaConfig
     public let store: TensorStore
+    /// The packed linears when the directory is a GPTQ checkpoint.
+    public let packed: PackedCheckpoint?
+    /// Applied to each block's weights after loading (simulated quantization in tests, AWQ folding).
+    public var blockTransform: ((Int, BlockWeights) throws -> Void)?
     let embed: FloatBuffer
     let finalNorm: FloatBuffer
     let lmHead: FloatBuffer
@@ -14,8 +19,12 @@ public final class LlamaModel: @unchecked Sendable {
     public init(directory: String) throws {
         try Runtime.requireSupportedCPU()
         self.directory = directory
-        config = try LlamaConfig(directory: directory)
-        store = try TensorStore(directory: directory)
+        let configPath = directory + "/config.json"
+        let json = try JSONValue.parseFile(configPath)
+        config = try LlamaConfig(json: json, path: configPath)
+        let store = try TensorStore(directory: directory)
+        self.store = store
+        packed = try GPTQConfig(configJSON: json, path: configPath).map { try PackedCheckpoint(store: store, quantization: $0) }
         let c = config
         try store.requireFloat("model.embed_tokens.weight", shape: [c.vocab, c.hidden])
         try store.requireFloat("model.norm.weight", shape: [c.hidden])
@@ -24,7 +33,14 @@ public final class LlamaModel: @unchecked Sendable {
             try store.requireFloat("model.layers.\(l).post_attention_layernorm.weight", shape: [c.hidden])
             for kind in LinearKind.allCases {
                 let (o, i) = kind.shape(c)
-                try store.requireFloat(kind.prefix(layer: l) + ".weight", shape: [o, i])
+                let prefix = kind.prefix(layer: l)
+                if let p = packed?.linear(named: prefix) {
+                    guard p.out == o, p.inFeatures == i else {
+                        throw TQError.format("\(directory): \(prefix) is packed as \(p.out) x \(p.inFeatures) but config.json implies \(o) x \(i)")
+                    }
+                } else {
+                    try store.requireFloat(prefix + ".weight", shape: [o, i])
+                }
             }
             if c.qkvBias {
                 for kind in [LinearKind.q, .k, .v] {
@@ -44,16 +60,22 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
-    /// Block `layer`'s weights in float32.
+    /// Block `layer`'s weights in float32 (packed linears dequantised), after `blockTransform`.
     public func loadBlock(_ layer: Int) throws -> BlockWeights {
         let p = "model.layers.\(layer)."
-        let linears = try LinearKind.allCases.map { FloatBuffer(try store.floats($0.prefix(layer: layer) + ".weight")) }
+        let linears = try LinearKind.allCases.map { kind in
+            let prefix = kind.prefix(layer: layer)
+            if let q = packed?.linear(named: prefix) { return q.dequantized() }
+            return FloatBuffer(try store.floats(prefix + ".weight"))
+        }
         let biases = config.qkvBias
             ? try [LinearKind.q, .k, .v].map { FloatBuffer(try store.floats($0.prefix(layer: layer) + ".bias")) }
             : nil
-        return BlockWeights(attnNorm: FloatBuffer(try store.floats(p + "input_layernorm.weight")),
-                            mlpNorm: FloatBuffer(try store.floats(p + "post_attention_layernorm.weight")),
-                            linears: linears, biases: biases)
+        let block = BlockWeights(attnNorm: FloatBuffer(try store.floats(p + "input_layernorm.weight")),
+                                 mlpNorm: FloatBuffer(try store.floats(p + "post_attention_layernorm.weight")),
+                                 linears: linears, biases: biases)
+        try blockTransform?(layer, block)
+        return block
     }
 
     func validate(tokens: UnsafeBufferPointer<UInt32>) throws {
@@ -75,9 +97,9 @@ public final class LlamaModel: @unchecked Sendable {
         try validate(tokens: tokens)
         let T = tokens.count
         let x = embed(tokens)
-        let rope = RopeTables(config: config, positions: T)
+        let work = BlockWorkspace(config: config, sequences: 1, length: T)
         for l in 0..<config.layers {
-            blockForward(x.p, tokens: T, weights: try loadBlock(l), config: config, rope: rope)
+            work.forward(x.p, weights: try loadBlock(l), into: x.p)
         }
         tqk_rmsnorm(x.p, finalNorm.p, x.p, Int64(T), Int64(config.hidden), config.rmsEps)
         return x

@@ -1,0 +1,773 @@
+/* GEMV / GEMM / dequantisation straight from GPTQ-packed weights (docs/FORMATS.md).
+ *
+ * Layout reminders: qweight[r, o] (uint32, [rows_q x out]) packs the codes of column o along
+ * the input dimension; every column is a little-endian bit stream, value i at stream bits
+ * [i*b, i*b + b). A "unit" is the smallest whole number of words holding whole values:
+ * 1 word of V = 32/b values for b in {2,4,8}, 3 words of V = 32 values for b = 3. qzeros rows
+ * are the same kind of stream along the output columns. Words are always uint32_t.
+ *
+ * Vectorisation: qweight is contiguous along `out`, so one __m256i load gives the same word of
+ * 8 consecutive columns, and each lane decodes its own code. Threads split output columns.
+ *
+ * Fast path (g_idx == NULL and group_size a multiple of V, or a single group):
+ *   y[o] = sum_g s[g,o] * (sum_{i in g} c[i,o] x[i] - z[g,o] * sum_{i in g} x[i]).
+ * The inner loop extracts a code "in place" with one AND (c << p, p = the value's bit offset
+ * in its word; exact in float since it has at most b significant bits) and multiplies it by
+ * x[i] * 2^-p, precomputed once per call, so one code costs AND + CVT + FMA per 8 columns.
+ * (Values reaching bit 31 use a shift instead, because CVT is signed; the two b = 3 values
+ * straddling words are assembled from both words.)
+ * Generic path (act-order g_idx, or group sizes not a multiple of V): every tile of codes is
+ * dequantised exactly, W = (float)(c - z[g(i)]) * s[g(i)], into a small L1 buffer, then FMA'd.
+ * GEMM: the same decoded tile (codes on the fast path, W on the generic path) is reused by
+ * every batch row. */
+#include "tq_kernels.h"
+#include <immintrin.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+
+enum {
+    GEMV_TILE_VALUES = 256, /* values (inputs) per GEMV tile, at most */
+    GEMM_TILE_VALUES = 128, /* values per decoded GEMM tile: 128 x 32 floats = 16 KB */
+    BLK = 32,               /* output columns per block (4 vectors) */
+};
+
+static int bits_ok(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
+static int64_t values_per_unit(int bits) { return bits == 3 ? 32 : 32 / bits; }
+static int64_t words_per_unit(int bits) { return bits == 3 ? 3 : 1; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+static void *xmalloc(size_t n) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n ? n : 64) != 0) return NULL;
+    return p;
+}
+
+/* lane l < n set */
+AI __m256i lane_mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+AI __m256i ld_words(const uint32_t *p, int masked, __m256i m) {
+    return masked ? _mm256_maskload_epi32((const int *)p, m) : _mm256_loadu_si256((const __m256i *)p);
+}
+
+/* Code of value j (constant) of the unit whose first word (for these 8 columns) is at `row`,
+ * consecutive words `out` apart. "Scaled": code << p when the code does not touch bit 31
+ * (p = its bit offset), else the code itself. */
+AI __m256i code_scaled(const uint32_t *row, int64_t out, const int B, const int j, int masked, __m256i m) {
+    const int P = j * B, w = P >> 5, s = P & 31;
+    const __m256i a = ld_words(row + (int64_t)w * out, masked, m);
+    if (s + B < 32) return _mm256_and_si256(a, _mm256_set1_epi32((int)(((1u << B) - 1u) << s)));
+    if (s + B == 32) return _mm256_srli_epi32(a, s);
+    const __m256i b = ld_words(row + (int64_t)(w + 1) * out, masked, m);
+    return _mm256_or_si256(_mm256_srli_epi32(a, s),
+                           _mm256_and_si256(_mm256_slli_epi32(b, 32 - s), _mm256_set1_epi32((1 << B) - 1)));
+}
+
+/* Scale applied to x for value j of a unit in the scaled form: 2^-p, or 1. */
+static float code_scale_factor(int B, int64_t j) {
+    const int P = (int)(j * B), s = P & 31;
+    if (s + B >= 32) return 1.0f;
+    const uint32_t bits = (uint32_t)(127 - s) << 23; /* 2^-s, exact */
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Plain code of value j (constant). */
+AI __m256i code_plain(const uint32_t *row, int64_t out, const int B, const int j, int masked, __m256i m) {
+    const int P = j * B, w = P >> 5, s = P & 31;
+    const __m256i a = ld_words(row + (int64_t)w * out, masked, m);
+    const __m256i mk = _mm256_set1_epi32((1 << B) - 1);
+    if (s + B < 32) return _mm256_and_si256(_mm256_srli_epi32(a, s), mk);
+    if (s + B == 32) return _mm256_srli_epi32(a, s);
+    const __m256i b = ld_words(row + (int64_t)(w + 1) * out, masked, m);
+    return _mm256_or_si256(_mm256_srli_epi32(a, s), _mm256_and_si256(_mm256_slli_epi32(b, 32 - s), mk));
+}
+
+/* Code of value i (runtime) of columns o..o+7 (lanes >= nvalid read as 0). */
+static inline __m256i code_any(const uint32_t *qweight, int64_t out, int B, int64_t i, int64_t o, int nvalid) {
+    const int64_t P = i * B, w = P >> 5;
+    const int s = (int)(P & 31);
+    const __m256i m = lane_mask(nvalid);
+    const int masked = nvalid < 8;
+    const __m256i a = ld_words(qweight + w * out + o, masked, m);
+    __m256i v = _mm256_srl_epi32(a, _mm_cvtsi32_si128(s));
+    if (s + B > 32) {
+        const __m256i b = ld_words(qweight + (w + 1) * out + o, masked, m);
+        v = _mm256_or_si256(v, _mm256_sll_epi32(b, _mm_cvtsi32_si128(32 - s)));
+    }
+    return _mm256_and_si256(v, _mm256_set1_epi32((1 << B) - 1));
+}
+
+/* Zero points of columns o..o+7 of one qzeros row (cols words); lanes past the row's end are
+ * padding or garbage and must be ignored by the caller. */
+static inline __m256i zero_vec(const uint32_t *zrow, int64_t cols, int B, int64_t o) {
+    const int64_t P0 = o * B, w0 = P0 >> 5;
+    const int nw = (int)min64(8, cols - w0);
+    const __m256i words = _mm256_maskload_epi32((const int *)(zrow + w0), lane_mask(nw));
+    const __m256i P = _mm256_add_epi32(_mm256_set1_epi32((int)(P0 & 31)),
+                                       _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                          _mm256_set1_epi32(B)));
+    const __m256i wi = _mm256_srli_epi32(P, 5);
+    const __m256i s = _mm256_and_si256(P, _mm256_set1_epi32(31));
+    const __m256i lo = _mm256_permutevar8x32_epi32(words, wi);
+    const __m256i hi = _mm256_permutevar8x32_epi32(words, _mm256_add_epi32(wi, _mm256_set1_epi32(1)));
+    /* sllv by 32 gives 0: a value that fits its word takes nothing from the next one (and for
+     * s + B <= 32 the bits of `hi` land at >= B, masked away) */
+    const __m256i v = _mm256_or_si256(_mm256_srlv_epi32(lo, s),
+                                      _mm256_sllv_epi32(hi, _mm256_sub_epi32(_mm256_set1_epi32(32), s)));
+    return _mm256_and_si256(v, _mm256_set1_epi32((1 << B) - 1));
+}
+
+/* float16 scales of columns o..o+nvalid-1 (the rest 0) */
+static inline __m256 scale_vec(const uint16_t *srow, int64_t o, int nvalid) {
+    if (nvalid >= 8) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(srow + o)));
+    uint16_t tmp[8] = {0};
+    memcpy(tmp, srow + o, (size_t)nvalid * 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tmp));
+}
+
+AI void store_y(float *y, __m256 v, int nvalid) {
+    if (nvalid >= 8) _mm256_storeu_ps(y, v);
+    else _mm256_maskstore_ps(y, lane_mask(nvalid), v);
+}
+
+AI __m256 load_y(const float *y, int nvalid) {
+    if (nvalid >= 8) return _mm256_loadu_ps(y);
+    return _mm256_maskload_ps(y, lane_mask(nvalid));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared problem description                                                                 */
+
+typedef struct {
+    const uint32_t *qweight, *qzeros;
+    const uint16_t *scales;
+    int64_t out, in, bits, group_size, n_groups, cols_z;
+    int64_t U, V, WPU; /* units along in, values per unit, words per unit */
+    /* fast path */
+    int64_t n_tiles;
+    const int64_t *tile_u0, *tile_u1, *tile_g;
+    const float *xs;  /* [batch x U*V] prescaled x, zero padded */
+    const float *sx;  /* [batch x n_tiles] sum of x over each tile */
+    /* generic path */
+    const int32_t *gmap; /* [U*V] group of each value (padding -> 0) */
+    const float *X;      /* [batch x in] */
+    int64_t batch;
+    float *Y;            /* [batch x out] */
+} Problem;
+
+/* Tiles: runs of whole units inside one group, at most tile_values values. */
+static int64_t build_tiles(Problem *p, int64_t tile_values, int64_t **u0, int64_t **u1, int64_t **g) {
+    const int64_t GU = p->n_groups == 1 ? p->U : p->group_size / p->V; /* units per group */
+    const int64_t TU = max64(1, min64(GU, tile_values / p->V));
+    int64_t n = 0;
+    for (int64_t gs = 0; gs < p->U; gs += GU) n += (min64(gs + GU, p->U) - gs + TU - 1) / TU;
+    *u0 = malloc((size_t)n * sizeof(int64_t));
+    *u1 = malloc((size_t)n * sizeof(int64_t));
+    *g = malloc((size_t)n * sizeof(int64_t));
+    if (!*u0 || !*u1 || !*g) return -1;
+    int64_t t = 0;
+    for (int64_t gs = 0, gi = 0; gs < p->U; gs += GU, gi++) {
+        const int64_t ge = min64(gs + GU, p->U);
+        for (int64_t a = gs; a < ge; a += TU) {
+            (*u0)[t] = a;
+            (*u1)[t] = min64(a + TU, ge);
+            (*g)[t] = gi;
+            t++;
+        }
+    }
+    return n;
+}
+
+/* xs = x * scale factor of its position, zero padded to U*V; sx per tile (double sums). */
+static void prescale(const Problem *p, const float *x, float *xs, float *sx) {
+    float fac[32];
+    for (int64_t j = 0; j < p->V; j++) fac[j] = code_scale_factor((int)p->bits, j);
+    for (int64_t u = 0; u < p->U; u++) {
+        for (int64_t j = 0; j < p->V; j++) {
+            const int64_t i = u * p->V + j;
+            const float v = i < p->in ? x[i] * fac[j] : 0.0f;
+            /* keep subnormals out of the hot loop (microcode assists); they contribute < 2^-100 */
+            xs[i] = __builtin_fabsf(v) < 1.17549435e-38f ? 0.0f : v;
+        }
+    }
+    for (int64_t t = 0; t < p->n_tiles; t++) {
+        double s = 0.0;
+        const int64_t i1 = min64(p->tile_u1[t] * p->V, p->in);
+        for (int64_t i = p->tile_u0[t] * p->V; i < i1; i++) s += x[i];
+        sx[t] = (float)s;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Fast GEMV                                                                                  */
+
+/* acc[v] = sum over units [u0,u1) of scaled codes * xs, for NV vectors of columns at qw. */
+AI void gemv_tile(const int B, const int NV, const int masked, __m256i lm, const uint32_t *qw,
+                  int64_t out, const float *xs, int64_t u0, int64_t u1, __m256 *res) {
+    enum { NA = 2 };
+    const int V = B == 3 ? 32 : 32 / B;
+    const int WPU = B == 3 ? 3 : 1;
+    __m256 acc[4][NA];
+    for (int v = 0; v < NV; v++)
+        for (int a = 0; a < NA; a++) acc[v][a] = _mm256_setzero_ps();
+    for (int64_t u = u0; u < u1; u++) {
+        const uint32_t *row = qw + u * WPU * out;
+        const float *xu = xs + u * V;
+#pragma clang loop unroll(full)
+        for (int j = 0; j < V; j++) {
+            const __m256 xb = _mm256_broadcast_ss(xu + j);
+#pragma clang loop unroll(full)
+            for (int v = 0; v < NV; v++) {
+                const __m256i c = code_scaled(row + 8 * v, out, B, j, masked && v == NV - 1, lm);
+                acc[v][j % NA] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), xb, acc[v][j % NA]);
+            }
+        }
+    }
+    for (int v = 0; v < NV; v++) res[v] = _mm256_add_ps(acc[v][0], acc[v][1]);
+}
+
+/* y[o..o+8*nv) += s * (acc - z * sx) for tile t */
+AI void gemv_finish(const Problem *p, int64_t t, int64_t o, int nv, const __m256 *acc, float sxt, float *y) {
+    const int64_t g = p->tile_g[t];
+    const uint32_t *zrow = p->qzeros + g * p->cols_z;
+    const uint16_t *srow = p->scales + g * p->out;
+    const __m256 sxv = _mm256_set1_ps(sxt);
+    for (int v = 0; v < nv; v++) {
+        const int64_t ov = o + 8 * v;
+        const int nvalid = (int)min64(8, p->out - ov);
+        const __m256 z = _mm256_cvtepi32_ps(zero_vec(zrow, p->cols_z, (int)p->bits, ov));
+        const __m256 s = scale_vec(srow, ov, nvalid);
+        const __m256 r = _mm256_fmadd_ps(s, _mm256_fnmadd_ps(z, sxv, acc[v]), load_y(y + ov, nvalid));
+        store_y(y + ov, r, nvalid);
+    }
+}
+
+/* column blocks [b0, b1) of 32 columns, all tiles */
+AI void gemv_fast_range_body(const int B, const Problem *p, int64_t b0, int64_t b1) {
+    const int64_t out = p->out;
+    if (b1 <= b0) return;
+    const int64_t o_begin = b0 * BLK, o_end = min64(b1 * BLK, out);
+    memset(p->Y + o_begin, 0, (size_t)(o_end - o_begin) * sizeof(float));
+    const __m256i none = _mm256_setzero_si256();
+    for (int64_t t = 0; t < p->n_tiles; t++) {
+        const int64_t u0 = p->tile_u0[t], u1 = p->tile_u1[t];
+        const float sxt = p->sx[t];
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t o = b * BLK;
+            __m256 acc[4];
+            if (o + BLK <= out) {
+                gemv_tile(B, 4, 0, none, p->qweight + o, out, p->xs, u0, u1, acc);
+                gemv_finish(p, t, o, 4, acc, sxt, p->Y);
+            } else {
+                for (int64_t ov = o; ov < out; ov += 8) {
+                    const int nvalid = (int)min64(8, out - ov);
+                    if (nvalid == 8) gemv_tile(B, 1, 0, none, p->qweight + ov, out, p->xs, u0, u1, acc);
+                    else gemv_tile(B, 1, 1, lane_mask(nvalid), p->qweight + ov, out, p->xs, u0, u1, acc);
+                    gemv_finish(p, t, ov, 1, acc, sxt, p->Y);
+                }
+            }
+        }
+    }
+}
+
+#define DEF_FAST_GEMV(Bv) \
+    static void gemv_fast_range_##Bv(const Problem *p, int64_t b0, int64_t b1) { gemv_fast_range_body(Bv, p, b0, b1); }
+DEF_FAST_GEMV(2)
+DEF_FAST_GEMV(3)
+DEF_FAST_GEMV(4)
+DEF_FAST_GEMV(8)
+
+static void gemv_fast_range(const Problem *p, int64_t b0, int64_t b1) {
+    switch (p->bits) {
+    case 2: gemv_fast_range_2(p, b0, b1); break;
+    case 3: gemv_fast_range_3(p, b0, b1); break;
+    case 4: gemv_fast_range_4(p, b0, b1); break;
+    default: gemv_fast_range_8(p, b0, b1); break;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Batch FMA on a decoded tile: acc[r][v] += sum_t D[t][v] * X[r][t]                          */
+
+/* D: count x 32 floats (row stride 32). X rows: x0 (+ldx per row). NR rows (1 or 2). */
+AI void tile_fma(const int NR, const float *D, int64_t count, const float *x0, int64_t ldx, __m256 acc[2][4]) {
+    for (int64_t t = 0; t < count; t++) {
+        const float *d = D + t * BLK;
+        const __m256 d0 = _mm256_load_ps(d), d1 = _mm256_load_ps(d + 8);
+        const __m256 d2 = _mm256_load_ps(d + 16), d3 = _mm256_load_ps(d + 24);
+        for (int r = 0; r < NR; r++) {
+            const __m256 xb = _mm256_broadcast_ss(x0 + r * ldx + t);
+            acc[r][0] = _mm256_fmadd_ps(d0, xb, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(d1, xb, acc[r][1]);
+            acc[r][2] = _mm256_fmadd_ps(d2, xb, acc[r][2]);
+            acc[r][3] = _mm256_fmadd_ps(d3, xb, acc[r][3]);
+        }
+    }
+}
+
+static void tile_fma_1(const float *D, int64_t count, const float *x0, int64_t ldx, __m256 acc[2][4]) {
+    tile_fma(1, D, count, x0, ldx, acc);
+}
+static void tile_fma_2(const float *D, int64_t count, const float *x0, int64_t ldx, __m256 acc[2][4]) {
+    tile_fma(2, D, count, x0, ldx, acc);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Fast GEMM: decode scaled codes of a tile once, then every batch row                        */
+
+/* D[t][8v..8v+8) = float(scaled code) for units [u0,u1) and 32 columns at o (nv vectors,
+ * lanes >= nvalid_last of the last one are 0). */
+AI void decode_scaled_tile(const int B, const uint32_t *qw, int64_t out, int64_t u0, int64_t u1, int nv,
+                           int nvalid_last, float *D) {
+    const int V = B == 3 ? 32 : 32 / B;
+    const int WPU = B == 3 ? 3 : 1;
+    const __m256i lm = lane_mask(nvalid_last);
+    for (int64_t u = u0; u < u1; u++) {
+        const uint32_t *row = qw + u * WPU * out;
+        float *d = D + (u - u0) * V * BLK;
+        if (nv == 4 && nvalid_last == 8) {
+#pragma clang loop unroll(full)
+            for (int j = 0; j < V; j++)
+#pragma clang loop unroll(full)
+                for (int v = 0; v < 4; v++)
+                    _mm256_store_ps(d + j * BLK + 8 * v,
+                                    _mm256_cvtepi32_ps(code_scaled(row + 8 * v, out, B, j, 0, lm)));
+        } else {
+            for (int v = 0; v < 4; v++) {
+                if (v >= nv) {
+                    for (int j = 0; j < V; j++) _mm256_store_ps(d + j * BLK + 8 * v, _mm256_setzero_ps());
+                } else if (v < nv - 1 || nvalid_last == 8) {
+#pragma clang loop unroll(full)
+                    for (int j = 0; j < V; j++)
+                        _mm256_store_ps(d + j * BLK + 8 * v,
+                                        _mm256_cvtepi32_ps(code_scaled(row + 8 * v, out, B, j, 0, lm)));
+                } else {
+#pragma clang loop unroll(full)
+                    for (int j = 0; j < V; j++)
+                        _mm256_store_ps(d + j * BLK + 8 * v,
+                                        _mm256_cvtepi32_ps(code_scaled(row + 8 * v, out, B, j, 1, lm)));
+                }
+            }
+        }
+    }
+}
+
+#define DEF_DECODE_SCALED(Bv)                                                                              \
+    static void decode_scaled_tile_##Bv(const uint32_t *qw, int64_t out, int64_t u0, int64_t u1, int nv, \
+                                        int nvl, float *D) {                                              \
+        decode_scaled_tile(Bv, qw, out, u0, u1, nv, nvl, D);                                               \
+    }
+DEF_DECODE_SCALED(2)
+DEF_DECODE_SCALED(3)
+DEF_DECODE_SCALED(4)
+DEF_DECODE_SCALED(8)
+
+static void decode_scaled(int B, const uint32_t *qw, int64_t out, int64_t u0, int64_t u1, int nv, int nvl, float *D) {
+    switch (B) {
+    case 2: decode_scaled_tile_2(qw, out, u0, u1, nv, nvl, D); break;
+    case 3: decode_scaled_tile_3(qw, out, u0, u1, nv, nvl, D); break;
+    case 4: decode_scaled_tile_4(qw, out, u0, u1, nv, nvl, D); break;
+    default: decode_scaled_tile_8(qw, out, u0, u1, nv, nvl, D); break;
+    }
+}
+
+static void gemm_fast_range(const Problem *p, int64_t b0, int64_t b1, float *D) {
+    const int64_t out = p->out, UV = p->U * p->V, batch = p->batch;
+    for (int64_t b = b0; b < b1; b++) {
+        const int64_t o = b * BLK;
+        const int64_t ncol = min64(BLK, out - o);
+        const int nv = (int)((ncol + 7) / 8);
+        const int nvl = (int)(ncol - 8 * (nv - 1));
+        for (int64_t r = 0; r < batch; r++) memset(p->Y + r * out + o, 0, (size_t)ncol * sizeof(float));
+        for (int64_t t = 0; t < p->n_tiles; t++) {
+            const int64_t u0 = p->tile_u0[t], u1 = p->tile_u1[t];
+            const int64_t count = (u1 - u0) * p->V;
+            decode_scaled((int)p->bits, p->qweight + o, out, u0, u1, nv, nvl, D);
+            const int64_t g = p->tile_g[t];
+            const uint32_t *zrow = p->qzeros + g * p->cols_z;
+            const uint16_t *srow = p->scales + g * out;
+            __m256 z[4], s[4];
+            for (int v = 0; v < nv; v++) {
+                const int nvalid = (int)min64(8, out - (o + 8 * v));
+                z[v] = _mm256_cvtepi32_ps(zero_vec(zrow, p->cols_z, (int)p->bits, o + 8 * v));
+                s[v] = scale_vec(srow, o + 8 * v, nvalid);
+            }
+            for (int64_t r = 0; r < batch; r += 2) {
+                const int nr = (int)min64(2, batch - r);
+                __m256 acc[2][4];
+                for (int a = 0; a < 2; a++)
+                    for (int v = 0; v < 4; v++) acc[a][v] = _mm256_setzero_ps();
+                const float *x0 = p->xs + r * UV + u0 * p->V;
+                if (nr == 2) tile_fma_2(D, count, x0, UV, acc);
+                else tile_fma_1(D, count, x0, UV, acc);
+                for (int a = 0; a < nr; a++) {
+                    const __m256 sxv = _mm256_set1_ps(p->sx[(r + a) * p->n_tiles + t]);
+                    float *y = p->Y + (r + a) * out + o;
+                    for (int v = 0; v < nv; v++) {
+                        const int nvalid = (int)min64(8, out - (o + 8 * v));
+                        const __m256 res = _mm256_fmadd_ps(s[v], _mm256_fnmadd_ps(z[v], sxv, acc[a][v]),
+                                                           load_y(y + 8 * v, nvalid));
+                        store_y(y + 8 * v, res, nvalid);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Generic path: exact W tiles from any group map                                             */
+
+/* zc/sc: per group, the 4 vectors of zero points (int) and scales of block o. */
+static void fill_group_cache(const Problem *p, int64_t o, int nv, __m256i *zc, __m256 *sc) {
+    for (int64_t g = 0; g < p->n_groups; g++) {
+        const uint32_t *zrow = p->qzeros + g * p->cols_z;
+        const uint16_t *srow = p->scales + g * p->out;
+        for (int v = 0; v < 4; v++) {
+            if (v < nv) {
+                const int nvalid = (int)min64(8, p->out - (o + 8 * v));
+                zc[g * 4 + v] = zero_vec(zrow, p->cols_z, (int)p->bits, o + 8 * v);
+                sc[g * 4 + v] = scale_vec(srow, o + 8 * v, nvalid);
+            } else {
+                zc[g * 4 + v] = _mm256_setzero_si256();
+                sc[g * 4 + v] = _mm256_setzero_ps();
+            }
+        }
+    }
+}
+
+/* D[t][.] = (float)(code - z[g]) * s[g] for units [u0, u1) (exactly the reference W). */
+AI void decode_exact_tile(const int B, const uint32_t *qw, int64_t out, int64_t u0, int64_t u1, int nv,
+                          int nvalid_last, const int32_t *gmap, const __m256i *zc, const __m256 *sc, float *D) {
+    const int V = B == 3 ? 32 : 32 / B;
+    const int WPU = B == 3 ? 3 : 1;
+    const __m256i lm = lane_mask(nvalid_last);
+    for (int64_t u = u0; u < u1; u++) {
+        const uint32_t *row = qw + u * WPU * out;
+        float *d = D + (u - u0) * V * BLK;
+        const int32_t *gm = gmap + u * V;
+        for (int v = 0; v < 4; v++) {
+            if (v >= nv) {
+                for (int j = 0; j < V; j++) _mm256_store_ps(d + j * BLK + 8 * v, _mm256_setzero_ps());
+                continue;
+            }
+            const int masked = v == nv - 1 && nvalid_last < 8;
+#define EXACT_BODY(MASKED)                                                                       \
+    for (int j = 0; j < V; j++) {                                                                \
+        const int64_t g = gm[j];                                                                 \
+        const __m256i c = code_plain(row + 8 * v, out, B, j, MASKED, lm);                        \
+        const __m256 w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c, zc[g * 4 + v])), \
+                                       sc[g * 4 + v]);                                           \
+        _mm256_store_ps(d + j * BLK + 8 * v, w);                                                 \
+    }
+            if (masked) {
+#pragma clang loop unroll(full)
+                EXACT_BODY(1)
+            } else {
+#pragma clang loop unroll(full)
+                EXACT_BODY(0)
+            }
+#undef EXACT_BODY
+        }
+    }
+}
+
+#define DEF_DECODE_EXACT(Bv)                                                                              \
+    static void decode_exact_tile_##Bv(const uint32_t *qw, int64_t out, int64_t u0, int64_t u1, int nv,  \
+                                       int nvl, const int32_t *gmap, const __m256i *zc, const __m256 *sc, \
+                                       float *D) {                                                        \
+        decode_exact_tile(Bv, qw, out, u0, u1, nv, nvl, gmap, zc, sc, D);                                 \
+    }
+DEF_DECODE_EXACT(2)
+DEF_DECODE_EXACT(3)
+DEF_DECODE_EXACT(4)
+DEF_DECODE_EXACT(8)
+
+static void decode_exact(int B, const uint32_t *qw, int64_t out, int64_t u0, int64_t u1, int nv, int nvl,
+                         const int32_t *gmap, const __m256i *zc, const __m256 *sc, float *D) {
+    switch (B) {
+    case 2: decode_exact_tile_2(qw, out, u0, u1, nv, nvl, gmap, zc, sc, D); break;
+    case 3: decode_exact_tile_3(qw, out, u0, u1, nv, nvl, gmap, zc, sc, D); break;
+    case 4: decode_exact_tile_4(qw, out, u0, u1, nv, nvl, gmap, zc, sc, D); break;
+    default: decode_exact_tile_8(qw, out, u0, u1, nv, nvl, gmap, zc, sc, D); break;
+    }
+}
+
+static void gemm_generic_range(const Problem *p, int64_t b0, int64_t b1, float *D, __m256i *zc, __m256 *sc) {
+    const int64_t out = p->out, in = p->in, batch = p->batch;
+    const int64_t tile_units = max64(1, GEMM_TILE_VALUES / p->V);
+    for (int64_t b = b0; b < b1; b++) {
+        const int64_t o = b * BLK;
+        const int64_t ncol = min64(BLK, out - o);
+        const int nv = (int)((ncol + 7) / 8);
+        const int nvl = (int)(ncol - 8 * (nv - 1));
+        fill_group_cache(p, o, nv, zc, sc);
+        for (int64_t r = 0; r < batch; r++) memset(p->Y + r * out + o, 0, (size_t)ncol * sizeof(float));
+        for (int64_t u0 = 0; u0 < p->U; u0 += tile_units) {
+            const int64_t u1 = min64(u0 + tile_units, p->U);
+            const int64_t i0 = u0 * p->V;
+            const int64_t count = min64(u1 * p->V, in) - i0; /* valid values only: X has `in` columns */
+            decode_exact((int)p->bits, p->qweight + o, out, u0, u1, nv, nvl, p->gmap, zc, sc, D);
+            for (int64_t r = 0; r < batch; r += 2) {
+                const int nr = (int)min64(2, batch - r);
+                __m256 acc[2][4];
+                for (int a = 0; a < 2; a++)
+                    for (int v = 0; v < 4; v++) acc[a][v] = _mm256_setzero_ps();
+                const float *x0 = p->X + r * in + i0;
+                if (nr == 2) tile_fma_2(D, count, x0, in, acc);
+                else tile_fma_1(D, count, x0, in, acc);
+                for (int a = 0; a < nr; a++) {
+                    float *y = p->Y + (r + a) * out + o;
+                    for (int v = 0; v < nv; v++) {
+                        const int nvalid = (int)min64(8, out - (o + 8 * v));
+                        store_y(y + 8 * v, _mm256_add_ps(acc[a][v], load_y(y + 8 * v, nvalid)), nvalid);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Drivers                                                                                    */
+
+static int setup(Problem *p, const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
+                 int64_t out, int64_t in, int bits, int64_t group_size) {
+    memset(p, 0, sizeof *p);
+    if (group_size <= 0 || group_size > in) group_size = in;
+    p->qweight = qweight;
+    p->qzeros = qzeros;
+    p->scales = scales;
+    p->out = out;
+    p->in = in;
+    p->bits = bits;
+    p->group_size = group_size;
+    p->n_groups = (in + group_size - 1) / group_size;
+    p->cols_z = tqk_packed_len(out, bits);
+    p->V = values_per_unit(bits);
+    p->WPU = words_per_unit(bits);
+    p->U = (in + p->V - 1) / p->V;
+    return 0;
+}
+
+static int fast_path_ok(const Problem *p, const int32_t *g_idx) {
+    return g_idx == NULL && (p->n_groups == 1 || p->group_size % p->V == 0);
+}
+
+/* group of every value, padded with 0; out-of-range g_idx entries are clamped (the Swift
+ * layer validates g_idx; the clamp only keeps memory safe) */
+static int32_t *make_gmap(const Problem *p, const int32_t *g_idx) {
+    const int64_t UV = p->U * p->V;
+    int32_t *gm = xmalloc((size_t)UV * sizeof(int32_t));
+    if (!gm) return NULL;
+    for (int64_t i = 0; i < UV; i++) {
+        int64_t g = 0;
+        if (i < p->in) g = g_idx ? g_idx[i] : i / p->group_size;
+        if (g < 0) g = 0;
+        if (g >= p->n_groups) g = p->n_groups - 1;
+        gm[i] = (int32_t)g;
+    }
+    return gm;
+}
+
+static int want_parallel(int64_t out, int64_t in, int64_t batch) { return out * in * batch >= (1 << 15); }
+
+static void run_generic(Problem *p, const int32_t *g_idx) {
+    int32_t *gmap = make_gmap(p, g_idx);
+    if (!gmap) return;
+    p->gmap = gmap;
+    const int64_t nblk = (p->out + BLK - 1) / BLK;
+    #pragma omp parallel if (want_parallel(p->out, p->in, p->batch))
+    {
+        const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+        const int64_t b0 = nblk * t / nt, b1 = nblk * (t + 1) / nt;
+        if (b1 > b0) {
+            float *D = xmalloc((size_t)GEMM_TILE_VALUES * BLK * sizeof(float) + 64 * BLK * sizeof(float));
+            __m256i *zc = xmalloc((size_t)p->n_groups * 4 * sizeof(__m256i));
+            __m256 *sc = xmalloc((size_t)p->n_groups * 4 * sizeof(__m256));
+            if (D && zc && sc) gemm_generic_range(p, b0, b1, D, zc, sc);
+            free(D);
+            free(zc);
+            free(sc);
+        }
+    }
+    free(gmap);
+}
+
+void tqk_packed_gemv(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
+                     const int32_t *g_idx, int64_t out, int64_t in, int bits, int64_t group_size,
+                     const float *x, float *y) {
+    if (out <= 0) return;
+    if (in <= 0 || !bits_ok(bits)) {
+        memset(y, 0, (size_t)out * sizeof(float));
+        return;
+    }
+    Problem p;
+    setup(&p, qweight, qzeros, scales, out, in, bits, group_size);
+    p.X = x;
+    p.Y = y;
+    p.batch = 1;
+    if (!fast_path_ok(&p, g_idx)) {
+        run_generic(&p, g_idx);
+        return;
+    }
+    int64_t *u0 = NULL, *u1 = NULL, *tg = NULL;
+    const int64_t nt_tiles = build_tiles(&p, GEMV_TILE_VALUES, &u0, &u1, &tg);
+    float *xs = xmalloc((size_t)(p.U * p.V) * sizeof(float));
+    float *sx = xmalloc((size_t)max64(nt_tiles, 1) * sizeof(float));
+    if (nt_tiles >= 0 && xs && sx) {
+        p.n_tiles = nt_tiles;
+        p.tile_u0 = u0;
+        p.tile_u1 = u1;
+        p.tile_g = tg;
+        p.xs = xs;
+        p.sx = sx;
+        prescale(&p, x, xs, sx);
+        const int64_t nblk = (out + BLK - 1) / BLK;
+        #pragma omp parallel if (want_parallel(out, in, 1))
+        {
+            const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+            gemv_fast_range(&p, nblk * t / nt, nblk * (t + 1) / nt);
+        }
+    }
+    free(u0);
+    free(u1);
+    free(tg);
+    free(xs);
+    free(sx);
+}
+
+void tqk_packed_gemm(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
+                     const int32_t *g_idx, int64_t out, int64_t in, int bits, int64_t group_size,
+                     const float *X, int64_t batch, float *Y) {
+    if (out <= 0 || batch <= 0) return;
+    if (in <= 0 || !bits_ok(bits)) {
+        memset(Y, 0, (size_t)(out * batch) * sizeof(float));
+        return;
+    }
+    if (batch == 1) {
+        tqk_packed_gemv(qweight, qzeros, scales, g_idx, out, in, bits, group_size, X, Y);
+        return;
+    }
+    Problem p;
+    setup(&p, qweight, qzeros, scales, out, in, bits, group_size);
+    p.X = X;
+    p.Y = Y;
+    p.batch = batch;
+    if (!fast_path_ok(&p, g_idx)) {
+        run_generic(&p, g_idx);
+        return;
+    }
+    int64_t *u0 = NULL, *u1 = NULL, *tg = NULL;
+    const int64_t nt_tiles = build_tiles(&p, GEMM_TILE_VALUES, &u0, &u1, &tg);
+    const int64_t UV = p.U * p.V;
+    float *xs = xmalloc((size_t)(batch * UV) * sizeof(float));
+    float *sx = xmalloc((size_t)max64(batch * nt_tiles, 1) * sizeof(float));
+    if (nt_tiles >= 0 && xs && sx) {
+        p.n_tiles = nt_tiles;
+        p.tile_u0 = u0;
+        p.tile_u1 = u1;
+        p.tile_g = tg;
+        p.xs = xs;
+        p.sx = sx;
+        #pragma omp parallel for schedule(static) if (batch * in > (1 << 14))
+        for (int64_t r = 0; r < batch; r++) prescale(&p, X + r * in, xs + r * UV, sx + r * nt_tiles);
+        const int64_t nblk = (out + BLK - 1) / BLK;
+        #pragma omp parallel if (want_parallel(out, in, batch))
+        {
+            const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+            const int64_t b0 = nblk * t / nt, b1 = nblk * (t + 1) / nt;
+            if (b1 > b0) {
+                /* a tile never exceeds GEMM_TILE_VALUES values, except one unit of 32 */
+                float *D = xmalloc((size_t)(GEMM_TILE_VALUES + 32) * BLK * sizeof(float));
+                if (D) gemm_fast_range(&p, b0, b1, D);
+                free(D);
+            }
+        }
+    }
+    free(u0);
+    free(u1);
+    free(tg);
+    free(xs);
+    free(sx);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dequantisation of output rows [row_begin, row_end)                                         */
+
+AI void transpose8(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+void tqk_packed_dequantize(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
+                           const int32_t *g_idx, int64_t out, int64_t in, int bits, int64_t group_size,
+                           int64_t row_begin, int64_t row_end, float *out_w) {
+    if (row_begin < 0) row_begin = 0;
+    if (row_end > out) row_end = out;
+    if (row_end <= row_begin || in <= 0 || !bits_ok(bits)) return;
+    Problem p;
+    setup(&p, qweight, qzeros, scales, out, in, bits, group_size);
+    int32_t *gmap = make_gmap(&p, g_idx);
+    if (!gmap) return;
+    const int64_t nrows = row_end - row_begin;
+    const int64_t nvec = (nrows + 7) / 8;
+    #pragma omp parallel if (nrows * in > (1 << 16))
+    {
+        __m256i *zc = xmalloc((size_t)p.n_groups * sizeof(__m256i));
+        __m256 *sc = xmalloc((size_t)p.n_groups * sizeof(__m256));
+        #pragma omp for schedule(static)
+        for (int64_t vb = 0; vb < nvec; vb++) {
+            if (!zc || !sc) continue;
+            const int64_t o = row_begin + vb * 8;
+            const int nvalid = (int)min64(8, row_end - o);
+            for (int64_t g = 0; g < p.n_groups; g++) {
+                zc[g] = zero_vec(qzeros + g * p.cols_z, p.cols_z, bits, o);
+                sc[g] = scale_vec(scales + g * out, o, nvalid);
+            }
+            for (int64_t i0 = 0; i0 < in; i0 += 8) {
+                const int ni = (int)min64(8, in - i0);
+                __m256 r[8];
+                for (int k = 0; k < 8; k++) {
+                    if (k < ni) {
+                        const int64_t i = i0 + k, g = gmap[i];
+                        const __m256i c = code_any(qweight, out, bits, i, o, nvalid);
+                        r[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c, zc[g])), sc[g]);
+                    } else {
+                        r[k] = _mm256_setzero_ps();
+                    }
+                }
+                transpose8(r); /* r[l] = W[o + l, i0 .. i0 + 8) */
+                for (int l = 0; l < nvalid; l++) {
+                    float *dst = out_w + (o + l - row_begin) * in + i0;
+                    if (ni == 8) _mm256_storeu_ps(dst, r[l]);
+                    else _mm256_maskstore_ps(dst, lane_mask(ni), r[l]);
+                }
+            }
+        }
+        free(zc);
+        free(sc);
+    }
+    free(gmap);
+}

@@ -1,0 +1,91 @@
+import Foundation
+
+/// Writes a quantized model as a GPTQ checkpoint directory (FORMATS.md): config.json with
+/// quantization_config, model.safetensors with the packed linears and every other tensor in
+/// the input's dtype, the tokenizer files copied. The directory is assembled under a temporary
+/// name and renamed into place, so an interrupted run never leaves a readable half-checkpoint.
+public struct CheckpointWriter {
+    public static let copiedFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                     "tokenizer.model", "tok512.bin", "generation_config.json", "vocab.json", "merges.txt"]
+
+    public let model: LlamaModel
+    public let quantization: GPTQConfig
+    /// Extra keys written under config.json's "tesseraq" key.
+    public var extraConfig: [String: Any] = [:]
+    /// Further files written into the checkpoint (name -> contents), e.g. the run report.
+    public var extraFiles: [String: Data] = [:]
+
+    public init(model: LlamaModel, quantization: GPTQConfig) {
+        self.model = model
+        self.quantization = quantization
+    }
+
+    /// Writes the checkpoint to `outDir` through `staging` (created here, renamed at the end).
+    public func write(linears: [PackedLinear], to outDir: String, staging: String, overwrite: Bool) throws {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: outDir) && !overwrite {
+            throw TQError.invalid("\(outDir) already exists (set \"overwrite\": true to replace it)")
+        }
+        try? fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        guard fm.fileExists(atPath: staging) else { throw TQError.io("\(staging): cannot create directory") }
+
+        var writer = SafeTensorsWriter()
+        var replaced = Set<String>()
+        for l in linears {
+            l.addTensors(to: &writer, zeros: quantization.checkpointFormat == "gptq" ? try v1Zeros(l) : l.qzeros)
+            replaced.insert(l.name + ".weight")
+        }
+        for name in model.store.names where !replaced.contains(name) {
+            let (file, info) = try model.store.require(name)
+            writer.add(name, info.dtype, info.shape, Data(bytes: file.bytes(info), count: info.end - info.begin))
+        }
+        try writer.write(to: staging + "/model.safetensors")
+
+        let configPath = model.directory + "/config.json"
+        guard let data = fm.contents(atPath: configPath),
+              var config = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw TQError.io("\(configPath): cannot read")
+        }
+        config["quantization_config"] = quantization.json
+        if !extraConfig.isEmpty { config["tesseraq"] = extraConfig }
+        let out = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+        guard fm.createFile(atPath: staging + "/config.json", contents: out) else {
+            throw TQError.io("\(staging)/config.json: cannot write")
+        }
+        for f in Self.copiedFiles where fm.fileExists(atPath: model.directory + "/" + f) {
+            try? fm.removeItem(atPath: staging + "/" + f)
+            do { try fm.copyItem(atPath: model.directory + "/" + f, toPath: staging + "/" + f) } catch {
+                throw TQError.io("\(staging)/\(f): cannot copy (\(error))")
+            }
+        }
+        for (name, contents) in extraFiles {
+            guard fm.createFile(atPath: staging + "/" + name, contents: contents) else {
+                throw TQError.io("\(staging)/\(name): cannot write")
+            }
+        }
+        try Self.moveIntoPlace(staging, outDir)
+    }
+
+    /// v1 stores zero - 1, so a zero point of 0 has no representation: refuse rather than corrupt.
+    private func v1Zeros(_ l: PackedLinear) throws -> [UInt32] {
+        let z = l.unpackZeros()
+        let bad = z.filter { $0 == 0 }.count
+        guard bad == 0 else {
+            throw TQError.unsupported("format gptq (v1) cannot store a zero point of 0: \(l.name) has \(bad) such groups; use the default gptq_v2")
+        }
+        return PackedLinear.packZeros(z.map { $0 - 1 }, nGroups: l.nGroups, out: l.out, bits: l.bits)
+    }
+
+    /// Renames `staging` to `outDir`, replacing an existing directory only after the new one is complete.
+    static func moveIntoPlace(_ staging: String, _ outDir: String) throws {
+        let fm = FileManager.default
+        let old = outDir + ".old-\(getpid())"
+        let hadOld = fm.fileExists(atPath: outDir)
+        if hadOld { guard rename(outDir, old) == 0 else { throw TQError.io("\(outDir): cannot move aside") } }
+        guard rename(staging, outDir) == 0 else {
+            if hadOld { _ = rename(old, outDir) }
+            throw TQError.io("\(outDir): cannot rename \(staging) into place")
+        }
+        if hadOld { try? fm.removeItem(atPath: old) }
+    }
+}

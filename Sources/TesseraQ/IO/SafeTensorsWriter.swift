@@ -1,0 +1,53 @@
+import Foundation
+
+/// Writes a safetensors file. Tensors are laid out 4-byte ones first so every tensor starts
+/// 4-byte aligned (the format allows no gaps), after a header padded to a multiple of 8.
+public struct SafeTensorsWriter {
+    public struct Entry {
+        public let name: String
+        public let dtype: DType
+        public let shape: [Int]
+        public let data: Data
+    }
+
+    public private(set) var entries: [Entry] = []
+    public var metadata: [String: String] = ["format": "pt"]
+
+    public init() {}
+
+    public mutating func add(_ name: String, _ dtype: DType, _ shape: [Int], _ data: Data) {
+        precondition(shape.reduce(dtype.size, *) == data.count, "\(name): shape does not match byte count")
+        entries.append(Entry(name: name, dtype: dtype, shape: shape, data: data))
+    }
+
+    public mutating func add<T>(_ name: String, _ dtype: DType, _ shape: [Int], _ values: [T]) {
+        add(name, dtype, shape, values.withUnsafeBytes { Data($0) })
+    }
+
+    /// Writes the file at `path` (the caller renames a temporary file into place).
+    public func write(to path: String) throws {
+        let ordered = entries.sorted { ($1.dtype.size, $0.name) < ($0.dtype.size, $1.name) }
+        var header: [String: Any] = ["__metadata__": metadata]
+        var offset = 0
+        for e in ordered {
+            header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.data.count]]
+            offset += e.data.count
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while (json.count + 8) % 8 != 0 { json.append(0x20) }
+        guard FileManager.default.createFile(atPath: path, contents: nil),
+              let fh = FileHandle(forWritingAtPath: path) else {
+            throw TQError.io("\(path): cannot create")
+        }
+        defer { try? fh.close() }
+        do {
+            var len = UInt64(json.count).littleEndian
+            try fh.write(contentsOf: Data(bytes: &len, count: 8))
+            try fh.write(contentsOf: json)
+            for e in ordered { try fh.write(contentsOf: e.data) }
+            try fh.synchronize()
+        } catch {
+            throw TQError.io("\(path): write failed (\(error))")
+        }
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import TQKernels
+
+/// A linear layer under TesseraQ training (ALGORITHM.md section 3): the frozen grid (s, z),
+/// the rounding variables `a` (PAR) with their hard/soft state, and the DST variables `v`.
+/// Per-group arrays are [out x nGroups] here; the export transposes them to GPTQ's orientation.
+public final class FakeQuantLinear: @unchecked Sendable {
+    public let out: Int
+    public let inFeatures: Int
+    public let spec: QuantSpec
+    public let group: Int
+    public let nGroups: Int
+    let fl, a, s, z, v: FloatBuffer
+    var state: [UInt8]
+    /// The soft-quantised weight (out x in), refreshed by `materialize`.
+    public let wHat: FloatBuffer
+    let da, dv: FloatBuffer
+    let adamA: AdamState, adamV: AdamState
+
+    /// Starts from `weight` (out x in) on the grid of `grid` (e.g. RTN's): soft weights equal
+    /// the originals, DST factors are 1.
+    public init(weight: UnsafePointer<Float>, grid: QuantizedLinear) {
+        out = grid.out
+        inFeatures = grid.inFeatures
+        spec = grid.spec
+        group = grid.group
+        nGroups = grid.nGroups
+        let n = out * inFeatures, ng = out * nGroups
+        fl = FloatBuffer(count: n); a = FloatBuffer(count: n); state = [UInt8](repeating: 0, count: n)
+        s = FloatBuffer(count: ng); z = FloatBuffer(count: ng); v = FloatBuffer(count: ng)
+        for o in 0..<out {
+            for g in 0..<nGroups {
+                s.p[o * nGroups + g] = grid.scales[g * out + o]
+                z.p[o * nGroups + g] = Float(grid.zeros[g * out + o])
+            }
+        }
+        // h(v) = 0.5 gives the factor 2 h(v) = 1: v = logit((0.5 + 0.1) / 1.2) = 0.
+        wHat = FloatBuffer(count: n)
+        da = FloatBuffer(count: n); dv = FloatBuffer(count: ng)
+        adamA = AdamState(count: n); adamV = AdamState(count: ng)
+        tqk_fq_init(weight, s.p, Int64(out), Int64(inFeatures), Int64(group), fl.p, a.p, &state)
+    }
+
+    /// wHat = (clamp(fl + h + z) - z) * s * 2 h(v).
+    public func materialize() {
+        tqk_fq_weights(fl.p, a.p, state, s.p, z.p, v.p, Int64(out), Int64(inFeatures), Int64(group), Int32(spec.bits), wHat.p)
+    }
+
+    /// dL/da and dL/dv from dL/dwHat.
+    public func backward(_ dW: UnsafePointer<Float>) {
+        tqk_fq_backward(fl.p, a.p, state, s.p, z.p, v.p, dW, Int64(out), Int64(inFeatures), Int64(group),
+                        Int32(spec.bits), da.p, dv.p)
+    }
+
+    /// One Adam step on the rounding and DST variables (hard rounding variables are ignored by
+    /// the forward pass, so moving them is harmless).
+    public func step(_ t: Int, lr: Float, scaleLR: Float, scaleWD: Float) {
+        adamA.step(a, da, lr: lr, wd: 0, t: t)
+        adamV.step(v, dv, lr: scaleLR, wd: scaleWD, t: t)
+    }
+
+    public func resetOptimizer() {
+        adamA.reset()
+        adamV.reset()
+    }
+
+    /// PAR hardening with quantile `q` (or everything, when `final`). Returns the threshold.
+    @discardableResult
+    public func harden(quantile q: Double, final: Bool = false) -> Float {
+        tqk_fq_harden(a.p, &state, Int64(out * inFeatures), Float(q), final ? 1 : 0)
+    }
+
+    public var softFraction: Double { Double(state.lazy.filter { $0 == 0 }.count) / Double(state.count) }
+
+    /// The final layer: hard codes, scales s * 2 h(v), zero points z (GPTQ orientation).
+    public func export() -> QuantizedLinear {
+        var codes = [UInt8](repeating: 0, count: out * inFeatures)
+        tqk_fq_codes(fl.p, a.p, state, z.p, Int64(out), Int64(inFeatures), Int64(group), Int32(spec.bits), &codes)
+        var scales = [Float](repeating: 0, count: nGroups * out), zeros = [UInt8](repeating: 0, count: nGroups * out)
+        for o in 0..<out {
+            for g in 0..<nGroups {
+                scales[g * out + o] = s.p[o * nGroups + g] * dstFactor(v.p[o * nGroups + g])
+                zeros[g * out + o] = UInt8(z.p[o * nGroups + g])
+            }
+        }
+        return QuantizedLinear(out: out, inFeatures: inFeatures, spec: spec, codes: codes, scales: scales, zeros: zeros)
+    }
+
+    /// The DST factors 2 h(v), smallest and largest.
+    public var dstRange: (Float, Float) {
+        let f = (0..<(out * nGroups)).map { dstFactor(v.p[$0]) }
+        return (f.min()!, f.max()!)
+    }
+}
+
+/// 2 h(v), h the rectified sigmoid.
+func dstFactor(_ v: Float) -> Float {
+    2 * min(max(1.2 / (1 + expf(-v)) - 0.1, 0), 1)
+}
+
+/// Adam moments for one parameter tensor (beta1 0.9, beta2 0.999, eps 1e-8).
+final class AdamState: @unchecked Sendable {
+    let m: FloatBuffer, v: FloatBuffer
+
+    init(count: Int) {
+        m = FloatBuffer(count: count)
+        v = FloatBuffer(count: count)
+    }
+
+    func reset() {
+        m.p.update(repeating: 0, count: m.count)
+        v.p.update(repeating: 0, count: v.count)
+    }
+
+    func step(_ p: FloatBuffer, _ g: FloatBuffer, lr: Float, wd: Float, t: Int) {
+        tqk_adam(p.p, g.p, m.p, v.p, Int64(p.count), lr, 0.9, 0.999, 1e-8, wd, Int64(t))
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import TQKernels
+
+/// TesseraQ block reconstruction (ALGORITHM.md section 3): progressive adaptive rounding and
+/// dequantisation scale tuning of one block's seven linears against the full-precision target.
+struct TesseraQBlock {
+    let config: LlamaConfig
+    let options: TesseraQOptions
+    let layer: Int
+    let blocks: Int
+
+    /// Trains the block whose float weights are `fp` (after any AWQ transform) from the frozen
+    /// `grids`, on inputs `xq` towards targets `yfp`. Returns the hard, exported layers.
+    func run(fp: BlockWeights, grids: [QuantizedLinear], xq: ActivationCache, yfp: ActivationCache,
+             progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
+        let fq = LinearKind.allCases.map { FakeQuantLinear(weight: fp[$0].p, grid: grids[$0.rawValue]) }
+        let train = BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: fq.map(\.wHat), biases: fp.biases)
+        let B = options.batch, L = options.seqLen, d = config.hidden
+        let work = BlockWorkspace(config: config, sequences: B, length: L)
+        let grads = BlockGradients(config: config, rows: B * L)
+        let x = FloatBuffer(count: B * L * d), target = FloatBuffer(count: B * L * d)
+        let y = FloatBuffer(count: B * L * d), dY = FloatBuffer(count: B * L * d)
+        var lastLoss = Double.nan
+        let rounds = options.thresholds.count
+        for (r, quantile) in options.thresholds.enumerated() {
+            for l in fq { l.harden(quantile: quantile); l.resetOptimizer() }
+            var rng = SeededGenerator.derived(options.seed, layer, r)
+            for step in stride(from: 1, through: options.iters, by: 1) {
+                var order = Array(0..<xq.samples)
+                order.shuffle(using: &rng)
+                let batch = Array(order.prefix(B))
+                xq.gather(batch, into: x.p)
+                yfp.gather(batch, into: target.p)
+                for l in fq { l.materialize() }
+                work.forward(x.p, weights: train, into: y.p)
+                lastLoss = tqk_l2_loss(y.p, target.p, Int64(B * L), Int64(d), dY.p)
+                guard lastLoss.isFinite else {
+                    throw TQError(.numeric, "loss is \(lastLoss) at block \(layer), round \(r + 1), step \(step)")
+                }
+                work.backward(dY.p, weights: train, into: grads)
+                for (k, l) in fq.enumerated() {
+                    l.backward(grads.dW[k].p)
+                    l.step(step, lr: Float(options.lr), scaleLR: Float(options.scaleLR), scaleWD: Float(options.scaleWD))
+                }
+                try checkQuantProgress(progress, QuantProgress(block: layer, blocks: blocks, round: r + 1, rounds: rounds,
+                                                               step: step, steps: options.iters, loss: lastLoss))
+            }
+        }
+        for l in fq { l.harden(quantile: 0, final: true) }
+        let linears = fq.map { $0.export() }
+        let changed = zip(linears, grids).reduce(0) { acc, p in acc + zip(p.0.codes, p.1.codes).filter { $0 != $1 }.count }
+        let total = linears.reduce(0) { $0 + $1.codes.count }
+        let ranges = fq.map(\.dstRange)
+        return (linears, [
+            "changed_from_nearest": Double(changed) / Double(total),
+            "dst_min": Double(ranges.map(\.0).min()!), "dst_max": Double(ranges.map(\.1).max()!),
+            "last_step_loss": lastLoss,
+        ])
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+
+/// Peak memory of a calibrated run, known before it starts: one block's weights and training
+/// state, the two activation caches, one batch's activations, the model's float tensors kept
+/// resident (embeddings, head), and the packed result.
+public struct MemoryEstimate: Sendable {
+    public var blockBytes: Int
+    public var cacheBytes: Int
+    public var activationBytes: Int
+    public var residentBytes: Int
+    public var resultBytes: Int
+    public var total: Int { blockBytes + cacheBytes + activationBytes + residentBytes + resultBytes }
+
+    public init(config c: LlamaConfig, samples: Int, seqLen: Int, batch: Int, cache: CacheDType, bits: Int) {
+        let blockParams = LinearKind.allCases.reduce(0) { let (o, i) = $1.shape(c); return $0 + o * i }
+        // fp32 weight, floor, rounding variable, soft weight, its gradient, dL/dW, Adam m and v, hard/soft state.
+        blockBytes = blockParams * (8 * 4 + 1)
+        cacheBytes = 2 * ActivationCache.bytes(samples: samples, rowsPerSample: seqLen, width: c.hidden, dtype: cache)
+        let perRow = 3 * c.hidden + 2 * c.qDim + 2 * c.kvDim + 3 * c.intermediate   // forward
+            + 3 * c.intermediate + 2 * c.hidden + 2 * c.qDim + 2 * c.kvDim             // backward
+            + 4 * c.hidden                                                             // inputs, targets, outputs, dY
+        activationBytes = batch * seqLen * perRow * 4
+        residentBytes = c.vocab * c.hidden * 4 * (c.tiedEmbeddings ? 1 : 2)
+        resultBytes = c.layers * blockParams * (bits + 1) / 8
+    }
+
+    public var json: [String: Any] {
+        ["block_bytes": blockBytes, "cache_bytes": cacheBytes, "activation_bytes": activationBytes,
+         "resident_bytes": residentBytes, "result_bytes": resultBytes, "total_bytes": total]
+    }
+
+    public var summary: String {
+        func mb(_ b: Int) -> String { String(format: "%.0f MB", Double(b) / 1e6) }
+        return "peak memory about \(mb(total)) (block \(mb(blockBytes)), caches \(mb(cacheBytes)), activations \(mb(activationBytes)), embeddings \(mb(residentBytes)), result \(mb(resultBytes)))"
+    }
+
+    /// MemAvailable from /proc/meminfo, or nil where unknown.
+    public static var available: Int? {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+            let parts = line.split(separator: " ")
+            if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
+        }
+        return nil
+    }
+
+    /// Throws when the run cannot fit in the memory available now.
+    public func check() throws {
+        if let avail = Self.available, total > avail {
+            throw TQError(.outOfMemory, "the run needs \(summary), but only \(avail / 1_000_000) MB are available: lower n_samples, seq_len or batch, or use cache_dtype bf16")
+        }
+    }
+}

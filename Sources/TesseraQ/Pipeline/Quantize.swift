@@ -1,0 +1,103 @@
+import Foundation
+
+/// Where a quantization run is: the block being worked on (0-based) of `blocks`, the round
+/// (1-based, 0 for methods without rounds) of `rounds`, the step of `steps`, and the current
+/// loss (NaN when the method has none).
+public struct QuantProgress: Sendable {
+    public var block: Int
+    public var blocks: Int
+    public var round: Int = 0
+    public var rounds: Int = 0
+    public var step: Int = 0
+    public var steps: Int = 0
+    public var loss: Double = .nan
+
+    /// Share of the whole run done, for progress bars.
+    public var fraction: Double {
+        guard rounds > 0 else { return Double(block + 1) / Double(blocks) }
+        let inBlock = (Double(round - 1) + Double(step) / Double(max(steps, 1))) / Double(rounds)
+        return (Double(block) + inBlock) / Double(blocks)
+    }
+}
+
+/// Returns false to cancel the run.
+public typealias QuantProgressHandler = (QuantProgress) -> Bool
+
+func checkQuantProgress(_ handler: QuantProgressHandler?, _ p: QuantProgress) throws {
+    if let handler, !handler(p) {
+        throw TQError(.cancelled, "cancelled by the progress callback at block \(p.block), round \(p.round), step \(p.step)")
+    }
+}
+
+/// Quantizes every block of `model` with the configured method and writes a GPTQ checkpoint
+/// to `outDir` (FORMATS.md), with `quantize_report.json` beside the weights. Calibrated
+/// methods read their tokens from `calibration` or the `calib_tokens` file.
+@discardableResult
+public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: String, calibration: [UInt32]? = nil,
+                          progress: QuantProgressHandler? = nil) throws -> [String: Any] {
+    guard model.packed == nil else { throw TQError.invalid("\(model.directory) is already quantized") }
+    guard !outDir.isEmpty else { throw TQError.invalid("out_dir is empty") }
+    if FileManager.default.fileExists(atPath: outDir) && !config.overwrite {
+        throw TQError.invalid("\(outDir) already exists (set \"overwrite\": true to replace it)")
+    }
+    let start = Date()
+    let staging = outDir + ".partial"
+    let quantization = GPTQConfig(bits: config.spec.bits, groupSize: config.spec.groupSize, sym: config.spec.sym,
+                                  checkpointFormat: config.format)
+    var report: [String: Any] = ["method": config.method, "bits": config.spec.bits, "group_size": config.spec.groupSize,
+                                 "sym": config.spec.sym]
+    let linears: [PackedLinear]
+    switch config.method {
+    case "rtn":
+        try? FileManager.default.removeItem(atPath: staging)
+        (linears, report["blocks"]) = try quantizeRTN(model, spec: config.spec, progress: progress)
+    default:
+        let options = try TesseraQOptions(options: config.options)
+        let tokens = try calibration ?? calibrationFile(config)
+        let run = CalibratedRun(model: model, config: config, options: options, quantization: quantization, staging: staging)
+        (linears, report["blocks"]) = try run.quantize(tokens: tokens, progress: progress)
+        report["options"] = options.json
+        report["memory"] = run.memory.json
+    }
+    report["seconds"] = Date().timeIntervalSince(start)
+    var writer = CheckpointWriter(model: model, quantization: quantization)
+    writer.extraConfig = ["method": config.method]
+    writer.extraFiles["quantize_report.json"] = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
+    try writer.write(linears: linears, to: outDir, staging: staging, overwrite: config.overwrite)
+    ResumeState.clean(outDir)
+    return report
+}
+
+func calibrationFile(_ config: QuantizeConfig) throws -> [UInt32] {
+    guard let path = config.options["calib_tokens"]?.string else {
+        throw TQError.invalid("method \(config.method) needs calibration tokens: set config key calib_tokens (a uint32 token file) or pass tokens")
+    }
+    return try readTokenFile(path)
+}
+
+/// Round to nearest, block by block.
+func quantizeRTN(_ model: LlamaModel, spec: QuantSpec, progress: QuantProgressHandler?) throws -> ([PackedLinear], [[String: Any]]) {
+    let c = model.config
+    var linears: [PackedLinear] = []
+    var reports: [[String: Any]] = []
+    for layer in 0..<c.layers {
+        let t0 = Date()
+        let block = try model.loadBlock(layer)
+        for kind in LinearKind.allCases {
+            let (o, i) = kind.shape(c)
+            let q = try roundToNearest(block[kind], out: o, inFeatures: i, spec: spec, name: kind.prefix(layer: layer))
+            linears.append(PackedLinear(name: kind.prefix(layer: layer), q, groupSize: spec.groupSize))
+        }
+        reports.append(["block": layer, "seconds": Date().timeIntervalSince(t0)])
+        try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers))
+    }
+    return (linears, reports)
+}
+
+/// RTN of one weight matrix, refusing non-finite weights (they would make a silent garbage grid).
+func roundToNearest(_ w: FloatBuffer, out: Int, inFeatures: Int, spec: QuantSpec, name: String) throws -> QuantizedLinear {
+    guard UnsafeBufferPointer(start: w.p, count: w.count).allSatisfy(\.isFinite) else {
+        throw TQError(.numeric, "\(name).weight holds a NaN or infinite value")
+    }
+    return QuantizedLinear.roundToNearest(w.p, out: out, inFeatures: inFeatures, spec: spec)
+}

@@ -1,0 +1,100 @@
+import Foundation
+
+/// The JSON configuration of `tq_quantize`: common keys plus the method's own. Unknown keys,
+/// wrong types and out-of-range values are rejected with a message naming the key.
+public struct QuantizeConfig: Sendable {
+    public var method: String
+    public var spec: QuantSpec
+    /// "gptq_v2" (default) or "gptq" (v1: zero points stored minus one).
+    public var format: String
+    /// Replace an existing output directory.
+    public var overwrite: Bool
+    /// The method's own keys, already type-checked against its `MethodKeys`.
+    public var options: [String: JSONValue]
+
+    public static let methods = ["rtn", "tesseraq"]
+    static let commonKeys = ["method", "bits", "group_size", "sym", "format", "overwrite"]
+
+    public init(method: String, spec: QuantSpec, format: String = "gptq_v2", overwrite: Bool = false,
+                options: [String: JSONValue] = [:]) {
+        self.method = method
+        self.spec = spec
+        self.format = format
+        self.overwrite = overwrite
+        self.options = options
+    }
+
+    public static func parse(_ text: String) throws -> QuantizeConfig {
+        let json = try JSONValue.parse(Data(text.utf8), what: "quantization config")
+        guard let obj = json.object else { throw TQError.invalid("quantization config: not a JSON object") }
+        let r = KeyReader(obj)
+        let method = try r.string("method", default: "rtn")
+        guard methods.contains(method) else {
+            throw TQError.invalid("config key method: unknown method \"\(method)\" (available: \(methods.joined(separator: ", ")))")
+        }
+        let bits = try r.int("bits", default: 4)
+        guard GPTQConfig.supportedBits.contains(bits) else { throw TQError.invalid("config key bits: must be 2, 3, 4 or 8 (got \(bits))") }
+        let group = try r.int("group_size", default: 128)
+        guard group == -1 || group >= 1 else { throw TQError.invalid("config key group_size: must be -1 (per-channel) or positive (got \(group))") }
+        let sym = try r.bool("sym", default: false)
+        let format = try r.string("format", default: "gptq_v2")
+        guard format == "gptq_v2" || format == "gptq" else {
+            throw TQError.invalid("config key format: must be \"gptq_v2\" or \"gptq\" (got \"\(format)\")")
+        }
+        let overwrite = try r.bool("overwrite", default: false)
+        let allowed = Set(commonKeys + MethodKeys.keys(for: method))
+        if let unknown = obj.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw TQError.invalid("config key \(unknown): unknown for method \(method)")
+        }
+        var options = obj
+        for k in commonKeys { options[k] = nil }
+        try MethodKeys.validate(options, method: method)
+        return QuantizeConfig(method: method, spec: QuantSpec(bits: bits, groupSize: group, sym: sym), format: format,
+                              overwrite: overwrite, options: options)
+    }
+}
+
+/// Typed access to a JSON object's keys with messages that name the key.
+struct KeyReader {
+    let obj: [String: JSONValue]
+    init(_ obj: [String: JSONValue]) { self.obj = obj }
+
+    func int(_ key: String, default def: Int) throws -> Int {
+        guard let v = obj[key] else { return def }
+        guard case .int(let i) = v else { throw TQError.invalid("config key \(key): expected an integer") }
+        return i
+    }
+
+    func double(_ key: String, default def: Double) throws -> Double {
+        guard let v = obj[key] else { return def }
+        guard let d = v.double, d.isFinite else { throw TQError.invalid("config key \(key): expected a number") }
+        return d
+    }
+
+    func bool(_ key: String, default def: Bool) throws -> Bool {
+        guard let v = obj[key] else { return def }
+        guard let b = v.bool else { throw TQError.invalid("config key \(key): expected true or false") }
+        return b
+    }
+
+    func string(_ key: String, default def: String) throws -> String {
+        guard let v = obj[key] else { return def }
+        guard let s = v.string else { throw TQError.invalid("config key \(key): expected a string") }
+        return s
+    }
+}
+
+/// Each method's own configuration keys (none for RTN).
+enum MethodKeys {
+    static func keys(for method: String) -> [String] {
+        switch method {
+        case "tesseraq": TesseraQOptions.keys
+        default: []
+        }
+    }
+
+    static func validate(_ options: [String: JSONValue], method: String) throws {
+        if method == "tesseraq" { _ = try TesseraQOptions(options: options) }
+        if let c = options["calib_tokens"], c.string == nil { throw TQError.invalid("config key calib_tokens: expected a file path string") }
+    }
+}

@@ -1,0 +1,73 @@
+import Foundation
+
+/// Finished blocks of an interrupted run, kept in `<out>.partial/blocks/NNNN/`: the packed
+/// linears (model.safetensors, so the packed reader loads them) and the block's report.
+/// `run.json` holds the run's fingerprint; a different run refuses to reuse the state.
+struct ResumeState {
+    let staging: String
+    let fingerprint: [String: String]
+    let quantization: GPTQConfig
+
+    init(staging: String, fingerprint: [String: String], quantization: GPTQConfig) throws {
+        self.staging = staging
+        self.fingerprint = fingerprint
+        self.quantization = quantization
+        let fm = FileManager.default
+        let runPath = staging + "/run.json"
+        if let data = fm.contents(atPath: runPath),
+           let saved = (try? JSONSerialization.jsonObject(with: data)) as? [String: String] {
+            guard saved == fingerprint else {
+                throw TQError.invalid("\(staging) holds the state of a different run (model, configuration or calibration data differ): remove it to start afresh")
+            }
+        } else {
+            try? fm.removeItem(atPath: staging)
+            try? fm.createDirectory(atPath: staging + "/blocks", withIntermediateDirectories: true)
+            let data = try JSONSerialization.data(withJSONObject: fingerprint, options: [.sortedKeys])
+            try Self.writeAtomically(data, to: runPath)
+        }
+    }
+
+    func blockDirectory(_ layer: Int) -> String { staging + "/blocks/" + String(format: "%04d", layer) }
+
+    /// The persisted linears and report of a finished block, or nil.
+    func load(_ layer: Int) throws -> (linears: [PackedLinear], report: [String: Any])? {
+        let dir = blockDirectory(layer)
+        guard let data = FileManager.default.contents(atPath: dir + "/report.json"),
+              let report = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
+        let ckpt = try PackedCheckpoint(store: try TensorStore(directory: dir), quantization: quantization)
+        let linears = try LinearKind.allCases.map { kind in
+            guard let l = ckpt.linear(named: kind.prefix(layer: layer)) else {
+                throw TQError.format("\(dir): resume state lacks \(kind.prefix(layer: layer))")
+            }
+            return l
+        }
+        return (linears, report)
+    }
+
+    /// Persists a finished block; the report is written last, so a block counts as finished
+    /// only when everything it needs is on disk.
+    func save(_ layer: Int, linears: [PackedLinear], report: [String: Any]) throws {
+        let dir = blockDirectory(layer)
+        try? FileManager.default.removeItem(atPath: dir)
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var w = SafeTensorsWriter()
+        for l in linears { l.addTensors(to: &w, zeros: l.qzeros) }
+        try w.write(to: dir + "/model.safetensors.tmp")
+        guard rename(dir + "/model.safetensors.tmp", dir + "/model.safetensors") == 0 else {
+            throw TQError.io("\(dir): cannot rename model.safetensors into place")
+        }
+        try Self.writeAtomically(try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), to: dir + "/report.json")
+    }
+
+    static func writeAtomically(_ data: Data, to path: String) throws {
+        guard FileManager.default.createFile(atPath: path + ".tmp", contents: data), rename(path + ".tmp", path) == 0 else {
+            throw TQError.io("\(path): cannot write")
+        }
+    }
+
+    /// Removes the resume files from a finished checkpoint directory.
+    static func clean(_ dir: String) {
+        try? FileManager.default.removeItem(atPath: dir + "/blocks")
+        try? FileManager.default.removeItem(atPath: dir + "/run.json")
+    }
+}

@@ -1,0 +1,104 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import TesseraQ
+
+/// A packed checkpoint plus the C strings tq_packed_info hands out.
+final class PackedHandle {
+    let checkpoint: PackedCheckpoint
+    let names: [UnsafeMutablePointer<CChar>]
+
+    init(_ checkpoint: PackedCheckpoint) {
+        self.checkpoint = checkpoint
+        names = checkpoint.linears.map { strdup($0.name) }
+    }
+
+    deinit { names.forEach { free($0) } }
+
+    func linear(_ index: Int64) throws -> PackedLinear {
+        guard index >= 0, index < checkpoint.linears.count else {
+            throw invalid("index \(index) is out of range (the checkpoint has \(checkpoint.linears.count) packed tensors)")
+        }
+        return checkpoint.linears[Int(index)]
+    }
+}
+
+/// Opens the packed tensors of a GPTQ checkpoint directory; free with tq_packed_free.
+@c public func tq_packed_open(_ path: UnsafePointer<CChar>?, _ ckpt: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        let out = try required(ckpt, "ckpt")
+        out.pointee = nil
+        let c = try PackedCheckpoint(directory: String(cString: try required(path, "path")))
+        out.pointee = retainHandle(PackedHandle(c))
+    }
+}
+
+/// Frees a packed checkpoint handle; NULL is accepted.
+@c public func tq_packed_free(_ ckpt: OpaquePointer?) {
+    releaseHandle(ckpt, as: PackedHandle.self)
+}
+
+/// The number of packed tensors (linear layers).
+@c public func tq_packed_count(_ ckpt: OpaquePointer?, _ count: UnsafeMutablePointer<Int64>?) -> Int32 {
+    guarded {
+        let h = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self)
+        try required(count, "count").pointee = Int64(h.checkpoint.linears.count)
+    }
+}
+
+/// Tensor i: module name (valid while the handle lives), out/in features, bits, group size
+/// (-1 per-channel) and symmetry. Any out-pointer may be NULL.
+@c public func tq_packed_info(_ ckpt: OpaquePointer?, _ index: Int64, _ name: UnsafeMutablePointer<UnsafePointer<CChar>?>?,
+                              _ out_features: UnsafeMutablePointer<Int64>?, _ in_features: UnsafeMutablePointer<Int64>?,
+                              _ bits: UnsafeMutablePointer<Int32>?, _ group_size: UnsafeMutablePointer<Int64>?,
+                              _ sym: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        let h = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self)
+        let l = try h.linear(index)
+        name?.pointee = UnsafePointer(h.names[Int(index)])
+        out_features?.pointee = Int64(l.out)
+        in_features?.pointee = Int64(l.inFeatures)
+        bits?.pointee = Int32(l.bits)
+        group_size?.pointee = Int64(l.groupSize)
+        sym?.pointee = l.sym ? 1 : 0
+    }
+}
+
+/// Integer codes of tensor i, out x in bytes (row o holds W's row o).
+@c public func tq_packed_unpack(_ ckpt: OpaquePointer?, _ index: Int64, _ codes: UnsafeMutablePointer<UInt8>?) -> Int32 {
+    guarded {
+        let l = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self).linear(index)
+        l.unpack(into: try required(codes, "codes"))
+    }
+}
+
+/// Rows [row_begin, row_end) of tensor i's weight, dequantised: (row_end - row_begin) x in floats.
+@c public func tq_packed_dequantize(_ ckpt: OpaquePointer?, _ index: Int64, _ row_begin: Int64, _ row_end: Int64,
+                                    _ out: UnsafeMutablePointer<Float>?) -> Int32 {
+    guarded {
+        let l = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self).linear(index)
+        guard row_begin >= 0, row_begin <= row_end, row_end <= l.out else {
+            throw invalid("rows [\(row_begin), \(row_end)) are not within [0, \(l.out)]")
+        }
+        l.dequantize(rows: Int(row_begin)..<Int(row_end), into: try required(out, "out"))
+    }
+}
+
+/// y[out] = W x[in] on the packed words.
+@c public func tq_packed_gemv(_ ckpt: OpaquePointer?, _ index: Int64, _ x: UnsafePointer<Float>?,
+                              _ y: UnsafeMutablePointer<Float>?) -> Int32 {
+    guarded {
+        let l = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self).linear(index)
+        l.gemv(try required(x, "x"), try required(y, "y"))
+    }
+}
+
+/// Y[batch x out] = X[batch x in] W^T on the packed words.
+@c public func tq_packed_gemm(_ ckpt: OpaquePointer?, _ index: Int64, _ X: UnsafePointer<Float>?, _ batch: Int64,
+                              _ Y: UnsafeMutablePointer<Float>?) -> Int32 {
+    guarded {
+        let l = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self).linear(index)
+        guard batch > 0 else { throw invalid("batch must be positive (got \(batch))") }
+        l.gemm(try required(X, "X"), batch: Int(batch), try required(Y, "Y"))
+    }
+}

@@ -1,0 +1,20 @@
+import TesseraQ
+
+/// A quantization progress callback: (block, n_blocks, round, step, loss, user); return
+/// non-zero to cancel. `loss` is NaN when the method has none (RTN).
+public typealias TQQuantProgressCallback = @convention(c) (Int64, Int64, Int64, Int64, Double, UnsafeMutableRawPointer?) -> Int32
+
+/// Quantizes `model` as `config_json` says and writes a GPTQ checkpoint to `out_dir`.
+/// config_json: {"method": "rtn", "bits": 2|3|4|8, "group_size": g or -1, "sym": false,
+/// "format": "gptq_v2"|"gptq", "overwrite": false, ...method keys}. `progress` may be NULL.
+@c public func tq_quantize(_ model: OpaquePointer?, _ config_json: UnsafePointer<CChar>?, _ out_dir: UnsafePointer<CChar>?,
+                           _ progress: TQQuantProgressCallback?, _ user: UnsafeMutableRawPointer?) -> Int32 {
+    guarded {
+        let m = try borrowHandle(model, "model", as: LlamaModel.self)
+        let config = try QuantizeConfig.parse(String(cString: try required(config_json, "config_json")))
+        let out = String(cString: try required(out_dir, "out_dir"))
+        try quantizeModel(m, config: config, outDir: out, progress: progress.map { cb in
+            { p in cb(Int64(p.block), Int64(p.blocks), Int64(p.round), Int64(p.step), p.loss, user) == 0 }
+        })
+    }
+}

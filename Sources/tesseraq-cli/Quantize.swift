@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import TesseraQ
+
+struct Quantize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Quantize a checkpoint and write a GPTQ (gptq_v2) packed checkpoint.",
+        discussion: "Every option maps to a key of the JSON configuration tq_quantize takes; --set adds any other key (value parsed as JSON when it can be, else taken as a string).")
+
+    @Option(help: "Input checkpoint directory (Hugging Face, float weights).")
+    var model: String
+
+    @Option(help: "Output directory (written under <out>.partial and renamed when complete).")
+    var out: String
+
+    @Option(help: "Method: \(QuantizeConfig.methods.joined(separator: ", ")).")
+    var method = "rtn"
+
+    @Option(help: "Bits per weight: 2, 3, 4 or 8.")
+    var bits = 4
+
+    @Option(name: .customLong("group-size"), help: "Columns per quantization group; -1 for per-channel.")
+    var groupSize = 128
+
+    @Flag(help: "Symmetric grid (zero point 2^(bits-1)) instead of the default asymmetric one.")
+    var sym = false
+
+    @Option(help: "Checkpoint format: gptq_v2 (default) or gptq (v1, refuses zero points of 0).")
+    var format = "gptq_v2"
+
+    @Option(name: .customLong("set"), parsing: .singleValue, help: "Extra configuration key=value (repeatable).")
+    var settings: [String] = []
+
+    @Flag(help: "Replace an existing output directory.")
+    var overwrite = false
+
+    @Option(help: "OpenMP threads (0 = one per core).")
+    var threads = 0
+
+    @Flag(help: "Print the run report as JSON.")
+    var json = false
+
+    func configJSON() throws -> String {
+        var config: [String: Any] = ["method": method, "bits": bits, "group_size": groupSize, "sym": sym, "format": format,
+                                     "overwrite": overwrite]
+        for s in settings {
+            guard let eq = s.firstIndex(of: "=") else { throw ValidationError("--set expects key=value, got \(s)") }
+            let key = String(s[..<eq]), raw = String(s[s.index(after: eq)...])
+            config[key] = (try? JSONSerialization.jsonObject(with: Data(raw.utf8), options: [.fragmentsAllowed])) ?? raw
+        }
+        return String(decoding: try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]), as: UTF8.self)
+    }
+
+    func run() throws {
+        let text = try configJSON()
+        try runReportingErrors {
+            Runtime.setThreads(threads)
+            let config = try QuantizeConfig.parse(text)
+            let m = try LlamaModel(directory: model)
+            let bar = ProgressBar("quantize")
+            let report = try quantizeModel(m, config: config, outDir: out) { p in
+                bar.update(p.block, p.blocks, detail: p.loss.isNaN ? "" : String(format: "round %d step %d loss %.4g", p.round, p.step, p.loss))
+                return !interrupted
+            }
+            if json { printJSON(report) } else { print("wrote \(out)") }
+        }
+    }
+}
