@@ -28,6 +28,12 @@ struct Quantize: ParsableCommand {
     @Option(help: "Checkpoint format: gptq_v2 (default) or gptq (v1, refuses zero points of 0).")
     var format = "gptq_v2"
 
+    @Option(name: .customLong("calib-tokens"), help: "Calibration tokens (little-endian uint32 file) for calibrated methods.")
+    var calibTokens: String?
+
+    @Option(help: "TesseraQ preset: ci, fast (default) or paper (see README for their cost).")
+    var preset: String?
+
     @Option(name: .customLong("set"), parsing: .singleValue, help: "Extra configuration key=value (repeatable).")
     var settings: [String] = []
 
@@ -43,6 +49,8 @@ struct Quantize: ParsableCommand {
     func configJSON() throws -> String {
         var config: [String: Any] = ["method": method, "bits": bits, "group_size": groupSize, "sym": sym, "format": format,
                                      "overwrite": overwrite]
+        if let calibTokens { config["calib_tokens"] = calibTokens }
+        if let preset { config["preset"] = preset }
         for s in settings {
             guard let eq = s.firstIndex(of: "=") else { throw ValidationError("--set expects key=value, got \(s)") }
             let key = String(s[..<eq]), raw = String(s[s.index(after: eq)...])
@@ -59,7 +67,9 @@ struct Quantize: ParsableCommand {
             let m = try LlamaModel(directory: model)
             let bar = ProgressBar("quantize")
             let report = try quantizeModel(m, config: config, outDir: out) { p in
-                bar.update(p.block, p.blocks, detail: p.loss.isNaN ? "" : String(format: "round %d step %d loss %.4g", p.round, p.step, p.loss))
+                let detail = p.rounds == 0 ? "block \(p.block + 1)/\(p.blocks)"
+                    : String(format: "block %d/%d round %d/%d step %d loss %.4g", p.block + 1, p.blocks, p.round, p.rounds, p.step, p.loss)
+                bar.update(Int(p.fraction * 1000), 1000, detail: detail)
                 return !interrupted
             }
             if json { printJSON(report) } else { print("wrote \(out)") }

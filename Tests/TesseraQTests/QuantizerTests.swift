@@ -34,20 +34,8 @@ func referenceQuantize(_ w: [Float], out: Int, inF: Int, spec: QuantSpec) -> (co
     return (codes, scales, zeros)
 }
 
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 func randomWeights(_ n: Int, seed: UInt64, scale: Float = 0.05) -> [Float] {
-    var rng = SplitMix64(seed: seed)
+    var rng = SeededGenerator(seed: seed)
     return (0..<n).map { _ in Float.random(in: -scale...scale, using: &rng) * (Float.random(in: 0...1, using: &rng) < 0.02 ? 8 : 1) }
 }
 
