@@ -1,4 +1,5 @@
 import Foundation
+import TQKernels
 
 /// Writes a quantized model as a GPTQ checkpoint directory (FORMATS.md): config.json with
 /// quantization_config, model.safetensors with the packed linears and every other tensor in
@@ -12,6 +13,9 @@ public struct CheckpointWriter {
     public let quantization: GPTQConfig
     /// Extra keys written under config.json's "tesseraq" key.
     public var extraConfig: [String: Any] = [:]
+    /// Float tensors whose values a method changed (AWQ's folded norms), by name; written in
+    /// the input tensor's dtype.
+    public var floatOverrides: [String: [Float]] = [:]
     /// Further files written into the checkpoint (name -> contents), e.g. the run report.
     public var extraFiles: [String: Data] = [:]
 
@@ -37,7 +41,11 @@ public struct CheckpointWriter {
         }
         for name in model.store.names where !replaced.contains(name) {
             let (file, info) = try model.store.require(name)
-            writer.add(name, info.dtype, info.shape, Data(bytes: file.bytes(info), count: info.end - info.begin))
+            if let values = floatOverrides[name] {
+                writer.add(name, info.dtype, info.shape, try encodeFloats(values, as: info.dtype, name: name))
+            } else {
+                writer.add(name, info.dtype, info.shape, Data(bytes: file.bytes(info), count: info.end - info.begin))
+            }
         }
         try writer.write(to: staging + "/model.safetensors")
 
@@ -64,6 +72,17 @@ public struct CheckpointWriter {
             }
         }
         try Self.moveIntoPlace(staging, outDir)
+    }
+
+    private func encodeFloats(_ v: [Float], as dtype: DType, name: String) throws -> Data {
+        switch dtype {
+        case .f32: return v.withUnsafeBytes { Data($0) }
+        case .f16, .bf16:
+            var h = [UInt16](repeating: 0, count: v.count)
+            if dtype == .f16 { tqk_f32_to_f16(v, &h, Int64(v.count)) } else { tqk_f32_to_bf16(v, &h, Int64(v.count)) }
+            return h.withUnsafeBytes { Data($0) }
+        default: throw TQError.unsupported("\(name): cannot write dtype \(dtype.rawValue)")
+        }
     }
 
     /// v1 stores zero - 1, so a zero point of 0 has no representation: refuse rather than corrupt.

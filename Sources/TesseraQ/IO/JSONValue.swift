@@ -22,8 +22,30 @@ public enum JSONValue: Decodable, Equatable, Sendable {
         else { self = .object(try c.decode([String: JSONValue].self)) }
     }
 
+    /// Deeper documents are refused before decoding: the Decodable fallbacks in `init(from:)`
+    /// cost time quadratic in the depth (a 1 KB header nested 500 deep took seconds).
+    /// safetensors headers and config files need a handful of levels.
+    public static let maxDepth = 64
+
     /// Parses `data`; `what` names the source in the error message.
     public static func parse(_ data: Data, what: String) throws -> JSONValue {
+        let tooDeep = data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) -> Bool in
+            var depth = 0, inString = false, escaped = false
+            for b in bytes {
+                if inString {
+                    if escaped { escaped = false } else if b == 0x5C { escaped = true } else if b == 0x22 { inString = false }
+                } else if b == 0x22 {
+                    inString = true
+                } else if b == 0x5B || b == 0x7B {
+                    depth += 1
+                    if depth > maxDepth { return true }
+                } else if b == 0x5D || b == 0x7D {
+                    depth -= 1
+                }
+            }
+            return false
+        }
+        if tooDeep { throw TQError.format("\(what): malformed JSON (nested deeper than \(maxDepth) levels)") }
         do { return try JSONDecoder().decode(JSONValue.self, from: data) } catch {
             throw TQError.format("\(what): malformed JSON")
         }

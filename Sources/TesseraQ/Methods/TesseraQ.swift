@@ -1,13 +1,27 @@
 import Foundation
 import TQKernels
 
-/// TesseraQ block reconstruction (ALGORITHM.md section 3): progressive adaptive rounding and
-/// dequantisation scale tuning of one block's seven linears against the full-precision target.
+/// TesseraQ (ALGORITHM.md section 3) as a block method: the grid from RTN (or AWQ once the
+/// block is transformed), then progressive adaptive rounding and dequantisation scale tuning.
+struct TesseraQMethod: BlockQuantizer {
+    let options: TesseraQOptions
+    var calibration: CalibrationOptions { options.calibration }
+    var optionsJSON: [String: Any] { options.json }
+
+    func quantize(layer: Int, model: LlamaConfig, block: BlockWeights, inputs: ActivationCache, targets: ActivationCache,
+                  spec: QuantSpec, progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
+        let grids = try roundToNearest(block: block, layer: layer, config: model, spec: spec)
+        return try TesseraQBlock(config: model, options: options, layer: layer)
+            .run(fp: block, grids: grids, xq: inputs, yfp: targets, progress: progress)
+    }
+}
+
+/// Progressive adaptive rounding and dequantisation scale tuning of one block's seven linears
+/// against the full-precision target.
 struct TesseraQBlock {
     let config: LlamaConfig
     let options: TesseraQOptions
     let layer: Int
-    let blocks: Int
 
     /// Trains the block whose float weights are `fp` (after any AWQ transform) from the frozen
     /// `grids`, on inputs `xq` towards targets `yfp`. Returns the hard, exported layers.
@@ -15,7 +29,7 @@ struct TesseraQBlock {
              progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
         let fq = LinearKind.allCases.map { FakeQuantLinear(weight: fp[$0].p, grid: grids[$0.rawValue]) }
         let train = BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: fq.map(\.wHat), biases: fp.biases)
-        let B = options.batch, L = options.seqLen, d = config.hidden
+        let B = options.calibration.batch, L = options.calibration.seqLen, d = config.hidden
         let work = BlockWorkspace(config: config, sequences: B, length: L)
         let grads = BlockGradients(config: config, rows: B * L)
         let x = FloatBuffer(count: B * L * d), target = FloatBuffer(count: B * L * d)
@@ -24,7 +38,7 @@ struct TesseraQBlock {
         let rounds = options.thresholds.count
         for (r, quantile) in options.thresholds.enumerated() {
             for l in fq { l.harden(quantile: quantile); l.resetOptimizer() }
-            var rng = SeededGenerator.derived(options.seed, layer, r)
+            var rng = SeededGenerator.derived(options.calibration.seed, layer, r)
             for step in stride(from: 1, through: options.iters, by: 1) {
                 var order = Array(0..<xq.samples)
                 order.shuffle(using: &rng)
@@ -42,7 +56,7 @@ struct TesseraQBlock {
                     l.backward(grads.dW[k].p)
                     l.step(step, lr: Float(options.lr), scaleLR: Float(options.scaleLR), scaleWD: Float(options.scaleWD))
                 }
-                try checkQuantProgress(progress, QuantProgress(block: layer, blocks: blocks, round: r + 1, rounds: rounds,
+                try checkQuantProgress(progress, QuantProgress(block: layer, blocks: config.layers, round: r + 1, rounds: rounds,
                                                                step: step, steps: options.iters, loss: lastLoss))
             }
         }

@@ -1,40 +1,38 @@
 import Foundation
 
-/// TesseraQ's own configuration keys (ALGORITHM.md section 3), with presets.
+/// TesseraQ's configuration keys (ALGORITHM.md section 3), with presets.
 public struct TesseraQOptions: Sendable, Equatable {
-    public var nSamples: Int
-    public var seqLen: Int
-    public var batch: Int
+    public var calibration: CalibrationOptions
     /// Optimisation steps per round.
     public var iters: Int
     public var thresholds: [Double]
     public var lr: Double
     public var scaleLR: Double
     public var scaleWD: Double
-    public var seed: UInt64
     /// "rtn" or "awq".
     public var initMethod: String
-    public var cacheDType: CacheDType
 
     public static let defaultThresholds = [0.8, 0.65, 0.5, 0.43, 0.38, 0.34, 0.3, 0.27, 0.24, 0.21, 0.18, 0.15, 0.12, 0.10,
                                            0.08, 0.06, 0.04, 0.02, 0.01, 0.005]
     public static let shortThresholds = [0.75, 0.5, 0.375, 0.25, 0.125, 0.09, 0.06, 0.04, 0.02, 0.005]
 
     /// The paper's configuration: 512 x 2048 samples, batch 4, 20 rounds x 250 steps, lr 1e-3.
-    public static let paper = TesseraQOptions(nSamples: 512, seqLen: 2048, batch: 4, iters: 250, thresholds: defaultThresholds,
-                                              lr: 1e-3, scaleLR: 1e-3, scaleWD: 1e-4, seed: 42, initMethod: "rtn", cacheDType: .bf16)
+    public static let paper = TesseraQOptions(
+        calibration: CalibrationOptions(nSamples: 512, seqLen: 2048, batch: 4, seed: 42, cacheDType: .bf16),
+        iters: 250, thresholds: defaultThresholds, lr: 1e-3, scaleLR: 1e-3, scaleWD: 1e-4, initMethod: "rtn")
     /// A small budget for CPUs: 128 x 256 samples, batch 2, 10 rounds x 10 steps, learning rates
     /// scaled up as ALGORITHM.md advises for short schedules.
-    public static let fast = TesseraQOptions(nSamples: 128, seqLen: 256, batch: 2, iters: 10, thresholds: shortThresholds,
-                                             lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, seed: 42, initMethod: "rtn", cacheDType: .bf16)
+    public static let fast = TesseraQOptions(
+        calibration: CalibrationOptions(nSamples: 128, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16),
+        iters: 10, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: "rtn")
     /// For tests on tiny models: 32 x 128 samples, batch 4, 10 rounds x 20 steps.
-    public static let ci = TesseraQOptions(nSamples: 32, seqLen: 128, batch: 4, iters: 20, thresholds: shortThresholds,
-                                           lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, seed: 42, initMethod: "rtn", cacheDType: .f32)
+    public static let ci = TesseraQOptions(
+        calibration: CalibrationOptions(nSamples: 32, seqLen: 128, batch: 4, seed: 42, cacheDType: .f32),
+        iters: 20, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: "rtn")
 
     public static let presets = ["paper": paper, "fast": fast, "ci": ci]
 
-    public static let keys = ["preset", "n_samples", "seq_len", "batch", "iters", "thresholds", "lr", "scale_lr", "scale_wd",
-                              "seed", "init", "cache_dtype", "calib_tokens"]
+    public static let keys = CalibrationOptions.keys + ["preset", "iters", "thresholds", "lr", "scale_lr", "scale_wd", "init"]
 
     /// Reads the keys over the preset (default "fast"); every value is range-checked.
     public init(options o: [String: JSONValue]) throws {
@@ -44,26 +42,15 @@ public struct TesseraQOptions: Sendable, Equatable {
             throw TQError.invalid("config key preset: must be one of paper, fast, ci (got \"\(presetName)\")")
         }
         self = preset
-        nSamples = try r.int("n_samples", default: nSamples)
-        seqLen = try r.int("seq_len", default: seqLen)
-        batch = try r.int("batch", default: batch)
+        calibration = try CalibrationOptions(r, defaults: preset.calibration)
         iters = try r.int("iters", default: iters)
         lr = try r.double("lr", default: lr)
         scaleLR = try r.double("scale_lr", default: scaleLR)
         scaleWD = try r.double("scale_wd", default: scaleWD)
-        let seedValue = try r.int("seed", default: Int(seed))
         initMethod = try r.string("init", default: initMethod)
-        let cache = try r.string("cache_dtype", default: cacheDType.rawValue)
-        guard nSamples >= 1 else { throw TQError.invalid("config key n_samples: must be at least 1") }
-        guard seqLen >= 2 else { throw TQError.invalid("config key seq_len: must be at least 2") }
-        guard batch >= 1, batch <= nSamples else { throw TQError.invalid("config key batch: must be between 1 and n_samples (\(nSamples))") }
         guard iters >= 0 else { throw TQError.invalid("config key iters: must be >= 0") }
         guard lr >= 0, scaleLR >= 0, scaleWD >= 0 else { throw TQError.invalid("config keys lr, scale_lr, scale_wd: must be >= 0") }
-        guard seedValue >= 0 else { throw TQError.invalid("config key seed: must be >= 0") }
-        seed = UInt64(seedValue)
         guard ["rtn", "awq"].contains(initMethod) else { throw TQError.invalid("config key init: must be \"rtn\" or \"awq\" (got \"\(initMethod)\")") }
-        guard let c = CacheDType(rawValue: cache) else { throw TQError.invalid("config key cache_dtype: must be f32, bf16 or f16 (got \"\(cache)\")") }
-        cacheDType = c
         if let t = o["thresholds"] {
             switch t {
             case .string("default"): thresholds = Self.defaultThresholds
@@ -80,16 +67,15 @@ public struct TesseraQOptions: Sendable, Equatable {
         }
     }
 
-    init(nSamples: Int, seqLen: Int, batch: Int, iters: Int, thresholds: [Double], lr: Double, scaleLR: Double,
-         scaleWD: Double, seed: UInt64, initMethod: String, cacheDType: CacheDType) {
-        self.nSamples = nSamples; self.seqLen = seqLen; self.batch = batch; self.iters = iters
-        self.thresholds = thresholds; self.lr = lr; self.scaleLR = scaleLR; self.scaleWD = scaleWD
-        self.seed = seed; self.initMethod = initMethod; self.cacheDType = cacheDType
+    init(calibration: CalibrationOptions, iters: Int, thresholds: [Double], lr: Double, scaleLR: Double, scaleWD: Double,
+         initMethod: String) {
+        self.calibration = calibration; self.iters = iters; self.thresholds = thresholds
+        self.lr = lr; self.scaleLR = scaleLR; self.scaleWD = scaleWD; self.initMethod = initMethod
     }
 
     public var json: [String: Any] {
-        ["n_samples": nSamples, "seq_len": seqLen, "batch": batch, "iters": iters, "thresholds": thresholds, "lr": lr,
-         "scale_lr": scaleLR, "scale_wd": scaleWD, "seed": Int(seed), "init": initMethod, "cache_dtype": cacheDType.rawValue]
+        calibration.json.merging(["iters": iters, "thresholds": thresholds, "lr": lr, "scale_lr": scaleLR,
+                                  "scale_wd": scaleWD, "init": initMethod]) { $1 }
     }
 }
 

@@ -7,26 +7,30 @@ import Foundation
 struct CalibratedRun {
     let model: LlamaModel
     let config: QuantizeConfig
-    let options: TesseraQOptions
+    let method: BlockQuantizer
     let quantization: GPTQConfig
     let staging: String
 
+    var calibration: CalibrationOptions { method.calibration }
+
     var memory: MemoryEstimate {
-        MemoryEstimate(config: model.config, samples: options.nSamples, seqLen: options.seqLen, batch: options.batch,
-                       cache: options.cacheDType, bits: config.spec.bits)
+        MemoryEstimate(config: model.config, samples: calibration.nSamples, seqLen: calibration.seqLen,
+                       batch: calibration.batch, cache: calibration.cacheDType, bits: config.spec.bits)
     }
 
-    func quantize(tokens: [UInt32], progress: QuantProgressHandler?) throws -> ([PackedLinear], [[String: Any]]) {
+    /// The packed linears of every block, the per-block reports, and the norm weights a
+    /// method changed (by tensor name).
+    func quantize(tokens: [UInt32], progress: QuantProgressHandler?) throws -> ([PackedLinear], [[String: Any]], [String: [Float]]) {
         let c = model.config
         try memory.check()
         if let bad = tokens.first(where: { Int($0) >= c.vocab }) {
             throw TQError.invalid("calibration token \(bad) is outside the vocabulary (\(c.vocab))")
         }
-        let windows = try calibrationWindows(tokens, samples: options.nSamples, length: options.seqLen, seed: options.seed)
+        let n = calibration.nSamples, L = calibration.seqLen
+        let windows = try calibrationWindows(tokens, samples: n, length: L, seed: calibration.seed)
         let resume = try ResumeState(staging: staging, fingerprint: fingerprint(tokens), quantization: quantization)
-        let n = options.nSamples, L = options.seqLen
-        let xfp = ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: options.cacheDType)
-        let xq = ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: options.cacheDType)
+        let xfp = ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)
+        let xq = ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)
         windows.withUnsafeBufferPointer { w in
             for i in 0..<n {
                 let x = model.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)]))
@@ -34,41 +38,42 @@ struct CalibratedRun {
                 xq.write(i, from: x.p)
             }
         }
-        let runner = BlockRunner(config: c, length: L, chunk: options.batch)
+        let runner = BlockRunner(config: c, length: L, chunk: calibration.batch)
         var linears: [PackedLinear] = []
         var reports: [[String: Any]] = []
+        var norms: [String: [Float]] = [:]
         for layer in 0..<c.layers {
             let t0 = Date()
             let fp = try model.loadBlock(layer)
             runner.run(fp, inputs: xfp, targets: nil, advance: true)   // X_fp now holds Y_fp
+            let packed: [PackedLinear]
             if let done = try resume.load(layer) {
-                runner.run(quantizedBlock(fp, done.linears), inputs: xq, targets: nil, advance: true)
-                linears += done.linears
+                packed = done.linears
+                done.norms.apply(to: fp)
                 reports.append(done.report)
-                try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers, round: options.thresholds.count,
-                                                               rounds: options.thresholds.count, step: options.iters, steps: options.iters))
-                continue
+                runner.run(quantizedBlock(fp, packed), inputs: xq, targets: nil, advance: true)
+                try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers))
+            } else {
+                let rtn = try roundToNearest(block: fp, layer: layer, config: c, spec: config.spec)
+                let rtnLoss = runner.run(dequantizedBlock(fp, rtn), inputs: xq, targets: xfp, advance: false)
+                let (q, stats) = try method.quantize(layer: layer, model: c, block: fp, inputs: xq, targets: xfp,
+                                                     spec: config.spec, progress: progress)
+                packed = zip(LinearKind.allCases, q).map { PackedLinear(name: $0.prefix(layer: layer), $1, groupSize: config.spec.groupSize) }
+                let finalLoss = runner.run(quantizedBlock(fp, packed), inputs: xq, targets: xfp, advance: true)
+                guard finalLoss.isFinite else { throw TQError(.numeric, "block \(layer): final loss is \(finalLoss)") }
+                var report = stats
+                report["block"] = layer
+                report["rtn_loss"] = rtnLoss
+                report["final_loss"] = finalLoss
+                report["seconds"] = Date().timeIntervalSince(t0)
+                try resume.save(layer, linears: packed, norms: BlockNorms(fp, layer: layer), report: report)
+                reports.append(report)
+                try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers))
             }
-            let grids = try LinearKind.allCases.map { kind in
-                let (o, i) = kind.shape(c)
-                return try roundToNearest(fp[kind], out: o, inFeatures: i, spec: config.spec, name: kind.prefix(layer: layer))
-            }
-            let rtnLoss = runner.run(dequantizedBlock(fp, grids), inputs: xq, targets: xfp, advance: false)
-            let method = TesseraQBlock(config: c, options: options, layer: layer, blocks: c.layers)
-            let (trained, stats) = try method.run(fp: fp, grids: grids, xq: xq, yfp: xfp, progress: progress)
-            let packed = LinearKind.allCases.map { PackedLinear(name: $0.prefix(layer: layer), trained[$0.rawValue], groupSize: config.spec.groupSize) }
-            let finalLoss = runner.run(quantizedBlock(fp, packed), inputs: xq, targets: xfp, advance: true)
-            guard finalLoss.isFinite else { throw TQError(.numeric, "block \(layer): final loss is \(finalLoss)") }
-            var report = stats
-            report["block"] = layer
-            report["rtn_loss"] = rtnLoss
-            report["final_loss"] = finalLoss
-            report["seconds"] = Date().timeIntervalSince(t0)
-            try resume.save(layer, linears: packed, report: report)
             linears += packed
-            reports.append(report)
+            norms.merge(BlockNorms(fp, layer: layer).tensors) { $1 }
         }
-        return (linears, reports)
+        return (linears, reports, norms)
     }
 
     /// The float block with its linears replaced by the exported (packed) ones.
@@ -84,9 +89,30 @@ struct CalibratedRun {
     func fingerprint(_ tokens: [UInt32]) -> [String: String] {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for t in tokens { h = (h ^ UInt64(t)) &* 0x100_0000_01b3 }
-        let opts = (try? JSONSerialization.data(withJSONObject: options.json, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let opts = (try? JSONSerialization.data(withJSONObject: method.optionsJSON, options: [.sortedKeys]))
+            .map { String(decoding: $0, as: UTF8.self) } ?? ""
         return ["model": model.directory, "method": config.method, "bits": "\(config.spec.bits)",
                 "group_size": "\(config.spec.groupSize)", "sym": "\(config.spec.sym)", "options": opts,
                 "calibration": "\(tokens.count):\(String(h, radix: 16))", "threads": "\(Runtime.threads)"]
+    }
+}
+
+/// A block's two RMSNorm weights by tensor name: what a transforming method (AWQ) changes
+/// outside the quantized linears.
+struct BlockNorms {
+    let tensors: [String: [Float]]
+
+    init(tensors: [String: [Float]]) { self.tensors = tensors }
+
+    init(_ block: BlockWeights, layer: Int) {
+        tensors = ["model.layers.\(layer).input_layernorm.weight": block.attnNorm.array,
+                   "model.layers.\(layer).post_attention_layernorm.weight": block.mlpNorm.array]
+    }
+
+    func apply(to block: BlockWeights) {
+        for (name, values) in tensors {
+            let target = name.hasSuffix("input_layernorm.weight") ? block.attnNorm : block.mlpNorm
+            values.withUnsafeBufferPointer { target.p.update(from: $0.baseAddress!, count: values.count) }
+        }
     }
 }

@@ -47,21 +47,23 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
     var report: [String: Any] = ["method": config.method, "bits": config.spec.bits, "group_size": config.spec.groupSize,
                                  "sym": config.spec.sym]
     let linears: [PackedLinear]
+    var norms: [String: [Float]] = [:]
     switch config.method {
     case "rtn":
         try? FileManager.default.removeItem(atPath: staging)
         (linears, report["blocks"]) = try quantizeRTN(model, spec: config.spec, progress: progress)
     default:
-        let options = try TesseraQOptions(options: config.options)
+        let method = try makeBlockQuantizer(config)
         let tokens = try calibration ?? calibrationFile(config)
-        let run = CalibratedRun(model: model, config: config, options: options, quantization: quantization, staging: staging)
-        (linears, report["blocks"]) = try run.quantize(tokens: tokens, progress: progress)
-        report["options"] = options.json
+        let run = CalibratedRun(model: model, config: config, method: method, quantization: quantization, staging: staging)
+        (linears, report["blocks"], norms) = try run.quantize(tokens: tokens, progress: progress)
+        report["options"] = method.optionsJSON
         report["memory"] = run.memory.json
     }
     report["seconds"] = Date().timeIntervalSince(start)
     var writer = CheckpointWriter(model: model, quantization: quantization)
     writer.extraConfig = ["method": config.method]
+    writer.floatOverrides = norms
     writer.extraFiles["quantize_report.json"] = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
     try writer.write(linears: linears, to: outDir, staging: staging, overwrite: config.overwrite)
     ResumeState.clean(outDir)
@@ -82,10 +84,8 @@ func quantizeRTN(_ model: LlamaModel, spec: QuantSpec, progress: QuantProgressHa
     var reports: [[String: Any]] = []
     for layer in 0..<c.layers {
         let t0 = Date()
-        let block = try model.loadBlock(layer)
-        for kind in LinearKind.allCases {
-            let (o, i) = kind.shape(c)
-            let q = try roundToNearest(block[kind], out: o, inFeatures: i, spec: spec, name: kind.prefix(layer: layer))
+        let grids = try roundToNearest(block: try model.loadBlock(layer), layer: layer, config: c, spec: spec)
+        for (kind, q) in zip(LinearKind.allCases, grids) {
             linears.append(PackedLinear(name: kind.prefix(layer: layer), q, groupSize: spec.groupSize))
         }
         reports.append(["block": layer, "seconds": Date().timeIntervalSince(t0)])
@@ -100,4 +100,12 @@ func roundToNearest(_ w: FloatBuffer, out: Int, inFeatures: Int, spec: QuantSpec
         throw TQError(.numeric, "\(name).weight holds a NaN or infinite value")
     }
     return QuantizedLinear.roundToNearest(w.p, out: out, inFeatures: inFeatures, spec: spec)
+}
+
+/// RTN grids of a block's seven linears.
+func roundToNearest(block: BlockWeights, layer: Int, config c: LlamaConfig, spec: QuantSpec) throws -> [QuantizedLinear] {
+    try LinearKind.allCases.map { kind in
+        let (o, i) = kind.shape(c)
+        return try roundToNearest(block[kind], out: o, inFeatures: i, spec: spec, name: kind.prefix(layer: layer))
+    }
 }

@@ -1,7 +1,8 @@
 import Foundation
 
 /// Finished blocks of an interrupted run, kept in `<out>.partial/blocks/NNNN/`: the packed
-/// linears (model.safetensors, so the packed reader loads them) and the block's report.
+/// linears and the block's norm weights (model.safetensors, so the packed reader loads them)
+/// and the block's report.
 /// `run.json` holds the run's fingerprint; a different run refuses to reuse the state.
 struct ResumeState {
     let staging: String
@@ -29,29 +30,32 @@ struct ResumeState {
 
     func blockDirectory(_ layer: Int) -> String { staging + "/blocks/" + String(format: "%04d", layer) }
 
-    /// The persisted linears and report of a finished block, or nil.
-    func load(_ layer: Int) throws -> (linears: [PackedLinear], report: [String: Any])? {
+    /// The persisted linears, norms and report of a finished block, or nil.
+    func load(_ layer: Int) throws -> (linears: [PackedLinear], norms: BlockNorms, report: [String: Any])? {
         let dir = blockDirectory(layer)
         guard let data = FileManager.default.contents(atPath: dir + "/report.json"),
               let report = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
-        let ckpt = try PackedCheckpoint(store: try TensorStore(directory: dir), quantization: quantization)
+        let store = try TensorStore(directory: dir)
+        let ckpt = try PackedCheckpoint(store: store, quantization: quantization)
         let linears = try LinearKind.allCases.map { kind in
             guard let l = ckpt.linear(named: kind.prefix(layer: layer)) else {
                 throw TQError.format("\(dir): resume state lacks \(kind.prefix(layer: layer))")
             }
             return l
         }
-        return (linears, report)
+        let norms = try ["input_layernorm", "post_attention_layernorm"].map { "model.layers.\(layer).\($0).weight" }
+        return (linears, BlockNorms(tensors: Dictionary(uniqueKeysWithValues: try norms.map { ($0, try store.floats($0)) })), report)
     }
 
     /// Persists a finished block; the report is written last, so a block counts as finished
     /// only when everything it needs is on disk.
-    func save(_ layer: Int, linears: [PackedLinear], report: [String: Any]) throws {
+    func save(_ layer: Int, linears: [PackedLinear], norms: BlockNorms, report: [String: Any]) throws {
         let dir = blockDirectory(layer)
         try? FileManager.default.removeItem(atPath: dir)
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var w = SafeTensorsWriter()
         for l in linears { l.addTensors(to: &w, zeros: l.qzeros) }
+        for (name, values) in norms.tensors { w.add(name, .f32, [values.count], values) }
         try w.write(to: dir + "/model.safetensors.tmp")
         guard rename(dir + "/model.safetensors.tmp", dir + "/model.safetensors") == 0 else {
             throw TQError.io("\(dir): cannot rename model.safetensors into place")

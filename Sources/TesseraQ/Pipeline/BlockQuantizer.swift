@@ -1,0 +1,57 @@
+import Foundation
+
+/// How calibration data is drawn and kept: shared by every calibrated method.
+public struct CalibrationOptions: Sendable, Equatable {
+    public var nSamples: Int
+    public var seqLen: Int
+    public var batch: Int
+    public var seed: UInt64
+    public var cacheDType: CacheDType
+
+    public static let keys = ["n_samples", "seq_len", "batch", "seed", "cache_dtype", "calib_tokens"]
+
+    public init(nSamples: Int, seqLen: Int, batch: Int, seed: UInt64, cacheDType: CacheDType) {
+        self.nSamples = nSamples; self.seqLen = seqLen; self.batch = batch; self.seed = seed; self.cacheDType = cacheDType
+    }
+
+    /// Reads the keys over `defaults`, range-checked.
+    init(_ r: KeyReader, defaults d: CalibrationOptions) throws {
+        nSamples = try r.int("n_samples", default: d.nSamples)
+        seqLen = try r.int("seq_len", default: d.seqLen)
+        batch = try r.int("batch", default: d.batch)
+        let seedValue = try r.int("seed", default: Int(d.seed))
+        let cache = try r.string("cache_dtype", default: d.cacheDType.rawValue)
+        guard nSamples >= 1 else { throw TQError.invalid("config key n_samples: must be at least 1") }
+        guard seqLen >= 2 else { throw TQError.invalid("config key seq_len: must be at least 2") }
+        guard batch >= 1, batch <= nSamples else { throw TQError.invalid("config key batch: must be between 1 and n_samples (\(nSamples))") }
+        guard seedValue >= 0 else { throw TQError.invalid("config key seed: must be >= 0") }
+        guard let c = CacheDType(rawValue: cache) else { throw TQError.invalid("config key cache_dtype: must be f32, bf16 or f16 (got \"\(cache)\")") }
+        seed = UInt64(seedValue)
+        cacheDType = c
+    }
+
+    public var json: [String: Any] {
+        ["n_samples": nSamples, "seq_len": seqLen, "batch": batch, "seed": Int(seed), "cache_dtype": cacheDType.rawValue]
+    }
+}
+
+/// A calibrated method, applied block by block on the quantized trajectory.
+protocol BlockQuantizer {
+    var calibration: CalibrationOptions { get }
+    /// The resolved options, for the run report and the resume fingerprint.
+    var optionsJSON: [String: Any] { get }
+    /// Quantizes block `layer`, whose float weights are `block`, from its inputs on the quantized
+    /// trajectory towards the full-precision outputs `targets`. A method that transforms the
+    /// block exactly in full precision (AWQ's scales) updates `block` in place: its norms are
+    /// then what the checkpoint stores.
+    func quantize(layer: Int, model: LlamaConfig, block: BlockWeights, inputs: ActivationCache, targets: ActivationCache,
+                  spec: QuantSpec, progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any])
+}
+
+/// The calibrated method a configuration names.
+func makeBlockQuantizer(_ config: QuantizeConfig) throws -> BlockQuantizer {
+    switch config.method {
+    case "tesseraq": return TesseraQMethod(options: try TesseraQOptions(options: config.options))
+    default: throw TQError.invalid("config key method: \(config.method) is not a calibrated method")
+    }
+}
