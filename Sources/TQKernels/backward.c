@@ -6,27 +6,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* ---- small AVX2 helpers (same as attention.c; static so each file keeps its own) ---- */
-static inline float dot(const float *a, const float *b, int64_t n) {
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-    float s = _mm_cvtss_f32(s4);
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-/* y += a * x */
-static inline void axpy(float *y, const float *x, float a, int64_t n) {
-    __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-
 /* ---- RMSNorm ----
  * y_i = w_i x_i r with r = (mean(x^2) + eps)^-1/2, and dr/dx_j = -r^3 x_j / dim, so
  * dx_j = r w_j dy_j - x_j r^3 c / dim with c = sum_i dy_i w_i x_i. r is computed exactly as the
@@ -75,20 +54,180 @@ void tqk_rope_backward(float *dx, int64_t n_tokens, int64_t n_heads, int64_t hea
  * Two passes, FlashAttention-2 style, so no T x T matrix is stored and no two threads write the
  * same row (results do not depend on the thread count):
  *   1. per query row: recompute p, write dq, keep lse = log-sum-exp of s and delta;
- *   2. per (kv head, block of keys): loop over the queries that see the block, recompute
- *      p = exp(s - lse) and ds, accumulate dk, dv for the block in registers/L1. */
-#define KEY_BLOCK 16
+ *   2. per (kv head, block of 16 keys): loop over the queries that see the block, recompute
+ *      p = exp(s - lse) and ds, and add P^T dO, dS^T Q into the block's dv, dk rows with small
+ *      register-blocked rank updates.
+ * K and V are first copied into transposed 16-key tiles ([kv head][key block][D][16], zero padded
+ * past T) so both passes score 16 keys at once with plain vertical FMAs (no horizontal sums), and
+ * a tile is one contiguous 4 KB run for D = 64 (a plain [D x T] transpose puts its rows at a
+ * power-of-two stride, which thrashes L1 sets). The vectorised exp differs from expf by about an
+ * ulp, far below what matters for a gradient. */
+#define KB 16 /* keys per tile */
+#define NT 32 /* queries per rank update in pass 2 */
+
+/* exp on 8 lanes: Cephes' expf polynomial, about 1 ulp; input clamped to [-87.3, 88.3] (the
+ * float range), so -inf gives a tiny positive value: callers mask out-of-range lanes to 0. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x); /* ln 2 split hi + lo */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+static inline float hmax8(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* Lanes [0, 8) and [8, 16) of a 16-key block that are keys j0 + lane <= t (n_valid = t - j0 + 1). */
+static inline void key_masks(int64_t n_valid, __m256 *m0, __m256 *m1) {
+    int nv = (int)(n_valid < KB ? n_valid : KB);
+    __m256i lim = _mm256_set1_epi32(nv);
+    *m0 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    *m1 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15)));
+}
+
+/* q.k_j and g.v_j for the 16 keys of the tiles kt / vt ([D x 16]). Two d's per step: eight
+ * independent FMA chains keep both FMA ports busy despite the 4-cycle latency. */
+static inline void dots16(const float *q, const float *g, const float *kt, const float *vt, int64_t D,
+                          __m256 *s0, __m256 *s1, __m256 *p0, __m256 *p1) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
+    int64_t d = 0;
+    for (; d + 2 <= D; d += 2) {
+        __m256 qd = _mm256_broadcast_ss(q + d), gd = _mm256_broadcast_ss(g + d);
+        __m256 qe = _mm256_broadcast_ss(q + d + 1), ge = _mm256_broadcast_ss(g + d + 1);
+        const float *kr = kt + d * KB, *vr = vt + d * KB;
+        a0 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kr), a0);
+        a1 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kr + 8), a1);
+        b0 = _mm256_fmadd_ps(gd, _mm256_loadu_ps(vr), b0);
+        b1 = _mm256_fmadd_ps(gd, _mm256_loadu_ps(vr + 8), b1);
+        c0 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(kr + KB), c0);
+        c1 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(kr + KB + 8), c1);
+        e0 = _mm256_fmadd_ps(ge, _mm256_loadu_ps(vr + KB), e0);
+        e1 = _mm256_fmadd_ps(ge, _mm256_loadu_ps(vr + KB + 8), e1);
+    }
+    if (d < D) {
+        __m256 qd = _mm256_broadcast_ss(q + d), gd = _mm256_broadcast_ss(g + d);
+        const float *kr = kt + d * KB, *vr = vt + d * KB;
+        a0 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kr), a0);
+        a1 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kr + 8), a1);
+        b0 = _mm256_fmadd_ps(gd, _mm256_loadu_ps(vr), b0);
+        b1 = _mm256_fmadd_ps(gd, _mm256_loadu_ps(vr + 8), b1);
+    }
+    *s0 = _mm256_add_ps(a0, c0); *s1 = _mm256_add_ps(a1, c1);
+    *p0 = _mm256_add_ps(b0, e0); *p1 = _mm256_add_ps(b1, e1);
+}
+
+/* out[d] = sum_{j < n} c[j] * rows[j * stride + d]: 64 outputs at a time live in registers while
+ * the rows stream past, so there are no stores in the inner loop (unlike repeated axpy). */
+static void wsum_rows(float *out, const float *c, const float *rows, int64_t stride, int64_t n, int64_t D) {
+    int64_t d = 0;
+    for (; d + 64 <= D; d += 64) {
+        __m256 a[8];
+        for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n; j++) {
+            __m256 cj = _mm256_broadcast_ss(c + j);
+            const float *r = rows + j * stride + d;
+            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(cj, _mm256_loadu_ps(r + 8 * k), a[k]);
+        }
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(out + d + 8 * k, a[k]);
+    }
+    for (; d + 8 <= D; d += 8) {
+        __m256 a = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n; j++) a = _mm256_fmadd_ps(_mm256_broadcast_ss(c + j), _mm256_loadu_ps(rows + j * stride + d), a);
+        _mm256_storeu_ps(out + d, a);
+    }
+    for (; d < D; d++) {
+        float a = 0.0f;
+        for (int64_t j = 0; j < n; j++) a += c[j] * rows[j * stride + d];
+        out[d] = a;
+    }
+}
+
+/* Rank-R update of a key tile: out_j[d] += sum_{r < R} c[r * KB + j] * x_r[d] for the jn <= KB rows
+ * out_j = out + j * ostride. A 4-row x 16-column block of the tile stays in registers over all R
+ * (6 loads per 8 FMAs, no stores), i.e. a small GEMM dK_tile += dS^T Q. c holds KB finite values
+ * per r (0 past jn). */
+static void rank_update(float *out, int64_t ostride, const float *c, const float *const *x, int64_t R, int64_t jn,
+                        int64_t D) {
+    int64_t d = 0;
+    for (; d + 16 <= D; d += 16)
+        for (int64_t j = 0; j < jn; j += 4) {
+            __m256 a[4][2];
+            for (int k = 0; k < 4; k++) a[k][0] = a[k][1] = _mm256_setzero_ps();
+            for (int64_t r = 0; r < R; r++) {
+                __m256 x0 = _mm256_loadu_ps(x[r] + d), x1 = _mm256_loadu_ps(x[r] + d + 8);
+                const float *cr = c + r * KB + j;
+                for (int k = 0; k < 4; k++) {
+                    __m256 ck = _mm256_broadcast_ss(cr + k);
+                    a[k][0] = _mm256_fmadd_ps(ck, x0, a[k][0]);
+                    a[k][1] = _mm256_fmadd_ps(ck, x1, a[k][1]);
+                }
+            }
+            for (int k = 0; k < 4 && j + k < jn; k++) {
+                float *o = out + (j + k) * ostride + d;
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), a[k][0]));
+                _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_loadu_ps(o + 8), a[k][1]));
+            }
+        }
+    for (; d + 8 <= D; d += 8)
+        for (int64_t j = 0; j < jn; j++) {
+            __m256 a = _mm256_setzero_ps();
+            for (int64_t r = 0; r < R; r++) a = _mm256_fmadd_ps(_mm256_broadcast_ss(c + r * KB + j), _mm256_loadu_ps(x[r] + d), a);
+            float *o = out + j * ostride + d;
+            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), a));
+        }
+    for (; d < D; d++)
+        for (int64_t j = 0; j < jn; j++) {
+            float a = 0.0f;
+            for (int64_t r = 0; r < R; r++) a += c[r * KB + j] * x[r][d];
+            out[j * ostride + d] += a;
+        }
+}
 
 void tqk_attention_backward(const float *Q, const float *K, const float *V, const float *dO, float *dQ, float *dK,
                             float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale) {
-    int64_t group = H / KVH;
+    if (T <= 0) return;
+    int64_t group = H / KVH, Tp = (T + KB - 1) / KB * KB, n_blocks = Tp / KB;
+    float *Kt = malloc((size_t)(KVH * D * Tp) * sizeof(float));
+    float *Vt = malloc((size_t)(KVH * D * Tp) * sizeof(float));
     float *lse = malloc((size_t)(T * H) * sizeof(float));
     float *delta = malloc((size_t)(T * H) * sizeof(float));
+    const __m256 vscale = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
 
     #pragma omp parallel
     {
-        float *p = malloc((size_t)T * sizeof(float));
-        float *dp = malloc((size_t)T * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int64_t tile = 0; tile < KVH * n_blocks; tile++) { /* tile = (kh, key block) */
+            int64_t kh = tile / n_blocks, j0 = (tile % n_blocks) * KB;
+            float *kt = Kt + tile * D * KB, *vt = Vt + tile * D * KB;
+            for (int64_t l = 0; l < KB; l++) {
+                int64_t j = j0 + l;
+                for (int64_t d = 0; d < D; d++) {
+                    kt[d * KB + l] = j < T ? K[(j * KVH + kh) * D + d] : 0.0f;
+                    vt[d * KB + l] = j < T ? V[(j * KVH + kh) * D + d] : 0.0f;
+                }
+            }
+        }
+
+        float *p = malloc((size_t)Tp * sizeof(float)), *dp = malloc((size_t)Tp * sizeof(float));
         /* Pass 1. Head-major task order: concurrent rows share one head's K/V in cache; longest
          * rows first with round-robin chunks of 1 balance the triangle (static schedules only:
          * clang 21 emits __kmpc_dispatch_deinit for dynamic ones, which libomp 14 lacks). */
@@ -96,25 +235,44 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
         for (int64_t task = 0; task < H * T; task++) {
             int64_t h = task / T, t = T - 1 - task % T, kh = h / group;
             const float *q = Q + (t * H + h) * D, *go = dO + (t * H + h) * D;
-            float mx = -INFINITY;
-            for (int64_t j = 0; j <= t; j++) {
-                p[j] = dot(q, K + (j * KVH + kh) * D, D) * scale;
-                mx = p[j] > mx ? p[j] : mx;
+            const float *kt = Kt + kh * n_blocks * D * KB, *vt = Vt + kh * n_blocks * D * KB;
+            int64_t nb = t / KB + 1; /* blocks holding keys 0..t */
+            __m256 vmax = ninf;
+            for (int64_t b = 0; b < nb; b++) {
+                __m256 s0, s1, d0, d1, m0, m1;
+                dots16(q, go, kt + b * D * KB, vt + b * D * KB, D, &s0, &s1, &d0, &d1);
+                key_masks(t - b * KB + 1, &m0, &m1);
+                s0 = _mm256_blendv_ps(ninf, _mm256_mul_ps(s0, vscale), m0);
+                s1 = _mm256_blendv_ps(ninf, _mm256_mul_ps(s1, vscale), m1);
+                vmax = _mm256_max_ps(vmax, _mm256_max_ps(s0, s1));
+                _mm256_storeu_ps(p + b * KB, s0);
+                _mm256_storeu_ps(p + b * KB + 8, s1);
+                _mm256_storeu_ps(dp + b * KB, d0);
+                _mm256_storeu_ps(dp + b * KB + 8, d1);
             }
-            float sum = 0.0f;
-            for (int64_t j = 0; j <= t; j++) {
-                p[j] = expf(p[j] - mx);
-                sum += p[j];
+            float mx = hmax8(vmax);
+            __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nb; b++)
+                for (int64_t k = 0; k < KB; k += 8) {
+                    __m256 s = _mm256_loadu_ps(p + b * KB + k);
+                    /* masked lanes hold -inf: exp8 would give a tiny value, force 0 */
+                    __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(s, vmx)), _mm256_cmp_ps(s, ninf, _CMP_NEQ_OQ));
+                    _mm256_storeu_ps(p + b * KB + k, e);
+                    vsum = _mm256_add_ps(vsum, e);
+                }
+            float sum = hsum8(vsum);
+            __m256 vinv = _mm256_set1_ps(1.0f / sum), vdl = _mm256_setzero_ps();
+            for (int64_t j = 0; j < nb * KB; j += 8) {
+                __m256 e = _mm256_mul_ps(_mm256_loadu_ps(p + j), vinv);
+                _mm256_storeu_ps(p + j, e);
+                vdl = _mm256_fmadd_ps(e, _mm256_loadu_ps(dp + j), vdl);
             }
-            float inv = 1.0f / sum, dl = 0.0f;
-            for (int64_t j = 0; j <= t; j++) {
-                p[j] *= inv;
-                dp[j] = dot(go, V + (j * KVH + kh) * D, D);
-                dl += p[j] * dp[j];
-            }
-            float *dq = dQ + (t * H + h) * D;
-            for (int64_t d = 0; d < D; d++) dq[d] = 0.0f;
-            for (int64_t j = 0; j <= t; j++) axpy(dq, K + (j * KVH + kh) * D, scale * p[j] * (dp[j] - dl), D);
+            float dl = hsum8(vdl);
+            __m256 vdl1 = _mm256_set1_ps(dl);
+            for (int64_t j = 0; j < nb * KB; j += 8) /* dp <- ds * scale (0 on masked lanes: p is 0) */
+                _mm256_storeu_ps(dp + j, _mm256_mul_ps(vscale, _mm256_mul_ps(_mm256_loadu_ps(p + j),
+                                                       _mm256_sub_ps(_mm256_loadu_ps(dp + j), vdl1))));
+            wsum_rows(dQ + (t * H + h) * D, dp, K + kh * D, KVH * D, t + 1, D);
             lse[t * H + h] = mx + logf(sum);
             delta[t * H + h] = dl;
         }
@@ -122,34 +280,53 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
         free(dp);
         /* (the implicit barrier of the omp for makes lse/delta complete before pass 2) */
 
-        /* Pass 2. A task owns KEY_BLOCK rows of dK/dV of one kv head; block 0 sees the most
-         * queries, so the same longest-first round robin. Accumulators are the output rows. */
-        int64_t n_blocks = (T + KEY_BLOCK - 1) / KEY_BLOCK;
+        /* Pass 2. A task owns the KB rows of dK/dV of one kv head; block 0 sees the most
+         * queries, so the same longest-first round robin. Queries are taken NT at a time (times the
+         * group's heads): their p and ds for the tile's keys go to small buffers, then two rank
+         * updates add P^T dO and dS^T Q into the tile. */
+        float *pb = malloc((size_t)(NT * group * KB) * sizeof(float));
+        float *db = malloc((size_t)(NT * group * KB) * sizeof(float));
+        const float **xq = malloc((size_t)(NT * group) * sizeof(float *));
+        const float **xg = malloc((size_t)(NT * group) * sizeof(float *));
         #pragma omp for schedule(static, 1)
         for (int64_t task = 0; task < KVH * n_blocks; task++) {
-            int64_t kh = task / n_blocks, j0 = (task % n_blocks) * KEY_BLOCK;
-            int64_t j1 = j0 + KEY_BLOCK < T ? j0 + KEY_BLOCK : T;
-            for (int64_t j = j0; j < j1; j++)
-                for (int64_t d = 0; d < D; d++) {
-                    dK[(j * KVH + kh) * D + d] = 0.0f;
-                    dV[(j * KVH + kh) * D + d] = 0.0f;
-                }
-            for (int64_t t = j0; t < T; t++) {
-                int64_t jend = t + 1 < j1 ? t + 1 : j1; /* causal: keys j <= t */
-                for (int64_t h = kh * group; h < (kh + 1) * group; h++) {
-                    const float *q = Q + (t * H + h) * D, *go = dO + (t * H + h) * D;
-                    float l = lse[t * H + h], dl = delta[t * H + h];
-                    for (int64_t j = j0; j < jend; j++) {
-                        const float *k = K + (j * KVH + kh) * D, *v = V + (j * KVH + kh) * D;
-                        float pj = expf(dot(q, k, D) * scale - l);
-                        float ds = pj * (dot(go, v, D) - dl);
-                        axpy(dK + (j * KVH + kh) * D, q, scale * ds, D);
-                        axpy(dV + (j * KVH + kh) * D, go, pj, D);
+            int64_t kh = task / n_blocks, j0 = (task % n_blocks) * KB;
+            int64_t jn = j0 + KB < T ? KB : T - j0;
+            const float *kt = Kt + task * D * KB, *vt = Vt + task * D * KB; /* task = tile index */
+            float *dk = dK + (j0 * KVH + kh) * D, *dv = dV + (j0 * KVH + kh) * D;
+            for (int64_t j = 0; j < jn; j++)
+                for (int64_t d = 0; d < D; d++) dk[j * KVH * D + d] = dv[j * KVH * D + d] = 0.0f;
+            for (int64_t t0 = j0; t0 < T; t0 += NT) {
+                int64_t t1 = t0 + NT < T ? t0 + NT : T, R = 0;
+                for (int64_t t = t0; t < t1; t++) {
+                    __m256 m0, m1;
+                    key_masks(t - j0 + 1, &m0, &m1); /* causal: keys j <= t */
+                    for (int64_t h = kh * group; h < (kh + 1) * group; h++, R++) {
+                        const float *q = Q + (t * H + h) * D, *go = dO + (t * H + h) * D;
+                        __m256 s0, s1, d0, d1;
+                        dots16(q, go, kt, vt, D, &s0, &s1, &d0, &d1);
+                        __m256 l = _mm256_set1_ps(lse[t * H + h]), dl = _mm256_set1_ps(delta[t * H + h]);
+                        __m256 e0 = _mm256_and_ps(exp8(_mm256_fmsub_ps(s0, vscale, l)), m0);
+                        __m256 e1 = _mm256_and_ps(exp8(_mm256_fmsub_ps(s1, vscale, l)), m1);
+                        _mm256_storeu_ps(pb + R * KB, e0);
+                        _mm256_storeu_ps(pb + R * KB + 8, e1);
+                        _mm256_storeu_ps(db + R * KB, _mm256_mul_ps(vscale, _mm256_mul_ps(e0, _mm256_sub_ps(d0, dl))));
+                        _mm256_storeu_ps(db + R * KB + 8, _mm256_mul_ps(vscale, _mm256_mul_ps(e1, _mm256_sub_ps(d1, dl))));
+                        xq[R] = q;
+                        xg[R] = go;
                     }
                 }
+                rank_update(dk, KVH * D, db, xq, R, jn, D);
+                rank_update(dv, KVH * D, pb, xg, R, jn, D);
             }
         }
+        free(pb);
+        free(db);
+        free(xq);
+        free(xg);
     }
+    free(Kt);
+    free(Vt);
     free(lse);
     free(delta);
 }

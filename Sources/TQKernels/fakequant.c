@@ -10,12 +10,14 @@
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-/* 1.2 sig(x) - 0.1 before clamping. Contraction off: no fma here, so every kernel (and a plain
+/* 1.2 sig - 0.1 before clamping. Contraction off: no fma here, so every kernel (and a plain
  * Swift reference) rounds h the same way, and hardening decisions agree everywhere. */
-static inline float rect_raw(float x) {
+static inline float rect_from_sig(float sg) {
     #pragma clang fp contract(off)
-    return 1.2f * sigmoid(x) - 0.1f;
+    return 1.2f * sg - 0.1f;
 }
+
+static inline float rect_raw(float x) { return rect_from_sig(sigmoid(x)); }
 
 /* h(x) = clamp(1.2 sig(x) - 0.1, 0, 1) */
 static inline float rect(float x) {
@@ -68,12 +70,18 @@ void tqk_fq_backward(const float *fl, const float *a, const uint8_t *state, cons
             float deq = s[gi] * (2.0f * rect(v[gi]));
             double acc = 0.0; /* sum of dw * (q - z) over the group, for dv */
             for (int64_t i = i0; i < i1; i++) {
-                float hw = offset(state[i], a[i]);
+                /* one expf per soft weight serves both h(a) and h'(a); hard weights need none */
+                float hw = state[i] == 2 ? 1.0f : 0.0f, hg = 0.0f;
+                if (state[i] == 0) {
+                    float sg = sigmoid(a[i]), raw = rect_from_sig(sg);
+                    hw = raw < 0.0f ? 0.0f : (raw > 1.0f ? 1.0f : raw);
+                    hg = (raw > 0.0f && raw < 1.0f) ? 1.2f * sg * (1.0f - sg) : 0.0f;
+                }
                 float u = fl[i] + hw + zz;
                 float q = fminf(fmaxf(u, 0.0f), qmax);
                 acc += (double)dw[i] * (double)(q - zz);
-                /* Hard weights are frozen; a clamped code passes no gradient to its rounding. */
-                da[i] = (state[i] == 0 && u > 0.0f && u < qmax) ? dw[i] * deq * rect_grad(a[i]) : 0.0f;
+                /* Hard weights are frozen (hg = 0); a clamped code passes no gradient to its rounding. */
+                da[i] = (state[i] == 0 && u > 0.0f && u < qmax) ? dw[i] * deq * hg : 0.0f;
             }
             dv[gi] = (float)(acc * (double)s[gi] * 2.0 * (double)rect_grad(v[gi]));
         }

@@ -394,11 +394,11 @@ struct BackwardKernelTests {
         var qmax: Float { Float((1 << bits) - 1) }
     }
 
-    static func makeLayer(_ rng: inout BRng, out: Int, inn: Int, group: Int, bits: Int) -> FQLayer {
+    fileprivate static func makeLayer(_ rng: inout BRng, out: Int, inn: Int, group: Int, bits: Int) -> FQLayer {
         let ng = (inn + group - 1) / group
         let qmax = (1 << bits) - 1
         let s = rng.floats(out * ng, 0.02, 0.1)
-        let z = (0..<out * ng).map { _ in Float(2 + rng.int(qmax - 4)) }  // in [2, qmax - 3]
+        let z = (0..<out * ng).map { _ in Float(rng.int(qmax + 1)) }
         var fl = [Float](repeating: 0, count: out * inn)
         for o in 0..<out {
             for i in 0..<inn {
@@ -432,7 +432,7 @@ struct BackwardKernelTests {
     }
 
     @Test("fq_weights: matches the naive reference")
-    func fqWeights() {
+    func fqWeightsMatchReference() {
         var rng = BRng(70)
         for (out, inn, group, bits) in [(5, 37, 16, 3), (64, 1100, 128, 2)] {
             var L = Self.makeLayer(&rng, out: out, inn: inn, group: group, bits: bits)
@@ -507,9 +507,9 @@ struct BackwardKernelTests {
         var rng = BRng(72)
         for (out, inn, group) in [(7, 45, 16), (64, 1100, 128)] {
             let ng = (inn + group - 1) / group
-            let s = rng.floats(out * ng, 0.005, 0.05)
+            let s = rng.floats(out * ng, 0.01, 0.05)  // |w/s| <= 100: codes stay inside [0, 255] with z = 128
             var w = rng.floats(out * inn, -1, 1)
-            w[0] = 0; w[1] = 3 * s[0]; w[2] = -2 * s[0]  // r = 0 exactly
+            w[0] = 0; w[1] = 3 * s[0]; w[2] = -2 * s[0]  // r = 0 (or just below 1 after rounding)
             let z = [Float](repeating: 128, count: out * ng), v = [Float](repeating: 0, count: out * ng)
             forEachThreadCount { _ in
                 var fl = [Float](repeating: .nan, count: w.count), a = fl
@@ -534,7 +534,7 @@ struct BackwardKernelTests {
                     worstW = max(worstW, abs(Double(wh[k]) - Double(w[k])) / max(sk, abs(Double(w[k]))))
                 }
                 #expect(worstW < 1e-5, "w_hat vs w: \(worstW)")
-                #expect(hRect(a[0]) < 1e-6 && hRect(a[1]) < 1e-6)
+                #expect(hRect(a[0]) < 1e-6)  // w = 0: r = 0 exactly
             }
         }
     }
@@ -675,7 +675,7 @@ struct BackwardKernelTests {
                 var p = p0, m = [Float](repeating: 0, count: n), v = m
                 for t in 1...3 { tqk_adam(&p, grads[t - 1], &m, &v, Int64(n), lr, b1, b2, eps, wd, Int64(t)) }
                 #expect(maxRel(p, rp, floor: 1e-2) < 1e-5)
-                #expect(maxRel(m, rm, floor: 1e-3) < 1e-5)
+                #expect(maxRel(m, rm, floor: 1e-2) < 1e-5)  // (m cancels towards 0: relative to its scale)
                 #expect(maxRel(v, rv, floor: 1e-5) < 1e-4)
                 // and the update itself, which is small next to p
                 let step = (0..<n).map { Double(p[$0]) - Double(p0[$0]) }, rstep = (0..<n).map { rp[$0] - Double(p0[$0]) }
