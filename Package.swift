@@ -31,6 +31,7 @@ let package = Package(
             name: "tesseraq-cli",
             dependencies: ["TesseraQ", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        .executableTarget(name: "tesseraq-bench", dependencies: ["TesseraQ", "TQKernels"], path: "bench/swift"),
         .testTarget(name: "TesseraQTests", dependencies: ["TesseraQ", "TesseraQC", "TQKernels"]),
     ]
 )

@@ -1,0 +1,57 @@
+"""Time per TesseraQ optimisation step on a SmolLM2-135M-shaped block (hidden 576, 9 heads,
+3 KV heads, FFN 1536, batch 4 x 512 tokens, synthetic weights), with a breakdown, beside numpy
+(OpenBLAS) GEMM GFLOP/s on the block's forward shapes measured in the same run.
+
+    swift build -c release --product tesseraq-bench
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/step_bench.py [--steps 5]
+"""
+import argparse
+import json
+import os
+import subprocess
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def numpy_block_gflops(rows, hidden, ffn, q, kv, reps=3):
+    """GFLOP/s of numpy on the seven forward GEMMs of the block (X W^T), best of `reps`."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, hidden), dtype=np.float32)
+    a = rng.standard_normal((rows, ffn), dtype=np.float32)
+    ws = [(x, rng.standard_normal((n, hidden), dtype=np.float32)) for n in (q, kv, kv, hidden, ffn, ffn)]
+    ws.append((a, rng.standard_normal((hidden, ffn), dtype=np.float32)))
+    flops = sum(2.0 * m.shape[0] * w.shape[0] * w.shape[1] for m, w in ws)
+    best = float("inf")
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        for m, w in ws:
+            m @ w.T
+        best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "tesseraq-bench"))
+    args = ap.parse_args()
+    out = subprocess.run([args.bin, "--steps", str(args.steps), "--threads", str(args.threads)], check=True,
+                         capture_output=True, text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    s = r["shape"]
+    ref = numpy_block_gflops(s["batch"] * s["seq"], s["hidden"], s["ffn"], 64 * s["heads"], 64 * s["kv_heads"])
+    print(f"block: hidden {s['hidden']}, {s['heads']} heads / {s['kv_heads']} KV, FFN {s['ffn']}, "
+          f"batch {s['batch']} x {s['seq']} tokens, W{s['bits']} g{s['group']}, {r['threads']} threads")
+    for k in ("fakequant", "forward", "loss", "backward", "update"):
+        print(f"  {k:<10} {r[k]:8.1f} ms")
+    print(f"  {'total':<10} {r['total']:8.1f} ms per step  ({r['gflops_per_step']:.1f} GFLOP)")
+    print(f"achieved {r['gflop_per_s']:.1f} GFLOP/s; numpy GEMM on the block's shapes {ref:.1f} GFLOP/s; "
+          f"ratio {r['gflop_per_s'] / ref:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds the C examples with gcc -std=c11 -Wall -Wextra -Werror against include/tesseraq.h and
+# runs them on stories260K: once against the development build (.build/debug), and once through
+# pkg-config from an installed layout (scripts/install.sh into a temporary prefix).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED="$(cd .. && pwd)/shared"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+CFLAGS=(-std=c11 -Wall -Wextra -Werror -O2)
+for ex in quantize packed_gemv; do
+  gcc "${CFLAGS[@]}" -isystem include "examples/c/$ex.c" -o "$WORK/$ex" -L.build/debug -ltesseraq \
+      -Wl,-rpath,"$PWD/.build/debug" -lm
+done
+if [ ! -f "$SHARED/models/stories260K/config.json" ]; then
+  echo "WARNING: $SHARED is absent: the C examples were built but not run" >&2
+  exit 0
+fi
+"$WORK/quantize" "$SHARED/models/stories260K" "$WORK/w3" '{"method": "rtn", "bits": 3, "group_size": 32}'
+"$WORK/packed_gemv" "$WORK/w3" | tail -n 2
+
+# The installed layout, found through pkg-config.
+bash scripts/install.sh "$WORK/prefix" >/dev/null
+export PKG_CONFIG_PATH="$WORK/prefix/lib/pkgconfig"
+# shellcheck disable=SC2046
+gcc "${CFLAGS[@]}" examples/c/packed_gemv.c -o "$WORK/packed_gemv_pc" $(pkg-config --cflags --libs tesseraq) -lm
+ldd "$WORK/packed_gemv_pc" | grep -q "$WORK/prefix/lib/libtesseraq.so"
+if ldd "$WORK/prefix/lib/libtesseraq.so" | grep -q swiftCore; then
+  echo "error: the installed libtesseraq.so still needs the Swift runtime" >&2; exit 1
+fi
+"$WORK/packed_gemv_pc" "$WORK/w3" | tail -n 1
+"$WORK/prefix/bin/tesseraq" inspect "$WORK/w3" | tail -n 2
+echo "examples: 3 passed, 0 failed"
