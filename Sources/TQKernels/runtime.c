@@ -8,6 +8,17 @@ int tqk_cpu_supported(void) {
            __builtin_cpu_supports("f16c");
 }
 
-void tqk_set_num_threads(int n) { omp_set_num_threads(n > 0 ? n : omp_get_num_procs()); }
+/* omp_set_num_threads only affects the calling thread, so the library keeps its own setting and
+ * every C-ABI entry applies it to the thread it runs on (tqk_apply_num_threads). */
+static int tqk_threads = 0;
 
-int tqk_get_num_threads(void) { return omp_get_max_threads(); }
+void tqk_set_num_threads(int n) {
+    tqk_threads = n > 0 ? n : omp_get_num_procs();
+    omp_set_num_threads(tqk_threads);
+}
+
+void tqk_apply_num_threads(void) {
+    if (tqk_threads > 0 && omp_get_max_threads() != tqk_threads) omp_set_num_threads(tqk_threads);
+}
+
+int tqk_get_num_threads(void) { return tqk_threads > 0 ? tqk_threads : omp_get_max_threads(); }

@@ -17,6 +17,7 @@ func setLastError(_ message: String) {
 
 /// Runs `body`, turning any thrown error into a status code and the thread's last error.
 func guarded(_ body: () throws -> Void) -> Int32 {
+    Runtime.applyThreads()
     do {
         try body()
         return 0

@@ -172,7 +172,7 @@ struct FuzzTests {
             var bytes = STFixture.file(header: header, data: data + extra, lengthPrefix: prefix)
             if let truncate, truncate < bytes.count { bytes.removeSubrange(truncate...) }
             let p = try dir.write("f\(it).safetensors", bytes)
-            defer { try? FileManager.default.removeItem(atPath: p) }
+            defer { dir.remove("f\(it).safetensors") }
             do {
                 let f = try SafeTensorsFile(path: p)
                 parsed += 1
@@ -196,28 +196,35 @@ struct FuzzTests {
         #expect((kinds[.unsupported] ?? 0) > 0 && (kinds[.format] ?? 0) > 0, "\(kinds)")
     }
 
-    @Test("safetensors: deeply nested JSON inside the header parses or throws, without exhausting the stack",
-          arguments: [100, 400, 511, 512, 513, 2000])
+    @Test("safetensors: nested JSON in a header parses up to JSONValue.maxDepth, deeper is refused quickly",
+          arguments: [1, 10, 62, 63, 100, 511, 512, 2000, 100_000])
     func deepNesting(_ depth: Int) throws {
         let dir = try STTempDir()
         let t = STFixture.Tensor(name: "a", dtype: "F32", shape: [1], data: STFixture.f32([1]))
         let arrays = String(repeating: "[", count: depth) + String(repeating: "]", count: depth)
         let objects = String(repeating: "{\"k\": ", count: depth) + "1" + String(repeating: "}", count: depth)
         for deep in [arrays, objects] {
+            // Two levels of our own around the nested value.
             let header = "{\"__metadata__\": {\"deep\": \(deep)}, \"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}"
             let p = try dir.write("deep.safetensors", STFixture.file(header: header, data: t.data))
+            let start = ContinuousClock.now
             do {
                 let f = try SafeTensorsFile(path: p)
-                #expect(f.tensors["a"]?.shape == [1])
+                #expect(depth + 2 <= JSONValue.maxDepth, "depth \(depth + 2) accepted")
+                #expect(f.tensors["a"]?.shape == [1] && f.metadata["deep"] == "")
             } catch let e as TQError {
+                #expect(depth + 2 > JSONValue.maxDepth, "depth \(depth + 2) refused: \(e.message)")
                 #expect(e.kind == .format && e.message.contains(p), "\(e.message)")
             } catch {
                 Issue.record("non-TQError \(error)")
             }
+            // Decoding cost must not explode with depth (it took seconds at depth 511).
+            let elapsed = ContinuousClock.now - start
+            #expect(elapsed < .seconds(2), "depth \(depth): \(elapsed)")
         }
     }
 
-    @Test("config.json: 3000 seeded mutations parse or throw TQError; valid ones open and run")
+    @Test("config.json: 3000 seeded mutations parse or throw TQError; 300 valid ones open and run")
     func configFuzz() throws {
         // Weights for the tiny model stay fixed; only config.json changes.
         let dir = try STTempDir()
@@ -228,9 +235,10 @@ struct FuzzTests {
         model.config["rope_scaling"] = "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 32}"
         try model.write(to: dir)
         let configPath = dir.path + "/config.json"
-        let keys = Array(model.config.keys) + ["quantization_config", "dtype", "rope_type", "bos_token_id", "max_position_embeddings"]
+        let keys = model.config.keys.sorted() + ["quantization_config", "dtype", "rope_type", "bos_token_id", "max_position_embeddings"]
         var r = SplitMix64(seed: 0xC0_4F16)
         var parsed = 0, opened = 0, refused = 0, ran = 0
+        var modelRuns = 0 // LlamaModel opens are ~10 ms each in a debug build: the first 300 parsed configs
         let iterations = 3000
         for it in 0..<iterations {
             var text: [UInt8]
@@ -253,9 +261,11 @@ struct FuzzTests {
                 if r.chance(0.05) { text.removeSubrange(r.below(text.count + 1)...) }
             }
             // The parser alone.
+            var configParsed = false
             do {
                 let c = try LlamaConfig(json: try JSONValue.parse(Data(text), what: configPath), path: configPath)
                 parsed += 1
+                configParsed = true
                 // Derived quantities must be computable without trapping.
                 #expect(c.hidden > 0 && c.heads > 0 && c.kvHeads > 0 && c.headDim > 0 && c.vocab > 0 && c.layers > 0)
                 #expect(c.qDim > 0 && c.kvDim > 0 && c.heads % c.kvHeads == 0)
@@ -268,12 +278,15 @@ struct FuzzTests {
             } catch {
                 Issue.record("iteration \(it): non-TQError \(type(of: error)): \(error)")
             }
-            // The whole model, which checks the config against the tensors and runs when they agree.
-            try Data(text).write(to: URL(fileURLWithPath: configPath), options: .atomic)
+            // The whole model, which checks the config against the tensors and runs when they
+            // agree. (A config the parser refused fails LlamaModel the same way: skipped for time.)
+            guard configParsed, modelRuns < 300 else { continue }
+            modelRuns += 1
+            try dir.write("config.json", text)
             do {
                 let m = try LlamaModel(directory: dir.path)
                 opened += 1
-                if it % 3 == 0 {
+                if opened % 2 == 0 {
                     _ = try TinyLlama.logits(m)
                     ran += 1
                 }
@@ -285,6 +298,6 @@ struct FuzzTests {
         #expect(parsed + refused == iterations)
         #expect(parsed >= 300, "only \(parsed) configs parsed")
         #expect(refused >= 300, "only \(refused) configs refused")
-        #expect(opened >= 100 && ran >= 30, "opened \(opened), ran \(ran)")
+        #expect(opened >= 100 && ran >= 50, "opened \(opened), ran \(ran)")
     }
 }

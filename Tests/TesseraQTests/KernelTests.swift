@@ -104,7 +104,8 @@ struct KernelTests {
     static let awkward = [1, 2, 5, 7, 16, 17, 63, 97, 257, 300]
 
     /// Every awkward size in each position (others fixed and awkward too), the 1-row / 1-column
-    /// corners, two shapes with every dimension past a block size, and N past NC = 3072.
+    /// corners, shapes with every dimension past a block size, N past 3072, and shapes big enough
+    /// to run threaded and to need several N panels of packed B.
     static let gemmShapes: [GemmShape] = {
         var s: [GemmShape] = []
         for v in awkward {
@@ -114,7 +115,11 @@ struct KernelTests {
         }
         s += [GemmShape(m: 1, n: 1, k: 1), GemmShape(m: 1, n: 300, k: 257), GemmShape(m: 300, n: 1, k: 257),
               GemmShape(m: 257, n: 300, k: 1), GemmShape(m: 1, n: 1, k: 300), GemmShape(m: 97, n: 257, k: 300),
-              GemmShape(m: 300, n: 97, k: 257), GemmShape(m: 2, n: 3100, k: 5), GemmShape(m: 7, n: 3090, k: 300)]
+              GemmShape(m: 300, n: 97, k: 257), GemmShape(m: 2, n: 3100, k: 5), GemmShape(m: 7, n: 3090, k: 300),
+              // Large enough (2MNK >= 2^22) for a threaded run; K x N past 2^21 floats of packed B
+              // (several N panels); thin in M, in N, and in both with a long K.
+              GemmShape(m: 1, n: 7003, k: 300), GemmShape(m: 300, n: 1, k: 7003), GemmShape(m: 257, n: 97, k: 257),
+              GemmShape(m: 17, n: 2000, k: 63)]
         return s
     }()
 

@@ -5,6 +5,9 @@
 // STFixture (a safetensors writer), STTempDir and TinyLlama are also used by FuzzTests.swift.
 
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import TesseraQ
 
@@ -21,12 +24,24 @@ final class STTempDir: @unchecked Sendable {
 
     deinit { try? FileManager.default.removeItem(atPath: path) }
 
+    /// Writes (replacing) `name`. Plain POSIX calls: Foundation's Data.write costs milliseconds
+    /// per file here, too slow for thousands of fuzz cases.
     @discardableResult
     func write(_ name: String, _ bytes: [UInt8]) throws -> String {
         let p = path + "/" + name
-        try Data(bytes).write(to: URL(fileURLWithPath: p))
+        let fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: p]) }
+        defer { close(fd) }
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
+            guard n > 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: p]) }
+            done += n
+        }
         return p
     }
+
+    func remove(_ name: String) { unlink(path + "/" + name) }
 
     @discardableResult
     func write(_ name: String, text: String) throws -> String { try write(name, Array(text.utf8)) }
@@ -187,17 +202,51 @@ struct TinyLlama {
 /// Runs `body`, which must throw a TQError of `kind` whose message contains every `mention`.
 func expectTQError(_ kind: TQError.Kind, mentioning mentions: [String], _ what: String = "",
                    sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
-    do {
-        try body()
+    var thrown: (any Error)?
+    do { try body() } catch { thrown = error }
+    checkTQError(thrown, kind, mentioning: mentions, what, sourceLocation: sourceLocation)
+}
+
+/// `thrown` must be a TQError of `kind` whose message contains every `mention`.
+func checkTQError(_ thrown: (any Error)?, _ kind: TQError.Kind, mentioning mentions: [String], _ what: String = "",
+                  sourceLocation: SourceLocation = #_sourceLocation) {
+    guard let thrown else {
         Issue.record("\(what): expected a TQError(\(kind)), but nothing was thrown", sourceLocation: sourceLocation)
-    } catch let e as TQError {
-        #expect(e.kind == kind, "\(what): kind \(e.kind), want \(kind); message: \(e.message)", sourceLocation: sourceLocation)
-        for m in mentions where !e.message.contains(m) {
-            Issue.record("\(what): message does not mention \"\(m)\": \(e.message)", sourceLocation: sourceLocation)
-        }
-    } catch {
-        Issue.record("\(what): threw a non-TQError \(type(of: error)): \(error)", sourceLocation: sourceLocation)
+        return
     }
+    guard let e = thrown as? TQError else {
+        Issue.record("\(what): threw a non-TQError \(type(of: thrown)): \(thrown)", sourceLocation: sourceLocation)
+        return
+    }
+    #expect(e.kind == kind, "\(what): kind \(e.kind), want \(kind); message: \(e.message)", sourceLocation: sourceLocation)
+    for m in mentions where !e.message.contains(m) {
+        Issue.record("\(what): message does not mention \"\(m)\": \(e.message)", sourceLocation: sourceLocation)
+    }
+}
+
+private final class OutcomeBox: @unchecked Sendable {
+    var error: (any Error)?
+}
+
+/// Runs `body` on another thread and returns what it threw. If it is still running after 5 s
+/// (blocked opening or reading the FIFO at `fifo`), records an issue and unblocks it by opening
+/// the FIFO for writing and closing it again (the reader then sees end of file).
+func outcome(unblocking fifo: String, sourceLocation: SourceLocation = #_sourceLocation,
+             _ body: @escaping @Sendable () throws -> Void) -> (any Error)? {
+    let box = OutcomeBox()
+    let done = DispatchSemaphore(value: 0)
+    DispatchQueue.global().async {
+        do { try body() } catch { box.error = error }
+        done.signal()
+    }
+    if done.wait(timeout: .now() + 5) == .timedOut {
+        Issue.record("blocked on the FIFO \(fifo) for 5 s", sourceLocation: sourceLocation)
+        repeat {
+            let fd = open(fifo, O_WRONLY | O_NONBLOCK)
+            if fd >= 0 { close(fd) }
+        } while done.wait(timeout: .now() + 0.1) == .timedOut
+    }
+    return box.error
 }
 
 // MARK: - safetensors files
@@ -218,6 +267,16 @@ struct SafeTensorsTests {
         try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: false)
         expectTQError(.io, mentioning: [p, "not a regular file"]) { _ = try SafeTensorsFile(path: p) }
         expectTQError(.io, mentioning: [p, "not a regular file"]) { _ = try TensorStore(directory: dir.path) }
+    }
+
+    @Test("a FIFO named model.safetensors is refused without waiting for a writer")
+    func fifo() throws {
+        let dir = try STTempDir()
+        let p = dir.path + "/model.safetensors"
+        #expect(mkfifo(p, 0o600) == 0)
+        checkTQError(outcome(unblocking: p) { _ = try SafeTensorsFile(path: p) }, .io, mentioning: [p, "not a regular file"])
+        let d = dir.path
+        checkTQError(outcome(unblocking: p) { _ = try TensorStore(directory: d) }, .io, mentioning: [p, "not a regular file"])
     }
 
     @Test("an unreadable file is an I/O error", .enabled(if: getuid() != 0, "root reads mode-000 files"))
@@ -454,6 +513,17 @@ struct CheckpointDirectoryTests {
         try FileManager.default.removeItem(atPath: dir.path + "/config.json")
         try FileManager.default.createDirectory(atPath: dir.path + "/config.json", withIntermediateDirectories: false)
         expectTQError(.io, mentioning: [dir.path + "/config.json"]) { _ = try LlamaModel(directory: dir.path) }
+    }
+
+    @Test("a FIFO named config.json is refused without waiting for a writer")
+    func configFIFO() throws {
+        let dir = try STTempDir()
+        try TinyLlama().write(to: dir)
+        let p = dir.path + "/config.json"
+        try FileManager.default.removeItem(atPath: p)
+        #expect(mkfifo(p, 0o600) == 0)
+        let d = dir.path
+        checkTQError(outcome(unblocking: p) { _ = try LlamaModel(directory: d) }, .io, mentioning: [p])
     }
 
     struct ConfigCase: CustomTestStringConvertible, Sendable {

@@ -10,7 +10,9 @@ final class MappedFile: @unchecked Sendable {
 
     init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer (fstat below
+        // refuses it); it changes nothing for regular files.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
             throw TQError.io("\(path): cannot open (\(String(cString: strerror(errno))))")
         }

@@ -12,5 +12,7 @@ public enum Runtime {
     }
 
     public static func setThreads(_ n: Int) { tqk_set_num_threads(Int32(n)) }
+    /// Makes the calling thread use the library's thread count (OpenMP keeps it per thread).
+    public static func applyThreads() { tqk_apply_num_threads() }
     public static var threads: Int { Int(tqk_get_num_threads()) }
 }
