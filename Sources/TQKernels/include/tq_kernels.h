@@ -16,6 +16,8 @@
 /* 1 when the CPU has AVX2, FMA and F16C (the kernels are compiled for them). */
 TQK_API int tqk_cpu_supported(void);
 TQK_API void tqk_set_num_threads(int n);
+/* Applies the library's thread count to the calling thread (OpenMP settings are per thread). */
+TQK_API void tqk_apply_num_threads(void);
 TQK_API int tqk_get_num_threads(void);
 
 /* ---- GEMM: C = alpha * op(A) * op(B) + beta * C ----
