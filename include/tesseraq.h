@@ -327,6 +327,14 @@ typedef unsigned int swift_uint4  __attribute__((__ext_vector_type__(4)));
 extern "C" {
 #endif
 
+/// Decodes <code>n</code> ids to UTF-8 text, exactly as <code>tokenizers</code>’ Tokenizer.decode(ids) (special
+/// tokens skipped; ids outside the vocabulary are skipped, as there). <code>*n_bytes</code> always
+/// receives the text’s length in bytes, without the terminating NUL. Capacity convention:
+/// with <code>text_out</code> NULL only the length is returned (TQ_OK); otherwise if <code>capacity</code> <
+/// the length nothing is written and the call fails with TQ_ERR_INVALID_ARGUMENT; the text is
+/// NUL-terminated when <code>capacity</code> > the length (pass length + 1 for a C string).
+SWIFT_EXTERN int32_t tq_detokenize(void * _Nullable tok, uint32_t const * _Nullable ids, int64_t n, char * _Nullable text_out, int64_t capacity, int64_t * _Nullable n_bytes) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
 /// Perplexity over floor(n_tokens / seq_len) windows (at most max_windows when > 0), as in
 /// ALGORITHM.md section 5. <code>progress</code> (may be NULL) is called after each window; returning
 /// non-zero cancels with TQ_ERR_CANCELLED.
@@ -389,6 +397,34 @@ SWIFT_EXTERN int32_t tq_set_num_threads(int32_t n) SWIFT_NOEXCEPT SWIFT_WARN_UNU
 /// -5 TQ_ERR_OUT_OF_MEMORY, -6 TQ_ERR_CANCELLED, -7 TQ_ERR_NUMERIC, -8 TQ_ERR_CPU, -9 TQ_ERR_INTERNAL.
 /// Unknown codes give “TQ_ERR_UNKNOWN”.
 SWIFT_EXTERN char const * _Nonnull tq_status_name(int32_t status) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
+/// Encodes <code>text_len</code> bytes of UTF-8 <code>text</code> (text_len < 0: <code>text</code> is NUL-terminated) as one
+/// sequence, exactly as <code>tokenizers</code>’ Tokenizer.encode(text).ids: added/special tokens written
+/// in the text are recognised, and the post-processor’s special tokens (e.g. BOS) are added.
+/// <code>*n_ids</code> always receives the number of ids. Capacity convention: with <code>ids_out</code> NULL only the
+/// count is returned (TQ_OK); otherwise if <code>capacity</code> < the count nothing is written and the
+/// call fails with TQ_ERR_INVALID_ARGUMENT (the message gives both numbers). The handle keeps
+/// the last result, so counting and then filling encodes the text once. Invalid UTF-8 gives
+/// TQ_ERR_INVALID_ARGUMENT.
+SWIFT_EXTERN int32_t tq_tokenize(void * _Nullable tok, char const * _Nullable text, int64_t text_len, uint32_t * _Nullable ids_out, int64_t capacity, int64_t * _Nullable n_ids) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
+/// Frees a tokenizer handle; NULL is accepted.
+SWIFT_EXTERN void tq_tokenizer_free(void * _Nullable tok) SWIFT_NOEXCEPT;
+
+/// Opens a Hugging Face tokenizer: <code>path</code> is a tokenizer.json file or a directory holding one
+/// (e.g. a model directory). On success <code>*tok</code> is a handle to free with tq_tokenizer_free.
+/// Only BPE tokenizers are supported (GPT-2 style byte-level and SentencePiece style with byte
+/// fallback); other models or components fail with TQ_ERR_UNSUPPORTED naming the component.
+/// Encoding and decoding match the <code>tokenizers</code> Python package with its defaults. A handle
+/// may be used from several threads.
+SWIFT_EXTERN int32_t tq_tokenizer_open(char const * _Nullable path, void * _Nullable * _Nullable tok) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
+/// The id of the token string <code>token</code> (NUL-terminated UTF-8; added tokens first, then the
+/// vocabulary). A string that is not a token gives TQ_ERR_INVALID_ARGUMENT.
+SWIFT_EXTERN int32_t tq_tokenizer_token_id(void * _Nullable tok, char const * _Nullable token, uint32_t * _Nullable id) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
+/// The vocabulary size including added tokens (<code>tokenizers</code>’ get_vocab_size()).
+SWIFT_EXTERN int32_t tq_tokenizer_vocab_size(void * _Nullable tok, int64_t * _Nullable size) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
 
 /// The library version, “MAJOR.MINOR.PATCH”.
 SWIFT_EXTERN char const * _Nonnull tq_version(void) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;

@@ -1,72 +1,140 @@
-/* Single-precision GEMM, BLIS-style: B is packed into KC x NC panels (shared, L3), A into
- * MC x KC blocks (per task, L2), and a 6x16 AVX2/FMA micro-kernel sweeps 16-wide B micro-
- * panels (L1). Transposes are absorbed by the packing routines, so NN/NT/TN/TT share one
- * micro-kernel. */
+/* Single-precision GEMM, BLIS-style, for AVX2/FMA.
+ *
+ * op(B) is packed once per call (per N panel) into 16-wide strips for every K block, shared by
+ * all threads; then threads take tasks (a block of C rows x a range of strips) from an atomic
+ * counter. A task walks the K blocks: it packs its rows of op(A) for that K block (L2) and runs
+ * a 6x16 FMA micro-kernel over each B strip (L1), adding into C.
+ * Transposes are absorbed by the packing routines, so NN/NT/TN/TT share one micro-kernel.
+ *
+ * Why this shape:
+ * - one parallel region per call and two barriers per N panel (B is packed for all of K up
+ *   front), instead of a parallel region per K block; a task keeps its C block in cache
+ *   across the K blocks;
+ * - B packing units and tasks are claimed dynamically (atomic counters: libomp 14 cannot link
+ *   clang 21's schedule(dynamic)), so a core lost to another process does not stall the other;
+ * - transposed operands are packed with 8x8 AVX transposes instead of strided scalar copies. */
 #include "tq_kernels.h"
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { MR = 6, NR = 16, KC = 256, MC = 96, NC = 3072 };
+enum {
+    MR = 6, NR = 16,   /* micro-tile: 12 accumulators + 2 B vectors + 1 A broadcast = 15 ymm */
+    KC = 256,          /* K block: a 16-wide B strip (KC*NR*4 = 16 KB) stays in a 32 KB L1 */
+    MC = 96,           /* rows per task: the packed A block (MC*KC*4 = 96 KB) stays in L2 */
+    B_PANEL = 1 << 21, /* floats of packed B per N panel (8 MB): K x nc, shared in L3 */
+    TASKS_PER_THREAD = 4,   /* thin M: split N too, so dynamic claiming can balance */
+    PACK_STRIPS = 4,        /* B packing unit: 64 columns of one K block */
+    SERIAL_FLOPS = 1 << 22, /* below this a fork/join costs more than it saves */
+};
 
-/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-row strips, zero padded. */
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* In-register 8x8 transpose: r[i] holds row i on entry, column i on exit. */
+static inline void transpose8(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20); r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20); r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20); r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-row strips (strip at dst + ir*kc,
+ * d[k*MR + r]), zero padded. Stores are 8 floats wide: 6 real, 2 spilling into the next k,
+ * which is written afterwards; the caller leaves 8 floats of slack after the block. */
 static void pack_a(int transA, const float *A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
                    int64_t kc, float *dst) {
-    for (int64_t ir = 0; ir < mc; ir += MR) {
-        int64_t mr = mc - ir < MR ? mc - ir : MR;
-        float *d = dst + ir * kc;
-        if (!transA) {
-            for (int64_t r = 0; r < MR; r++) {
-                if (r < mr) {
-                    const float *s = A + (i0 + ir + r) * lda + p0;
-                    for (int64_t k = 0; k < kc; k++) d[k * MR + r] = s[k];
-                } else {
-                    for (int64_t k = 0; k < kc; k++) d[k * MR + r] = 0.0f;
-                }
-            }
-        } else {
-            for (int64_t k = 0; k < kc; k++) {
-                const float *s = A + (p0 + k) * lda + i0 + ir;
-                int64_t r = 0;
-                for (; r < mr; r++) d[k * MR + r] = s[r];
-                for (; r < MR; r++) d[k * MR + r] = 0.0f;
+    if (transA) { /* op(A)[i][k] = A[k][i]: walk rows of A (contiguous), masked 6-wide loads */
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i six = _mm256_cmpgt_epi32(_mm256_set1_epi32(MR), lane);
+        for (int64_t k = 0; k < kc; k++) {
+            const float *s = A + (p0 + k) * lda + i0;
+            for (int64_t ir = 0; ir < mc; ir += MR) {
+                __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)min64(mc - ir, MR)), lane);
+                __m256 v = _mm256_maskload_ps(s + ir, mask); /* never reads past the block */
+                float *d = dst + ir * kc + k * MR;
+                /* The last k of a strip must not spill: the next strip is already written. */
+                if (k + 1 < kc) _mm256_storeu_ps(d, v);
+                else _mm256_maskstore_ps(d, six, v);
             }
         }
+        return;
+    }
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+        int64_t mr = min64(mc - ir, MR);
+        float *d = dst + ir * kc;
+        const float *s = A + (i0 + ir) * lda + p0;
+        int64_t k = 0;
+        if (mr == MR) { /* 6 rows x 8 k -> 8x8 transpose -> 8 groups of 6 */
+            for (; k + 8 <= kc; k += 8) {
+                __m256 r[8];
+                for (int q = 0; q < MR; q++) r[q] = _mm256_loadu_ps(s + q * lda + k);
+                r[6] = r[7] = _mm256_setzero_ps();
+                transpose8(r);
+                for (int q = 0; q < 8; q++) _mm256_storeu_ps(d + (k + q) * MR, r[q]);
+            }
+        }
+        for (; k < kc; k++)
+            for (int64_t r = 0; r < MR; r++) d[k * MR + r] = r < mr ? s[r * lda + k] : 0.0f;
     }
 }
 
-/* Pack rows [p0, p0+kc) x cols [j0+jr, ...) of op(B), one NR-wide strip, zero padded. */
-static void pack_b_strip(int transB, const float *B, int64_t ldb, int64_t p0, int64_t kc,
-                         int64_t j, int64_t nr, float *d) {
-    if (!transB) {
+/* Pack rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-wide strips (strip s at
+ * d + s*NR*kc, d[k*NR + c]), zero padded. */
+static void pack_b(int transB, const float *B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
+                   int64_t nc, float *dst) {
+    if (!transB) { /* walk rows of B (contiguous reads), 16 floats to each strip */
         for (int64_t k = 0; k < kc; k++) {
-            const float *s = B + (p0 + k) * ldb + j;
-            float *o = d + k * NR;
-            if (nr == NR) {
-                _mm256_storeu_ps(o, _mm256_loadu_ps(s));
-                _mm256_storeu_ps(o + 8, _mm256_loadu_ps(s + 8));
-            } else {
-                int64_t c = 0;
-                for (; c < nr; c++) o[c] = s[c];
-                for (; c < NR; c++) o[c] = 0.0f;
+            const float *s = B + (p0 + k) * ldb + j0;
+            float *d = dst + k * NR;
+            int64_t j = 0;
+            for (; j + NR <= nc; j += NR, d += NR * kc) {
+                _mm256_store_ps(d, _mm256_loadu_ps(s + j));
+                _mm256_store_ps(d + 8, _mm256_loadu_ps(s + j + 8));
+            }
+            if (j < nc)
+                for (int64_t c = 0; c < NR; c++) d[c] = j + c < nc ? s[j + c] : 0.0f;
+        }
+        return;
+    }
+    /* op(B)[k][c] = B[c][k]: 8x8 transposes of 8 rows of B x 8 k */
+    for (int64_t j = 0; j < nc; j += NR) {
+        float *d = dst + j * kc;
+        int64_t k = 0;
+        if (j + NR <= nc) {
+            for (; k + 8 <= kc; k += 8) {
+                for (int h = 0; h < NR; h += 8) {
+                    const float *s = B + (j0 + j + h) * ldb + p0 + k;
+                    __m256 r[8];
+                    for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(s + q * ldb);
+                    transpose8(r);
+                    for (int q = 0; q < 8; q++) _mm256_store_ps(d + (k + q) * NR + h, r[q]);
+                }
             }
         }
-    } else {
-        for (int64_t c = 0; c < NR; c++) {
-            if (c < nr) {
-                const float *s = B + (j + c) * ldb + p0;
-                for (int64_t k = 0; k < kc; k++) d[k * NR + c] = s[k];
-            } else {
-                for (int64_t k = 0; k < kc; k++) d[k * NR + c] = 0.0f;
-            }
-        }
+        for (; k < kc; k++)
+            for (int64_t c = 0; c < NR; c++)
+                d[k * NR + c] = j + c < nc ? B[(j0 + j + c) * ldb + p0 + k] : 0.0f;
     }
 }
 
 /* acc(6x16) = Ap(6 x kc) * Bp(kc x 16); then C = alpha*acc + beta*C on the mr x nr corner. */
 static void micro_kernel(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
                          int64_t mr, int64_t nr, float alpha, float beta) {
+    /* C is touched only after the k loop: start pulling its lines in now. */
+    for (int64_t r = 0; r < mr; r++) {
+        _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(C + r * ldc + NR - 1), _MM_HINT_T0);
+    }
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -115,7 +183,7 @@ static float *alloc_floats(int64_t n) {
 }
 
 static void scale_c(float *C, int64_t ldc, int64_t M, int64_t N, float beta) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (M * N > 65536)
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
@@ -128,56 +196,79 @@ void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float al
         scale_c(C, ldc, M, N, beta);
         return;
     }
-    int64_t nc_max = N < NC ? N : NC;
-    int64_t kc_max = K < KC ? K : KC;
-    int64_t n_strips_max = (nc_max + NR - 1) / NR;
-    int nthreads = omp_get_max_threads();
-    float *Bp = alloc_floats(n_strips_max * NR * kc_max);
-    float *Apool = alloc_floats((int64_t)nthreads * MC * kc_max);
-    if (!Bp || !Apool) { free(Bp); free(Apool); return; }
+    /* K blocks of equal size (multiple of 8 for the transposing packers), no thin tail. */
+    int64_t kc_max = min64(K, cdiv(cdiv(K, cdiv(K, KC)), 8) * 8);
+    int64_t n_kb = cdiv(K, kc_max);
+    /* N panels: packed B is K x nc; equal panels, each a multiple of NR. */
+    int64_t n_panels = cdiv(K * cdiv(N, NR) * NR, B_PANEL);
+    int64_t nc_max = cdiv(cdiv(N, n_panels), NR) * NR;
+    /* Tasks: m_tasks blocks of <= MC rows (a multiple of the thread count, rows spread
+     * evenly in MR units), times n_tasks ranges of strips when rows alone are too few. */
+    int nt = omp_get_max_threads();
+    if (nt < 1 || 2.0 * M * N * K < SERIAL_FLOPS) nt = 1;
+    int64_t m_strips = cdiv(M, MR);
+    int64_t m_tasks = cdiv(m_strips, MC / MR);
+    m_tasks = min64(m_strips, cdiv(m_tasks, nt) * nt);
+    int64_t n_tasks = 1;
+    if (nt > 1 && m_tasks < TASKS_PER_THREAD * nt) n_tasks = min64(nc_max / NR, cdiv(TASKS_PER_THREAD * nt, m_tasks));
+    if (nt > m_tasks * n_tasks) nt = (int)(m_tasks * n_tasks);
 
-    for (int64_t jc = 0; jc < N; jc += NC) {
-        int64_t nc = N - jc < NC ? N - jc : NC;
-        int64_t n_strips = (nc + NR - 1) / NR;
-        for (int64_t pc = 0; pc < K; pc += KC) {
-            int64_t kc = K - pc < KC ? K - pc : KC;
-            float b = pc == 0 ? beta : 1.0f;
-            int64_t m_blocks = (M + MC - 1) / MC;
-            /* Split the N panel too when M alone gives too few tasks (thin GEMMs). */
-            int64_t n_split = m_blocks >= 2 * nthreads ? 1 : (2 * nthreads + m_blocks - 1) / m_blocks;
-            if (n_split > n_strips) n_split = n_strips;
-            int64_t strips_per = (n_strips + n_split - 1) / n_split;
-            #pragma omp parallel
-            {
-                #pragma omp for schedule(static)
-                for (int64_t s = 0; s < n_strips; s++) {
-                    int64_t j = s * NR;
-                    int64_t nr = nc - j < NR ? nc - j : NR;
-                    pack_b_strip(transB, B, ldb, pc, kc, jc + j, nr, Bp + s * NR * kc);
-                }
-                float *Ap = Apool + (size_t)omp_get_thread_num() * MC * kc_max;
-                int64_t packed_block = -1;
-                #pragma omp for schedule(static, 1)
-                for (int64_t t = 0; t < m_blocks * n_split; t++) {
-                    int64_t ib = t / n_split, ns = t % n_split;
-                    int64_t ic = ib * MC;
-                    int64_t mc = M - ic < MC ? M - ic : MC;
-                    if (packed_block != ib) {
-                        pack_a(transA, A, lda, ic, mc, pc, kc, Ap);
-                        packed_block = ib;
-                    }
-                    int64_t s_end = (ns + 1) * strips_per < n_strips ? (ns + 1) * strips_per : n_strips;
-                    for (int64_t s = ns * strips_per; s < s_end; s++) {
-                        int64_t jr = s * NR;
-                        int64_t nr = nc - jr < NR ? nc - jr : NR;
-                        for (int64_t ir = 0; ir < mc; ir += MR) {
-                            int64_t mr = mc - ir < MR ? mc - ir : MR;
-                            micro_kernel(kc, Ap + ir * kc, Bp + s * NR * kc,
-                                         C + (ic + ir) * ldc + jc + jr, ldc, mr, nr, alpha, b);
-                        }
+    int64_t a_floats = MC * kc_max + 8; /* + slack for pack_a's 8-wide stores */
+    float *Bp = alloc_floats(K * nc_max);
+    float *Apool = alloc_floats((int64_t)nt * a_floats);
+    if (!Bp || !Apool) { free(Bp); free(Apool); return; }
+    /* Work counters [panel parity][0: B packing units, 1: tasks]. Units and tasks are claimed
+     * dynamically, so a thread that loses its core to another process is not waited for. */
+    int64_t next[2][2] = {{0, 0}, {0, 0}};
+
+    #pragma omp parallel num_threads(nt)
+    {
+        float *Ap = Apool + (int64_t)omp_get_thread_num() * a_floats;
+        int64_t panel = 0;
+        for (int64_t jc = 0; jc < N; jc += nc_max, panel++) {
+            int64_t nc = min64(N - jc, nc_max);
+            int64_t n_strips = cdiv(nc, NR);
+            int64_t nsplit = min64(n_tasks, n_strips);
+            int64_t ntask = m_tasks * nsplit;
+            int64_t *ctr = next[panel & 1];
+            /* Reset the next panel's counters; safe since the previous panel (same parity)
+             * ended with a barrier. */
+            if (omp_get_thread_num() == 0) next[(panel + 1) & 1][0] = next[(panel + 1) & 1][1] = 0;
+
+            /* Pack op(B)[0:K, jc:jc+nc]: K block p starts at Bp + p0*n_strips*NR. A unit is
+             * (K block, PACK_STRIPS strips): rows of 64 floats, read contiguously. */
+            int64_t n_groups = cdiv(n_strips, PACK_STRIPS);
+            for (;;) {
+                int64_t u = __atomic_fetch_add(&ctr[0], 1, __ATOMIC_RELAXED);
+                if (u >= n_kb * n_groups) break;
+                int64_t p0 = (u / n_groups) * kc_max, s = (u % n_groups) * PACK_STRIPS;
+                int64_t kc = min64(K - p0, kc_max);
+                pack_b(transB, B, ldb, p0, kc, jc + s * NR, min64(nc - s * NR, PACK_STRIPS * NR),
+                       Bp + p0 * n_strips * NR + s * NR * kc);
+            }
+            #pragma omp barrier /* B is packed */
+            for (;;) {
+                int64_t t = __atomic_fetch_add(&ctr[1], 1, __ATOMIC_RELAXED);
+                if (t >= ntask) break;
+                int64_t mi = t / nsplit, ni = t % nsplit;
+                int64_t i0 = mi * m_strips / m_tasks * MR;
+                int64_t i1 = min64((mi + 1) * m_strips / m_tasks * MR, M);
+                int64_t s0 = ni * n_strips / nsplit, s1 = (ni + 1) * n_strips / nsplit;
+                for (int64_t p0 = 0; p0 < K; p0 += kc_max) {
+                    int64_t kc = min64(K - p0, kc_max);
+                    float b = p0 == 0 ? beta : 1.0f;
+                    const float *Bk = Bp + p0 * n_strips * NR;
+                    pack_a(transA, A, lda, i0, i1 - i0, p0, kc, Ap);
+                    for (int64_t s = s0; s < s1; s++) {
+                        int64_t nr = min64(nc - s * NR, NR);
+                        for (int64_t ir = 0; ir < i1 - i0; ir += MR)
+                            micro_kernel(kc, Ap + ir * kc, Bk + s * NR * kc,
+                                         C + (i0 + ir) * ldc + jc + s * NR, ldc,
+                                         min64(i1 - i0 - ir, MR), nr, alpha, b);
                     }
                 }
             }
+            #pragma omp barrier /* the next panel overwrites Bp */
         }
     }
     free(Bp);

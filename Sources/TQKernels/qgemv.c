@@ -16,10 +16,12 @@
  * x[i] * 2^-p, precomputed once per call, so one code costs AND + CVT + FMA per 8 columns.
  * (Values reaching bit 31 use a shift instead, because CVT is signed; the two b = 3 values
  * straddling words are assembled from both words.)
- * Generic path (act-order g_idx, or group sizes not a multiple of V): every tile of codes is
- * dequantised exactly, W = (float)(c - z[g(i)]) * s[g(i)], into a small L1 buffer, then FMA'd.
- * GEMM: the same decoded tile (codes on the fast path, W on the generic path) is reused by
- * every batch row. */
+ * A g_idx equal to i / group_size is recognised and takes the fast path.
+ * Act-order GEMV (any other g_idx, or group sizes not a multiple of V): the same decoding, with
+ * the code sums going to per-group accumulators in L1 (about 2x the fast path's time).
+ * GEMM: a tile of codes (fast path) is decoded once into a 16 KB buffer and reused by every
+ * batch row through a 6 x 16 FMA register block. Act-order GEMM dequantises each tile
+ * exactly, W = (float)(c - z[g(i)]) * s[g(i)], into that buffer instead. */
 #include "tq_kernels.h"
 #include <immintrin.h>
 #include <omp.h>
@@ -106,7 +108,7 @@ static inline __m256i code_any(const uint32_t *qweight, int64_t out, int B, int6
 
 /* Zero points of columns o..o+7 of one qzeros row (cols words); lanes past the row's end are
  * padding or garbage and must be ignored by the caller. */
-static inline __m256i zero_vec(const uint32_t *zrow, int64_t cols, int B, int64_t o) {
+AI __m256i zero_vec(const uint32_t *zrow, int64_t cols, const int B, int64_t o) {
     const int64_t P0 = o * B, w0 = P0 >> 5;
     const int nw = (int)min64(8, cols - w0);
     const __m256i words = _mm256_maskload_epi32((const int *)(zrow + w0), lane_mask(nw));
@@ -187,20 +189,38 @@ static int64_t build_tiles(Problem *p, int64_t tile_values, int64_t **u0, int64_
 
 /* xs = x * scale factor of its position, zero padded to U*V; sx per tile (double sums). */
 static void prescale(const Problem *p, const float *x, float *xs, float *sx) {
+    /* the factor pattern repeats every period = max(V, 8) values (V divides 32) */
+    const int64_t period = max64(p->V, 8);
     float fac[32];
-    for (int64_t j = 0; j < p->V; j++) fac[j] = code_scale_factor((int)p->bits, j);
-    for (int64_t u = 0; u < p->U; u++) {
-        for (int64_t j = 0; j < p->V; j++) {
-            const int64_t i = u * p->V + j;
-            const float v = i < p->in ? x[i] * fac[j] : 0.0f;
-            /* keep subnormals out of the hot loop (microcode assists); they contribute < 2^-100 */
-            xs[i] = __builtin_fabsf(v) < 1.17549435e-38f ? 0.0f : v;
+    for (int64_t j = 0; j < period; j++) fac[j] = code_scale_factor((int)p->bits, j % p->V);
+    const int64_t UV = p->U * p->V, in = p->in;
+    const __m256 tiny = _mm256_set1_ps(1.17549435e-38f); /* FLT_MIN */
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t i = 0; i < UV; i += 8) {
+        __m256 v;
+        if (i + 8 <= in) {
+            v = _mm256_loadu_ps(x + i);
+        } else {
+            v = i < in ? _mm256_maskload_ps(x + i, lane_mask((int)(in - i))) : _mm256_setzero_ps();
         }
+        v = _mm256_mul_ps(v, _mm256_loadu_ps(fac + i % period));
+        /* keep subnormals out of the hot loop (microcode assists); they contribute < 2^-100 */
+        v = _mm256_and_ps(v, _mm256_cmp_ps(_mm256_and_ps(v, absmask), tiny, _CMP_GE_OQ));
+        _mm256_storeu_ps(xs + i, v);
     }
     for (int64_t t = 0; t < p->n_tiles; t++) {
-        double s = 0.0;
-        const int64_t i1 = min64(p->tile_u1[t] * p->V, p->in);
-        for (int64_t i = p->tile_u0[t] * p->V; i < i1; i++) s += x[i];
+        const int64_t i0 = p->tile_u0[t] * p->V, i1 = min64(p->tile_u1[t] * p->V, in);
+        __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+        int64_t i = i0;
+        for (; i + 8 <= i1; i += 8) {
+            const __m256 v = _mm256_loadu_ps(x + i);
+            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+        }
+        double d[4];
+        _mm256_storeu_pd(d, _mm256_add_pd(s0, s1));
+        double s = (d[0] + d[1]) + (d[2] + d[3]);
+        for (; i < i1; i++) s += x[i];
         sx[t] = (float)s;
     }
 }
@@ -211,10 +231,10 @@ static void prescale(const Problem *p, const float *x, float *xs, float *sx) {
 /* acc[v] = sum over units [u0,u1) of scaled codes * xs, for NV vectors of columns at qw. */
 AI void gemv_tile(const int B, const int NV, const int masked, __m256i lm, const uint32_t *qw,
                   int64_t out, const float *xs, int64_t u0, int64_t u1, __m256 *res) {
-    enum { NA = 2 };
+    const int NA = NV == 1 ? 4 : 2; /* >= 8 independent FMA chains when possible */
     const int V = B == 3 ? 32 : 32 / B;
     const int WPU = B == 3 ? 3 : 1;
-    __m256 acc[4][NA];
+    __m256 acc[4][4];
     for (int v = 0; v < NV; v++)
         for (int a = 0; a < NA; a++) acc[v][a] = _mm256_setzero_ps();
     for (int64_t u = u0; u < u1; u++) {
@@ -230,11 +250,16 @@ AI void gemv_tile(const int B, const int NV, const int masked, __m256i lm, const
             }
         }
     }
-    for (int v = 0; v < NV; v++) res[v] = _mm256_add_ps(acc[v][0], acc[v][1]);
+    for (int v = 0; v < NV; v++) {
+        __m256 r = acc[v][0];
+        for (int a = 1; a < NA; a++) r = _mm256_add_ps(r, acc[v][a]);
+        res[v] = r;
+    }
 }
 
 /* y[o..o+8*nv) += s * (acc - z * sx) for tile t */
-AI void gemv_finish(const Problem *p, int64_t t, int64_t o, int nv, const __m256 *acc, float sxt, float *y) {
+AI void gemv_finish(const int B, const Problem *p, int64_t t, int64_t o, int nv, const __m256 *acc, float sxt,
+                    float *y) {
     const int64_t g = p->tile_g[t];
     const uint32_t *zrow = p->qzeros + g * p->cols_z;
     const uint16_t *srow = p->scales + g * p->out;
@@ -242,7 +267,7 @@ AI void gemv_finish(const Problem *p, int64_t t, int64_t o, int nv, const __m256
     for (int v = 0; v < nv; v++) {
         const int64_t ov = o + 8 * v;
         const int nvalid = (int)min64(8, p->out - ov);
-        const __m256 z = _mm256_cvtepi32_ps(zero_vec(zrow, p->cols_z, (int)p->bits, ov));
+        const __m256 z = _mm256_cvtepi32_ps(zero_vec(zrow, p->cols_z, B, ov));
         const __m256 s = scale_vec(srow, ov, nvalid);
         const __m256 r = _mm256_fmadd_ps(s, _mm256_fnmadd_ps(z, sxv, acc[v]), load_y(y + ov, nvalid));
         store_y(y + ov, r, nvalid);
@@ -262,15 +287,24 @@ AI void gemv_fast_range_body(const int B, const Problem *p, int64_t b0, int64_t 
         for (int64_t b = b0; b < b1; b++) {
             const int64_t o = b * BLK;
             __m256 acc[4];
+            /* software prefetch 2 blocks ahead in every row of the tile (+5-10% when the
+             * weights stream from DRAM; the tile's rows are 16-32 concurrent streams) */
+            if (b + 2 < b1) {
+                const uint32_t *pf = p->qweight + (b + 2) * BLK;
+                for (int64_t r = u0 * p->WPU; r < u1 * p->WPU; r++) {
+                    _mm_prefetch((const char *)(pf + r * out), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(pf + r * out + 16), _MM_HINT_T0);
+                }
+            }
             if (o + BLK <= out) {
                 gemv_tile(B, 4, 0, none, p->qweight + o, out, p->xs, u0, u1, acc);
-                gemv_finish(p, t, o, 4, acc, sxt, p->Y);
+                gemv_finish(B, p, t, o, 4, acc, sxt, p->Y);
             } else {
                 for (int64_t ov = o; ov < out; ov += 8) {
                     const int nvalid = (int)min64(8, out - ov);
                     if (nvalid == 8) gemv_tile(B, 1, 0, none, p->qweight + ov, out, p->xs, u0, u1, acc);
                     else gemv_tile(B, 1, 1, lane_mask(nvalid), p->qweight + ov, out, p->xs, u0, u1, acc);
-                    gemv_finish(p, t, ov, 1, acc, sxt, p->Y);
+                    gemv_finish(B, p, t, ov, 1, acc, sxt, p->Y);
                 }
             }
         }
@@ -296,27 +330,52 @@ static void gemv_fast_range(const Problem *p, int64_t b0, int64_t b1) {
 /* ------------------------------------------------------------------------------------------ */
 /* Batch FMA on a decoded tile: acc[r][v] += sum_t D[t][v] * X[r][t]                          */
 
-/* D: count x 32 floats (row stride 32). X rows: x0 (+ldx per row). NR rows (1 or 2). */
-AI void tile_fma(const int NR, const float *D, int64_t count, const float *x0, int64_t ldx, __m256 acc[2][4]) {
+/* R[r][0..16) = sum_t D[t][0..16) * x[r][t] for NR rows (x rows ldx apart), D rows BLK apart:
+ * a 6 x 16 register block like the sgemm micro-kernel (12 accumulators, 2 D vectors). */
+AI void fma_block(const int NR, const float *D, int64_t count, const float *x0, int64_t ldx, float *R) {
+    __m256 acc[6][2];
+    for (int r = 0; r < NR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (int64_t t = 0; t < count; t++) {
-        const float *d = D + t * BLK;
-        const __m256 d0 = _mm256_load_ps(d), d1 = _mm256_load_ps(d + 8);
-        const __m256 d2 = _mm256_load_ps(d + 16), d3 = _mm256_load_ps(d + 24);
+        const __m256 d0 = _mm256_load_ps(D + t * BLK), d1 = _mm256_load_ps(D + t * BLK + 8);
         for (int r = 0; r < NR; r++) {
             const __m256 xb = _mm256_broadcast_ss(x0 + r * ldx + t);
             acc[r][0] = _mm256_fmadd_ps(d0, xb, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(d1, xb, acc[r][1]);
-            acc[r][2] = _mm256_fmadd_ps(d2, xb, acc[r][2]);
-            acc[r][3] = _mm256_fmadd_ps(d3, xb, acc[r][3]);
         }
+    }
+    for (int r = 0; r < NR; r++) {
+        _mm256_store_ps(R + r * BLK, acc[r][0]);
+        _mm256_store_ps(R + r * BLK + 8, acc[r][1]);
     }
 }
 
-static void tile_fma_1(const float *D, int64_t count, const float *x0, int64_t ldx, __m256 acc[2][4]) {
-    tile_fma(1, D, count, x0, ldx, acc);
-}
-static void tile_fma_2(const float *D, int64_t count, const float *x0, int64_t ldx, __m256 acc[2][4]) {
-    tile_fma(2, D, count, x0, ldx, acc);
+#define DEF_FMA_BLOCK(N) \
+    static void fma_block_##N(const float *D, int64_t c, const float *x, int64_t ldx, float *R) { fma_block(N, D, c, x, ldx, R); }
+DEF_FMA_BLOCK(1)
+DEF_FMA_BLOCK(2)
+DEF_FMA_BLOCK(3)
+DEF_FMA_BLOCK(4)
+DEF_FMA_BLOCK(5)
+DEF_FMA_BLOCK(6)
+
+/* R[batch x 32] = X[batch x count] D[count x 32] for the first nv vectors of D (R aligned). */
+static void tile_fma(const float *D, int nv, int64_t count, const float *X, int64_t ldx, int64_t batch, float *R) {
+    for (int64_t r = 0; r < batch; r += 6) {
+        const int nr = (int)min64(6, batch - r);
+        for (int h = 0; h < (nv + 1) / 2; h++) {
+            const float *d = D + 16 * h;
+            const float *x = X + r * ldx;
+            float *rr = R + r * BLK + 16 * h;
+            switch (nr) {
+            case 1: fma_block_1(d, count, x, ldx, rr); break;
+            case 2: fma_block_2(d, count, x, ldx, rr); break;
+            case 3: fma_block_3(d, count, x, ldx, rr); break;
+            case 4: fma_block_4(d, count, x, ldx, rr); break;
+            case 5: fma_block_5(d, count, x, ldx, rr); break;
+            default: fma_block_6(d, count, x, ldx, rr); break;
+            }
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -378,44 +437,41 @@ static void decode_scaled(int B, const uint32_t *qw, int64_t out, int64_t u0, in
     }
 }
 
-static void gemm_fast_range(const Problem *p, int64_t b0, int64_t b1, float *D) {
-    const int64_t out = p->out, UV = p->U * p->V, batch = p->batch;
-    for (int64_t b = b0; b < b1; b++) {
-        const int64_t o = b * BLK;
-        const int64_t ncol = min64(BLK, out - o);
-        const int nv = (int)((ncol + 7) / 8);
-        const int nvl = (int)(ncol - 8 * (nv - 1));
-        for (int64_t r = 0; r < batch; r++) memset(p->Y + r * out + o, 0, (size_t)ncol * sizeof(float));
-        for (int64_t t = 0; t < p->n_tiles; t++) {
-            const int64_t u0 = p->tile_u0[t], u1 = p->tile_u1[t];
-            const int64_t count = (u1 - u0) * p->V;
+/* Tile-major like the GEMV (qweight streams row-wise; Y stays in L2): for every tile, every
+ * column block of the thread decodes its codes once into D, then all batch rows use them. */
+static void gemm_fast_range(const Problem *p, int64_t b0, int64_t b1, float *D, float *R, int64_t ldxs) {
+    const int64_t out = p->out, batch = p->batch;
+    if (b1 <= b0) return;
+    const int64_t o_begin = b0 * BLK, o_end = min64(b1 * BLK, out);
+    for (int64_t r = 0; r < batch; r++)
+        memset(p->Y + r * out + o_begin, 0, (size_t)(o_end - o_begin) * sizeof(float));
+    for (int64_t t = 0; t < p->n_tiles; t++) {
+        const int64_t u0 = p->tile_u0[t], u1 = p->tile_u1[t];
+        const int64_t count = (u1 - u0) * p->V;
+        const int64_t g = p->tile_g[t];
+        const uint32_t *zrow = p->qzeros + g * p->cols_z;
+        const uint16_t *srow = p->scales + g * out;
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t o = b * BLK;
+            const int64_t ncol = min64(BLK, out - o);
+            const int nv = (int)((ncol + 7) / 8);
+            const int nvl = (int)(ncol - 8 * (nv - 1));
             decode_scaled((int)p->bits, p->qweight + o, out, u0, u1, nv, nvl, D);
-            const int64_t g = p->tile_g[t];
-            const uint32_t *zrow = p->qzeros + g * p->cols_z;
-            const uint16_t *srow = p->scales + g * out;
             __m256 z[4], s[4];
             for (int v = 0; v < nv; v++) {
                 const int nvalid = (int)min64(8, out - (o + 8 * v));
                 z[v] = _mm256_cvtepi32_ps(zero_vec(zrow, p->cols_z, (int)p->bits, o + 8 * v));
                 s[v] = scale_vec(srow, o + 8 * v, nvalid);
             }
-            for (int64_t r = 0; r < batch; r += 2) {
-                const int nr = (int)min64(2, batch - r);
-                __m256 acc[2][4];
-                for (int a = 0; a < 2; a++)
-                    for (int v = 0; v < 4; v++) acc[a][v] = _mm256_setzero_ps();
-                const float *x0 = p->xs + r * UV + u0 * p->V;
-                if (nr == 2) tile_fma_2(D, count, x0, UV, acc);
-                else tile_fma_1(D, count, x0, UV, acc);
-                for (int a = 0; a < nr; a++) {
-                    const __m256 sxv = _mm256_set1_ps(p->sx[(r + a) * p->n_tiles + t]);
-                    float *y = p->Y + (r + a) * out + o;
-                    for (int v = 0; v < nv; v++) {
-                        const int nvalid = (int)min64(8, out - (o + 8 * v));
-                        const __m256 res = _mm256_fmadd_ps(s[v], _mm256_fnmadd_ps(z[v], sxv, acc[a][v]),
-                                                           load_y(y + 8 * v, nvalid));
-                        store_y(y + 8 * v, res, nvalid);
-                    }
+            tile_fma(D, nv, count, p->xs + u0 * p->V, ldxs, batch, R);
+            for (int64_t r = 0; r < batch; r++) {
+                const __m256 sxv = _mm256_set1_ps(p->sx[r * p->n_tiles + t]);
+                float *y = p->Y + r * out + o;
+                for (int v = 0; v < nv; v++) {
+                    const int nvalid = (int)min64(8, out - (o + 8 * v));
+                    const __m256 acc = _mm256_load_ps(R + r * BLK + 8 * v);
+                    const __m256 res = _mm256_fmadd_ps(s[v], _mm256_fnmadd_ps(z[v], sxv, acc), load_y(y + 8 * v, nvalid));
+                    store_y(y + 8 * v, res, nvalid);
                 }
             }
         }
@@ -500,7 +556,8 @@ static void decode_exact(int B, const uint32_t *qw, int64_t out, int64_t u0, int
     }
 }
 
-static void gemm_generic_range(const Problem *p, int64_t b0, int64_t b1, float *D, __m256i *zc, __m256 *sc) {
+static void gemm_generic_range(const Problem *p, int64_t b0, int64_t b1, float *D, float *R, __m256i *zc,
+                               __m256 *sc) {
     const int64_t out = p->out, in = p->in, batch = p->batch;
     const int64_t tile_units = max64(1, GEMM_TILE_VALUES / p->V);
     for (int64_t b = b0; b < b1; b++) {
@@ -515,23 +572,101 @@ static void gemm_generic_range(const Problem *p, int64_t b0, int64_t b1, float *
             const int64_t i0 = u0 * p->V;
             const int64_t count = min64(u1 * p->V, in) - i0; /* valid values only: X has `in` columns */
             decode_exact((int)p->bits, p->qweight + o, out, u0, u1, nv, nvl, p->gmap, zc, sc, D);
-            for (int64_t r = 0; r < batch; r += 2) {
-                const int nr = (int)min64(2, batch - r);
-                __m256 acc[2][4];
-                for (int a = 0; a < 2; a++)
-                    for (int v = 0; v < 4; v++) acc[a][v] = _mm256_setzero_ps();
-                const float *x0 = p->X + r * in + i0;
-                if (nr == 2) tile_fma_2(D, count, x0, in, acc);
-                else tile_fma_1(D, count, x0, in, acc);
-                for (int a = 0; a < nr; a++) {
-                    float *y = p->Y + (r + a) * out + o;
-                    for (int v = 0; v < nv; v++) {
-                        const int nvalid = (int)min64(8, out - (o + 8 * v));
-                        store_y(y + 8 * v, _mm256_add_ps(acc[a][v], load_y(y + 8 * v, nvalid)), nvalid);
-                    }
+            tile_fma(D, nv, count, p->X + i0, in, batch, R);
+            for (int64_t r = 0; r < batch; r++) {
+                float *y = p->Y + r * out + o;
+                for (int v = 0; v < nv; v++) {
+                    const int nvalid = (int)min64(8, out - (o + 8 * v));
+                    const __m256 acc = _mm256_load_ps(R + r * BLK + 8 * v);
+                    store_y(y + 8 * v, _mm256_add_ps(acc, load_y(y + 8 * v, nvalid)), nvalid);
                 }
             }
         }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* GEMV with an arbitrary group map (act-order): per-group accumulators                       */
+/* y[o] = sum_g s[g,o] * (sum_{i: g(i)=g} c[i,o] x[i] - z[g,o] * sum_{i: g(i)=g} x[i]). The code
+ * sums go to a small per-group array of accumulators (L1/L2) instead of registers: the same
+ * AND + CVT + FMA per code as the fast path plus an L1 load and store, instead of dequantising
+ * every weight. Two accumulator sets (even/odd j) shorten the store-to-load chains when
+ * neighbouring inputs share a group. */
+
+/* floats per group: ACC_SETS sets of BLK (a power of two: the index is a shift, not an imul
+ * competing with the FMAs for port 1) */
+enum { ACC_SETS = 2, ACC_STRIDE = ACC_SETS * BLK };
+
+AI void gemv_gidx_block(const int B, const int NV, const int masked, __m256i lm, const uint32_t *qw, int64_t out,
+                        const float *xs, const int32_t *gmap, int64_t U, float *acc) {
+    const int V = B == 3 ? 32 : 32 / B;
+    const int WPU = B == 3 ? 3 : 1;
+    for (int64_t u = 0; u < U; u++) {
+        const uint32_t *row = qw + u * WPU * out;
+        const float *xu = xs + u * V;
+        const int32_t *gm = gmap + u * V;
+#pragma clang loop unroll(full)
+        for (int j = 0; j < V; j++) {
+            const __m256 xb = _mm256_broadcast_ss(xu + j);
+            float *a = acc + (int64_t)gm[j] * ACC_STRIDE + (j % ACC_SETS) * BLK;
+#pragma clang loop unroll(full)
+            for (int v = 0; v < NV; v++) {
+                const __m256i c = code_scaled(row + 8 * v, out, B, j, masked && v == NV - 1, lm);
+                _mm256_store_ps(a + 8 * v, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), xb, _mm256_load_ps(a + 8 * v)));
+            }
+        }
+    }
+}
+
+/* acc: n_groups x ACC_STRIDE floats; sxg: per-group sum of x */
+AI void gemv_gidx_range_body(const int B, const Problem *p, int64_t b0, int64_t b1, float *acc, const float *sxg) {
+    const int64_t out = p->out, ng = p->n_groups;
+    const __m256i none = _mm256_setzero_si256();
+    for (int64_t b = b0; b < b1; b++) {
+        const int64_t o = b * BLK;
+        const int64_t ncol = min64(BLK, out - o);
+        memset(acc, 0, (size_t)ng * ACC_STRIDE * sizeof(float));
+        if (ncol == BLK) {
+            gemv_gidx_block(B, 4, 0, none, p->qweight + o, out, p->xs, p->gmap, p->U, acc);
+        } else {
+            for (int64_t ov = o; ov < out; ov += 8) {
+                const int nvalid = (int)min64(8, out - ov);
+                float *a = acc + (ov - o); /* vector slot (ov - o) / 8 of every accumulator row */
+                if (nvalid == 8) gemv_gidx_block(B, 1, 0, none, p->qweight + ov, out, p->xs, p->gmap, p->U, a);
+                else gemv_gidx_block(B, 1, 1, lane_mask(nvalid), p->qweight + ov, out, p->xs, p->gmap, p->U, a);
+            }
+        }
+        for (int64_t ov = o; ov < o + ncol; ov += 8) {
+            const int nvalid = (int)min64(8, out - ov);
+            __m256 y = _mm256_setzero_ps();
+            for (int64_t g = 0; g < ng; g++) {
+                const float *a = acc + g * ACC_STRIDE + (ov - o);
+                __m256 tot = _mm256_load_ps(a);
+                for (int k = 1; k < ACC_SETS; k++) tot = _mm256_add_ps(tot, _mm256_load_ps(a + k * BLK));
+                const __m256 z = _mm256_cvtepi32_ps(zero_vec(p->qzeros + g * p->cols_z, p->cols_z, B, ov));
+                const __m256 sc = scale_vec(p->scales + g * out, ov, nvalid);
+                y = _mm256_fmadd_ps(sc, _mm256_fnmadd_ps(z, _mm256_set1_ps(sxg[g]), tot), y);
+            }
+            store_y(p->Y + ov, y, nvalid);
+        }
+    }
+}
+
+#define DEF_GIDX_GEMV(Bv)                                                                                   \
+    static void gemv_gidx_range_##Bv(const Problem *p, int64_t b0, int64_t b1, float *acc, const float *sxg) { \
+        gemv_gidx_range_body(Bv, p, b0, b1, acc, sxg);                                                      \
+    }
+DEF_GIDX_GEMV(2)
+DEF_GIDX_GEMV(3)
+DEF_GIDX_GEMV(4)
+DEF_GIDX_GEMV(8)
+
+static void gemv_gidx_range(const Problem *p, int64_t b0, int64_t b1, float *acc, const float *sxg) {
+    switch (p->bits) {
+    case 2: gemv_gidx_range_2(p, b0, b1, acc, sxg); break;
+    case 3: gemv_gidx_range_3(p, b0, b1, acc, sxg); break;
+    case 4: gemv_gidx_range_4(p, b0, b1, acc, sxg); break;
+    default: gemv_gidx_range_8(p, b0, b1, acc, sxg); break;
     }
 }
 
@@ -557,8 +692,16 @@ static int setup(Problem *p, const uint32_t *qweight, const uint32_t *qzeros, co
     return 0;
 }
 
+/* Many checkpoints without act-order still ship g_idx = i / group_size: treat it as NULL. */
+static int g_idx_trivial(const Problem *p, const int32_t *g_idx) {
+    if (!g_idx) return 1;
+    for (int64_t i = 0; i < p->in; i++)
+        if (g_idx[i] != (int32_t)(i / p->group_size)) return 0;
+    return 1;
+}
+
 static int fast_path_ok(const Problem *p, const int32_t *g_idx) {
-    return g_idx == NULL && (p->n_groups == 1 || p->group_size % p->V == 0);
+    return (p->n_groups == 1 || p->group_size % p->V == 0) && g_idx_trivial(p, g_idx);
 }
 
 /* group of every value, padded with 0; out-of-range g_idx entries are clamped (the Swift
@@ -577,11 +720,25 @@ static int32_t *make_gmap(const Problem *p, const int32_t *g_idx) {
     return gm;
 }
 
-static int want_parallel(int64_t out, int64_t in, int64_t batch) { return out * in * batch >= (1 << 15); }
+/* Below ~128K weight-rows a second thread saves a few microseconds at best, and costs much more
+ * when the other core is busy (fork/join waits for a descheduled thread). */
+static int want_parallel(int64_t out, int64_t in, int64_t batch) { return out * in * batch >= (1 << 17); }
+
+static void fill_nan(float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = __builtin_nanf("");
+}
+
+/* Allocation failures leave NaN in the output (nothing here reports errors). */
+static void fill_nan_cols(float *Y, int64_t batch, int64_t out, int64_t o0, int64_t o1) {
+    for (int64_t r = 0; r < batch; r++) fill_nan(Y + r * out + o0, o1 - o0);
+}
 
 static void run_generic(Problem *p, const int32_t *g_idx) {
     int32_t *gmap = make_gmap(p, g_idx);
-    if (!gmap) return;
+    if (!gmap) {
+        fill_nan(p->Y, p->batch * p->out);
+        return;
+    }
     p->gmap = gmap;
     const int64_t nblk = (p->out + BLK - 1) / BLK;
     #pragma omp parallel if (want_parallel(p->out, p->in, p->batch))
@@ -589,16 +746,53 @@ static void run_generic(Problem *p, const int32_t *g_idx) {
         const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
         const int64_t b0 = nblk * t / nt, b1 = nblk * (t + 1) / nt;
         if (b1 > b0) {
-            float *D = xmalloc((size_t)GEMM_TILE_VALUES * BLK * sizeof(float) + 64 * BLK * sizeof(float));
+            float *D = xmalloc((size_t)(GEMM_TILE_VALUES + 32) * BLK * sizeof(float));
+            float *R = xmalloc((size_t)p->batch * BLK * sizeof(float));
             __m256i *zc = xmalloc((size_t)p->n_groups * 4 * sizeof(__m256i));
             __m256 *sc = xmalloc((size_t)p->n_groups * 4 * sizeof(__m256));
-            if (D && zc && sc) gemm_generic_range(p, b0, b1, D, zc, sc);
+            if (D && R && zc && sc) gemm_generic_range(p, b0, b1, D, R, zc, sc);
+            else fill_nan_cols(p->Y, p->batch, p->out, b0 * BLK, min64(b1 * BLK, p->out));
             free(D);
+            free(R);
             free(zc);
             free(sc);
         }
     }
     free(gmap);
+}
+
+static void run_gemv_gidx(Problem *p, const int32_t *g_idx, const float *x) {
+    int32_t *gmap = make_gmap(p, g_idx);
+    float *xs = xmalloc((size_t)(p->U * p->V + 8) * sizeof(float));
+    float *sxg = xmalloc((size_t)p->n_groups * sizeof(float));
+    double *sxd = xmalloc((size_t)p->n_groups * sizeof(double));
+    if (!gmap || !xs || !sxg || !sxd) {
+        fill_nan(p->Y, p->out);
+    } else {
+        p->gmap = gmap;
+        p->xs = xs;
+        p->n_tiles = 0;
+        prescale(p, x, xs, NULL);
+        for (int64_t g = 0; g < p->n_groups; g++) sxd[g] = 0.0;
+        for (int64_t i = 0; i < p->in; i++) sxd[gmap[i]] += x[i];
+        for (int64_t g = 0; g < p->n_groups; g++) sxg[g] = (float)sxd[g];
+        const int64_t nblk = (p->out + BLK - 1) / BLK;
+        #pragma omp parallel if (want_parallel(p->out, p->in, 1))
+        {
+            const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+            const int64_t b0 = nblk * t / nt, b1 = nblk * (t + 1) / nt;
+            if (b1 > b0) {
+                float *acc = xmalloc((size_t)p->n_groups * ACC_STRIDE * sizeof(float));
+                if (acc) gemv_gidx_range(p, b0, b1, acc, sxg);
+                else fill_nan(p->Y + b0 * BLK, min64(b1 * BLK, p->out) - b0 * BLK);
+                free(acc);
+            }
+        }
+    }
+    free(gmap);
+    free(xs);
+    free(sxg);
+    free(sxd);
 }
 
 void tqk_packed_gemv(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
@@ -615,12 +809,12 @@ void tqk_packed_gemv(const uint32_t *qweight, const uint32_t *qzeros, const uint
     p.Y = y;
     p.batch = 1;
     if (!fast_path_ok(&p, g_idx)) {
-        run_generic(&p, g_idx);
+        run_gemv_gidx(&p, g_idx, x);
         return;
     }
     int64_t *u0 = NULL, *u1 = NULL, *tg = NULL;
     const int64_t nt_tiles = build_tiles(&p, GEMV_TILE_VALUES, &u0, &u1, &tg);
-    float *xs = xmalloc((size_t)(p.U * p.V) * sizeof(float));
+    float *xs = xmalloc((size_t)(p.U * p.V + 8) * sizeof(float)); /* prescale writes whole vectors */
     float *sx = xmalloc((size_t)max64(nt_tiles, 1) * sizeof(float));
     if (nt_tiles >= 0 && xs && sx) {
         p.n_tiles = nt_tiles;
@@ -636,6 +830,8 @@ void tqk_packed_gemv(const uint32_t *qweight, const uint32_t *qzeros, const uint
             const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
             gemv_fast_range(&p, nblk * t / nt, nblk * (t + 1) / nt);
         }
+    } else {
+        fill_nan(y, out);
     }
     free(u0);
     free(u1);
@@ -668,7 +864,8 @@ void tqk_packed_gemm(const uint32_t *qweight, const uint32_t *qzeros, const uint
     int64_t *u0 = NULL, *u1 = NULL, *tg = NULL;
     const int64_t nt_tiles = build_tiles(&p, GEMM_TILE_VALUES, &u0, &u1, &tg);
     const int64_t UV = p.U * p.V;
-    float *xs = xmalloc((size_t)(batch * UV) * sizeof(float));
+    const int64_t ldxs = UV + 16; /* rows not 4 KiB apart (L1 set conflicts in the FMA block) */
+    float *xs = xmalloc((size_t)(batch * ldxs) * sizeof(float));
     float *sx = xmalloc((size_t)max64(batch * nt_tiles, 1) * sizeof(float));
     if (nt_tiles >= 0 && xs && sx) {
         p.n_tiles = nt_tiles;
@@ -678,7 +875,7 @@ void tqk_packed_gemm(const uint32_t *qweight, const uint32_t *qzeros, const uint
         p.xs = xs;
         p.sx = sx;
         #pragma omp parallel for schedule(static) if (batch * in > (1 << 14))
-        for (int64_t r = 0; r < batch; r++) prescale(&p, X + r * in, xs + r * UV, sx + r * nt_tiles);
+        for (int64_t r = 0; r < batch; r++) prescale(&p, X + r * in, xs + r * ldxs, sx + r * nt_tiles);
         const int64_t nblk = (out + BLK - 1) / BLK;
         #pragma omp parallel if (want_parallel(out, in, batch))
         {
@@ -687,10 +884,15 @@ void tqk_packed_gemm(const uint32_t *qweight, const uint32_t *qzeros, const uint
             if (b1 > b0) {
                 /* a tile never exceeds GEMM_TILE_VALUES values, except one unit of 32 */
                 float *D = xmalloc((size_t)(GEMM_TILE_VALUES + 32) * BLK * sizeof(float));
-                if (D) gemm_fast_range(&p, b0, b1, D);
+                float *R = xmalloc((size_t)batch * BLK * sizeof(float));
+                if (D && R) gemm_fast_range(&p, b0, b1, D, R, ldxs);
+                else fill_nan_cols(Y, batch, out, b0 * BLK, min64(b1 * BLK, out));
                 free(D);
+                free(R);
             }
         }
+    } else {
+        fill_nan(Y, batch * out);
     }
     free(u0);
     free(u1);

@@ -55,3 +55,12 @@ nonisolated(unsafe) var interrupted = false
 func installInterruptHandler() {
     signal(SIGINT) { _ in interrupted = true }
 }
+
+/// Tokens from a token file or from a text file encoded as one string (`tokenizers` defaults).
+func tokenInput(tokens: String?, text: String?, tokenizer: String, what: String) throws -> [UInt32] {
+    switch (tokens, text) {
+    case (let t?, nil): return try readTokenFile(t)
+    case (nil, let x?): return try Tokenizer(path: tokenizer).encode(file: x)
+    default: throw TQError(.invalidArgument, "give exactly one of \(what)")
+    }
+}

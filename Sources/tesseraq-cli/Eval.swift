@@ -10,7 +10,13 @@ struct Eval: ParsableCommand {
     var model: String
 
     @Option(help: "Little-endian uint32 token file.")
-    var tokens: String
+    var tokens: String?
+
+    @Option(help: "A UTF-8 text file, encoded as one string with the model's tokenizer.json (instead of --tokens).")
+    var text: String?
+
+    @Option(help: "tokenizer.json (or a directory holding one) for --text; default: the model's directory.")
+    var tokenizer: String?
 
     @Option(name: .customLong("seq-len"), help: "Window length in tokens (at most the model's context).")
     var seqLen: Int
@@ -28,7 +34,7 @@ struct Eval: ParsableCommand {
         try runReportingErrors {
             Runtime.setThreads(threads)
             let m = try LlamaModel(directory: model)
-            let ids = try readTokenFile(tokens)
+            let ids = try tokenInput(tokens: tokens, text: text, tokenizer: tokenizer ?? model, what: "--tokens or --text")
             let bar = ProgressBar("eval")
             let r = try ids.withUnsafeBufferPointer {
                 try evaluatePerplexity(model: m, tokens: $0, seqLen: seqLen, maxWindows: maxWindows) { done, total in

@@ -31,6 +31,9 @@ struct Quantize: ParsableCommand {
     @Option(name: .customLong("calib-tokens"), help: "Calibration tokens (little-endian uint32 file) for calibrated methods.")
     var calibTokens: String?
 
+    @Option(name: .customLong("calib-text"), help: "Calibration text (UTF-8), encoded as one string with the model's tokenizer.json.")
+    var calibText: String?
+
     @Option(help: "TesseraQ preset: ci, fast (default) or paper (see README for their cost).")
     var preset: String?
 
@@ -65,8 +68,12 @@ struct Quantize: ParsableCommand {
             Runtime.setThreads(threads)
             let config = try QuantizeConfig.parse(text)
             let m = try LlamaModel(directory: model)
+            let calibration = try calibText.map { try Tokenizer(path: model).encode(file: $0) }
+            if config.method != "rtn", let method = try? QuantizeConfig.memoryEstimate(config, model: m) {
+                FileHandle.standardError.write(Data("\(method.summary)\n".utf8))
+            }
             let bar = ProgressBar("quantize")
-            let report = try quantizeModel(m, config: config, outDir: out) { p in
+            let report = try quantizeModel(m, config: config, outDir: out, calibration: calibration) { p in
                 let detail = p.rounds == 0 ? "block \(p.block + 1)/\(p.blocks)"
                     : String(format: "block %d/%d round %d/%d step %d loss %.4g", p.block + 1, p.blocks, p.round, p.rounds, p.step, p.loss)
                 bar.update(Int(p.fraction * 1000), 1000, detail: detail)

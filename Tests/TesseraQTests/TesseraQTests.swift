@@ -176,7 +176,7 @@ struct TesseraQPipelineTests {
         let model = try LlamaModel(directory: dir)
         #expect {
             try quantizeModel(model, config: QuantizeConfig(method: "tesseraq", spec: QuantSpec(bits: 2, groupSize: 32),
-                                                            options: ["preset": .string("ci")]),
+                                                            options: ["preset": .string("ci"), "init": .string("rtn")]),
                               outDir: temporaryDirectory("nan-out") + "/ckpt", calibration: tokens)
         } throws: { e in
             guard let e = e as? TQError else { return false }

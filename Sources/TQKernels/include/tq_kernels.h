@@ -152,4 +152,67 @@ TQK_API void tqk_adam(float *p, const float *g, float *m, float *v, int64_t n, f
                       float eps, float wd, int64_t t);
 /* ---- end training ---- */
 
+/* ---- GPTQ (gptq.c): Hessian, inverse-Hessian factor, column loop with error feedback ----
+ * W is out x n (row-major), H and U are n x n. Everything is float32 except the factorisation,
+ * which runs in double. Groups and grids follow tqk_quant_grid exactly (same float16 scale rounding,
+ * same zero point, same codes), over `group` consecutive columns in processing order. */
+/* H += X^T X for X [rows x n] (tqk_sgemm, transposed A). */
+TQK_API void tqk_gptq_accumulate(float *H, const float *X, int64_t rows, int64_t n);
+/* H *= scale; every input with H_ii == 0 ("dead") gets H_ii = 1. dead[i] (may be NULL) = 1 for those.
+ * Returns the number of dead inputs (the caller zeroes their weight columns, as the reference does). */
+TQK_API int64_t tqk_gptq_hessian_finish(float *H, int64_t n, float scale, uint8_t *dead);
+/* In-place lower Cholesky factor of the symmetric positive definite A [n x n] (A = L L^T, the strict
+ * upper part zeroed). Returns 0, or k + 1 when pivot k is not positive (A is then garbage). */
+TQK_API int tqk_cholesky_f64(double *A, int64_t n);
+/* A holds L (lower, as tqk_cholesky_f64 leaves it); on return A = (L L^T)^-1, full and symmetric
+ * (torch.cholesky_inverse). */
+TQK_API void tqk_cholesky_inverse_f64(double *A, int64_t n);
+/* U [n x n] = upper Cholesky factor of (P^T H P + damp I)^-1, as the reference computes it:
+ * L = cholesky(H'), H'^-1 = cholesky_inverse(L), U = cholesky(H'^-1, upper), in double, stored as
+ * float with the strict lower part zero. perm (NULL = identity): H'[i, j] = H[perm[i], perm[j]].
+ * Returns 0, or nonzero when a factorisation meets a non-positive pivot (increase damp). */
+TQK_API int tqk_gptq_inverse_factor(const float *H, int64_t n, double damp, const int64_t *perm, float *U);
+/* dst[o, j] = src[o, perm[j]] (float, [out x n]) and dst[o, perm[j]] = src[o, j] (uint8 codes). */
+TQK_API void tqk_gptq_gather_columns(const float *src, const int64_t *perm, int64_t out, int64_t n, float *dst);
+TQK_API void tqk_gptq_scatter_codes(const uint8_t *src, const int64_t *perm, int64_t out, int64_t n, uint8_t *dst);
+/* W = (float)(code - z) * s with the group of input i given by g_idx[i] (act-order layers). */
+TQK_API void tqk_dequant_codes_gidx(const uint8_t *codes, const float *scales, const uint8_t *zeros,
+                                    const int32_t *g_idx, int64_t out, int64_t in, float *W);
+/* The GPTQ column loop on W [out x n] (columns in processing order) with U from tqk_gptq_inverse_factor.
+ * Column i: q = clamp(rint(w/s) + z, 0, 2^bits - 1), w_hat = (q - z) s, err = (w - w_hat) / U_ii,
+ * the later columns j of the lazy block get w_j -= err U_ij; after each block of block_size columns the
+ * columns after it get W[:, i2:] -= Err U[i1:i2, i2:] (one tqk_sgemm). A group's grid (s, z) is computed
+ * when its first column is reached, from the fully error-updated weights of its columns (a block is cut
+ * short at a group start when that group would run past the block's end), so the result equals the
+ * unbatched column-by-column algorithm. codes [out x n]; scales, zeros [n_groups x out],
+ * n_groups = ceil(n / group). W is overwritten with w_hat. Returns the reference's error proxy
+ * sum((w - w_hat)^2 / U_ii^2) / 2 (in double). Rows run in parallel; results do not depend on the
+ * thread count except through tqk_sgemm. */
+TQK_API double tqk_gptq_quantize(float *W, int64_t out, int64_t n, const float *U, int64_t group, int bits, int sym,
+                                 int64_t block_size, uint8_t *codes, float *scales, uint8_t *zeros);
+/* ---- end GPTQ ---- */
+
+/* ---- AWQ: activation-aware scale search and clip search (awq.c, ALGORITHM.md section 4) ----
+ * W is out x in (row-major), groups of `group` consecutive inputs (last one partial); the grid of a
+ * group is exactly tqk_quant_grid's (float16-rounded scale), codes and dequantisation as
+ * tqk_quant_codes / tqk_dequant_codes. */
+/* W_out = Q(W * s) / s column-wise: each group of the scaled row gets its own min/max grid.
+ * s [in] may be NULL (no scaling: plain RTN quantize-dequantize). W_out may equal W. */
+TQK_API void tqk_awq_fake_quant(const float *W, const float *s, int64_t out, int64_t in, int64_t group, int bits,
+                                int sym, float *W_out);
+/* mean[i] = mean over rows o of |W[o,i]| / max_{j in group(i)} |W[o,j]| (rows whose group is all zero add 0). */
+TQK_API void tqk_awq_weight_mean(const float *W, int64_t out, int64_t in, int64_t group, float *mean);
+/* acc[c] += sum over rows of |X[r,c]|, X [rows x cols]. */
+TQK_API void tqk_awq_abs_sum(const float *X, int64_t rows, int64_t cols, double *acc);
+/* Clip search, in place on W: for every row o and group g, over candidates c = shrink[0..n_shrink),
+ * w_c = clamp(w, c*min, c*max) (min/max of the group of W), dw = Q(w_c) - w (grid from w_c's min/max),
+ * err = mean over the n_tokens rows of X [n_tokens x in] of (X_g dw)^2 = dw^T (X_g^T X_g) dw / n_tokens.
+ * Keeps the first candidate with the smallest error and writes W's group clamped with it.
+ * mode: 0 auto (Gram blocks when group <= n_tokens, else per-candidate GEMMs), 1 Gram, 2 GEMM.
+ * chosen, err_first (error of candidate 0), err_best: [out x n_groups], each may be NULL. */
+TQK_API void tqk_awq_clip_search(float *W, int64_t out, int64_t in, int64_t group, int bits, int sym, const float *X,
+                                 int64_t n_tokens, const float *shrink, int64_t n_shrink, int mode, float *chosen,
+                                 float *err_first, float *err_best);
+/* ---- end AWQ ---- */
+
 #endif

@@ -10,9 +10,19 @@ struct TesseraQMethod: BlockQuantizer {
 
     func quantize(layer: Int, model: LlamaConfig, block: BlockWeights, inputs: ActivationCache, targets: ActivationCache,
                   spec: QuantSpec, progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
+        // AWQ initialisation: scales folded into `block` (norms included) and clipping, on the
+        // quantized trajectory's inputs; the grids are then RTN's on the transformed, clipped weights.
+        var awqReport: [String: Any] = [:]
+        if options.initMethod == "awq" {
+            var settings = AWQSettings()
+            settings.samples = options.awqSamples
+            awqReport = try AWQTransform(config: model, settings: settings, spec: spec, batch: calibration.batch, layer: layer)
+                .apply(to: block, inputs: inputs)
+        }
         let grids = try roundToNearest(block: block, layer: layer, config: model, spec: spec)
-        return try TesseraQBlock(config: model, options: options, layer: layer)
+        let (linears, report) = try TesseraQBlock(config: model, options: options, layer: layer)
             .run(fp: block, grids: grids, xq: inputs, yfp: targets, progress: progress)
+        return (linears, report.merging(awqReport) { $1 })
     }
 }
 

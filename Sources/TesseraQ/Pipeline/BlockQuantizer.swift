@@ -52,6 +52,8 @@ protocol BlockQuantizer {
 func makeBlockQuantizer(_ config: QuantizeConfig) throws -> BlockQuantizer {
     switch config.method {
     case "tesseraq": return TesseraQMethod(options: try TesseraQOptions(options: config.options))
+    case "awq": return AWQMethod(options: try AWQOptions(options: config.options))
+    case "gptq": return GPTQMethod(options: try GPTQOptions(options: config.options))
     default: throw TQError.invalid("config key method: \(config.method) is not a calibrated method")
     }
 }

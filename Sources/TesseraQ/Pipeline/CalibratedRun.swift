@@ -27,6 +27,9 @@ struct CalibratedRun {
             throw TQError.invalid("calibration token \(bad) is outside the vocabulary (\(c.vocab))")
         }
         let n = calibration.nSamples, L = calibration.seqLen
+        guard L <= c.maxPositions else {
+            throw TQError.invalid("config key seq_len: \(L) exceeds the model's context (max_position_embeddings \(c.maxPositions))")
+        }
         let windows = try calibrationWindows(tokens, samples: n, length: L, seed: calibration.seed)
         let resume = try ResumeState(staging: staging, fingerprint: fingerprint(tokens), quantization: quantization)
         let xfp = ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)

@@ -43,7 +43,7 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
     let start = Date()
     let staging = outDir + ".partial"
     let quantization = GPTQConfig(bits: config.spec.bits, groupSize: config.spec.groupSize, sym: config.spec.sym,
-                                  checkpointFormat: config.format)
+                                  descAct: config.descAct, checkpointFormat: config.format)
     var report: [String: Any] = ["method": config.method, "bits": config.spec.bits, "group_size": config.spec.groupSize,
                                  "sym": config.spec.sym]
     let linears: [PackedLinear]

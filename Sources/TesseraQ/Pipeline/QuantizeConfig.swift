@@ -12,7 +12,7 @@ public struct QuantizeConfig: Sendable {
     /// The method's own keys, already type-checked against its `MethodKeys`.
     public var options: [String: JSONValue]
 
-    public static let methods = ["rtn", "tesseraq"]
+    public static let methods = ["rtn", "tesseraq", "gptq", "awq"]
     static let commonKeys = ["method", "bits", "group_size", "sym", "format", "overwrite"]
 
     public init(method: String, spec: QuantSpec, format: String = "gptq_v2", overwrite: Bool = false,
@@ -54,6 +54,15 @@ public struct QuantizeConfig: Sendable {
     }
 }
 
+extension QuantizeConfig {
+    /// The peak memory a calibrated run of this configuration will need, before it starts.
+    public static func memoryEstimate(_ config: QuantizeConfig, model: LlamaModel) throws -> MemoryEstimate {
+        let c = try makeBlockQuantizer(config).calibration
+        return MemoryEstimate(config: model.config, samples: c.nSamples, seqLen: c.seqLen, batch: c.batch,
+                              cache: c.cacheDType, bits: config.spec.bits)
+    }
+}
+
 /// Typed access to a JSON object's keys with messages that name the key.
 struct KeyReader {
     let obj: [String: JSONValue]
@@ -89,12 +98,16 @@ enum MethodKeys {
     static func keys(for method: String) -> [String] {
         switch method {
         case "tesseraq": TesseraQOptions.keys
+        case "awq": AWQOptions.keys
+        case "gptq": GPTQOptions.keys
         default: []
         }
     }
 
     static func validate(_ options: [String: JSONValue], method: String) throws {
         if method == "tesseraq" { _ = try TesseraQOptions(options: options) }
+        if method == "awq" { _ = try AWQOptions(options: options) }
+        if method == "gptq" { _ = try GPTQOptions(options: options) }
         if let c = options["calib_tokens"], c.string == nil { throw TQError.invalid("config key calib_tokens: expected a file path string") }
     }
 }

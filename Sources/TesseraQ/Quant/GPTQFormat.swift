@@ -88,7 +88,7 @@ public struct PackedLinear: Sendable {
         trivialGIdx = gIdx.enumerated().allSatisfy { Int($0.element) == $0.offset / g }
     }
 
-    /// Packs a quantized layer (codes in input order; g_idx = i / group).
+    /// Packs a quantized layer (codes in input order; g_idx from the layer, i / group when it has none).
     public init(name: String, _ q: QuantizedLinear, groupSize: Int) {
         let b = Int32(q.spec.bits)
         var qweight = [UInt32](repeating: 0, count: Int(tqk_packed_len(Int64(q.inFeatures), b)) * q.out)
@@ -96,9 +96,8 @@ public struct PackedLinear: Sendable {
         let qzeros = Self.packZeros(q.zeros, nGroups: q.nGroups, out: q.out, bits: q.spec.bits)
         var scales = [UInt16](repeating: 0, count: q.scales.count)
         tqk_f32_to_f16(q.scales, &scales, Int64(q.scales.count))
-        let g = q.group
         self.init(name: name, out: q.out, inFeatures: q.inFeatures, bits: q.spec.bits, groupSize: groupSize, sym: q.spec.sym,
-                  qweight: qweight, qzeros: qzeros, scales: scales, gIdx: (0..<q.inFeatures).map { Int32($0 / g) })
+                  qweight: qweight, qzeros: qzeros, scales: scales, gIdx: q.groupIndex)
     }
 
     /// Adds qweight, qzeros (as given: v2 or v1 words), scales and g_idx to a safetensors writer.

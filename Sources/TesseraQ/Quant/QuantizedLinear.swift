@@ -27,18 +27,26 @@ public struct QuantizedLinear: Sendable {
     public var codes: [UInt8]
     public var scales: [Float]
     public var zeros: [UInt8]
+    /// The group of each input column (act-order, GPTQ's g_idx); nil means input i is in group i / group.
+    public var gIdx: [Int32]?
 
     public var group: Int { spec.group(forInput: inFeatures) }
     public var nGroups: Int { (inFeatures + group - 1) / group }
 
-    public init(out: Int, inFeatures: Int, spec: QuantSpec, codes: [UInt8], scales: [Float], zeros: [UInt8]) {
+    public init(out: Int, inFeatures: Int, spec: QuantSpec, codes: [UInt8], scales: [Float], zeros: [UInt8],
+                gIdx: [Int32]? = nil) {
+        precondition(gIdx == nil || gIdx!.count == inFeatures, "g_idx needs one entry per input")
         self.out = out
         self.inFeatures = inFeatures
         self.spec = spec
         self.codes = codes
         self.scales = scales
         self.zeros = zeros
+        self.gIdx = gIdx
     }
+
+    /// The group of every input column: g_idx if set, else i / group.
+    public var groupIndex: [Int32] { gIdx ?? (0..<inFeatures).map { Int32($0 / group) } }
 
     /// Round to nearest on the min/max grid of `weight` [out x in].
     public static func roundToNearest(_ weight: UnsafePointer<Float>, out: Int, inFeatures: Int, spec: QuantSpec) -> QuantizedLinear {
@@ -52,8 +60,9 @@ public struct QuantizedLinear: Sendable {
         return q
     }
 
-    /// Codes of `weight` on this layer's grid.
+    /// Codes of `weight` on this layer's grid (input-order groups: not for a layer with g_idx).
     public func encode(_ weight: UnsafePointer<Float>) -> [UInt8] {
+        precondition(gIdx == nil, "encode does not support g_idx")
         var codes = [UInt8](repeating: 0, count: out * inFeatures)
         tqk_quant_codes(weight, scales, zeros, Int64(out), Int64(inFeatures), Int64(group), Int32(spec.bits), &codes)
         return codes
@@ -62,7 +71,11 @@ public struct QuantizedLinear: Sendable {
     /// W_hat [out x in] in float32.
     public func dequantized() -> FloatBuffer {
         let w = FloatBuffer(count: out * inFeatures)
-        tqk_dequant_codes(codes, scales, zeros, Int64(out), Int64(inFeatures), Int64(group), w.p)
+        if let gIdx {
+            tqk_dequant_codes_gidx(codes, scales, zeros, gIdx, Int64(out), Int64(inFeatures), w.p)
+        } else {
+            tqk_dequant_codes(codes, scales, zeros, Int64(out), Int64(inFeatures), Int64(group), w.p)
+        }
         return w
     }
 }

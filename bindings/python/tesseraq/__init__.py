@@ -14,6 +14,7 @@ from .errors import (CancelledError, CPUError, FormatError, InternalError, Inval
 from .model import Model, ModelInfo
 from .packed import PackedCheckpoint, PackedTensor
 from .quantize import quantize
+from .tokenizer import Tokenizer
 
 
 def version() -> str:
@@ -32,6 +33,6 @@ def read_tokens(path: str):
     return np.fromfile(path, dtype="<u4").astype(np.uint32, copy=False)
 
 
-__all__ = ["Model", "ModelInfo", "PackedCheckpoint", "PackedTensor", "quantize", "version", "set_num_threads", "read_tokens",
+__all__ = ["Tokenizer", "Model", "ModelInfo", "PackedCheckpoint", "PackedTensor", "quantize", "version", "set_num_threads", "read_tokens",
            "TesseraQError", "InvalidArgumentError", "TesseraQIOError", "FormatError", "UnsupportedError", "OutOfMemoryError",
            "CancelledError", "NumericError", "CPUError", "InternalError", "LibraryNotFoundError"]

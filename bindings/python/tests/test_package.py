@@ -164,3 +164,22 @@ def test_quantize_ctrl_c_cancels_and_resumes(stories, shared, tmp_path):
     assert all(b["final_loss"] < b["rtn_loss"] for b in report["blocks"])
     with tesseraq.Model(out) as m:
         assert m.info.num_layers == 5
+
+
+def test_tokenizer_round_trip_and_errors(stories, tmp_path):
+    with tesseraq.Tokenizer(stories) as tok:
+        assert tok.vocab_size == 512
+        ids = tok.encode("Once upon a time, there was a little girl.")
+        assert ids.dtype == np.uint32 and ids[0] == 1  # BOS added as the post-processor says
+        assert tok.decode(ids) == "Once upon a time, there was a little girl."
+        assert tok.decode(list(ids)) == tok.decode(ids)
+        assert tok.token_id("<s>") == 1
+        with pytest.raises(tesseraq.InvalidArgumentError):
+            tok.token_id("no such token")
+        with pytest.raises(tesseraq.InvalidArgumentError, match="uint32"):
+            tok.decode(np.array([1, 2], dtype=np.int32))
+    (tmp_path / "tokenizer.json").write_text('{"model": {"type": "WordPiece", "vocab": {}}}')
+    with pytest.raises((tesseraq.UnsupportedError, tesseraq.FormatError)):
+        tesseraq.Tokenizer(tmp_path)
+    with pytest.raises(tesseraq.TesseraQIOError):
+        tesseraq.Tokenizer(tmp_path / "missing")

@@ -1,0 +1,86 @@
+import Foundation
+
+/// The settings of AWQ's two searches (ALGORITHM.md section 4), shared by method "awq" and by
+/// TesseraQ's `"init": "awq"` (which uses the defaults).
+public struct AWQSettings: Sendable, Equatable {
+    /// Scale ratios k / n_grid, k = 0 ..< n_grid; also the step 1 / n_grid of the clip factors.
+    public var nGrid: Int = 20
+    /// Tokens of the clip search's subsample (every `floor(tokens / clip_samples)`-th token, as the reference).
+    public var clipSamples: Int = 512
+    /// The largest shrink tried: clip factors 1, 1 - 1/n_grid, ..., down to 1 - max_shrink.
+    public var maxShrink: Double = 0.45
+    /// Search and fold the scales.
+    public var scale: Bool = true
+    /// Search the clipping.
+    public var clip: Bool = true
+    /// Use only the first `samples` calibration sequences (0: all). Not a key of method "awq"
+    /// (its n_samples is the knob); TesseraQ's `awq_samples` sets it for `"init": "awq"`.
+    public var samples: Int = 0
+
+    public init() {}
+
+    public static let keys = ["n_grid", "clip_samples", "max_shrink", "scale", "clip"]
+
+    /// Reads the keys over `defaults`, range-checked.
+    init(_ r: KeyReader, defaults d: AWQSettings) throws {
+        nGrid = try r.int("n_grid", default: d.nGrid)
+        clipSamples = try r.int("clip_samples", default: d.clipSamples)
+        maxShrink = try r.double("max_shrink", default: d.maxShrink)
+        scale = try r.bool("scale", default: d.scale)
+        clip = try r.bool("clip", default: d.clip)
+        guard nGrid >= 1, nGrid <= 1000 else { throw TQError.invalid("config key n_grid: must be between 1 and 1000 (got \(nGrid))") }
+        guard clipSamples >= 1 else { throw TQError.invalid("config key clip_samples: must be at least 1 (got \(clipSamples))") }
+        guard maxShrink >= 0, maxShrink < 1 else { throw TQError.invalid("config key max_shrink: must be in [0, 1) (got \(maxShrink))") }
+    }
+
+    /// The scale search's ratios: 0, 1/n_grid, ..., (n_grid - 1)/n_grid.
+    public var ratios: [Float] { (0..<nGrid).map { Float($0) / Float(nGrid) } }
+
+    /// The clip factors: 1 - k/n_grid for k = 0 ... floor(max_shrink * n_grid) (1.0 ... 0.55 by default).
+    public var shrinks: [Float] {
+        let n = Int((maxShrink * Double(nGrid) + 1e-9).rounded(.down))
+        return (0...n).map { 1 - Float($0) / Float(nGrid) }
+    }
+
+    public var json: [String: Any] {
+        ["n_grid": nGrid, "clip_samples": clipSamples, "max_shrink": maxShrink, "scale": scale, "clip": clip]
+    }
+}
+
+/// Method "awq": calibration keys, a preset, and the search settings.
+public struct AWQOptions: Sendable, Equatable {
+    public var calibration: CalibrationOptions
+    public var settings: AWQSettings
+
+    /// llm-awq's calibration: 128 windows of 512 tokens.
+    public static let paper = AWQOptions(
+        calibration: CalibrationOptions(nSamples: 128, seqLen: 512, batch: 4, seed: 42, cacheDType: .bf16), settings: AWQSettings())
+    /// The calibration windows of TesseraQ's "fast" preset (same samples, length and seed).
+    public static let fast = AWQOptions(
+        calibration: CalibrationOptions(nSamples: 128, seqLen: 256, batch: 4, seed: 42, cacheDType: .bf16), settings: AWQSettings())
+    /// For tests on tiny models: the calibration of TesseraQ's "ci" preset.
+    public static let ci = AWQOptions(
+        calibration: CalibrationOptions(nSamples: 32, seqLen: 128, batch: 4, seed: 42, cacheDType: .f32), settings: AWQSettings())
+
+    public static let presets = ["paper": paper, "fast": fast, "ci": ci]
+
+    public static let keys = CalibrationOptions.keys + ["preset"] + AWQSettings.keys
+
+    init(calibration: CalibrationOptions, settings: AWQSettings) {
+        self.calibration = calibration
+        self.settings = settings
+    }
+
+    /// Reads the keys over the preset (default "paper"); every value is range-checked.
+    public init(options o: [String: JSONValue]) throws {
+        let r = KeyReader(o)
+        let presetName = try r.string("preset", default: "paper")
+        guard let preset = Self.presets[presetName] else {
+            throw TQError.invalid("config key preset: must be one of paper, fast, ci (got \"\(presetName)\")")
+        }
+        calibration = try CalibrationOptions(r, defaults: preset.calibration)
+        settings = try AWQSettings(r, defaults: preset.settings)
+    }
+
+    public var json: [String: Any] { calibration.json.merging(settings.json) { $1 } }
+}

@@ -1,0 +1,333 @@
+import Foundation
+import Testing
+import TQKernels
+@testable import TesseraQ
+
+/// Uniform random floats in [-scale, scale].
+private func randomFloats(_ n: Int, _ scale: Float, _ rng: inout SeededGenerator) -> [Float] {
+    (0..<n).map { _ in Float.random(in: -scale...scale, using: &rng) }
+}
+
+/// Sum over tokens of the squared output error ||X (W_hat - W)^T||^2 / tokens.
+private func outputError(_ x: [Float], tokens: Int, _ w: [Float], _ wHat: [Float], out: Int, in inF: Int) -> Double {
+    var d = zip(wHat, w).map { $0 - $1 }
+    var e = [Float](repeating: 0, count: tokens * out)
+    tqk_sgemm(0, 1, Int64(tokens), Int64(out), Int64(inF), 1, x, Int64(inF), &d, Int64(inF), 0, &e, Int64(out))
+    return e.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(tokens)
+}
+
+private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec) -> [Float] {
+    w.withUnsafeBufferPointer { QuantizedLinear.roundToNearest($0.baseAddress!, out: out, inFeatures: inF, spec: spec).dequantized().array }
+}
+
+@Suite struct AWQKernelTests {
+    @Test(arguments: [QuantSpec(bits: 2, groupSize: 8), QuantSpec(bits: 3, groupSize: 12), QuantSpec(bits: 4, groupSize: 16, sym: true),
+                      QuantSpec(bits: 3, groupSize: -1)])
+    func fakeQuantIsRTNOfTheScaledWeight(spec: QuantSpec) {
+        var rng = SeededGenerator(seed: 1)
+        let out = 13, inF = 40, group = spec.group(forInput: inF)
+        let w = randomFloats(out * inF, 0.7, &rng)
+        let s = (0..<inF).map { _ in Float.random(in: 0.2...4, using: &rng) }
+        var y = [Float](repeating: 0, count: out * inF)
+        // Without scales: exactly RTN's dequantised weight.
+        tqk_awq_fake_quant(w, nil, Int64(out), Int64(inF), Int64(group), Int32(spec.bits), spec.sym ? 1 : 0, &y)
+        #expect(y == rtnDequantized(w, out: out, in: inF, spec: spec))
+        // With scales: RTN of W * s, divided by s.
+        let ws = (0..<(out * inF)).map { w[$0] * s[$0 % inF] }
+        let ref = rtnDequantized(ws, out: out, in: inF, spec: spec).enumerated().map { $0.element / s[$0.offset % inF] }
+        tqk_awq_fake_quant(w, s, Int64(out), Int64(inF), Int64(group), Int32(spec.bits), spec.sym ? 1 : 0, &y)
+        #expect(y == ref)
+    }
+
+    @Test func weightMeanAndActivationMean() {
+        var rng = SeededGenerator(seed: 2)
+        let out = 7, inF = 20, group = 6
+        let w = randomFloats(out * inF, 1, &rng)
+        var m = [Float](repeating: 0, count: inF)
+        tqk_awq_weight_mean(w, Int64(out), Int64(inF), Int64(group), &m)
+        for i in 0..<inF {
+            let g0 = i / group * group, g1 = min(g0 + group, inF)
+            let ref = (0..<out).reduce(0.0) { acc, o in
+                let mx = (g0..<g1).map { abs(w[o * inF + $0]) }.max()!
+                return acc + Double(abs(w[o * inF + i]) / mx)
+            } / Double(out)
+            #expect(abs(Double(m[i]) - ref) < 1e-6)
+        }
+        var acc = [Double](repeating: 1, count: inF)
+        tqk_awq_abs_sum(w, Int64(out), Int64(inF), &acc)
+        for i in 0..<inF {
+            #expect(abs(acc[i] - 1 - (0..<out).reduce(0.0) { $0 + Double(abs(w[$1 * inF + i])) }) < 1e-5)
+        }
+    }
+
+    /// The Gram-block search and the per-candidate GEMM search pick the same clips, their errors
+    /// are the true output errors, and the best is never worse than no clipping.
+    @Test(arguments: [QuantSpec(bits: 2, groupSize: 16), QuantSpec(bits: 3, groupSize: 12), QuantSpec(bits: 3, groupSize: -1, sym: true)])
+    func clipSearchGramEqualsDirect(spec: QuantSpec) {
+        var rng = SeededGenerator(seed: 3)
+        let out = 24, inF = 48, tokens = 64, group = spec.group(forInput: inF), nGroups = (inF + group - 1) / group
+        let w = randomFloats(out * inF, 0.5, &rng)
+        let x = (0..<(tokens * inF)).map { j in Float.random(in: -1...1, using: &rng) * (j % inF == 5 ? 8 : 1) }
+        let shrinks = AWQSettings().shrinks
+        #expect(shrinks.count == 10 && shrinks.first == 1 && abs(shrinks.last! - 0.55) < 1e-6)
+        func run(_ mode: Int32) -> (w: [Float], c: [Float], first: [Float], best: [Float]) {
+            var wc = w
+            var c = [Float](repeating: 0, count: out * nGroups), f = c, b = c
+            tqk_awq_clip_search(&wc, Int64(out), Int64(inF), Int64(group), Int32(spec.bits), spec.sym ? 1 : 0, x, Int64(tokens),
+                                shrinks, Int64(shrinks.count), mode, &c, &f, &b)
+            return (wc, c, f, b)
+        }
+        let gram = run(1), direct = run(2)
+        #expect(gram.c == direct.c)
+        #expect(gram.w == direct.w)
+        for j in 0..<(out * nGroups) {
+            #expect(abs(gram.best[j] - direct.best[j]) <= 1e-4 * max(1, direct.best[j]))
+            #expect(gram.best[j] <= gram.first[j])
+        }
+        // Whole-layer errors: no clipping = RTN; the clipped layer quantized by RTN is no worse.
+        let rtnErr = outputError(x, tokens: tokens, w, rtnDequantized(w, out: out, in: inF, spec: spec), out: out, in: inF)
+        let clipErr = outputError(x, tokens: tokens, w, rtnDequantized(gram.w, out: out, in: inF, spec: spec), out: out, in: inF)
+        let firstSum = gram.first.reduce(0.0) { $0 + Double($1) }, bestSum = gram.best.reduce(0.0) { $0 + Double($1) }
+        if spec.groupSize == -1 {   // one group per row: the per-group errors add up to the layer's
+            #expect(abs(firstSum / rtnErr - 1) < 1e-3)
+            #expect(abs(bestSum / clipErr - 1) < 1e-3)
+        }
+        #expect(clipErr <= rtnErr)
+        #expect(gram.c.contains { $0 < 1 }, "some group should prefer clipping")
+        // A single candidate 1.0 leaves W unchanged.
+        var same = w
+        tqk_awq_clip_search(&same, Int64(out), Int64(inF), Int64(group), Int32(spec.bits), spec.sym ? 1 : 0, x, Int64(tokens),
+                            [1], 1, 0, nil, nil, nil)
+        #expect(same == w)
+    }
+
+    /// AWQ's motivation: a few input channels with large activations. The searched scales lower
+    /// the quantized output error against RTN, and the clipping lowers it further.
+    @Test(arguments: [2, 3])
+    func scalesThenClipsBeatRTNOnOneLinear(bits: Int) {
+        var rng = SeededGenerator(seed: 4)
+        let out = 32, inF = 64, tokens = 512, spec = QuantSpec(bits: bits, groupSize: 32)
+        let salient: Set<Int> = [3, 17, 40, 41]
+        let w = randomFloats(out * inF, 0.3, &rng)
+        let x = (0..<(tokens * inF)).map { j in Float.random(in: -1...1, using: &rng) * (salient.contains(j % inF) ? 20 : 1) }
+        let settings = AWQSettings()
+        var xMean = [Double](repeating: 0, count: inF)
+        tqk_awq_abs_sum(x, Int64(tokens), Int64(inF), &xMean)
+        var wMean = [Float](repeating: 0, count: inF)
+        tqk_awq_weight_mean(w, Int64(out), Int64(inF), 32, &wMean)
+        let rtnErr = outputError(x, tokens: tokens, w, rtnDequantized(w, out: out, in: inF, spec: spec), out: out, in: inF)
+        // The scale search as AWQTransform runs it for a group whose inspected module is the linear.
+        var best = (err: Double.infinity, ratio: Float(-1), s: [Float]())
+        var fq = [Float](repeating: 0, count: out * inF)
+        for r in settings.ratios {
+            let s = AWQTransform.scales(xMean: xMean.map { Float($0 / Double(tokens)) }, wMean: wMean, ratio: r)
+            tqk_awq_fake_quant(w, s, Int64(out), Int64(inF), 32, Int32(bits), 0, &fq)
+            let e = outputError(x, tokens: tokens, w, fq, out: out, in: inF)
+            if e < best.err { best = (e, r, s) }
+        }
+        #expect(best.ratio > 0)
+        #expect(best.err < 0.8 * rtnErr, "scaled \(best.err) vs RTN \(rtnErr)")
+        // Fold: W' = W * s sees inputs X / s; clip W' on them, quantize, and compare in the original basis.
+        var ws = (0..<(out * inF)).map { w[$0] * best.s[$0 % inF] }
+        let xs = (0..<(tokens * inF)).map { x[$0] / best.s[$0 % inF] }
+        let scaledErr = outputError(xs, tokens: tokens, ws, rtnDequantized(ws, out: out, in: inF, spec: spec), out: out, in: inF)
+        #expect(abs(scaledErr / best.err - 1) < 1e-3)
+        let unclipped = ws
+        tqk_awq_clip_search(&ws, Int64(out), Int64(inF), 32, Int32(bits), 0, xs, Int64(tokens), settings.shrinks,
+                            Int64(settings.shrinks.count), 0, nil, nil, nil)
+        let clipErr = outputError(xs, tokens: tokens, unclipped, rtnDequantized(ws, out: out, in: inF, spec: spec), out: out, in: inF)
+        print("one linear W\(bits) g32: RTN \(rtnErr), AWQ scales (ratio \(best.ratio)) \(best.err), + clip \(clipErr)")
+        #expect(clipErr <= scaledErr)
+    }
+}
+
+@Suite struct AWQConfigTests {
+    @Test func defaultsAndKeys() throws {
+        let c = try QuantizeConfig.parse(#"{"method": "awq", "bits": 3, "preset": "ci", "n_grid": 10, "scale": false}"#)
+        #expect(c.method == "awq")
+        let o = try AWQOptions(options: c.options)
+        #expect(o.calibration.nSamples == 32 && o.settings.nGrid == 10 && !o.settings.scale && o.settings.clip)
+        #expect(o.settings.shrinks == [1, 0.9, 0.8, 0.7, 0.6])
+        let d = try AWQOptions(options: [:])
+        #expect(d == .paper && d.settings.nGrid == 20 && d.settings.clipSamples == 512 && d.settings.maxShrink == 0.45)
+        #expect(try makeBlockQuantizer(c) is AWQMethod)
+    }
+
+    @Test(arguments: [
+        (#"{"method": "awq", "n_grid": 0}"#, "n_grid"), (#"{"method": "awq", "n_grid": "x"}"#, "n_grid"),
+        (#"{"method": "awq", "clip_samples": 0}"#, "clip_samples"), (#"{"method": "awq", "max_shrink": 1}"#, "max_shrink"),
+        (#"{"method": "awq", "max_shrink": -0.1}"#, "max_shrink"), (#"{"method": "awq", "scale": 1}"#, "scale"),
+        (#"{"method": "awq", "clip": "yes"}"#, "clip"), (#"{"method": "awq", "preset": "slow"}"#, "preset"),
+        (#"{"method": "awq", "iters": 3}"#, "iters"), (#"{"method": "awq", "batch": 9, "n_samples": 4}"#, "batch"),
+        (#"{"method": "tesseraq", "n_grid": 20}"#, "n_grid"), (#"{"method": "tesseraq", "awq_samples": -1}"#, "awq_samples"),
+        (#"{"method": "awq", "awq_samples": 8}"#, "awq_samples"),
+    ])
+    func rejectsBadAWQKeys(json: String, key: String) {
+        #expect { try QuantizeConfig.parse(json) } throws: { ($0 as? TQError)?.message.contains(key) == true }
+    }
+}
+
+/// A tiny block transformed with AWQ scales computes the same function.
+@Test func foldingIsExactOnATinyNonGQABlock() throws {
+    let json = JSONValue.object([
+        "hidden_size": .int(16), "intermediate_size": .int(24), "num_hidden_layers": .int(1), "num_attention_heads": .int(4),
+        "num_key_value_heads": .int(4), "head_dim": .int(4), "vocab_size": .int(8), "rms_norm_eps": .double(1e-5),
+        "attention_bias": .bool(true),
+    ])
+    let c = try LlamaConfig(json: json, path: "tiny")
+    var rng = SeededGenerator(seed: 11)
+    func buf(_ n: Int, _ scale: Float, offset: Float = 0) -> FloatBuffer {
+        FloatBuffer((0..<n).map { _ in offset + Float.random(in: -scale...scale, using: &rng) })
+    }
+    let linears = LinearKind.allCases.map { k -> FloatBuffer in let (o, i) = k.shape(c); return buf(o * i, 0.4) }
+    let block = BlockWeights(attnNorm: buf(16, 0.2, offset: 1), mlpNorm: buf(16, 0.2, offset: 1), linears: linears,
+                             biases: [buf(16, 0.3), buf(16, 0.3), buf(16, 0.3)])
+    let S = 3, L = 6
+    let cache = ActivationCache(samples: S, rowsPerSample: L, width: c.hidden, dtype: .f32)
+    let x = FloatBuffer((0..<(S * L * c.hidden)).map { j in Float.random(in: -1...1, using: &rng) * (j % 16 == 2 ? 6 : 1) })
+    for s in 0..<S { cache.write(s, from: x.p + s * L * c.hidden) }
+    let work = BlockWorkspace(config: c, sequences: S, length: L)
+    let y0 = FloatBuffer(count: S * L * c.hidden), y1 = FloatBuffer(count: S * L * c.hidden)
+    work.forward(x.p, weights: block, into: y0.p)
+    var settings = AWQSettings()
+    settings.clip = false
+    let t = AWQTransform(config: c, settings: settings, spec: QuantSpec(bits: 2, groupSize: 8), batch: 2, layer: 0)
+    #expect(t.groups == AWQGroup.allCases)
+    let norm0 = block.attnNorm.array, o0 = block[.o].array
+    let report = try t.apply(to: block, inputs: cache)
+    #expect((report["awq_ratios"] as! [String: Double]).count == 4)
+    #expect(block.attnNorm.array != norm0 && block[.o].array != o0)
+    work.forward(x.p, weights: block, into: y1.p)
+    let diff = zip(y0.array, y1.array).map { abs($0 - $1) }.max()!
+    #expect(diff < 1e-4, "max difference \(diff)")
+}
+
+@Suite(.enabled(if: SharedData.available, SharedData.skipReason), .serialized)
+struct AWQStoriesTests {
+    /// AWQ scales (searched on calibration inputs, clipping off) and random positive scales folded
+    /// into every block through `blockTransform` give the original logits.
+    @Test(arguments: [false, true])
+    func foldedScalesKeepTheLogits(random: Bool) throws {
+        let original = try LlamaModel(directory: SharedData.model("stories260K"))
+        let c = original.config
+        let tokens = try readTokenFile(SharedData.tokens("stories260K", "valid"))
+        let n = 8, L = 64
+        let windows = try calibrationWindows(tokens, samples: n, length: L, seed: 7)
+        let cache = ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: .f32)
+        windows.withUnsafeBufferPointer { w in
+            for i in 0..<n { cache.write(i, from: original.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)])).p) }
+        }
+        var settings = AWQSettings()
+        settings.clip = false
+        let runner = BlockRunner(config: c, length: L, chunk: 4)
+        var transformed: [BlockWeights] = []
+        var rng = SeededGenerator(seed: 5)
+        var spread: Float = 1
+        for layer in 0..<c.layers {
+            let block = try original.loadBlock(layer)
+            if random {
+                let t = AWQTransform(config: c, settings: settings, spec: QuantSpec(bits: 3, groupSize: 32), batch: 4, layer: layer)
+                for gr in t.groups {
+                    let s = (0..<gr.width(c)).map { _ in expf(Float.random(in: -1.5...1.5, using: &rng)) }
+                    t.fold(gr, s, into: block)
+                }
+            } else {
+                let before = block.attnNorm.array + block.mlpNorm.array
+                let report = try AWQTransform(config: c, settings: settings, spec: QuantSpec(bits: 2, groupSize: 32), batch: 4, layer: layer)
+                    .apply(to: block, inputs: cache)
+                print("block \(layer) AWQ ratios \(report["awq_ratios"]!)")
+                let r = zip(block.attnNorm.array + block.mlpNorm.array, before).map { $1 / $0 }
+                spread = max(spread, r.max()! / r.min()!)   // s = old norm / new norm
+            }
+            runner.run(block, inputs: cache, targets: nil, advance: true)
+            transformed.append(block)
+        }
+        if !random { #expect(spread > 1.5, "searched scales should be non-trivial (max/min \(spread))") }
+        let folded = try LlamaModel(directory: SharedData.model("stories260K"))
+        folded.blockTransform = { layer, block in
+            let t = transformed[layer]
+            block.attnNorm.p.update(from: t.attnNorm.p, count: c.hidden)
+            block.mlpNorm.p.update(from: t.mlpNorm.p, count: c.hidden)
+            for k in LinearKind.allCases { block[k] = t[k] }
+        }
+        let test = Array(try readTokenFile(SharedData.tokens("stories260K", "test.raw")).prefix(256))
+        let a = FloatBuffer(count: test.count * c.vocab), b = FloatBuffer(count: test.count * c.vocab)
+        try test.withUnsafeBufferPointer { try original.logits($0, into: a.p); try folded.logits($0, into: b.p) }
+        let diff = zip(a.array, b.array).map { abs($0 - $1) }.max()!
+        print("folded \(random ? "random" : "searched") scales: max logit difference \(diff)")
+        #expect(diff < 1e-4)
+    }
+
+    func runAWQ(bits: Int, extra: [String: JSONValue] = [:]) throws -> (String, [String: Any]) {
+        let model = try LlamaModel(directory: SharedData.model("stories260K"))
+        var options: [String: JSONValue] = ["preset": .string("ci"), "calib_tokens": .string(SharedData.tokens("stories260K", "valid"))]
+        options.merge(extra) { $1 }
+        let dir = temporaryDirectory("awq") + "/ckpt"
+        let report = try quantizeModel(model, config: QuantizeConfig(method: "awq", spec: QuantSpec(bits: bits, groupSize: 32),
+                                                                      options: options), outDir: dir)
+        return (dir, report)
+    }
+
+    @Test(arguments: [2, 3])
+    func awqBeatsRTN(bits: Int) throws {
+        let (dir, report) = try runAWQ(bits: bits)
+        let blocks = report["blocks"] as! [[String: Any]]
+        #expect(blocks.count == 5)
+        for b in blocks {
+            let ratios = try #require(b["awq_ratios"] as? [String: Double])
+            #expect(Set(ratios.keys) == ["qkv", "gate_up", "up_down"])   // GQA: no v -> o
+            let clips = try #require(b["awq_clip"] as? [String: Double])
+            #expect(Set(clips.keys) == ["v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+            #expect(clips.values.allSatisfy { $0 > 0.5 && $0 <= 1 })
+            #expect(b["awq_seconds"] is Double)
+        }
+        let (_, rtn) = try quantizeStories(QuantSpec(bits: bits, groupSize: 32))
+        let pAWQ = try perplexity(try LlamaModel(directory: dir)), pRTN = try perplexity(try LlamaModel(directory: rtn))
+        let blockLosses = blocks.map { String(format: "%.4g/%.4g", $0["rtn_loss"] as! Double, $0["final_loss"] as! Double) }
+        print("stories260K W\(bits) g32 ci calibration: RTN \(pRTN), AWQ \(pAWQ); block losses rtn/awq \(blockLosses)")
+        #expect(pAWQ < pRTN)
+        // The checkpoint carries the folded norms.
+        let store = try TensorStore(directory: dir), orig = try TensorStore(directory: SharedData.model("stories260K"))
+        #expect(try store.floats("model.layers.0.input_layernorm.weight") != orig.floats("model.layers.0.input_layernorm.weight"))
+    }
+
+    /// TesseraQ from the AWQ-transformed block (the presets' default init): per-block losses below
+    /// RTN's even with a short schedule, AWQ's report fields merged into the block reports.
+    /// (The full ci schedule's perplexities are printed by TesseraQPipelineTests.beatsRTNOnEveryBlock.)
+    @Test(arguments: [2, 3])
+    func tesseraqFromAWQ(bits: Int) throws {
+        #expect(try TesseraQOptions(options: [:]).initMethod == "awq")
+        let (_, report) = try runTesseraQ(bits: bits, group: 32, extra: ["init": .string("awq"), "iters": .int(5)])
+        let blocks = report["blocks"] as! [[String: Any]]
+        #expect((report["options"] as! [String: Any])["init"] as? String == "awq")
+        for b in blocks {
+            #expect((b["final_loss"] as! Double) < (b["rtn_loss"] as! Double), "block \(b["block"]!)")
+            #expect(b["awq_ratios"] != nil && b["awq_clip"] != nil && b["awq_seconds"] != nil)
+        }
+    }
+
+    /// A NaN in the calibration activations stops the AWQ search with a numeric error naming the block.
+    @Test func nonFiniteInputsStopTheSearch() throws {
+        let dir = temporaryDirectory("awq-nan")
+        let store = try TensorStore(directory: SharedData.model("stories260K"))
+        var w = SafeTensorsWriter()
+        for name in store.names {
+            var v = try store.floats(name)
+            if name == "model.embed_tokens.weight" { v[5 * 64] = .nan }
+            w.add(name, .f32, store.info(name)!.shape, v)
+        }
+        try w.write(to: dir + "/model.safetensors")
+        try FileManager.default.copyItem(atPath: SharedData.model("stories260K") + "/config.json", toPath: dir + "/config.json")
+        let model = try LlamaModel(directory: dir)
+        for method in ["awq", "tesseraq"] {
+            #expect {
+                try quantizeModel(model, config: QuantizeConfig(method: method, spec: QuantSpec(bits: 2, groupSize: 32),
+                                                                options: ["preset": .string("ci")]),
+                                  outDir: temporaryDirectory("awq-nan-out") + "/ckpt", calibration: [UInt32](repeating: 5, count: 4096))
+            } throws: { e in
+                guard let e = e as? TQError else { return false }
+                return e.kind == .numeric && e.message.contains("block 0") && e.message.contains("AWQ")
+            }
+        }
+    }
+}

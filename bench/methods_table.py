@@ -1,0 +1,81 @@
+"""The README's results table: WikiText-2 perplexity and wall time of every method on
+stories260K and SmolLM2-135M, produced by one command:
+
+    swift build -c release
+    python3 bench/methods_table.py [--models stories260K SmolLM2-135M] [--out bench/results.md]
+
+stories260K uses group size 32 (its widths are 64 and 172), SmolLM2 g64 / g128 as the paper.
+Evaluation: test.raw.bin, seq_len 512 and 8 windows for stories260K, seq_len 2048 and 16 windows
+for SmolLM2. Calibration: valid.bin (a different split). TesseraQ/AWQ/GPTQ use the "ci" preset on
+stories260K and "fast" on SmolLM2.
+"""
+import argparse
+import json
+import os
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("TESSERAQ_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+CLI = os.path.join(ROOT, ".build", "release", "tesseraq-cli")
+
+MODELS = {
+    "stories260K": dict(path=os.path.join(SHARED, "models", "stories260K"), tokens="stories260K", seq=512, windows=8,
+                        preset="ci", settings=[(2, 32), (3, 32), (4, 32)]),
+    "SmolLM2-135M": dict(path=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct"), tokens="SmolLM2-135M", seq=2048,
+                         windows=16, preset="fast", settings=[(2, 64), (3, 64), (4, 128)]),
+}
+METHODS = [("RTN", ["--method", "rtn"]), ("AWQ", ["--method", "awq"]), ("GPTQ", ["--method", "gptq"]),
+           ("TesseraQ (init rtn)", ["--method", "tesseraq", "--set", "init=rtn"]),
+           ("TesseraQ (init awq)", ["--method", "tesseraq", "--set", "init=awq"])]
+
+
+def tokens(model, split):
+    return os.path.join(SHARED, "data", "wikitext2", "tokens", model, f"{split}.bin")
+
+
+def evaluate(m, path):
+    out = subprocess.run([CLI, "eval", "--model", path, "--tokens", tokens(m["tokens"], "test.raw"), "--seq-len", str(m["seq"]),
+                          "--max-windows", str(m["windows"]), "--json"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["perplexity"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--methods", nargs="+", default=[name for name, _ in METHODS])
+    ap.add_argument("--work", default=os.path.join(ROOT, "out", "methods"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
+    args = ap.parse_args()
+    lines = []
+    for name in args.models:
+        m = MODELS[name]
+        fp = evaluate(m, m["path"])
+        header = "| method | " + " | ".join(f"W{b} g{g} ppl | time" for b, g in m["settings"]) + " |"
+        lines += [f"### {name} (FP perplexity {fp:.2f}; seq_len {m['seq']}, {m['windows']} windows)", "", header,
+                  "|---|" + "---|---|" * len(m["settings"])]
+        for label, flags in METHODS:
+            if label not in args.methods:
+                continue
+            cells = []
+            for bits, group in m["settings"]:
+                out = os.path.join(args.work, name, f"{label.split()[0].lower()}-{'-'.join(flags[-1:])}-w{bits}g{group}".replace("=", ""))
+                cmd = [CLI, "quantize", "--model", m["path"], "--out", out, "--bits", str(bits), "--group-size", str(group),
+                       "--overwrite", *flags]
+                if "rtn" not in flags[1:2]:
+                    cmd += ["--preset", m["preset"], "--calib-tokens", tokens(m["tokens"], "valid")]
+                t0 = time.time()
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                secs = time.time() - t0
+                cells.append(f"{evaluate(m, out):.2f} | {secs:.0f}s")
+                print(name, label, bits, group, cells[-1], flush=True)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    with open(args.out, "w") as f:
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
