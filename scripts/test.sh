@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 swift build --build-tests
 swift test --skip-build
-python3 -m pip install -q --no-build-isolation ./bindings/python
+python3 -m pip install -q ./bindings/python
 TESSERAQ_LIBRARY="$PWD/.build/debug/libtesseraq.so" python3 -m pytest -q bindings/python/tests
 bash scripts/examples.sh
