@@ -12,26 +12,6 @@ import TQKernels
 
 // MARK: - helpers
 
-/// SplitMix64, so failures reproduce.
-private struct BRng {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [lo, hi).
-    mutating func float(_ lo: Float = -1, _ hi: Float = 1) -> Float {
-        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
-    }
-    mutating func floats(_ n: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
-        (0..<n).map { _ in float(lo, hi) }
-    }
-    mutating func int(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
 
 private let bwdThreadCounts: [Int32] = [1, 2]
 
@@ -121,7 +101,7 @@ struct BackwardKernelTests {
 
     @Test("rmsnorm_backward: finite differences")
     func rmsnormBackward() {
-        var rng = BRng(11)
+        var rng = TestRNG(11)
         let rows = 3, dim = 37, eps: Float = 1e-5
         let x = rng.floats(rows * dim), w = rng.floats(dim, 0.5, 1.5), R = rng.floats(rows * dim)
         forEachThreadCount { _ in
@@ -138,7 +118,7 @@ struct BackwardKernelTests {
 
     @Test("rmsnorm_backward: parallel path matches a double reference, same at 1 and 2 threads")
     func rmsnormBackwardLarge() {
-        var rng = BRng(12)
+        var rng = TestRNG(12)
         let rows = 48, dim = 1000, eps: Float = 1e-6
         let x = rng.floats(rows * dim, -3, 3), w = rng.floats(dim), dy = rng.floats(rows * dim)
         var ref = [Double](repeating: 0, count: rows * dim)
@@ -169,7 +149,7 @@ struct BackwardKernelTests {
 
     @Test("rope_backward: exactly the transpose of tqk_rope")
     func ropeBackward() {
-        var rng = BRng(21)
+        var rng = TestRNG(21)
         let T = 5, H = 3, D = 8, half = D / 2, n = T * H * D
         let invFreq = (0..<half).map { Float(pow(10000.0, -2.0 * Double($0) / Double(D))) }
         var cosT = [Float](repeating: 0, count: T * half), sinT = cosT
@@ -216,7 +196,7 @@ struct BackwardKernelTests {
     @Test("attention_backward: finite differences", arguments: attnShapes)
     func attentionBackward(_ sh: AttnShape) {
         let (T, H, KVH, D) = (sh.T, sh.H, sh.KVH, sh.D)
-        var rng = BRng(UInt64(31 + T * 100 + H * 10 + D))
+        var rng = TestRNG(UInt64(31 + T * 100 + H * 10 + D))
         let scale = 1 / Float(D).squareRoot()
         let Q = rng.floats(T * H * D, -2, 2), K = rng.floats(T * KVH * D, -2, 2), V = rng.floats(T * KVH * D)
         let R = rng.floats(T * H * D)
@@ -280,7 +260,7 @@ struct BackwardKernelTests {
 
     @Test("attention_backward: many key blocks, D = 64, against a double reference; thread-count independent")
     func attentionBackwardLarge() {
-        var rng = BRng(41)
+        var rng = TestRNG(41)
         let T = 70, H = 6, KVH = 2, D = 64
         let scale = 1 / Float(D).squareRoot()
         let Q = rng.floats(T * H * D, -2, 2), K = rng.floats(T * KVH * D, -2, 2), V = rng.floats(T * KVH * D)
@@ -301,7 +281,7 @@ struct BackwardKernelTests {
 
     @Test("attention_backward: timing at T=256, H=9, KVH=3, D=64 (informative)")
     func attentionBackwardTiming() {
-        var rng = BRng(42)
+        var rng = TestRNG(42)
         let T = 256, H = 9, KVH = 3, D = 64
         let Q = rng.floats(T * H * D), K = rng.floats(T * KVH * D), V = rng.floats(T * KVH * D)
         let dO = rng.floats(T * H * D)
@@ -325,7 +305,7 @@ struct BackwardKernelTests {
 
     @Test("swiglu_backward: finite differences, and the parallel path")
     func swigluBackward() {
-        var rng = BRng(51)
+        var rng = TestRNG(51)
         let n = 257
         let g = rng.floats(n, -4, 4), u = rng.floats(n, -2, 2), R = rng.floats(n)
         forEachThreadCount { _ in
@@ -363,7 +343,7 @@ struct BackwardKernelTests {
 
     @Test("l2_loss: value and gradient")
     func l2Loss() {
-        var rng = BRng(61)
+        var rng = TestRNG(61)
         for (rows, dim) in [(3, 19), (40, 1000)] {
             let y = rng.floats(rows * dim), target = rng.floats(rows * dim)
             var ref = 0.0
@@ -394,7 +374,7 @@ struct BackwardKernelTests {
         var qmax: Float { Float((1 << bits) - 1) }
     }
 
-    fileprivate static func makeLayer(_ rng: inout BRng, out: Int, inn: Int, group: Int, bits: Int) -> FQLayer {
+    fileprivate static func makeLayer(_ rng: inout TestRNG, out: Int, inn: Int, group: Int, bits: Int) -> FQLayer {
         let ng = (inn + group - 1) / group
         let qmax = (1 << bits) - 1
         let s = rng.floats(out * ng, 0.02, 0.1)
@@ -433,7 +413,7 @@ struct BackwardKernelTests {
 
     @Test("fq_weights: matches the naive reference")
     func fqWeightsMatchReference() {
-        var rng = BRng(70)
+        var rng = TestRNG(70)
         for (out, inn, group, bits) in [(5, 37, 16, 3), (64, 1100, 128, 2)] {
             var L = Self.makeLayer(&rng, out: out, inn: inn, group: group, bits: bits)
             for k in L.state.indices { L.state[k] = UInt8(rng.int(3)) }
@@ -449,7 +429,7 @@ struct BackwardKernelTests {
 
     @Test("fq_backward: da and dv against finite differences, hard and clamped weights get no da")
     func fqBackward() {
-        var rng = BRng(71)
+        var rng = TestRNG(71)
         var L = Self.makeLayer(&rng, out: 5, inn: 37, group: 16, bits: 3)
         let n = L.out * L.inn, ng = L.nGroups
         // Zero-gradient cases mixed in: hard weights, codes clamped below 0 / above qmax, h clamped.
@@ -504,7 +484,7 @@ struct BackwardKernelTests {
 
     @Test("fq_init: soft weights reproduce w")
     func fqInit() {
-        var rng = BRng(72)
+        var rng = TestRNG(72)
         for (out, inn, group) in [(7, 45, 16), (64, 1100, 128)] {
             let ng = (inn + group - 1) / group
             let s = rng.floats(out * ng, 0.01, 0.05)  // |w/s| <= 100: codes stay inside [0, 255] with z = 128
@@ -565,7 +545,7 @@ struct BackwardKernelTests {
 
     @Test("fq_harden: numpy quantile thresholds, about 20% then 35% hard, final hardening")
     func fqHarden() {
-        var rng = BRng(73)
+        var rng = TestRNG(73)
         let n = 10_007
         let a = rng.floats(n, -2.3, 2.3)  // h never clamps: distinct scores
         forEachThreadCount { _ in
@@ -585,7 +565,7 @@ struct BackwardKernelTests {
 
     @Test("fq_harden: ties, mostly-hard layers, q = 0 and q = 1, tiny n")
     func fqHardenEdges() {
-        var rng = BRng(74)
+        var rng = TestRNG(74)
         forEachThreadCount { _ in
             // Many soft weights with h clamped to 0 or 1 (score exactly 0.5, tied with hard ones).
             let a = rng.floats(5000, -4, 4)
@@ -611,7 +591,7 @@ struct BackwardKernelTests {
 
     @Test("fq_harden: 1M weights, random and sorted, in linear time")
     func fqHardenLarge() {
-        var rng = BRng(75)
+        var rng = TestRNG(75)
         let n = 1 << 20
         let random = rng.floats(n, -2.3, 2.3)
         let sorted = random.sorted()
@@ -632,7 +612,7 @@ struct BackwardKernelTests {
 
     @Test("fq_codes: matches the naive reference")
     func fqCodes() {
-        var rng = BRng(76)
+        var rng = TestRNG(76)
         for (out, inn, group, bits) in [(5, 37, 16, 3), (64, 1100, 128, 4)] {
             var L = Self.makeLayer(&rng, out: out, inn: inn, group: group, bits: bits)
             L.a = rng.floats(out * inn, -4, 4)
@@ -656,7 +636,7 @@ struct BackwardKernelTests {
 
     @Test("adam: three steps against a naive Adam")
     func adam() {
-        var rng = BRng(81)
+        var rng = TestRNG(81)
         for n in [37, 100_003] {
             let p0 = rng.floats(n), grads = (0..<3).map { _ in rng.floats(n) }
             let lr: Float = 1e-2, b1: Float = 0.9, b2: Float = 0.999, eps: Float = 1e-8, wd: Float = 1e-4

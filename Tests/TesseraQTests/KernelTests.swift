@@ -11,26 +11,6 @@ import TQKernels
 
 // MARK: - helpers
 
-/// SplitMix64: a small deterministic generator, so failures reproduce.
-private struct KRng {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [lo, hi).
-    mutating func float(_ lo: Float = -1, _ hi: Float = 1) -> Float {
-        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
-    }
-    mutating func floats(_ n: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
-        (0..<n).map { _ in float(lo, hi) }
-    }
-    mutating func int(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
 
 private let threadCounts: [Int32] = [1, 2]
 
@@ -131,7 +111,7 @@ struct KernelTests {
     @Test("sgemm: 4 transposes x beta {0, 0.5} x threads {1, 2}", arguments: gemmShapes)
     func sgemm(_ shape: GemmShape) {
         let M = shape.m, N = shape.n, K = shape.k
-        var rng = KRng(UInt64(M * 1_000_003 + N * 1009 + K))
+        var rng = TestRNG(UInt64(M * 1_000_003 + N * 1009 + K))
         let opA = rng.floats(M * K), opB = rng.floats(K * N)
         var ref = [Double](repeating: 0, count: M * N), absRef = ref
         opA.withUnsafeBufferPointer { a in
@@ -199,7 +179,7 @@ struct KernelTests {
     @Test("sgemm: K = 0 and alpha = 0 only scale C", arguments: threadCounts)
     func sgemmDegenerate(_ threads: Int32) {
         let M = 7, N = 17, ldc = 19
-        var rng = KRng(77)
+        var rng = TestRNG(77)
         let a = rng.floats(M * 5), b = rng.floats(5 * N)
         for (k, alpha): (Int, Float) in [(0, 1), (5, 0)] {
             for beta: Float in [0, 0.5] {
@@ -282,7 +262,7 @@ struct KernelTests {
             #expect(out[i] == c.1, "\(c.0) -> 0x\(String(out[i], radix: 16)), want 0x\(String(c.1, radix: 16))")
         }
         // Random finite float bit patterns across the whole range against Swift's Float16(Float).
-        var rng = KRng(16)
+        var rng = TestRNG(16)
         let n = 70_001
         let xs = (0..<n).map { _ -> Float in
             let f = Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))
@@ -343,7 +323,7 @@ struct KernelTests {
             #expect(h & 0x8000 == UInt16(nans[i] >> 16) & 0x8000, "NaN sign")
         }
         // Random bit patterns (parallel path: n > 65536) against the distance-based reference.
-        var rng = KRng(0xBF16)
+        var rng = TestRNG(0xBF16)
         let n = 100_003
         let xs = (0..<n).map { i -> Float in
             // Every other value has a low half of exactly 0x8000 to hit ties often.
@@ -366,7 +346,7 @@ struct KernelTests {
 
     @Test("add: y += x (exact)", arguments: threadCounts)
     func add(_ threads: Int32) {
-        var rng = KRng(3)
+        var rng = TestRNG(3)
         for n in Self.lengths {
             let x = rng.floats(n, -100, 100), y0 = rng.floats(n + 1, -1, 1)
             var y = y0
@@ -380,7 +360,7 @@ struct KernelTests {
 
     @Test("add_bias: y[r, c] += b[c] (exact)", arguments: threadCounts)
     func addBias(_ threads: Int32) {
-        var rng = KRng(4)
+        var rng = TestRNG(4)
         for (rows, cols) in [(1, 1), (1, 300), (300, 1), (7, 17), (97, 63), (257, 300)] {
             let b = rng.floats(cols, -3, 3), y0 = rng.floats(rows * cols + 1)
             var y = y0
@@ -393,7 +373,7 @@ struct KernelTests {
 
     @Test("embed: gathers table rows", arguments: threadCounts)
     func embed(_ threads: Int32) {
-        var rng = KRng(5)
+        var rng = TestRNG(5)
         for (vocab, dim, n) in [(1, 1, 1), (16, 7, 5), (97, 17, 63), (300, 257, 33), (5, 300, 1)] {
             let table = rng.floats(vocab * dim)
             let ids = (0..<n).map { _ in UInt32(rng.int(vocab)) }
@@ -411,7 +391,7 @@ struct KernelTests {
 
     @Test("rmsnorm: y = x / sqrt(mean(x^2) + eps) * w (also in place)", arguments: threadCounts)
     func rmsnorm(_ threads: Int32) {
-        var rng = KRng(6)
+        var rng = TestRNG(6)
         for (rows, dim) in [(1, 1), (1, 5), (7, 17), (33, 63), (2, 257), (300, 257), (5, 300)] {
             for eps: Float in [1e-6, 1e-5, 0.5] {
                 // Rows of very different scales; one row of zeros (the eps term decides).
@@ -470,7 +450,7 @@ struct KernelTests {
 
     @Test("rope: rotate_half pairs (i, i + D/2)", arguments: threadCounts)
     func rope(_ threads: Int32) {
-        var rng = KRng(8)
+        var rng = TestRNG(8)
         for (T, H, D) in [(1, 1, 2), (3, 3, 4), (33, 8, 12), (5, 2, 64), (33, 8, 128), (300, 1, 4)] {
             let half = D / 2
             // Tables built here in double, independent of tqk_rope_tables.
@@ -515,7 +495,7 @@ struct KernelTests {
     @Test("attention: causal GQA against a double-precision softmax", arguments: attnCases, threadCounts)
     func attention(_ c: AttnCase, _ threads: Int32) {
         let T = c.t, H = c.h, KVH = c.kvh, D = c.d
-        var rng = KRng(UInt64(T * 10_000 + H * 1000 + KVH * 100 + D))
+        var rng = TestRNG(UInt64(T * 10_000 + H * 1000 + KVH * 100 + D))
         // Keys scaled up so the softmax is far from uniform (a wrong mask or head shows).
         let Q = rng.floats(T * H * D, -2, 2), K = rng.floats(T * KVH * D, -2, 2), V = rng.floats(T * KVH * D, -3, 3)
         for scale in [1 / Float(D).squareRoot(), 0.7] {
@@ -555,7 +535,7 @@ struct KernelTests {
 
     @Test("swiglu: silu(g) * u (also in place, extreme g)", arguments: threadCounts)
     func swiglu(_ threads: Int32) {
-        var rng = KRng(10)
+        var rng = TestRNG(10)
         for n in [1, 7, 8, 9, 257, 40_000] {
             var g = rng.floats(n, -12, 12)
             let extremes: [Float] = [-100, -90, -20, 0, 20, 88, 100, -0.0]
@@ -580,7 +560,7 @@ struct KernelTests {
 
     @Test("nll_sum: sum of -log softmax[target], stable for large logits", arguments: threadCounts)
     func nllSum(_ threads: Int32) {
-        var rng = KRng(11)
+        var rng = TestRNG(11)
         for (rows, vocab) in [(1, 1), (1, 2), (5, 17), (63, 257), (7, 3000), (300, 5)] {
             for spread: Float in [1, 30, 500] {
                 let logits = rng.floats(rows * vocab, -spread, spread)
