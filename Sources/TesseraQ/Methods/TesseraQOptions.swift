@@ -25,11 +25,11 @@ public struct TesseraQOptions: Sendable, Equatable {
         calibration: CalibrationOptions(nSamples: 512, seqLen: 2048, batch: 4, seed: 42, cacheDType: .bf16),
         iters: 250, thresholds: defaultThresholds, lr: 1e-3, scaleLR: 1e-3, scaleWD: 1e-4, initMethod: "awq",
         awqSamples: 32)
-    /// A small budget for CPUs: 128 x 256 samples, batch 2, 10 rounds x 10 steps, learning rates
+    /// A small budget for CPUs: 64 x 256 samples, batch 2, 10 rounds x 8 steps, learning rates
     /// scaled up as ALGORITHM.md advises for short schedules; AWQ initialisation on 32 x 256 tokens.
     public static let fast = TesseraQOptions(
-        calibration: CalibrationOptions(nSamples: 128, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16),
-        iters: 10, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: "awq",
+        calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16),
+        iters: 8, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: "awq",
         awqSamples: 32)
     /// For tests on tiny models: 32 x 128 samples, batch 4, 10 rounds x 20 steps.
     public static let ci = TesseraQOptions(
