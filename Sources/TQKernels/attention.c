@@ -1,20 +1,10 @@
 /* Causal grouped-query attention, one (head, query) row per task: scores over keys 0..t,
  * softmax, weighted sum of values. Query head h reads key/value head h / (H / KVH). */
 #include "tq_kernels.h"
+#include "vec.h"
 #include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
-
-static inline float dot(const float *a, const float *b, int64_t n) {
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    float tmp[8];
-    _mm256_storeu_ps(tmp, acc);
-    float s = tmp[0] + tmp[1] + tmp[2] + tmp[3] + tmp[4] + tmp[5] + tmp[6] + tmp[7];
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
 
 static inline void axpy(float *y, const float *x, float a, int64_t n) {
     __m256 va = _mm256_set1_ps(a);
@@ -37,7 +27,7 @@ void tqk_attention(const float *Q, const float *K, const float *V, float *O, int
             const float *q = Q + (t * H + h) * D;
             float mx = -INFINITY;
             for (int64_t j = 0; j <= t; j++) {
-                p[j] = dot(q, K + (j * KVH + kh) * D, D) * scale;
+                p[j] = tqk_dot(q, K + (j * KVH + kh) * D, D) * scale;
                 mx = p[j] > mx ? p[j] : mx;
             }
             float sum = 0.0f;

@@ -2,6 +2,7 @@
  * The group grid below is the arithmetic of tqk_quant_grid / tqk_quant_codes / tqk_dequant_codes
  * (quant.c), repeated here so a searched candidate is quantized exactly as the exported RTN is. */
 #include "tq_kernels.h"
+#include "vec.h"
 #include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
@@ -28,17 +29,6 @@ static inline void awq_grid(float mn, float mx, int bits, int sym, float *s, flo
 static inline float awq_fq(float w, float s, float z, float qmax) {
     float q = fminf(fmaxf(rintf(w / s) + z, 0.0f), qmax);
     return (q - z) * s;
-}
-
-static inline float awq_dot(const float *a, const float *b, int64_t n) {
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    float tmp[8];
-    _mm256_storeu_ps(tmp, acc);
-    float s = tmp[0] + tmp[1] + tmp[2] + tmp[3] + tmp[4] + tmp[5] + tmp[6] + tmp[7];
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
 }
 
 void tqk_awq_fake_quant(const float *W, const float *s, int64_t out, int64_t in, int64_t group, int bits, int sym,
@@ -160,7 +150,7 @@ static void clip_search_gram(float *W, int64_t out, int64_t in, int64_t group, i
                 for (int64_t k = 0; k < n_shrink; k++) {
                     awq_clip_delta(w + i0, n, mn, mx, shrink[k], bits, sym, qmax, dw);
                     double e = 0.0;
-                    for (int64_t i = 0; i < n; i++) e += (double)dw[i] * (double)awq_dot(G + i * group, dw, n);
+                    for (int64_t i = 0; i < n; i++) e += (double)dw[i] * (double)tqk_dot(G + i * group, dw, n);
                     e *= inv_t;
                     if (k == 0 && err_first) err_first[o * n_groups + g] = (float)e;
                     if (e < best) {

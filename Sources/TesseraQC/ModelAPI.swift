@@ -3,12 +3,7 @@ import TesseraQ
 /// Opens a Hugging Face checkpoint directory (config.json + safetensors, or a GPTQ packed
 /// directory). On success `*model` is a handle to free with tq_model_free.
 @c public func tq_model_open(_ path: UnsafePointer<CChar>?, _ model: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    guarded {
-        let out = try required(model, "model")
-        out.pointee = nil
-        let m = try LlamaModel(directory: String(cString: try required(path, "path")))
-        out.pointee = retainHandle(m)
-    }
+    openHandle(path, model, "model") { try LlamaModel(directory: $0) }
 }
 
 /// Frees a model handle; NULL is accepted.

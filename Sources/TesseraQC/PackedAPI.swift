@@ -25,12 +25,7 @@ final class PackedHandle {
 
 /// Opens the packed tensors of a GPTQ checkpoint directory; free with tq_packed_free.
 @c public func tq_packed_open(_ path: UnsafePointer<CChar>?, _ ckpt: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    guarded {
-        let out = try required(ckpt, "ckpt")
-        out.pointee = nil
-        let c = try PackedCheckpoint(directory: String(cString: try required(path, "path")))
-        out.pointee = retainHandle(PackedHandle(c))
-    }
+    openHandle(path, ckpt, "ckpt") { PackedHandle(try PackedCheckpoint(directory: $0)) }
 }
 
 /// Frees a packed checkpoint handle; NULL is accepted.

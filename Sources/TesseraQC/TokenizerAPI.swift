@@ -54,12 +54,7 @@ final class TokenizerHandle: @unchecked Sendable {
 /// Encoding and decoding match the `tokenizers` Python package with its defaults. A handle
 /// may be used from several threads.
 @c public func tq_tokenizer_open(_ path: UnsafePointer<CChar>?, _ tok: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    guarded {
-        let out = try required(tok, "tok")
-        out.pointee = nil
-        let t = try Tokenizer(path: String(cString: try required(path, "path")))
-        out.pointee = retainHandle(TokenizerHandle(t))
-    }
+    openHandle(path, tok, "tok") { TokenizerHandle(try Tokenizer(path: $0)) }
 }
 
 /// Frees a tokenizer handle; NULL is accepted.
