@@ -389,6 +389,10 @@ SWIFT_EXTERN int32_t tq_packed_unpack(void * _Nullable ckpt, int64_t index, uint
 /// “format”: “gptq_v2”|“gptq”, “overwrite”: false, …method keys}. <code>progress</code> may be NULL.
 SWIFT_EXTERN int32_t tq_quantize(void * _Nullable model, char const * _Nullable config_json, char const * _Nullable out_dir, int32_t (* _Nullable progress)(int64_t, int64_t, int64_t, int64_t, double, void * _Nullable), void * _Nullable user) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
 
+/// As tq_quantize, with the calibration tokens given as an array (<code>n_tokens</code> uint32 ids) instead
+/// of the <code>calib_tokens</code> file key.
+SWIFT_EXTERN int32_t tq_quantize_tokens(void * _Nullable model, char const * _Nullable config_json, uint32_t const * _Nullable tokens, int64_t n_tokens, char const * _Nullable out_dir, int32_t (* _Nullable progress)(int64_t, int64_t, int64_t, int64_t, double, void * _Nullable), void * _Nullable user) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
 /// Sets the number of OpenMP threads the kernels use (n <= 0: one per core).
 SWIFT_EXTERN int32_t tq_set_num_threads(int32_t n) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
 

@@ -9,12 +9,27 @@ public typealias TQQuantProgressCallback = @convention(c) (Int64, Int64, Int64, 
 /// "format": "gptq_v2"|"gptq", "overwrite": false, ...method keys}. `progress` may be NULL.
 @c public func tq_quantize(_ model: OpaquePointer?, _ config_json: UnsafePointer<CChar>?, _ out_dir: UnsafePointer<CChar>?,
                            _ progress: TQQuantProgressCallback?, _ user: UnsafeMutableRawPointer?) -> Int32 {
+    guarded { try runQuantize(model, config_json, out_dir, nil, progress, user) }
+}
+
+func runQuantize(_ model: OpaquePointer?, _ config_json: UnsafePointer<CChar>?, _ out_dir: UnsafePointer<CChar>?,
+                 _ calibration: [UInt32]?, _ progress: TQQuantProgressCallback?, _ user: UnsafeMutableRawPointer?) throws {
+    let m = try borrowHandle(model, "model", as: LlamaModel.self)
+    let config = try QuantizeConfig.parse(String(cString: try required(config_json, "config_json")))
+    let out = String(cString: try required(out_dir, "out_dir"))
+    try quantizeModel(m, config: config, outDir: out, calibration: calibration, progress: progress.map { cb in
+        { p in cb(Int64(p.block), Int64(p.blocks), Int64(p.round), Int64(p.step), p.loss, user) == 0 }
+    })
+}
+
+/// As tq_quantize, with the calibration tokens given as an array (`n_tokens` uint32 ids) instead
+/// of the `calib_tokens` file key.
+@c public func tq_quantize_tokens(_ model: OpaquePointer?, _ config_json: UnsafePointer<CChar>?, _ tokens: UnsafePointer<UInt32>?,
+                                  _ n_tokens: Int64, _ out_dir: UnsafePointer<CChar>?, _ progress: TQQuantProgressCallback?,
+                                  _ user: UnsafeMutableRawPointer?) -> Int32 {
     guarded {
-        let m = try borrowHandle(model, "model", as: LlamaModel.self)
-        let config = try QuantizeConfig.parse(String(cString: try required(config_json, "config_json")))
-        let out = String(cString: try required(out_dir, "out_dir"))
-        try quantizeModel(m, config: config, outDir: out, progress: progress.map { cb in
-            { p in cb(Int64(p.block), Int64(p.blocks), Int64(p.round), Int64(p.step), p.loss, user) == 0 }
-        })
+        let t = try required(tokens, "tokens")
+        guard n_tokens > 0 else { throw invalid("n_tokens must be positive (got \(n_tokens))") }
+        try runQuantize(model, config_json, out_dir, Array(UnsafeBufferPointer(start: t, count: Int(n_tokens))), progress, user)
     }
 }

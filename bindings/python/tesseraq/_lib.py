@@ -26,6 +26,7 @@ _SIGNATURES = {
     "tq_model_logits": ([c_void_p, c_void_p, c_int64, c_void_p], c_int32),
     "tq_eval_perplexity": ([c_void_p, c_void_p, c_int64, c_int64, c_int64, PROGRESS_FN, c_void_p, P(c_double)], c_int32),
     "tq_quantize": ([c_void_p, c_char_p, c_char_p, QUANT_PROGRESS_FN, c_void_p], c_int32),
+    "tq_quantize_tokens": ([c_void_p, c_char_p, c_void_p, c_int64, c_char_p, QUANT_PROGRESS_FN, c_void_p], c_int32),
     "tq_packed_open": ([c_char_p, P(c_void_p)], c_int32),
     "tq_packed_free": ([c_void_p], None),
     "tq_packed_count": ([c_void_p, P(c_int64)], c_int32),

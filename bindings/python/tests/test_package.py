@@ -183,3 +183,14 @@ def test_tokenizer_round_trip_and_errors(stories, tmp_path):
         tesseraq.Tokenizer(tmp_path)
     with pytest.raises(tesseraq.TesseraQIOError):
         tesseraq.Tokenizer(tmp_path / "missing")
+
+
+def test_quantize_with_a_token_array(stories, shared, tmp_path):
+    calib = tesseraq.read_tokens(os.path.join(shared, "data", "wikitext2", "tokens", "stories260K", "valid.bin"))[:20000]
+    cfg = dict(method="tesseraq", bits=3, group_size=32, preset="ci", iters=2, n_samples=4, batch=2, init="rtn")
+    report = tesseraq.quantize(stories, tmp_path / "a", calib_tokens=calib, progress=False, **cfg)
+    assert len(report["blocks"]) == 5 and all(b["final_loss"] < b["rtn_loss"] for b in report["blocks"])
+    with pytest.raises(tesseraq.InvalidArgumentError, match="uint32"):
+        tesseraq.quantize(stories, tmp_path / "b", calib_tokens=calib.astype(np.int64), progress=False, **cfg)
+    with pytest.raises(tesseraq.InvalidArgumentError, match="vocabulary"):
+        tesseraq.quantize(stories, tmp_path / "c", calib_tokens=[600] * 1000, progress=False, **cfg)
