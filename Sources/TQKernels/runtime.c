@@ -21,4 +21,5 @@ void tqk_apply_num_threads(void) {
     if (tqk_threads > 0 && omp_get_max_threads() != tqk_threads) omp_set_num_threads(tqk_threads);
 }
 
-int tqk_get_num_threads(void) { return tqk_threads > 0 ? tqk_threads : omp_get_max_threads(); }
+/* The calling thread's count (what its next parallel region uses). */
+int tqk_get_num_threads(void) { return omp_get_max_threads(); }

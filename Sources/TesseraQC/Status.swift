@@ -70,4 +70,7 @@ nonisolated(unsafe) private let unknownStatus: UnsafeMutablePointer<CChar> = str
 }
 
 /// The number of threads the kernels will use.
-@c public func tq_get_num_threads() -> Int32 { Int32(Runtime.threads) }
+@c public func tq_get_num_threads() -> Int32 {
+    Runtime.applyThreads()
+    return Int32(Runtime.threads)
+}
