@@ -34,7 +34,7 @@ struct Quantize: ParsableCommand {
     @Option(name: .customLong("calib-text"), help: "Calibration text (UTF-8), encoded as one string with the model's tokenizer.json.")
     var calibText: String?
 
-    @Option(help: "TesseraQ preset: ci, fast (default) or paper (see README for their cost).")
+    @Option(help: "Preset of a calibrated method: ci, fast or paper (defaults: tesseraq fast, awq and gptq paper; README gives their cost).")
     var preset: String?
 
     @Option(name: .customLong("set"), parsing: .singleValue, help: "Extra configuration key=value (repeatable).")
