@@ -259,13 +259,7 @@ struct AWQStoriesTests {
     }
 
     func runAWQ(bits: Int, extra: [String: JSONValue] = [:]) throws -> (String, [String: Any]) {
-        let model = try LlamaModel(directory: SharedData.model("stories260K"))
-        var options: [String: JSONValue] = ["preset": .string("ci"), "calib_tokens": .string(SharedData.tokens("stories260K", "valid"))]
-        options.merge(extra) { $1 }
-        let dir = temporaryDirectory("awq") + "/ckpt"
-        let report = try quantizeModel(model, config: QuantizeConfig(method: "awq", spec: QuantSpec(bits: bits, groupSize: 32),
-                                                                      options: options), outDir: dir)
-        return (dir, report)
+        try runCalibrated("awq", bits: bits, group: 32, extra: extra)
     }
 
     @Test(arguments: [2, 3])
@@ -308,17 +302,7 @@ struct AWQStoriesTests {
 
     /// A NaN in the calibration activations stops the AWQ search with a numeric error naming the block.
     @Test func nonFiniteInputsStopTheSearch() throws {
-        let dir = temporaryDirectory("awq-nan")
-        let store = try TensorStore(directory: SharedData.model("stories260K"))
-        var w = SafeTensorsWriter()
-        for name in store.names {
-            var v = try store.floats(name)
-            if name == "model.embed_tokens.weight" { v[5 * 64] = .nan }
-            w.add(name, .f32, store.info(name)!.shape, v)
-        }
-        try w.write(to: dir + "/model.safetensors")
-        try FileManager.default.copyItem(atPath: SharedData.model("stories260K") + "/config.json", toPath: dir + "/config.json")
-        let model = try LlamaModel(directory: dir)
+        let model = try storiesWithNaNEmbedding()
         for method in ["awq", "tesseraq"] {
             #expect {
                 try quantizeModel(model, config: QuantizeConfig(method: method, spec: QuantSpec(bits: 2, groupSize: 32),

@@ -363,14 +363,8 @@ private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: 
 
 func runGPTQ(bits: Int, group: Int, actOrder: Bool, extra: [String: JSONValue] = [:], out: String? = nil,
              progress: QuantProgressHandler? = nil) throws -> (String, [String: Any]) {
-    let model = try LlamaModel(directory: SharedData.model("stories260K"))
-    var options: [String: JSONValue] = ["preset": .string("ci"), "act_order": .bool(actOrder),
-                                        "calib_tokens": .string(SharedData.tokens("stories260K", "valid"))]
-    options.merge(extra) { $1 }
-    let dir = out ?? temporaryDirectory("gptq") + "/ckpt"
-    let report = try quantizeModel(model, config: QuantizeConfig(method: "gptq", spec: QuantSpec(bits: bits, groupSize: group),
-                                                                  options: options), outDir: dir, progress: progress)
-    return (dir, report)
+    try runCalibrated("gptq", bits: bits, group: group, extra: ["act_order": .bool(actOrder)].merging(extra) { $1 },
+                      out: out, progress: progress)
 }
 
 @Suite(.enabled(if: SharedData.available, SharedData.skipReason), .serialized)

@@ -104,15 +104,38 @@ func tinyBlock(seed: UInt64) -> (LlamaConfig, BlockWeights) {
     }
 }
 
-func runTesseraQ(bits: Int, group: Int, extra: [String: JSONValue] = [:], out: String? = nil,
-                 progress: QuantProgressHandler? = nil) throws -> (String, [String: Any]) {
+/// Quantizes stories260K with a calibrated `method` (its `ci` preset, calibration on valid.bin)
+/// into `out` or a fresh temporary directory; `extra` overrides configuration keys.
+func runCalibrated(_ method: String, bits: Int, group: Int, extra: [String: JSONValue] = [:], out: String? = nil,
+                   progress: QuantProgressHandler? = nil) throws -> (String, [String: Any]) {
     let model = try LlamaModel(directory: SharedData.model("stories260K"))
     var options: [String: JSONValue] = ["preset": .string("ci"), "calib_tokens": .string(SharedData.tokens("stories260K", "valid"))]
     options.merge(extra) { $1 }
-    let dir = out ?? temporaryDirectory("tq") + "/ckpt"
-    let report = try quantizeModel(model, config: QuantizeConfig(method: "tesseraq", spec: QuantSpec(bits: bits, groupSize: group),
+    let dir = out ?? temporaryDirectory(method) + "/ckpt"
+    let report = try quantizeModel(model, config: QuantizeConfig(method: method, spec: QuantSpec(bits: bits, groupSize: group),
                                                                   options: options), outDir: dir, progress: progress)
     return (dir, report)
+}
+
+func runTesseraQ(bits: Int, group: Int, extra: [String: JSONValue] = [:], out: String? = nil,
+                 progress: QuantProgressHandler? = nil) throws -> (String, [String: Any]) {
+    try runCalibrated("tesseraq", bits: bits, group: group, extra: extra, out: out, progress: progress)
+}
+
+/// A copy of stories260K whose embedding row 5 holds a NaN: calibrating on token 5 puts a NaN
+/// into the block inputs.
+func storiesWithNaNEmbedding() throws -> LlamaModel {
+    let dir = temporaryDirectory("nan")
+    let store = try TensorStore(directory: SharedData.model("stories260K"))
+    var w = SafeTensorsWriter()
+    for name in store.names {
+        var v = try store.floats(name)
+        if name == "model.embed_tokens.weight" { v[5 * 64] = .nan }
+        w.add(name, .f32, store.info(name)!.shape, v)
+    }
+    try w.write(to: dir + "/model.safetensors")
+    try FileManager.default.copyItem(atPath: SharedData.model("stories260K") + "/config.json", toPath: dir + "/config.json")
+    return try LlamaModel(directory: dir)
 }
 
 @Suite(.enabled(if: SharedData.available, SharedData.skipReason), .serialized)
@@ -161,19 +184,8 @@ struct TesseraQPipelineTests {
     }
 
     @Test func nonFiniteLossStopsWithBlockRoundStep() throws {
-        // A copy of stories260K whose embedding row 5 is NaN, calibrated on text containing token 5.
-        let dir = temporaryDirectory("nan")
-        let store = try TensorStore(directory: SharedData.model("stories260K"))
-        var w = SafeTensorsWriter()
-        for name in store.names {
-            var v = try store.floats(name)
-            if name == "model.embed_tokens.weight" { v[5 * 64] = .nan }
-            w.add(name, .f32, store.info(name)!.shape, v)
-        }
-        try w.write(to: dir + "/model.safetensors")
-        try FileManager.default.copyItem(atPath: SharedData.model("stories260K") + "/config.json", toPath: dir + "/config.json")
         let tokens = [UInt32](repeating: 5, count: 4096)
-        let model = try LlamaModel(directory: dir)
+        let model = try storiesWithNaNEmbedding()
         #expect {
             try quantizeModel(model, config: QuantizeConfig(method: "tesseraq", spec: QuantSpec(bits: 2, groupSize: 32),
                                                             options: ["preset": .string("ci"), "init": .string("rtn")]),
