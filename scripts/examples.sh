@@ -19,15 +19,22 @@ fi
 "$WORK/quantize" "$SHARED/models/stories260K" "$WORK/w3" '{"method": "rtn", "bits": 3, "group_size": 32}'
 "$WORK/packed_gemv" "$WORK/w3" | tail -n 2
 
-# The installed layout, found through pkg-config.
-bash scripts/install.sh "$WORK/prefix" >/dev/null
+# The installed layout, found through pkg-config. Each step says what failed: the build log is
+# shown when the install fails, and ldd's output when the example links the wrong library.
+if ! bash scripts/install.sh "$WORK/prefix" >"$WORK/install.log" 2>&1; then
+  tail -n 60 "$WORK/install.log" >&2; echo "error: scripts/install.sh failed" >&2; exit 1
+fi
 export PKG_CONFIG_PATH="$WORK/prefix/lib/pkgconfig"
 # shellcheck disable=SC2046
 gcc "${CFLAGS[@]}" examples/c/packed_gemv.c -o "$WORK/packed_gemv_pc" $(pkg-config --cflags --libs tesseraq) -lm
-ldd "$WORK/packed_gemv_pc" | grep -q "$WORK/prefix/lib/libtesseraq.so"
+# The check is about the binary's own RUNPATH, so an inherited LD_LIBRARY_PATH must not decide it.
+if ! env -u LD_LIBRARY_PATH ldd "$WORK/packed_gemv_pc" | grep -qF "$WORK/prefix/lib/libtesseraq.so"; then
+  env -u LD_LIBRARY_PATH ldd "$WORK/packed_gemv_pc" >&2
+  echo "error: the pkg-config build does not load $WORK/prefix/lib/libtesseraq.so" >&2; exit 1
+fi
 if ldd "$WORK/prefix/lib/libtesseraq.so" | grep -q swiftCore; then
   echo "error: the installed libtesseraq.so still needs the Swift runtime" >&2; exit 1
 fi
-"$WORK/packed_gemv_pc" "$WORK/w3" | tail -n 1
+env -u LD_LIBRARY_PATH "$WORK/packed_gemv_pc" "$WORK/w3" | tail -n 1
 "$WORK/prefix/bin/tesseraq" inspect "$WORK/w3" | tail -n 2
 echo "examples: 3 passed, 0 failed"
