@@ -187,7 +187,7 @@ struct AWQTransform {
 
         // Pass 1: mean |x| per input channel of every group, and the clip subsample.
         var absSum = Dictionary(uniqueKeysWithValues: groups.map { ($0, [Double](repeating: 0, count: $0.width(c))) })
-        try forEachChunk(inputs, block, rope: rope) { probe, first in
+        forEachChunk(inputs, block, rope: rope) { probe, first in
             if settings.scale {
                 for gr in groups { tqk_awq_abs_sum(probe.input(gr), Int64(probe.rows), Int64(gr.width(c)), &absSum[gr]!) }
             }
@@ -251,7 +251,7 @@ struct AWQTransform {
             tqk_awq_fake_quant(block[kind].p, s, Int64(o), Int64(i), Int64(spec.group(forInput: i)), Int32(spec.bits),
                                spec.sym ? 1 : 0, fq[kind.rawValue].p)
         }
-        try forEachChunk(inputs, block, rope: rope) { probe, _ in
+        forEachChunk(inputs, block, rope: rope) { probe, _ in
             for (k, _) in ratios.enumerated() {
                 for gr in groups {
                     let s = candidates[gr]![k]

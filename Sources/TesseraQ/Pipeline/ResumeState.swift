@@ -43,7 +43,7 @@ struct ResumeState {
             }
             return l
         }
-        let norms = try ["input_layernorm", "post_attention_layernorm"].map { "model.layers.\(layer).\($0).weight" }
+        let norms = ["input_layernorm", "post_attention_layernorm"].map { "model.layers.\(layer).\($0).weight" }
         return (linears, BlockNorms(tensors: Dictionary(uniqueKeysWithValues: try norms.map { ($0, try store.floats($0)) })), report)
     }
 
