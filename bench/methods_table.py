@@ -2,7 +2,7 @@
 stories260K and SmolLM2-135M, produced by one command:
 
     swift build -c release
-    python3 bench/methods_table.py [--models stories260K SmolLM2-135M] [--out bench/results.md]
+    python3 bench/methods_table.py [--models stories260K SmolLM2-135M] [--out bench/results.md] [--windows K]
 
 stories260K uses group size 32 (its widths are 64 and 172), SmolLM2 g64 / g128 as the paper.
 Evaluation: test.raw.bin, seq_len 512 and 8 windows for stories260K, seq_len 2048 and 16 windows
@@ -12,12 +12,13 @@ stories260K and "fast" on SmolLM2.
 import argparse
 import json
 import os
+import resource
 import subprocess
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("TESSERAQ_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
-CLI = os.path.join(ROOT, ".build", "release", "tesseraq-cli")
+CLI = os.environ.get("TESSERAQ_CLI", os.path.join(ROOT, ".build", "release", "tesseraq-cli"))
 
 MODELS = {
     "stories260K": dict(path=os.path.join(SHARED, "models", "stories260K"), tokens="stories260K", seq=512, windows=8,
@@ -46,10 +47,11 @@ def main():
     ap.add_argument("--methods", nargs="+", default=[name for name, _ in METHODS])
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "methods"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
+    ap.add_argument("--windows", type=int, help="evaluation windows (default: 8 for stories260K, 16 for SmolLM2)")
     args = ap.parse_args()
     lines = []
     for name in args.models:
-        m = MODELS[name]
+        m = dict(MODELS[name], **({"windows": args.windows} if args.windows else {}))
         fp = evaluate(m, m["path"])
         header = "| method | " + " | ".join(f"W{b} g{g} ppl | time" for b, g in m["settings"]) + " |"
         lines += [f"### {name} (FP perplexity {fp:.2f}; seq_len {m['seq']}, {m['windows']} windows)", "", header,
@@ -64,11 +66,13 @@ def main():
                        "--overwrite", *flags]
                 if "rtn" not in flags[1:2]:
                     cmd += ["--preset", m["preset"], "--calib-tokens", tokens(m["tokens"], "valid")]
-                t0 = time.time()
+                t0, cpu0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                secs = time.time() - t0
+                secs, cpu1 = time.time() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
                 cells.append(f"{evaluate(m, out):.2f} | {secs:.0f}s")
-                print(name, label, bits, group, cells[-1], flush=True)
+                # CPU seconds too: wall time alone misleads when the machine is shared.
+                cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+                print(name, label, bits, group, cells[-1], f"(cpu {cpu:.0f}s)", flush=True)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     text = "\n".join(lines)

@@ -1,11 +1,36 @@
-/* CPU feature check and thread count. */
+/* CPU feature check, instruction-set choice and thread count. */
 #include "tq_kernels.h"
 #include <omp.h>
+#include <stdlib.h>
 
 int tqk_cpu_supported(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("f16c");
+}
+
+/* AVX-512 kernels are chosen at run time: used when the CPU has AVX512F/BW/DQ/VL, unless the
+ * environment sets TESSERAQ_NO_AVX512=1 or tqk_set_avx512(0) was called (tests run both paths).
+ * -1 = not decided yet. */
+static int tqk_avx512 = -1;
+
+static int cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+
+int tqk_use_avx512(void) {
+    if (tqk_avx512 < 0) {
+        const char *off = getenv("TESSERAQ_NO_AVX512");
+        tqk_avx512 = cpu_has_avx512() && !(off && off[0] && off[0] != '0');
+    }
+    return tqk_avx512;
+}
+
+int tqk_set_avx512(int enabled) {
+    tqk_avx512 = enabled && cpu_has_avx512();
+    return tqk_avx512;
 }
 
 /* omp_set_num_threads only affects the calling thread, so the library keeps its own setting and

@@ -19,6 +19,10 @@ TQK_API void tqk_set_num_threads(int n);
 /* Applies the library's thread count to the calling thread (OpenMP settings are per thread). */
 TQK_API void tqk_apply_num_threads(void);
 TQK_API int tqk_get_num_threads(void);
+/* 1 when the AVX-512 variants of the kernels run (CPU support, TESSERAQ_NO_AVX512 unset). */
+TQK_API int tqk_use_avx512(void);
+/* Turns the AVX-512 variants on (when the CPU has them) or off; returns the new state. */
+TQK_API int tqk_set_avx512(int enabled);
 
 /* ---- GEMM: C = alpha * op(A) * op(B) + beta * C ----
  * op(A) is M x K (A is K x M when transA), op(B) is K x N (B is N x K when transB).
