@@ -22,7 +22,8 @@ fi
 # The installed layout, found through pkg-config. Each step says what failed: the build log is
 # shown when the install fails, and ldd's output when the example links the wrong library.
 if ! bash scripts/install.sh "$WORK/prefix" >"$WORK/install.log" 2>&1; then
-  tail -n 60 "$WORK/install.log" >&2; echo "error: scripts/install.sh failed" >&2; exit 1
+  tail -n 60 "$WORK/install.log" >&2; df -h . "$WORK" >&2
+  echo "error: scripts/install.sh failed" >&2; exit 1
 fi
 export PKG_CONFIG_PATH="$WORK/prefix/lib/pkgconfig"
 # shellcheck disable=SC2046

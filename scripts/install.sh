@@ -9,8 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="$(mkdir -p "${1:-/usr/local}" && cd "${1:-/usr/local}" && pwd)"
-swift build -c release --scratch-path .build-install -Xswiftc -static-stdlib
-BIN="$(swift build -c release --scratch-path .build-install -Xswiftc -static-stdlib --show-bin-path)"
+BUILD=(swift build -c release --scratch-path .build-install -Xswiftc -static-stdlib)
+# Only the two shipped products (not the benchmarks): less time and disk.
+"${BUILD[@]}" --product tesseraq
+"${BUILD[@]}" --product tesseraq-cli
+BIN="$("${BUILD[@]}" --show-bin-path)"
 VERSION="$(sed -n 's/.*static let version = "\(.*\)".*/\1/p' Sources/TesseraQ/Support/Runtime.swift)"
 mkdir -p "$PREFIX/lib/pkgconfig" "$PREFIX/include" "$PREFIX/bin"
 install -m 755 "$BIN/libtesseraq.so" "$PREFIX/lib/libtesseraq.so"
