@@ -5,9 +5,11 @@ stories260K and SmolLM2-135M, produced by one command:
     python3 bench/methods_table.py [--models stories260K SmolLM2-135M] [--out bench/results.md] [--windows K]
 
 stories260K uses group size 32 (its widths are 64 and 172), SmolLM2 g64 / g128 as the paper.
-Evaluation: test.raw.bin, seq_len 512 and 8 windows for stories260K, seq_len 2048 and 16 windows
-for SmolLM2. Calibration: valid.bin (a different split). TesseraQ/AWQ/GPTQ use the "ci" preset on
-stories260K and "fast" on SmolLM2.
+Evaluation: test.raw.bin, seq_len 512 and 8 windows for stories260K, seq_len 2048 and 4 windows
+for SmolLM2 (--windows changes both). Calibration: valid.bin (a different split). TesseraQ/AWQ/GPTQ
+use the "ci" preset on stories260K and "fast" on SmolLM2, where the calibration is cut to fit a
+2-core budget: AWQ and GPTQ 32 windows (of 256 and 512 tokens), TesseraQ's AWQ init 16.
+Each finished run is recorded in WORK/results.json, so an interrupted table resumes where it stopped.
 """
 import argparse
 import json
@@ -24,7 +26,9 @@ MODELS = {
     "stories260K": dict(path=os.path.join(SHARED, "models", "stories260K"), tokens="stories260K", seq=512, windows=8,
                         preset="ci", settings=[(2, 32), (3, 32), (4, 32)]),
     "SmolLM2-135M": dict(path=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct"), tokens="SmolLM2-135M", seq=2048,
-                         windows=16, preset="fast", settings=[(2, 64), (3, 64), (4, 128)]),
+                         windows=4, preset="fast", settings=[(2, 64), (3, 64), (4, 128)],
+                         extra={"AWQ": ["--set", "n_samples=32"], "GPTQ": ["--set", "n_samples=32"],
+                                "TesseraQ (init awq)": ["--set", "awq_samples=16"]}),
 }
 METHODS = [("RTN", ["--method", "rtn"]), ("AWQ", ["--method", "awq"]), ("GPTQ", ["--method", "gptq"]),
            ("TesseraQ (init rtn)", ["--method", "tesseraq", "--set", "init=rtn"]),
@@ -41,18 +45,38 @@ def evaluate(m, path):
     return json.loads(out)["perplexity"]
 
 
+def quantize(m, label, flags, bits, group, out):
+    """Quantizes and evaluates one cell: perplexity, wall and CPU seconds of the quantization."""
+    cmd = [CLI, "quantize", "--model", m["path"], "--out", out, "--bits", str(bits), "--group-size", str(group),
+           "--overwrite", *flags]
+    if "rtn" not in flags[1:2]:
+        cmd += ["--preset", m["preset"], "--calib-tokens", tokens(m["tokens"], "valid"), *m.get("extra", {}).get(label, [])]
+    t0, cpu0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    secs, cpu1 = time.time() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds too: wall time alone misleads when the machine is shared.
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    return {"ppl": evaluate(m, out), "wall": secs, "cpu": cpu}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--methods", nargs="+", default=[name for name, _ in METHODS])
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "methods"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
-    ap.add_argument("--windows", type=int, help="evaluation windows (default: 8 for stories260K, 16 for SmolLM2)")
+    ap.add_argument("--windows", type=int, help="evaluation windows (default: 8 for stories260K, 4 for SmolLM2)")
     args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    cache_path = os.path.join(args.work, "results.json")
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
     lines = []
     for name in args.models:
         m = dict(MODELS[name], **({"windows": args.windows} if args.windows else {}))
-        fp = evaluate(m, m["path"])
+        fp_key = f"{name}/FP/w{m['windows']}"
+        if fp_key not in cache:
+            cache[fp_key] = {"ppl": evaluate(m, m["path"])}
+        fp = cache[fp_key]["ppl"]
         header = "| method | " + " | ".join(f"W{b} g{g} ppl | time" for b, g in m["settings"]) + " |"
         lines += [f"### {name} (FP perplexity {fp:.2f}; seq_len {m['seq']}, {m['windows']} windows)", "", header,
                   "|---|" + "---|---|" * len(m["settings"])]
@@ -61,18 +85,16 @@ def main():
                 continue
             cells = []
             for bits, group in m["settings"]:
-                out = os.path.join(args.work, name, f"{label.split()[0].lower()}-{'-'.join(flags[-1:])}-w{bits}g{group}".replace("=", ""))
-                cmd = [CLI, "quantize", "--model", m["path"], "--out", out, "--bits", str(bits), "--group-size", str(group),
-                       "--overwrite", *flags]
-                if "rtn" not in flags[1:2]:
-                    cmd += ["--preset", m["preset"], "--calib-tokens", tokens(m["tokens"], "valid")]
-                t0, cpu0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                secs, cpu1 = time.time() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
-                cells.append(f"{evaluate(m, out):.2f} | {secs:.0f}s")
-                # CPU seconds too: wall time alone misleads when the machine is shared.
-                cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
-                print(name, label, bits, group, cells[-1], f"(cpu {cpu:.0f}s)", flush=True)
+                key = f"{name}/{label}/w{bits}g{group}/w{m['windows']}"
+                if key not in cache:
+                    out = os.path.join(args.work, name, f"{label.split()[0].lower()}-{'-'.join(flags[-1:])}-w{bits}g{group}".replace("=", ""))
+                    cache[key] = quantize(m, label, flags, bits, group, out)
+                    with open(cache_path + ".partial", "w") as f:
+                        json.dump(cache, f, indent=1)
+                    os.replace(cache_path + ".partial", cache_path)
+                r = cache[key]
+                cells.append(f"{r['ppl']:.2f} | {r['wall']:.0f} s")
+                print(name, label, bits, group, cells[-1], f"(cpu {r['cpu']:.0f} s)", flush=True)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     text = "\n".join(lines)
