@@ -16,19 +16,16 @@
  * x[i] * 2^-p, precomputed once per call, so one code costs AND + CVT + FMA per 8 columns.
  * (Values reaching bit 31 use a shift instead, because CVT is signed; the two b = 3 values
  * straddling words are assembled from both words.)
- * A g_idx equal to i / group_size is recognised and takes the fast path.
+ * A g_idx equal to i / group_size is recognised and takes the fast path. On AVX-512 CPUs the
+ * fast-path GEMV looks codes up in tables of x instead (qgemv_avx512.c).
  * Act-order GEMV (any other g_idx, or group sizes not a multiple of V): the same decoding, with
  * the code sums going to per-group accumulators in L1 (about 2x the fast path's time).
  * GEMM: a tile of codes (fast path) is decoded once into a 16 KB buffer and reused by every
  * batch row through a 6 x 16 FMA register block. Act-order GEMM dequantises each tile
  * exactly, W = (float)(c - z[g(i)]) * s[g(i)], into that buffer instead. */
-#include "tq_kernels.h"
-#include <immintrin.h>
+#include "qgemv_internal.h"
 #include <omp.h>
-#include <stdlib.h>
 #include <string.h>
-
-#define AI static inline __attribute__((always_inline))
 
 enum {
     GEMV_TILE_VALUES = 256, /* values (inputs) per GEMV tile, at most */
@@ -39,19 +36,6 @@ enum {
 static int bits_ok(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
 static int64_t values_per_unit(int bits) { return bits == 3 ? 32 : 32 / bits; }
 static int64_t words_per_unit(int bits) { return bits == 3 ? 3 : 1; }
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-static void *xmalloc(size_t n) {
-    void *p = NULL;
-    if (posix_memalign(&p, 64, n ? n : 64) != 0) return NULL;
-    return p;
-}
-
-/* lane l < n set */
-AI __m256i lane_mask(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 AI __m256i ld_words(const uint32_t *p, int masked, __m256i m) {
     return masked ? _mm256_maskload_epi32((const int *)p, m) : _mm256_loadu_si256((const __m256i *)p);
@@ -106,26 +90,6 @@ static inline __m256i code_any(const uint32_t *qweight, int64_t out, int B, int6
     return _mm256_and_si256(v, _mm256_set1_epi32((1 << B) - 1));
 }
 
-/* Zero points of columns o..o+7 of one qzeros row (cols words); lanes past the row's end are
- * padding or garbage and must be ignored by the caller. */
-AI __m256i zero_vec(const uint32_t *zrow, int64_t cols, const int B, int64_t o) {
-    const int64_t P0 = o * B, w0 = P0 >> 5;
-    const int nw = (int)min64(8, cols - w0);
-    const __m256i words = _mm256_maskload_epi32((const int *)(zrow + w0), lane_mask(nw));
-    const __m256i P = _mm256_add_epi32(_mm256_set1_epi32((int)(P0 & 31)),
-                                       _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                                          _mm256_set1_epi32(B)));
-    const __m256i wi = _mm256_srli_epi32(P, 5);
-    const __m256i s = _mm256_and_si256(P, _mm256_set1_epi32(31));
-    const __m256i lo = _mm256_permutevar8x32_epi32(words, wi);
-    const __m256i hi = _mm256_permutevar8x32_epi32(words, _mm256_add_epi32(wi, _mm256_set1_epi32(1)));
-    /* sllv by 32 gives 0: a value that fits its word takes nothing from the next one (and for
-     * s + B <= 32 the bits of `hi` land at >= B, masked away) */
-    const __m256i v = _mm256_or_si256(_mm256_srlv_epi32(lo, s),
-                                      _mm256_sllv_epi32(hi, _mm256_sub_epi32(_mm256_set1_epi32(32), s)));
-    return _mm256_and_si256(v, _mm256_set1_epi32((1 << B) - 1));
-}
-
 /* float16 scales of columns o..o+nvalid-1 (the rest 0) */
 static inline __m256 scale_vec(const uint16_t *srow, int64_t o, int nvalid) {
     if (nvalid >= 8) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(srow + o)));
@@ -145,24 +109,7 @@ AI __m256 load_y(const float *y, int nvalid) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Shared problem description                                                                 */
-
-typedef struct {
-    const uint32_t *qweight, *qzeros;
-    const uint16_t *scales;
-    int64_t out, in, bits, group_size, n_groups, cols_z;
-    int64_t U, V, WPU; /* units along in, values per unit, words per unit */
-    /* fast path */
-    int64_t n_tiles;
-    const int64_t *tile_u0, *tile_u1, *tile_g;
-    const float *xs;  /* [batch x U*V] prescaled x, zero padded */
-    const float *sx;  /* [batch x n_tiles] sum of x over each tile */
-    /* generic path */
-    const int32_t *gmap; /* [U*V] group of each value (padding -> 0) */
-    const float *X;      /* [batch x in] */
-    int64_t batch;
-    float *Y;            /* [batch x out] */
-} Problem;
+/* Tiles and prescaled x                                                                      */
 
 /* Tiles: runs of whole units inside one group, at most tile_values values. */
 static int64_t build_tiles(Problem *p, int64_t tile_values, int64_t **u0, int64_t **u1, int64_t **g) {
@@ -824,11 +771,15 @@ void tqk_packed_gemv(const uint32_t *qweight, const uint32_t *qzeros, const uint
         p.xs = xs;
         p.sx = sx;
         prescale(&p, x, xs, sx);
-        const int64_t nblk = (out + BLK - 1) / BLK;
-        #pragma omp parallel if (want_parallel(out, in, 1))
-        {
-            const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-            gemv_fast_range(&p, nblk * t / nt, nblk * (t + 1) / nt);
+        if (tqk_use_avx512()) {
+            tqk_packed_gemv_fast_avx512(&p, x, want_parallel(out, in, 1));
+        } else {
+            const int64_t nblk = (out + BLK - 1) / BLK;
+            #pragma omp parallel if (want_parallel(out, in, 1))
+            {
+                const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+                gemv_fast_range(&p, nblk * t / nt, nblk * (t + 1) / nt);
+            }
         }
     } else {
         fill_nan(y, out);

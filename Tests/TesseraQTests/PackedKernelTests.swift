@@ -2,10 +2,11 @@
 // Swift references written from docs/FORMATS.md: packing layout (bit-exact), pack/unpack
 // round trips, dequantisation (bit-exact), and GEMV/GEMM on the packed words (double
 // reference), for 2/3/4/8 bits, awkward shapes, partial last groups, act-order g_idx, with 1
-// and 2 OpenMP threads.
+// and 2 OpenMP threads. The GEMV/GEMM checks run twice: on the AVX2 kernels and on the AVX-512
+// ones (reported as skipped, with the reason, on a CPU without AVX-512).
 //
-// The OpenMP thread count is global state, so the suite is serialized and every test restores
-// the count it found.
+// The OpenMP thread count and the AVX-512 choice are global state, so the suite is serialized
+// and every test restores them.
 
 import Foundation
 import Testing
@@ -39,6 +40,22 @@ private func withThreadCount<R>(_ n: Int32, _ body: () throws -> R) rethrows -> 
 private func withOptional<R>(_ a: [Int32]?, _ body: (UnsafePointer<Int32>?) -> R) -> R {
     guard let a else { return body(nil) }
     return a.withUnsafeBufferPointer { body($0.baseAddress) }
+}
+
+/// Whether this CPU runs the AVX-512 kernels (tqk_set_avx512 turns them on only where it does).
+private let cpuHasAVX512: Bool = {
+    let was = tqk_use_avx512()
+    defer { tqk_set_avx512(was) }
+    return tqk_set_avx512(1) == 1
+}()
+
+private let noAVX512: Comment = "this CPU lacks AVX-512: the AVX-512 packed kernels are NOT tested here"
+
+/// Runs body on the AVX-512 kernels (on) or the AVX2 ones, then turns AVX-512 back on (where the CPU has it).
+private func withAVX512<R>(_ on: Bool, _ body: () throws -> R) rethrows -> R {
+    tqk_set_avx512(on ? 1 : 0)
+    defer { tqk_set_avx512(1) }
+    return try body()
 }
 
 private let allBits = [2, 3, 4, 8]
@@ -132,6 +149,18 @@ private struct Layer {
         return w
     }
 
+    /// |s| * (code + zero) of every weight (W layout), the magnitude of each term the kernel accumulates.
+    func termMagnitudes(_ gIdx: [Int32]?) -> [Double] {
+        var mag = [Double](repeating: 0, count: out * inF)
+        for o in 0..<out {
+            for i in 0..<inF {
+                let g = group(of: i, gIdx)
+                mag[o * inF + i] = Double(scalesF[g * out + o]) * Double(Int(codes[o * inF + i]) + Int(zeros[g * out + o]))
+            }
+        }
+        return mag
+    }
+
     /// A permutation-like act-order g_idx: every group keeps its size, members shuffled.
     func randomGIdx(_ rng: inout PRng) -> [Int32] {
         var g = (0..<inF).map { Int32($0 / group) }
@@ -193,6 +222,53 @@ private func forEachLayer(bits: Int, seed: UInt64, _ body: (Layer, inout PRng) -
             }
         }
     }
+}
+
+/// Checks L's packed GEMV/GEMM (batch 1) or GEMM on x [batch x inF], with 1 and 2 threads,
+/// against a double-precision matmul with the reference W. Error bound: per element, 1e-5 of the
+/// sum of the magnitudes of the terms the packed kernel adds, sum_i |s| (code + zero) |x_i| (mag,
+/// the usual dot-product bound: the fast path sums codes*x and zero*sum(x) separately); and over
+/// the whole output, max |err| <= 1e-5 max |ref| whenever it has at least 8 elements. Returns the
+/// number of runs checked.
+private func expectMatchesReference(_ L: Layer, gIdx: [Int32]?, W: [Float], mag: [Double], x: [Float],
+                                    batch: Int) -> Int {
+    var ref = [Double](repeating: 0, count: batch * L.out)
+    var tol = [Double](repeating: 0, count: batch * L.out)
+    W.withUnsafeBufferPointer { w in
+        mag.withUnsafeBufferPointer { m in
+            x.withUnsafeBufferPointer { xp in
+                for b in 0..<batch {
+                    for o in 0..<L.out {
+                        var acc = 0.0, t = 0.0
+                        for i in 0..<L.inF {
+                            let xv = Double(xp[b * L.inF + i])
+                            acc += Double(w[o * L.inF + i]) * xv
+                            t += m[o * L.inF + i] * abs(xv)
+                        }
+                        ref[b * L.out + o] = acc
+                        tol[b * L.out + o] = 1e-5 * t
+                    }
+                }
+            }
+        }
+    }
+    let refMax = ref.map { abs($0) }.max() ?? 0
+    for threads: Int32 in [1, 2] {
+        let y = withThreadCount(threads) { L.callGemm(x, batch: batch, gIdx: gIdx) }
+        let tag = "bits \(L.bits) \(L.out)x\(L.inF) g\(L.group) gidx \(gIdx != nil) batch \(batch) threads \(threads) avx512 \(tqk_use_avx512())"
+        var maxErr = 0.0
+        var bad = -1
+        for k in 0..<y.count {
+            let e = abs(Double(y[k]) - ref[k])
+            if !(e <= tol[k]) && bad < 0 { bad = k }
+            if !(e <= maxErr) { maxErr = e.isNaN ? .infinity : e }
+        }
+        #expect(bad < 0, "\(tag): element \(bad) got \(bad >= 0 ? y[bad] : 0) want \(bad >= 0 ? ref[bad] : 0)")
+        if y.count >= 8 {
+            #expect(maxErr <= 1e-5 * refMax, "\(tag): max err \(maxErr) vs max |ref| \(refMax)")
+        }
+    }
+    return 2
 }
 
 // MARK: - tests
@@ -312,77 +388,56 @@ struct PackedKernelTests {
     }
 
     /// GEMV (batch 1) and GEMM (batch 3, 8, 64) on packed words vs a double-precision matmul with
-    /// the reference W. Error bound: per element, 1e-5 of the sum of the magnitudes of the terms
-    /// the packed kernel adds, sum_i |s| (code + zero) |x_i| (the usual dot-product bound: the
-    /// fast path sums codes*x and zero*sum(x) separately); and over the whole output,
-    /// max |err| <= 1e-5 max |ref| whenever it has at least 8 elements.
-    @Test(arguments: allBits)
-    func gemvGemmMatchReference(bits: Int) {
+    /// the reference W, on every small layer (expectMatchesReference gives the error bound).
+    private func gemvGemmMatchReference(bits: Int) {
         var checked = 0
         forEachLayer(bits: bits, seed: 37) { L, rng in
             let bigShape = L.out * L.inF > 172 * 172
             for gIdx in [nil, L.randomGIdx(&rng)] as [[Int32]?] {
-                let W = L.referenceW(gIdx)
-                // |s| * (code + zero), the magnitude of each term the kernel accumulates
-                var mag = [Double](repeating: 0, count: L.out * L.inF)
-                for o in 0..<L.out {
-                    for i in 0..<L.inF {
-                        let g = L.group(of: i, gIdx)
-                        let s = Double(L.scalesF[g * L.out + o])
-                        mag[o * L.inF + i] = s * Double(Int(L.codes[o * L.inF + i]) + Int(L.zeros[g * L.out + o]))
-                    }
-                }
+                let W = L.referenceW(gIdx), mag = L.termMagnitudes(gIdx)
                 for batch in [1, 3, 8, 64] {
                     if batch == 64 && bigShape { continue } // keep the debug-build reference quick
                     let x = (0..<(batch * L.inF)).map { _ in rng.float(-1, 1) }
-                    var ref = [Double](repeating: 0, count: batch * L.out)
-                    var tol = [Double](repeating: 0, count: batch * L.out)
-                    W.withUnsafeBufferPointer { w in
-                        mag.withUnsafeBufferPointer { m in
-                            x.withUnsafeBufferPointer { xp in
-                                for b in 0..<batch {
-                                    for o in 0..<L.out {
-                                        var acc = 0.0, t = 0.0
-                                        for i in 0..<L.inF {
-                                            let xv = Double(xp[b * L.inF + i])
-                                            acc += Double(w[o * L.inF + i]) * xv
-                                            t += m[o * L.inF + i] * abs(xv)
-                                        }
-                                        ref[b * L.out + o] = acc
-                                        tol[b * L.out + o] = 1e-5 * t
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    let refMax = ref.map { abs($0) }.max() ?? 0
-                    for threads: Int32 in [1, 2] {
-                        let y = withThreadCount(threads) { L.callGemm(x, batch: batch, gIdx: gIdx) }
-                        let tag = "bits \(bits) \(L.out)x\(L.inF) g\(L.group) gidx \(gIdx != nil) batch \(batch) threads \(threads)"
-                        var maxErr = 0.0
-                        var bad = -1
-                        for k in 0..<y.count {
-                            let e = abs(Double(y[k]) - ref[k])
-                            if !(e <= tol[k]) && bad < 0 { bad = k }
-                            if !(e <= maxErr) { maxErr = e.isNaN ? .infinity : e }
-                        }
-                        #expect(bad < 0, "\(tag): element \(bad) got \(bad >= 0 ? y[bad] : 0) want \(bad >= 0 ? ref[bad] : 0)")
-                        if y.count >= 8 {
-                            #expect(maxErr <= 1e-5 * refMax, "\(tag): max err \(maxErr) vs max |ref| \(refMax)")
-                        }
-                        checked += 1
-                    }
+                    checked += expectMatchesReference(L, gIdx: gIdx, W: W, mag: mag, x: x, batch: batch)
                 }
             }
         }
         #expect(checked > 1000)
     }
 
+    @Test(arguments: allBits)
+    func gemvGemmMatchReferenceAVX2(bits: Int) { withAVX512(false) { gemvGemmMatchReference(bits: bits) } }
+
+    @Test(.enabled(if: cpuHasAVX512, noAVX512), arguments: allBits)
+    func gemvGemmMatchReferenceAVX512(bits: Int) { withAVX512(true) { gemvGemmMatchReference(bits: bits) } }
+
+    /// The AVX-512 GEMV's edges: 16-column vectors, 4-vector blocks and the 2-thread split falling
+    /// anywhere in them (out around multiples of 16 and 64, large enough for two threads), a
+    /// partial last group, per-channel groups, a partial 3-bit unit (in = 1200).
+    private func vectorEdges(bits: Int) {
+        var rng = PRng(53 &+ UInt64(bits))
+        for out in [113, 127, 128, 129, 143, 191, 200] {
+            for g in [128, 0] {
+                let L = Layer(bits: bits, out: out, inF: 1200, group: g, rng: &rng)
+                let W = L.referenceW(nil), mag = L.termMagnitudes(nil)
+                for batch in [1, 2] {
+                    let x = (0..<(batch * L.inF)).map { _ in rng.float(-1, 1) }
+                    _ = expectMatchesReference(L, gIdx: nil, W: W, mag: mag, x: x, batch: batch)
+                }
+            }
+        }
+    }
+
+    @Test(arguments: allBits)
+    func vectorEdgesAVX2(bits: Int) { withAVX512(false) { vectorEdges(bits: bits) } }
+
+    @Test(.enabled(if: cpuHasAVX512, noAVX512), arguments: allBits)
+    func vectorEdgesAVX512(bits: Int) { withAVX512(true) { vectorEdges(bits: bits) } }
+
     /// The same kernels on one larger layer (4096-column rows would be too slow for the debug
     /// reference, so 1000 x 1536): every code path at realistic sizes, including column-block,
     /// partial-vector and thread boundaries, with and without an act-order g_idx.
-    @Test(arguments: [2, 3, 4, 8])
-    func largerLayer(bits: Int) {
+    private func largerLayer(bits: Int) {
         var rng = PRng(99 &+ UInt64(bits))
         let L = Layer(bits: bits, out: 1000, inF: 1536, group: 128, rng: &rng)
         let x = (0..<(2 * L.inF)).map { _ in rng.float(-1, 1) }
@@ -410,4 +465,32 @@ struct PackedKernelTests {
             }
         }
     }
+
+    @Test(arguments: [2, 3, 4, 8])
+    func largerLayerAVX2(bits: Int) { withAVX512(false) { largerLayer(bits: bits) } }
+
+    @Test(.enabled(if: cpuHasAVX512, noAVX512), arguments: [2, 3, 4, 8])
+    func largerLayerAVX512(bits: Int) { withAVX512(true) { largerLayer(bits: bits) } }
+
+    /// A NaN anywhere in x makes every output NaN (through the zero-point term, whatever the codes).
+    private func nanInput(bits: Int) {
+        var rng = PRng(71 &+ UInt64(bits))
+        let L = Layer(bits: bits, out: 150, inF: 1000, group: 128, rng: &rng)
+        for gIdx in [nil, L.randomGIdx(&rng)] as [[Int32]?] {
+            for batch in [1, 3] {
+                var x = (0..<(batch * L.inF)).map { _ in rng.float(-1, 1) }
+                for b in 0..<batch { x[b * L.inF + rng.int(L.inF)] = .nan }
+                for threads: Int32 in [1, 2] {
+                    let y = withThreadCount(threads) { L.callGemm(x, batch: batch, gIdx: gIdx) }
+                    #expect(y.allSatisfy { $0.isNaN }, "bits \(bits) gidx \(gIdx != nil) batch \(batch) threads \(threads)")
+                }
+            }
+        }
+    }
+
+    @Test(arguments: allBits)
+    func nanInputAVX2(bits: Int) { withAVX512(false) { nanInput(bits: bits) } }
+
+    @Test(.enabled(if: cpuHasAVX512, noAVX512), arguments: allBits)
+    func nanInputAVX512(bits: Int) { withAVX512(true) { nanInput(bits: bits) } }
 }
