@@ -8,7 +8,7 @@ stories260K uses group size 32 (its widths are 64 and 172), SmolLM2 g64 / g128 a
 Evaluation: test.raw.bin, seq_len 512 and 8 windows for stories260K, seq_len 2048 and 4 windows
 for SmolLM2 (--windows changes both). Calibration: valid.bin (a different split). TesseraQ/AWQ/GPTQ
 use the "ci" preset on stories260K and "fast" on SmolLM2, where the calibration is cut to fit a
-2-core budget: AWQ and GPTQ 32 windows (of 256 and 512 tokens), TesseraQ's AWQ init 16.
+2-core budget: AWQ 16 windows of 256 tokens (as TesseraQ's AWQ init), GPTQ 32 of 512.
 Each finished run is recorded in WORK/results.json, so an interrupted table resumes where it stopped.
 """
 import argparse
@@ -27,7 +27,7 @@ MODELS = {
                         preset="ci", settings=[(2, 32), (3, 32), (4, 32)]),
     "SmolLM2-135M": dict(path=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct"), tokens="SmolLM2-135M", seq=2048,
                          windows=4, preset="fast", settings=[(2, 64), (3, 64), (4, 128)],
-                         extra={"AWQ": ["--set", "n_samples=32"], "GPTQ": ["--set", "n_samples=32"],
+                         extra={"AWQ": ["--set", "n_samples=16"], "GPTQ": ["--set", "n_samples=32"],
                                 "TesseraQ (init awq)": ["--set", "awq_samples=16"]}),
 }
 METHODS = [("RTN", ["--method", "rtn"]), ("AWQ", ["--method", "awq"]), ("GPTQ", ["--method", "gptq"]),
