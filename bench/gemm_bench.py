@@ -74,6 +74,7 @@ def main():
                               ctypes.c_float, ctypes.c_void_p, ctypes.c_int64]
     lib.tqk_set_num_threads.argtypes = [ctypes.c_int]
     lib.tqk_set_num_threads(args.threads)
+    print(f"ours: {'AVX-512' if lib.tqk_use_avx512() else 'AVX2'} micro-kernel (TESSERAQ_NO_AVX512=1 forces AVX2)")
 
     limiter = None
     try:
@@ -83,8 +84,6 @@ def main():
             if info.get("user_api") == "blas":
                 print(f"numpy BLAS: {info.get('internal_api')} {info.get('version')} "
                       f"core={info.get('architecture')} threads={info.get('num_threads')}")
-                if info.get("architecture") in ("SkylakeX", "Cooperlake", "SapphireRapids"):
-                    print("note: OpenBLAS is using AVX-512 kernels; ours are AVX2 (half the FMA width)")
     except ImportError:
         print("threadpoolctl not installed: numpy's BLAS thread count and core are not known "
               "(pip install threadpoolctl)")

@@ -1,10 +1,13 @@
-/* Single-precision GEMM, BLIS-style, for AVX2/FMA.
+/* Single-precision GEMM, BLIS-style: the driver, the packing routines and the AVX2/FMA kernel.
  *
- * op(B) is packed once per call (per N panel) into 16-wide strips for every K block, shared by
+ * op(B) is packed once per call (per N panel) into NR-wide strips for every K block, shared by
  * all threads; then threads take tasks (a block of C rows x a range of strips) from an atomic
  * counter. A task walks the K blocks: it packs its rows of op(A) for that K block (L2) and runs
- * a 6x16 FMA micro-kernel over each B strip (L1), adding into C.
+ * an MR x NR FMA micro-kernel over each B strip (L1), adding into C.
  * Transposes are absorbed by the packing routines, so NN/NT/TN/TT share one micro-kernel.
+ * The micro-kernel and blocking come from a tqk_sgemm_arch: the 6x16 AVX2 one here, or the
+ * 14x32 AVX-512 one (gemm_avx512.c) when tqk_use_avx512(). Packing is AVX2 for both: it moves
+ * O(MK + KN) floats against O(MNK) flops.
  *
  * Why this shape:
  * - one parallel region per call and two barriers per N panel (B is packed for all of K up
@@ -13,19 +16,19 @@
  * - B packing units and tasks are claimed dynamically (atomic counters: libomp 14 cannot link
  *   clang 21's schedule(dynamic)), so a core lost to another process does not stall the other;
  * - transposed operands are packed with 8x8 AVX transposes instead of strided scalar copies. */
-#include "tq_kernels.h"
+#include "gemm_internal.h"
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 enum {
-    MR = 6, NR = 16,   /* micro-tile: 12 accumulators + 2 B vectors + 1 A broadcast = 15 ymm */
+    MR = 6, NR = 16,   /* AVX2 micro-tile: 12 accumulators + 2 B vectors + 1 A broadcast = 15 ymm */
     KC = 256,          /* K block: a 16-wide B strip (KC*NR*4 = 16 KB) stays in a 32 KB L1 */
     MC = 96,           /* rows per task: the packed A block (MC*KC*4 = 96 KB) stays in L2 */
     B_PANEL = 1 << 21, /* floats of packed B per N panel (8 MB): K x nc, shared in L3 */
     TASKS_PER_THREAD = 4,   /* thin M: split N too, so dynamic claiming can balance */
-    PACK_STRIPS = 4,        /* B packing unit: 64 columns of one K block */
+    PACK_STRIPS = 4,        /* B packing unit: 4 strips (64 or 128 columns) of one K block */
     SERIAL_FLOPS = 1 << 22, /* below this a fork/join costs more than it saves */
 };
 
@@ -48,82 +51,83 @@ static inline void transpose8(__m256 r[8]) {
     r[3] = _mm256_permute2f128_ps(s3, s7, 0x20); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-row strips (strip at dst + ir*kc,
- * d[k*MR + r]), zero padded. Stores are 8 floats wide: 6 real, 2 spilling into the next k,
- * which is written afterwards; the caller leaves 8 floats of slack after the block. */
+/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into mr-row strips (strip at dst + ir*kc,
+ * d[k*mr + r]), zero padded. Stores are 8 floats wide, in groups of 8 rows: a last group of
+ * fewer rows spills into the next k (or strip), which is written afterwards; the caller leaves
+ * 8 floats of slack after the block. */
 static void pack_a(int transA, const float *A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
-                   int64_t kc, float *dst) {
-    if (transA) { /* op(A)[i][k] = A[k][i]: walk rows of A (contiguous), masked 6-wide loads */
+                   int64_t kc, int mr, float *dst) {
+    if (transA) { /* op(A)[i][k] = A[k][i]: mr contiguous floats of each row of A, masked loads;
+                   * strip by strip, so the stores are sequential */
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        const __m256i six = _mm256_cmpgt_epi32(_mm256_set1_epi32(MR), lane);
-        for (int64_t k = 0; k < kc; k++) {
-            const float *s = A + (p0 + k) * lda + i0;
-            for (int64_t ir = 0; ir < mc; ir += MR) {
-                __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)min64(mc - ir, MR)), lane);
-                __m256 v = _mm256_maskload_ps(s + ir, mask); /* never reads past the block */
-                float *d = dst + ir * kc + k * MR;
-                /* The last k of a strip must not spill: the next strip is already written. */
-                if (k + 1 < kc) _mm256_storeu_ps(d, v);
-                else _mm256_maskstore_ps(d, six, v);
+        for (int64_t ir = 0; ir < mc; ir += mr) {
+            float *d = dst + ir * kc;
+            const float *s = A + p0 * lda + i0 + ir;
+            for (int h = (mr - 1) / 8 * 8; h >= 0; h -= 8) { /* last group first, as below */
+                int64_t rows = min64(mc - ir - h, 8); /* never reads past the block */
+                __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rows), lane);
+                for (int64_t k = 0; k < kc; k++)
+                    _mm256_storeu_ps(d + k * mr + h, _mm256_maskload_ps(s + k * lda + h, mask));
             }
         }
         return;
     }
-    for (int64_t ir = 0; ir < mc; ir += MR) {
-        int64_t mr = min64(mc - ir, MR);
+    for (int64_t ir = 0; ir < mc; ir += mr) {
+        int64_t m = min64(mc - ir, mr);
         float *d = dst + ir * kc;
         const float *s = A + (i0 + ir) * lda + p0;
         int64_t k = 0;
-        if (mr == MR) { /* 6 rows x 8 k -> 8x8 transpose -> 8 groups of 6 */
+        if (m == mr) { /* per group: up to 8 rows x 8 k -> 8x8 transpose -> 8 groups of rows */
             for (; k + 8 <= kc; k += 8) {
-                __m256 r[8];
-                for (int q = 0; q < MR; q++) r[q] = _mm256_loadu_ps(s + q * lda + k);
-                r[6] = r[7] = _mm256_setzero_ps();
-                transpose8(r);
-                for (int q = 0; q < 8; q++) _mm256_storeu_ps(d + (k + q) * MR, r[q]);
-            }
-        }
-        for (; k < kc; k++)
-            for (int64_t r = 0; r < MR; r++) d[k * MR + r] = r < mr ? s[r * lda + k] : 0.0f;
-    }
-}
-
-/* Pack rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-wide strips (strip s at
- * d + s*NR*kc, d[k*NR + c]), zero padded. */
-static void pack_b(int transB, const float *B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
-                   int64_t nc, float *dst) {
-    if (!transB) { /* walk rows of B (contiguous reads), 16 floats to each strip */
-        for (int64_t k = 0; k < kc; k++) {
-            const float *s = B + (p0 + k) * ldb + j0;
-            float *d = dst + k * NR;
-            int64_t j = 0;
-            for (; j + NR <= nc; j += NR, d += NR * kc) {
-                _mm256_store_ps(d, _mm256_loadu_ps(s + j));
-                _mm256_store_ps(d + 8, _mm256_loadu_ps(s + j + 8));
-            }
-            if (j < nc)
-                for (int64_t c = 0; c < NR; c++) d[c] = j + c < nc ? s[j + c] : 0.0f;
-        }
-        return;
-    }
-    /* op(B)[k][c] = B[c][k]: 8x8 transposes of 8 rows of B x 8 k */
-    for (int64_t j = 0; j < nc; j += NR) {
-        float *d = dst + j * kc;
-        int64_t k = 0;
-        if (j + NR <= nc) {
-            for (; k + 8 <= kc; k += 8) {
-                for (int h = 0; h < NR; h += 8) {
-                    const float *s = B + (j0 + j + h) * ldb + p0 + k;
+                /* Last group first: the full groups then overwrite what its stores spill. */
+                for (int h = (mr - 1) / 8 * 8; h >= 0; h -= 8) {
                     __m256 r[8];
-                    for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(s + q * ldb);
+                    for (int q = 0; q < 8; q++)
+                        r[q] = h + q < mr ? _mm256_loadu_ps(s + (h + q) * lda + k) : _mm256_setzero_ps();
                     transpose8(r);
-                    for (int q = 0; q < 8; q++) _mm256_store_ps(d + (k + q) * NR + h, r[q]);
+                    for (int q = 0; q < 8; q++) _mm256_storeu_ps(d + (k + q) * mr + h, r[q]);
                 }
             }
         }
         for (; k < kc; k++)
-            for (int64_t c = 0; c < NR; c++)
-                d[k * NR + c] = j + c < nc ? B[(j0 + j + c) * ldb + p0 + k] : 0.0f;
+            for (int64_t r = 0; r < mr; r++) d[k * mr + r] = r < m ? s[r * lda + k] : 0.0f;
+    }
+}
+
+/* Pack rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into nr-wide strips (strip s at
+ * d + s*nr*kc, d[k*nr + c]), zero padded; nr is a multiple of 8. */
+static void pack_b(int transB, const float *B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
+                   int64_t nc, int nr, float *dst) {
+    if (!transB) { /* walk rows of B (contiguous reads), nr floats to each strip */
+        for (int64_t k = 0; k < kc; k++) {
+            const float *s = B + (p0 + k) * ldb + j0;
+            float *d = dst + k * nr;
+            int64_t j = 0;
+            for (; j + nr <= nc; j += nr, d += nr * kc)
+                for (int h = 0; h < nr; h += 8) _mm256_store_ps(d + h, _mm256_loadu_ps(s + j + h));
+            if (j < nc)
+                for (int64_t c = 0; c < nr; c++) d[c] = j + c < nc ? s[j + c] : 0.0f;
+        }
+        return;
+    }
+    /* op(B)[k][c] = B[c][k]: 8x8 transposes of 8 rows of B x 8 k */
+    for (int64_t j = 0; j < nc; j += nr) {
+        float *d = dst + j * kc;
+        int64_t k = 0;
+        if (j + nr <= nc) {
+            for (; k + 8 <= kc; k += 8) {
+                for (int h = 0; h < nr; h += 8) {
+                    const float *s = B + (j0 + j + h) * ldb + p0 + k;
+                    __m256 r[8];
+                    for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(s + q * ldb);
+                    transpose8(r);
+                    for (int q = 0; q < 8; q++) _mm256_store_ps(d + (k + q) * nr + h, r[q]);
+                }
+            }
+        }
+        for (; k < kc; k++)
+            for (int64_t c = 0; c < nr; c++)
+                d[k * nr + c] = j + c < nc ? B[(j0 + j + c) * ldb + p0 + k] : 0.0f;
     }
 }
 
@@ -176,6 +180,8 @@ static void micro_kernel(int64_t kc, const float *Ap, const float *Bp, float *C,
     }
 }
 
+static const tqk_sgemm_arch sgemm_avx2 = {MR, NR, KC, MC, TASKS_PER_THREAD, micro_kernel};
+
 /* 64-byte aligned; aligned_alloc wants a size that is a multiple of the alignment. */
 static float *alloc_floats(int64_t n) {
     size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
@@ -196,24 +202,28 @@ void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float al
         scale_c(C, ldc, M, N, beta);
         return;
     }
+    /* Micro-tile tm x tn and blocking bk (K), bm (rows) of the instruction set in use. */
+    const tqk_sgemm_arch *arch = tqk_use_avx512() ? &tqk_sgemm_avx512 : &sgemm_avx2;
+    const int64_t tm = arch->mr, tn = arch->nr, bk = arch->kc, bm = arch->mc;
     /* K blocks of equal size (multiple of 8 for the transposing packers), no thin tail. */
-    int64_t kc_max = min64(K, cdiv(cdiv(K, cdiv(K, KC)), 8) * 8);
+    int64_t kc_max = min64(K, cdiv(cdiv(K, cdiv(K, bk)), 8) * 8);
     int64_t n_kb = cdiv(K, kc_max);
-    /* N panels: packed B is K x nc; equal panels, each a multiple of NR. */
-    int64_t n_panels = cdiv(K * cdiv(N, NR) * NR, B_PANEL);
-    int64_t nc_max = cdiv(cdiv(N, n_panels), NR) * NR;
-    /* Tasks: m_tasks blocks of <= MC rows (a multiple of the thread count, rows spread
-     * evenly in MR units), times n_tasks ranges of strips when rows alone are too few. */
+    /* N panels: packed B is K x nc; equal panels, each a multiple of tn. */
+    int64_t n_panels = cdiv(K * cdiv(N, tn) * tn, B_PANEL);
+    int64_t nc_max = cdiv(cdiv(N, n_panels), tn) * tn;
+    /* Tasks: m_tasks blocks of <= bm rows (a multiple of the thread count, rows spread
+     * evenly in tm units), times n_tasks ranges of strips when rows alone are too few. */
     int nt = omp_get_max_threads();
     if (nt < 1 || 2.0 * M * N * K < SERIAL_FLOPS) nt = 1;
-    int64_t m_strips = cdiv(M, MR);
-    int64_t m_tasks = cdiv(m_strips, MC / MR);
+    int64_t m_strips = cdiv(M, tm);
+    int64_t m_tasks = cdiv(m_strips, bm / tm);
     m_tasks = min64(m_strips, cdiv(m_tasks, nt) * nt);
     int64_t n_tasks = 1;
-    if (nt > 1 && m_tasks < TASKS_PER_THREAD * nt) n_tasks = min64(nc_max / NR, cdiv(TASKS_PER_THREAD * nt, m_tasks));
+    int64_t want = (int64_t)arch->tasks_per_thread * nt;
+    if (nt > 1 && m_tasks < want) n_tasks = min64(nc_max / tn, cdiv(want, m_tasks));
     if (nt > m_tasks * n_tasks) nt = (int)(m_tasks * n_tasks);
 
-    int64_t a_floats = MC * kc_max + 8; /* + slack for pack_a's 8-wide stores */
+    int64_t a_floats = bm * kc_max + 8; /* + slack for pack_a's 8-wide stores */
     float *Bp = alloc_floats(K * nc_max);
     float *Apool = alloc_floats((int64_t)nt * a_floats);
     if (!Bp || !Apool) { free(Bp); free(Apool); return; }
@@ -227,7 +237,7 @@ void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float al
         int64_t panel = 0;
         for (int64_t jc = 0; jc < N; jc += nc_max, panel++) {
             int64_t nc = min64(N - jc, nc_max);
-            int64_t n_strips = cdiv(nc, NR);
+            int64_t n_strips = cdiv(nc, tn);
             int64_t nsplit = min64(n_tasks, n_strips);
             int64_t ntask = m_tasks * nsplit;
             int64_t *ctr = next[panel & 1];
@@ -235,36 +245,36 @@ void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float al
              * ended with a barrier. */
             if (omp_get_thread_num() == 0) next[(panel + 1) & 1][0] = next[(panel + 1) & 1][1] = 0;
 
-            /* Pack op(B)[0:K, jc:jc+nc]: K block p starts at Bp + p0*n_strips*NR. A unit is
-             * (K block, PACK_STRIPS strips): rows of 64 floats, read contiguously. */
+            /* Pack op(B)[0:K, jc:jc+nc]: K block p starts at Bp + p0*n_strips*tn. A unit is
+             * (K block, PACK_STRIPS strips): rows of PACK_STRIPS*tn floats, read contiguously. */
             int64_t n_groups = cdiv(n_strips, PACK_STRIPS);
             for (;;) {
                 int64_t u = __atomic_fetch_add(&ctr[0], 1, __ATOMIC_RELAXED);
                 if (u >= n_kb * n_groups) break;
                 int64_t p0 = (u / n_groups) * kc_max, s = (u % n_groups) * PACK_STRIPS;
                 int64_t kc = min64(K - p0, kc_max);
-                pack_b(transB, B, ldb, p0, kc, jc + s * NR, min64(nc - s * NR, PACK_STRIPS * NR),
-                       Bp + p0 * n_strips * NR + s * NR * kc);
+                pack_b(transB, B, ldb, p0, kc, jc + s * tn, min64(nc - s * tn, PACK_STRIPS * tn), (int)tn,
+                       Bp + p0 * n_strips * tn + s * tn * kc);
             }
             #pragma omp barrier /* B is packed */
             for (;;) {
                 int64_t t = __atomic_fetch_add(&ctr[1], 1, __ATOMIC_RELAXED);
                 if (t >= ntask) break;
                 int64_t mi = t / nsplit, ni = t % nsplit;
-                int64_t i0 = mi * m_strips / m_tasks * MR;
-                int64_t i1 = min64((mi + 1) * m_strips / m_tasks * MR, M);
+                int64_t i0 = mi * m_strips / m_tasks * tm;
+                int64_t i1 = min64((mi + 1) * m_strips / m_tasks * tm, M);
                 int64_t s0 = ni * n_strips / nsplit, s1 = (ni + 1) * n_strips / nsplit;
                 for (int64_t p0 = 0; p0 < K; p0 += kc_max) {
                     int64_t kc = min64(K - p0, kc_max);
                     float b = p0 == 0 ? beta : 1.0f;
-                    const float *Bk = Bp + p0 * n_strips * NR;
-                    pack_a(transA, A, lda, i0, i1 - i0, p0, kc, Ap);
+                    const float *Bk = Bp + p0 * n_strips * tn;
+                    pack_a(transA, A, lda, i0, i1 - i0, p0, kc, (int)tm, Ap);
                     for (int64_t s = s0; s < s1; s++) {
-                        int64_t nr = min64(nc - s * NR, NR);
-                        for (int64_t ir = 0; ir < i1 - i0; ir += MR)
-                            micro_kernel(kc, Ap + ir * kc, Bk + s * NR * kc,
-                                         C + (i0 + ir) * ldc + jc + s * NR, ldc,
-                                         min64(i1 - i0 - ir, MR), nr, alpha, b);
+                        int64_t nr = min64(nc - s * tn, tn);
+                        for (int64_t ir = 0; ir < i1 - i0; ir += tm)
+                            arch->kernel(kc, Ap + ir * kc, Bk + s * tn * kc,
+                                         C + (i0 + ir) * ldc + jc + s * tn, ldc,
+                                         min64(i1 - i0 - ir, tm), nr, alpha, b);
                     }
                 }
             }

@@ -100,16 +100,47 @@ struct KernelTests {
               // (several N panels); thin in M, in N, and in both with a long K.
               GemmShape(m: 1, n: 7003, k: 300), GemmShape(m: 300, n: 1, k: 7003), GemmShape(m: 257, n: 97, k: 257),
               GemmShape(m: 17, n: 2000, k: 63)]
+        // Edges of the AVX-512 14x32 tile (and of its 8-row packing groups): M around 14 and 28,
+        // N around 32 and 64, with K = 1, 7 and past a K block; the last is threaded.
+        for m in [13, 14, 15, 29] { s.append(GemmShape(m: m, n: 33, k: 7)) }
+        for n in [31, 33, 65] { s.append(GemmShape(m: 29, n: n, k: 300)) }
+        s += [GemmShape(m: 15, n: 31, k: 1), GemmShape(m: 43, n: 161, k: 700)]
         return s
     }()
+
+    /// Whether this CPU runs the AVX-512 sgemm path (tqk_set_avx512 refuses when it cannot).
+    static let hasAVX512: Bool = {
+        let old = tqk_use_avx512()
+        defer { tqk_set_avx512(old) }
+        return tqk_set_avx512(1) == 1
+    }()
+
+    /// Runs `body` with the AVX-512 kernels on or off, then restores the previous choice.
+    private func withAVX512(_ on: Bool, _ body: () -> Void) {
+        let old = tqk_use_avx512()
+        defer { tqk_set_avx512(old) }
+        #expect(tqk_set_avx512(on ? 1 : 0) == (on ? 1 : 0))
+        body()
+    }
+
+    @Test("sgemm, AVX2 path: 4 transposes x beta {0, 0.5} x threads {1, 2}", arguments: gemmShapes)
+    func sgemmAVX2(_ shape: GemmShape) {
+        withAVX512(false) { checkSgemm(shape) }
+    }
+
+    @Test("sgemm, AVX-512 path: 4 transposes x beta {0, 0.5} x threads {1, 2}",
+          .enabled(if: KernelTests.hasAVX512, "SKIPPED: this CPU has no AVX-512F/BW/DQ/VL, the AVX-512 sgemm path is not tested"),
+          arguments: gemmShapes)
+    func sgemmAVX512(_ shape: GemmShape) {
+        withAVX512(true) { checkSgemm(shape) }
+    }
 
     /// For one shape: builds logical op(A) [M x K] and op(B) [K x N], a double reference of
     /// op(A)op(B) and of |op(A)||op(B)|, then runs all four transpose variants, beta 0 and 0.5,
     /// with 1 and 2 threads, storing A and B in padded (ld > width) buffers in the layout each
     /// variant reads. Padding holds NaN, so reading it would poison the result; C's padding
     /// must come back untouched.
-    @Test("sgemm: 4 transposes x beta {0, 0.5} x threads {1, 2}", arguments: gemmShapes)
-    func sgemm(_ shape: GemmShape) {
+    private func checkSgemm(_ shape: GemmShape) {
         let M = shape.m, N = shape.n, K = shape.k
         var rng = TestRNG(UInt64(M * 1_000_003 + N * 1009 + K))
         let opA = rng.floats(M * K), opB = rng.floats(K * N)

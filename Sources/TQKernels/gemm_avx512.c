@@ -1,0 +1,53 @@
+/* The AVX-512 sgemm micro-kernel and its blocking, run by the driver in gemm.c.
+ *
+ * The target's flags are AVX2 only, so the functions here are compiled for AVX-512 by the pragma
+ * below; the driver calls them only when tqk_use_avx512() (CPU support checked at run time).
+ *
+ * Why 14x32: 28 zmm accumulators + 2 B vectors + 1 A broadcast = 31 of the 32 zmm registers,
+ * 28 FMAs per 2 B loads and 14 broadcasts (folded into the FMAs as {1to16} memory operands). */
+#include "gemm_internal.h"
+#include <immintrin.h>
+
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma"))), apply_to = function)
+
+enum { MR = 14, NR = 32 };
+
+static void kernel_14x32(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
+                         int64_t mr, int64_t nr, float alpha, float beta) {
+    /* C is touched only after the k loop: start pulling its lines in now. */
+    for (int64_t r = 0; r < mr; r++) {
+        _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(C + r * ldc + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(C + r * ldc + NR - 1), _MM_HINT_T0);
+    }
+    __m512 acc[MR][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++, Ap += MR, Bp += NR) {
+        __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+        for (int r = 0; r < MR; r++) {
+            __m512 a = _mm512_set1_ps(Ap[r]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
+    }
+    /* Column masks for a partial tile: masked-off lanes are neither loaded nor stored. */
+    __mmask16 mask[2] = {nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1),
+                         nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0};
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int64_t r = 0; r < mr; r++) {
+        float *c = C + r * ldc;
+        for (int h = 0; h < 2; h++) {
+            __m512 v = _mm512_mul_ps(acc[r][h], va);
+            if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[h], c + 16 * h), v);
+            _mm512_mask_storeu_ps(c + 16 * h, mask[h], v);
+        }
+    }
+}
+
+#pragma clang attribute pop
+
+/* kc: a 32-wide B strip (256*32*4 = 32 KB) stays in the 48 KB L1; mc: the packed A block
+ * (336*256*4 = 336 KB) stays in the 2 MB L2. Tall tasks and only 2 per thread, because at twice
+ * the AVX2 speed the traffic matters more: every task re-reads its B columns from L3 and
+ * every split of N packs A again. */
+const tqk_sgemm_arch tqk_sgemm_avx512 = {MR, NR, 256, 336, 2, kernel_14x32};
