@@ -15,7 +15,8 @@
  *   across the K blocks;
  * - B packing units and tasks are claimed dynamically (atomic counters: libomp 14 cannot link
  *   clang 21's schedule(dynamic)), so a core lost to another process does not stall the other;
- * - transposed operands are packed with 8x8 AVX transposes instead of strided scalar copies. */
+ * - operands are packed by walking their rows (contiguous reads, which the prefetcher streams),
+ *   with 8x8 AVX transposes where K runs along the rows, instead of strided scalar copies. */
 #include "gemm_internal.h"
 #include <immintrin.h>
 #include <omp.h>
@@ -51,24 +52,31 @@ static inline void transpose8(__m256 r[8]) {
     r[3] = _mm256_permute2f128_ps(s3, s7, 0x20); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
+/* Mask of the 8 lanes: those below n (none if n <= 0). */
+static inline __m256i lanes_below(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)min64(n, 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 /* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into mr-row strips (strip at dst + ir*kc,
  * d[k*mr + r]), zero padded. Stores are 8 floats wide, in groups of 8 rows: a last group of
  * fewer rows spills into the next k (or strip), which is written afterwards; the caller leaves
  * 8 floats of slack after the block. */
 static void pack_a(int transA, const float *A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
                    int64_t kc, int mr, float *dst) {
-    if (transA) { /* op(A)[i][k] = A[k][i]: mr contiguous floats of each row of A, masked loads;
-                   * strip by strip, so the stores are sequential */
-        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        for (int64_t ir = 0; ir < mc; ir += mr) {
-            float *d = dst + ir * kc;
-            const float *s = A + p0 * lda + i0 + ir;
-            for (int h = (mr - 1) / 8 * 8; h >= 0; h -= 8) { /* last group first, as below */
-                int64_t rows = min64(mc - ir - h, 8); /* never reads past the block */
-                __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rows), lane);
-                for (int64_t k = 0; k < kc; k++)
-                    _mm256_storeu_ps(d + k * mr + h, _mm256_maskload_ps(s + k * lda + h, mask));
-            }
+    if (transA) { /* op(A)[i][k] = A[k][i]: walk the rows of A, mr floats of each to each strip
+                   * (walking a column, stride lda > 2 KB, defeats the prefetcher). Within a k
+                   * the last group goes first, as below; its spill lands in k + 1, but at
+                   * k = kc-1 in the next strip, already written: there the store is masked. */
+        for (int64_t k = 0; k < kc; k++) {
+            const float *s = A + (p0 + k) * lda + i0;
+            for (int64_t ir = 0; ir < mc; ir += mr)
+                for (int h = (mr - 1) / 8 * 8; h >= 0; h -= 8) {
+                    int64_t rows = mc - ir - h; /* masked at the block's end: never reads past it */
+                    __m256 v = rows >= 8 ? _mm256_loadu_ps(s + ir + h) : _mm256_maskload_ps(s + ir + h, lanes_below(rows));
+                    float *d = dst + ir * kc + k * mr + h;
+                    if (k == kc - 1 && h + 8 > mr) _mm256_maskstore_ps(d, lanes_below(mr - h), v);
+                    else _mm256_storeu_ps(d, v);
+                }
         }
         return;
     }
