@@ -64,20 +64,24 @@ static inline __m256i lanes_below(int64_t n) {
 static void pack_a(int transA, const float *A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
                    int64_t kc, int mr, float *dst) {
     if (transA) { /* op(A)[i][k] = A[k][i]: walk the rows of A, mr floats of each to each strip
-                   * (walking a column, stride lda > 2 KB, defeats the prefetcher). Within a k
-                   * the last group goes first, as below; its spill lands in k + 1, but at
-                   * k = kc-1 in the next strip, already written: there the store is masked. */
-        for (int64_t k = 0; k < kc; k++) {
-            const float *s = A + (p0 + k) * lda + i0;
+                   * (walking a column, stride lda > 2 KB, defeats the prefetcher), 16 rows at a
+                   * time: each strip then gets 16*mr floats in one run of whole cache lines while
+                   * those rows stay in L1 (mr floats per strip per row leaves every strip's lines
+                   * half written). Within a k the last group goes first, as below; its spill lands
+                   * in k + 1, but at k = kc-1 in the next strip, already written: there the store
+                   * is masked. */
+        for (int64_t k0 = 0; k0 < kc; k0 += 16)
             for (int64_t ir = 0; ir < mc; ir += mr)
-                for (int h = (mr - 1) / 8 * 8; h >= 0; h -= 8) {
-                    int64_t rows = mc - ir - h; /* masked at the block's end: never reads past it */
-                    __m256 v = rows >= 8 ? _mm256_loadu_ps(s + ir + h) : _mm256_maskload_ps(s + ir + h, lanes_below(rows));
-                    float *d = dst + ir * kc + k * mr + h;
-                    if (k == kc - 1 && h + 8 > mr) _mm256_maskstore_ps(d, lanes_below(mr - h), v);
-                    else _mm256_storeu_ps(d, v);
+                for (int64_t k = k0; k < min64(k0 + 16, kc); k++) {
+                    const float *s = A + (p0 + k) * lda + i0;
+                    for (int h = (mr - 1) / 8 * 8; h >= 0; h -= 8) {
+                        int64_t rows = mc - ir - h; /* masked at the block's end: never reads past it */
+                        __m256 v = rows >= 8 ? _mm256_loadu_ps(s + ir + h) : _mm256_maskload_ps(s + ir + h, lanes_below(rows));
+                        float *d = dst + ir * kc + k * mr + h;
+                        if (k == kc - 1 && h + 8 > mr) _mm256_maskstore_ps(d, lanes_below(mr - h), v);
+                        else _mm256_storeu_ps(d, v);
+                    }
                 }
-        }
         return;
     }
     for (int64_t ir = 0; ir < mc; ir += mr) {
