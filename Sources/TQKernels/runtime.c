@@ -10,9 +10,11 @@ int tqk_cpu_supported(void) {
 }
 
 /* AVX-512 kernels are chosen at run time: used when the CPU has AVX512F/BW/DQ/VL, unless the
- * environment sets TESSERAQ_NO_AVX512=1 or tqk_set_avx512(0) was called (tests run both paths).
- * -1 = not decided yet. */
+ * environment sets TESSERAQ_NO_AVX512=1. tqk_set_avx512 overrides that for the calling thread only
+ * (tests run both paths side by side); kernels decide on the calling thread, before any parallel
+ * region. -1 = not decided yet / no override. */
 static int tqk_avx512 = -1;
+static _Thread_local int tqk_avx512_thread = -1;
 
 static int cpu_has_avx512(void) {
     __builtin_cpu_init();
@@ -21,6 +23,7 @@ static int cpu_has_avx512(void) {
 }
 
 int tqk_use_avx512(void) {
+    if (tqk_avx512_thread >= 0) return tqk_avx512_thread;
     if (tqk_avx512 < 0) {
         const char *off = getenv("TESSERAQ_NO_AVX512");
         tqk_avx512 = cpu_has_avx512() && !(off && off[0] && off[0] != '0');
@@ -29,8 +32,8 @@ int tqk_use_avx512(void) {
 }
 
 int tqk_set_avx512(int enabled) {
-    tqk_avx512 = enabled && cpu_has_avx512();
-    return tqk_avx512;
+    tqk_avx512_thread = enabled < 0 ? -1 : enabled && cpu_has_avx512();
+    return tqk_use_avx512();
 }
 
 /* omp_set_num_threads only affects the calling thread, so the library keeps its own setting and

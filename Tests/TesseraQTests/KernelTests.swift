@@ -108,28 +108,13 @@ struct KernelTests {
         return s
     }()
 
-    /// Whether this CPU runs the AVX-512 sgemm path (tqk_set_avx512 refuses when it cannot).
-    static let hasAVX512: Bool = {
-        let old = tqk_use_avx512()
-        defer { tqk_set_avx512(old) }
-        return tqk_set_avx512(1) == 1
-    }()
-
-    /// Runs `body` with the AVX-512 kernels on or off, then restores the previous choice.
-    private func withAVX512(_ on: Bool, _ body: () -> Void) {
-        let old = tqk_use_avx512()
-        defer { tqk_set_avx512(old) }
-        #expect(tqk_set_avx512(on ? 1 : 0) == (on ? 1 : 0))
-        body()
-    }
-
     @Test("sgemm, AVX2 path: 4 transposes x beta {0, 0.5} x threads {1, 2}", arguments: gemmShapes)
     func sgemmAVX2(_ shape: GemmShape) {
         withAVX512(false) { checkSgemm(shape) }
     }
 
     @Test("sgemm, AVX-512 path: 4 transposes x beta {0, 0.5} x threads {1, 2}",
-          .enabled(if: KernelTests.hasAVX512, "SKIPPED: this CPU has no AVX-512F/BW/DQ/VL, the AVX-512 sgemm path is not tested"),
+          .enabled(if: cpuHasAVX512, noAVX512),
           arguments: gemmShapes)
     func sgemmAVX512(_ shape: GemmShape) {
         withAVX512(true) { checkSgemm(shape) }

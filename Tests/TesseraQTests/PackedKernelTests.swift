@@ -42,22 +42,6 @@ private func withOptional<R>(_ a: [Int32]?, _ body: (UnsafePointer<Int32>?) -> R
     return a.withUnsafeBufferPointer { body($0.baseAddress) }
 }
 
-/// Whether this CPU runs the AVX-512 kernels (tqk_set_avx512 turns them on only where it does).
-private let cpuHasAVX512: Bool = {
-    let was = tqk_use_avx512()
-    defer { tqk_set_avx512(was) }
-    return tqk_set_avx512(1) == 1
-}()
-
-private let noAVX512: Comment = "this CPU lacks AVX-512: the AVX-512 packed kernels are NOT tested here"
-
-/// Runs body on the AVX-512 kernels (on) or the AVX2 ones, then turns AVX-512 back on (where the CPU has it).
-private func withAVX512<R>(_ on: Bool, _ body: () throws -> R) rethrows -> R {
-    tqk_set_avx512(on ? 1 : 0)
-    defer { tqk_set_avx512(1) }
-    return try body()
-}
-
 private let allBits = [2, 3, 4, 8]
 private let inSizes = [7, 32, 64, 96, 100, 172, 576]
 private let outSizes = [1, 3, 8, 13, 64, 172]

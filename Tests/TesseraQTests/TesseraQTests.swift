@@ -168,7 +168,7 @@ struct TesseraQPipelineTests {
         #expect(!FileManager.default.fileExists(atPath: dir))
         #expect(FileManager.default.fileExists(atPath: dir + ".partial/blocks/0002/report.json"))
         var started: Set<Int> = []
-        try runTesseraQ(bits: 2, group: 32, extra: quick, out: dir) { p in
+        _ = try runTesseraQ(bits: 2, group: 32, extra: quick, out: dir) { p in
             if !p.loss.isNaN { started.insert(p.block) }   // finished blocks report no loss
             return true
         }

@@ -21,7 +21,8 @@ TQK_API void tqk_apply_num_threads(void);
 TQK_API int tqk_get_num_threads(void);
 /* 1 when the AVX-512 variants of the kernels run (CPU support, TESSERAQ_NO_AVX512 unset). */
 TQK_API int tqk_use_avx512(void);
-/* Turns the AVX-512 variants on (when the CPU has them) or off; returns the new state. */
+/* For the calling thread only: AVX-512 variants on (1, where the CPU has them), off (0), or back to
+ * the process-wide choice (-1). Returns the calling thread's new state. */
 TQK_API int tqk_set_avx512(int enabled);
 
 /* ---- GEMM: C = alpha * op(A) * op(B) + beta * C ----

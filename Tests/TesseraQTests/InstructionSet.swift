@@ -1,0 +1,18 @@
+import Testing
+import TQKernels
+
+/// Whether this CPU runs the AVX-512 kernels (tqk_set_avx512 turns them on only where it does).
+let cpuHasAVX512: Bool = {
+    defer { tqk_set_avx512(-1) }
+    return tqk_set_avx512(1) == 1
+}()
+
+let noAVX512: Comment = "this CPU lacks AVX-512: the AVX-512 kernels are NOT tested here"
+
+/// Runs `body` on the AVX-512 kernels (on) or the AVX2 ones, then returns to the process-wide
+/// choice. The switch is per thread, so suites running in parallel do not change each other's path.
+func withAVX512<R>(_ on: Bool, _ body: () throws -> R) rethrows -> R {
+    #expect(tqk_set_avx512(on ? 1 : 0) == (on ? 1 : 0))
+    defer { tqk_set_avx512(-1) }
+    return try body()
+}
