@@ -28,8 +28,10 @@ fi
 export PKG_CONFIG_PATH="$WORK/prefix/lib/pkgconfig"
 # shellcheck disable=SC2046
 gcc "${CFLAGS[@]}" examples/c/packed_gemv.c -o "$WORK/packed_gemv_pc" $(pkg-config --cflags --libs tesseraq) -lm
-# The check is about the binary's own RUNPATH, so an inherited LD_LIBRARY_PATH must not decide it.
-if ! env -u LD_LIBRARY_PATH ldd "$WORK/packed_gemv_pc" | grep -qF "$WORK/prefix/lib/libtesseraq.so"; then
+# The check is about the binary's own RUNPATH, so an inherited LD_LIBRARY_PATH must not decide it;
+# paths are compared resolved, so a symlink in TMPDIR does not matter.
+LOADED="$(env -u LD_LIBRARY_PATH ldd "$WORK/packed_gemv_pc" | awk '$1 == "libtesseraq.so" {print $3}')"
+if [ -z "$LOADED" ] || [ "$(readlink -f "$LOADED")" != "$(readlink -f "$WORK/prefix/lib/libtesseraq.so")" ]; then
   env -u LD_LIBRARY_PATH ldd "$WORK/packed_gemv_pc" >&2
   echo "error: the pkg-config build does not load $WORK/prefix/lib/libtesseraq.so" >&2; exit 1
 fi
