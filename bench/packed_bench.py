@@ -199,37 +199,30 @@ def main():
 
     print("correctness: max |Y - ref| / max |ref|, ref = float64 numpy X @ W.T with the dequantised W")
     worst = 0.0
-    layers = {}
-    for bits in all_bits:
-        for (out, inn, g) in shapes:
-            L = make_layer(out, inn, bits, g, rng)
-            layers[(bits, out, inn, g)] = L
-            for batch in batches:
-                X = rng.standard_normal((batch, inn), dtype=np.float32)
-                Y = np.full((batch, out), np.nan, dtype=np.float32)
-                call_packed(lib, L, out, inn, bits, g, X, Y, batch)
-                ref = X.astype(np.float64) @ L["W"].astype(np.float64).T
-                err = float(np.abs(Y - ref).max() / np.abs(ref).max())
-                worst = max(worst, err)
-                if not err < 1e-5:
-                    print(f"  FAIL bits={bits} {out}x{inn} g{g} batch={batch}: rel err {err:.3e}")
-                    sys.exit(1)
+
+    def check(layers, shapes, batches, act_order=False):
+        """Builds a layer per (bits, shape) into `layers` and checks every batch against float64."""
+        nonlocal worst
+        for bits in all_bits:
+            for (out, inn, g) in shapes:
+                L = make_layer(out, inn, bits, g, rng, act_order=act_order)
+                layers[(bits, out, inn, g)] = L
+                for batch in batches:
+                    X = rng.standard_normal((batch, inn), dtype=np.float32)
+                    Y = np.full((batch, out), np.nan, dtype=np.float32)
+                    call_packed(lib, L, out, inn, bits, g, X, Y, batch)
+                    ref = X.astype(np.float64) @ L["W"].astype(np.float64).T
+                    err = float(np.abs(Y - ref).max() / np.abs(ref).max())
+                    worst = max(worst, err)
+                    if not err < 1e-5:
+                        print(f"  FAIL{' act-order' if act_order else ''} bits={bits} {out}x{inn} g{g} "
+                              f"batch={batch}: rel err {err:.3e}")
+                        sys.exit(1)
+
+    layers, ao_layers = {}, {}
     ao_shapes = [(4096, 4096, 128), (576, 576, 64)]
-    ao_layers = {}
-    for bits in all_bits:
-        for (out, inn, g) in ao_shapes:
-            L = make_layer(out, inn, bits, g, rng, act_order=True)
-            ao_layers[(bits, out, inn, g)] = L
-            for batch in (1, 8):
-                X = rng.standard_normal((batch, inn), dtype=np.float32)
-                Y = np.full((batch, out), np.nan, dtype=np.float32)
-                call_packed(lib, L, out, inn, bits, g, X, Y, batch)
-                ref = X.astype(np.float64) @ L["W"].astype(np.float64).T
-                err = float(np.abs(Y - ref).max() / np.abs(ref).max())
-                worst = max(worst, err)
-                if not err < 1e-5:
-                    print(f"  FAIL act-order bits={bits} {out}x{inn} g{g} batch={batch}: rel err {err:.3e}")
-                    sys.exit(1)
+    check(layers, shapes, batches)
+    check(ao_layers, ao_shapes, (1, 8), act_order=True)
     n_ok = len(layers) * len(batches) + len(ao_layers) * 2
     print(f"  all {n_ok} configurations OK (incl. act-order g_idx), worst rel err {worst:.2e}\n")
 

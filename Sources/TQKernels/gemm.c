@@ -18,6 +18,7 @@
  * - operands are packed by walking their rows (contiguous reads, which the prefetcher streams),
  *   with 8x8 AVX transposes where K runs along the rows, instead of strided scalar copies. */
 #include "gemm_internal.h"
+#include "vec.h"
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -35,22 +36,6 @@ enum {
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-/* In-register 8x8 transpose: r[i] holds row i on entry, column i on exit. */
-static inline void transpose8(__m256 r[8]) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20); r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20); r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20); r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
 
 /* Mask of the 8 lanes: those below n (none if n <= 0). */
 static inline __m256i lanes_below(int64_t n) {
@@ -96,7 +81,7 @@ static void pack_a(int transA, const float *A, int64_t lda, int64_t i0, int64_t 
                     __m256 r[8];
                     for (int q = 0; q < 8; q++)
                         r[q] = h + q < mr ? _mm256_loadu_ps(s + (h + q) * lda + k) : _mm256_setzero_ps();
-                    transpose8(r);
+                    tqk_transpose8(r);
                     for (int q = 0; q < 8; q++) _mm256_storeu_ps(d + (k + q) * mr + h, r[q]);
                 }
             }
@@ -132,7 +117,7 @@ static void pack_b(int transB, const float *B, int64_t ldb, int64_t p0, int64_t 
                     const float *s = B + (j0 + j + h) * ldb + p0 + k;
                     __m256 r[8];
                     for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(s + q * ldb);
-                    transpose8(r);
+                    tqk_transpose8(r);
                     for (int q = 0; q < 8; q++) _mm256_store_ps(d + (k + q) * nr + h, r[q]);
                 }
             }

@@ -24,6 +24,7 @@
  * batch row through a 6 x 16 FMA register block. Act-order GEMM dequantises each tile
  * exactly, W = (float)(c - z[g(i)]) * s[g(i)], into that buffer instead. */
 #include "qgemv_internal.h"
+#include "vec.h"
 #include <omp.h>
 #include <string.h>
 
@@ -855,25 +856,6 @@ void tqk_packed_gemm(const uint32_t *qweight, const uint32_t *qzeros, const uint
 /* ------------------------------------------------------------------------------------------ */
 /* Dequantisation of output rows [row_begin, row_end)                                         */
 
-AI void transpose8(__m256 r[8]) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
-
 void tqk_packed_dequantize(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
                            const int32_t *g_idx, int64_t out, int64_t in, int bits, int64_t group_size,
                            int64_t row_begin, int64_t row_end, float *out_w) {
@@ -911,7 +893,7 @@ void tqk_packed_dequantize(const uint32_t *qweight, const uint32_t *qzeros, cons
                         r[k] = _mm256_setzero_ps();
                     }
                 }
-                transpose8(r); /* r[l] = W[o + l, i0 .. i0 + 8) */
+                tqk_transpose8(r); /* r[l] = W[o + l, i0 .. i0 + 8) */
                 for (int l = 0; l < nvalid; l++) {
                     float *dst = out_w + (o + l - row_begin) * in + i0;
                     if (ni == 8) _mm256_storeu_ps(dst, r[l]);
