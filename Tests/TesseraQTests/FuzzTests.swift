@@ -8,19 +8,9 @@ import Foundation
 import Testing
 @testable import TesseraQ
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and the same sequence on every platform.
-private struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in 0 ..< n (n > 0).
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+/// The fuzzers' draws on the tests' seeded generator.
+private extension TestRNG {
+    mutating func below(_ n: Int) -> Int { int(n) }
     mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
     mutating func pick<T>(_ a: [T]) -> T { a[below(a.count)] }
 }
@@ -40,7 +30,7 @@ private let jsonTokens = [
 ]
 
 /// A random JSON value, at most `depth` levels deep.
-private func randomJSON(_ r: inout SplitMix64, depth: Int = 3) -> String {
+private func randomJSON(_ r: inout TestRNG, depth: Int = 3) -> String {
     switch r.below(depth > 0 ? 8 : 5) {
     case 0: return r.pick(["null", "true", "false"])
     case 1, 2: return r.pick(interestingNumbers)
@@ -54,7 +44,7 @@ private func randomJSON(_ r: inout SplitMix64, depth: Int = 3) -> String {
 }
 
 /// Byte-level mutations of a JSON text, shared by both fuzzers.
-private func mutateText(_ text: inout [UInt8], _ r: inout SplitMix64) {
+private func mutateText(_ text: inout [UInt8], _ r: inout TestRNG) {
     switch r.below(7) {
     case 0 where !text.isEmpty: // flip a bit
         text[r.below(text.count)] ^= UInt8(1) << UInt8(r.below(8))
@@ -147,7 +137,7 @@ struct FuzzTests {
         let base = Self.baseTensors()
         let baseHeader = Array(STFixture.header(base, metadata: ["format": "pt", "note": "fuzz"]).utf8)
         let baseData = base.flatMap(\.data)
-        var r = SplitMix64(seed: 0x7E55_E7A0)
+        var r = TestRNG(0x7E55_E7A0)
         var parsed = 0, refused = 0, floatReads = 0
         var kinds: [TQError.Kind: Int] = [:]
         let iterations = 3000
@@ -236,7 +226,7 @@ struct FuzzTests {
         try model.write(to: dir)
         let configPath = dir.path + "/config.json"
         let keys = model.config.keys.sorted() + ["quantization_config", "dtype", "rope_type", "bos_token_id", "max_position_embeddings"]
-        var r = SplitMix64(seed: 0xC0_4F16)
+        var r = TestRNG(0xC0_4F16)
         var parsed = 0, opened = 0, refused = 0, ran = 0
         var modelRuns = 0 // LlamaModel opens are ~10 ms each in a debug build: the first 300 parsed configs
         let iterations = 3000

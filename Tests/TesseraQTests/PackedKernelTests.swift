@@ -15,21 +15,6 @@ import TQKernels
 
 // MARK: - helpers
 
-/// SplitMix64, so failures reproduce.
-private struct PRng {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func int(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-    mutating func float(_ lo: Float, _ hi: Float) -> Float { lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24) }
-}
-
 private func withThreadCount<R>(_ n: Int32, _ body: () throws -> R) rethrows -> R {
     let old = tqk_get_num_threads()
     tqk_set_num_threads(n)
@@ -93,7 +78,7 @@ private struct Layer {
     var rowsQ: Int { qweight.count / out }
     var colsZ: Int { qzeros.count / nGroups }
 
-    init(bits: Int, out: Int, inF: Int, group g: Int, rng: inout PRng) {
+    init(bits: Int, out: Int, inF: Int, group g: Int, rng: inout TestRNG) {
         self.bits = bits
         self.out = out
         self.inF = inF
@@ -146,7 +131,7 @@ private struct Layer {
     }
 
     /// A permutation-like act-order g_idx: every group keeps its size, members shuffled.
-    func randomGIdx(_ rng: inout PRng) -> [Int32] {
+    func randomGIdx(_ rng: inout TestRNG) -> [Int32] {
         var g = (0..<inF).map { Int32($0 / group) }
         for i in stride(from: inF - 1, to: 0, by: -1) { g.swapAt(i, rng.int(i + 1)) }
         return g
@@ -196,8 +181,8 @@ private struct Layer {
     }
 }
 
-private func forEachLayer(bits: Int, seed: UInt64, _ body: (Layer, inout PRng) -> Void) {
-    var rng = PRng(seed &+ UInt64(bits))
+private func forEachLayer(bits: Int, seed: UInt64, _ body: (Layer, inout TestRNG) -> Void) {
+    var rng = TestRNG(seed &+ UInt64(bits))
     for inF in inSizes {
         for out in outSizes {
             for g in groupSizes where g != 48 || inF >= 96 {
@@ -399,7 +384,7 @@ struct PackedKernelTests {
     /// anywhere in them (out around multiples of 16 and 64, large enough for two threads), a
     /// partial last group, per-channel groups, a partial 3-bit unit (in = 1200).
     private func vectorEdges(bits: Int) {
-        var rng = PRng(53 &+ UInt64(bits))
+        var rng = TestRNG(53 &+ UInt64(bits))
         for out in [113, 127, 128, 129, 143, 191, 200] {
             for g in [128, 0] {
                 let L = Layer(bits: bits, out: out, inF: 1200, group: g, rng: &rng)
@@ -422,7 +407,7 @@ struct PackedKernelTests {
     /// reference, so 1000 x 1536): every code path at realistic sizes, including column-block,
     /// partial-vector and thread boundaries, with and without an act-order g_idx.
     private func largerLayer(bits: Int) {
-        var rng = PRng(99 &+ UInt64(bits))
+        var rng = TestRNG(99 &+ UInt64(bits))
         let L = Layer(bits: bits, out: 1000, inF: 1536, group: 128, rng: &rng)
         let x = (0..<(2 * L.inF)).map { _ in rng.float(-1, 1) }
         for gIdx in [nil, L.randomGIdx(&rng)] as [[Int32]?] {
@@ -458,7 +443,7 @@ struct PackedKernelTests {
 
     /// A NaN anywhere in x makes every output NaN (through the zero-point term, whatever the codes).
     private func nanInput(bits: Int) {
-        var rng = PRng(71 &+ UInt64(bits))
+        var rng = TestRNG(71 &+ UInt64(bits))
         let L = Layer(bits: bits, out: 150, inF: 1000, group: 128, rng: &rng)
         for gIdx in [nil, L.randomGIdx(&rng)] as [[Int32]?] {
             for batch in [1, 3] {
