@@ -153,15 +153,7 @@ struct AddedVocabulary {
     private static func scalarBefore(_ p: UnsafeBufferPointer<UInt8>, _ end: Int) -> UInt32 {
         var i = end - 1
         while i > 0 && p[i] & 0xC0 == 0x80 { i -= 1 }
-        return scalarAt(p, i)
-    }
-
-    private static func scalarAt(_ p: UnsafeBufferPointer<UInt8>, _ i: Int) -> UInt32 {
-        let l = TextUnicode.seqLen(p[i])
-        if l == 1 { return UInt32(p[i]) }
-        var c = UInt32(p[i] & (0xFF >> (l + 1)))
-        for k in 1..<l { c = c << 6 | UInt32(p[i + k] & 0x3F) }
-        return c
+        return TextUnicode.scalar(p, at: i)
     }
 
     static func endsWithWord(_ p: UnsafeBufferPointer<UInt8>, _ end: Int) -> Bool {
@@ -169,7 +161,7 @@ struct AddedVocabulary {
     }
 
     static func startsWithWord(_ p: UnsafeBufferPointer<UInt8>, _ start: Int) -> Bool {
-        start < p.count && TextUnicode.isWord(scalarAt(p, start))
+        start < p.count && TextUnicode.isWord(TextUnicode.scalar(p, at: start))
     }
 
     /// Start of the whitespace run ending at `end`.
@@ -178,7 +170,7 @@ struct AddedVocabulary {
         while e > 0 {
             var i = e - 1
             while i > 0 && p[i] & 0xC0 == 0x80 { i -= 1 }
-            if !TextUnicode.isWhitespace(scalarAt(p, i)) { break }
+            if !TextUnicode.isWhitespace(TextUnicode.scalar(p, at: i)) { break }
             e = i
         }
         return e
@@ -188,7 +180,7 @@ struct AddedVocabulary {
     static func leadingSpaceEnd(_ p: UnsafeBufferPointer<UInt8>, _ start: Int) -> Int {
         var s = start
         while s < p.count {
-            if !TextUnicode.isWhitespace(scalarAt(p, s)) { break }
+            if !TextUnicode.isWhitespace(TextUnicode.scalar(p, at: s)) { break }
             s += TextUnicode.seqLen(p[s])
         }
         return s

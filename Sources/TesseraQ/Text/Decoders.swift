@@ -64,11 +64,7 @@ indirect enum TextDecoder {
                     var i = 0
                     while i < p.count {
                         let l = TextUnicode.seqLen(p[i])
-                        var c = UInt32(p[i])
-                        if l > 1 {
-                            c = UInt32(p[i] & (0xFF >> (l + 1)))
-                            for k in 1..<l { c = c << 6 | UInt32(p[i + k] & 0x3F) }
-                        }
+                        let c = TextUnicode.scalar(p, at: i)
                         guard c < table.count, table[Int(c)] >= 0 else { ok = false; return }
                         bytes.append(UInt8(table[Int(c)]))
                         i += l

@@ -76,11 +76,7 @@ func predicateMatches(_ b: [UInt8], _ pred: (UInt32) -> Bool) -> [(Range<Int>, B
         var i = 0
         while i < p.count {
             let l = TextUnicode.seqLen(p[i])
-            var c = UInt32(p[i])
-            if l > 1 {
-                c = UInt32(p[i] & (0xFF >> (l + 1)))
-                for k in 1..<l { c = c << 6 | UInt32(p[i + k] & 0x3F) }
-            }
+            let c = TextUnicode.scalar(p, at: i)
             if pred(c) {
                 if last < i { out.append((last..<i, false)) }
                 out.append((i..<(i + l), true))

@@ -34,6 +34,16 @@ enum TextUnicode {
         b0 < 0x80 ? 1 : b0 < 0xE0 ? 2 : b0 < 0xF0 ? 3 : 4
     }
 
+    /// The code point of the UTF-8 sequence starting at p[i] (valid UTF-8).
+    @inline(__always)
+    static func scalar(_ p: UnsafeBufferPointer<UInt8>, at i: Int) -> UInt32 {
+        let l = seqLen(p[i])
+        if l == 1 { return UInt32(p[i]) }
+        var c = UInt32(p[i] & (0xFF >> (l + 1)))
+        for k in 1..<l { c = c << 6 | UInt32(p[i + k] & 0x3F) }
+        return c
+    }
+
     // Unicode versions: `tokenizers` 0.23.3 (the reference) classifies with Oniguruma's, Rust
     // regex's and the unicode_categories crate's tables, which predate this toolchain's
     // (Unicode 17). The tables below, measured against `tokenizers` on every code point, make the
