@@ -760,6 +760,10 @@ void tqk_packed_gemv(const uint32_t *qweight, const uint32_t *qzeros, const uint
         run_gemv_gidx(&p, g_idx, x);
         return;
     }
+    if (tqk_use_avx512()) { /* needs neither the tiles nor the prescaled x below */
+        tqk_packed_gemv_fast_avx512(&p, x);
+        return;
+    }
     int64_t *u0 = NULL, *u1 = NULL, *tg = NULL;
     const int64_t nt_tiles = build_tiles(&p, GEMV_TILE_VALUES, &u0, &u1, &tg);
     float *xs = xmalloc((size_t)(p.U * p.V + 8) * sizeof(float)); /* prescale writes whole vectors */
@@ -772,15 +776,11 @@ void tqk_packed_gemv(const uint32_t *qweight, const uint32_t *qzeros, const uint
         p.xs = xs;
         p.sx = sx;
         prescale(&p, x, xs, sx);
-        if (tqk_use_avx512()) {
-            tqk_packed_gemv_fast_avx512(&p, x, want_parallel(out, in, 1));
-        } else {
-            const int64_t nblk = (out + BLK - 1) / BLK;
-            #pragma omp parallel if (want_parallel(out, in, 1))
-            {
-                const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-                gemv_fast_range(&p, nblk * t / nt, nblk * (t + 1) / nt);
-            }
+        const int64_t nblk = (out + BLK - 1) / BLK;
+        #pragma omp parallel if (want_parallel(out, in, 1))
+        {
+            const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+            gemv_fast_range(&p, nblk * t / nt, nblk * (t + 1) / nt);
         }
     } else {
         fill_nan(y, out);

@@ -5,82 +5,111 @@
  * bit q belongs to value i = q / B with weight 2^(q mod B), so
  *   sum_i c_i x_i = sum over the stream's 4-bit nibbles n of T_n[nibble n],
  *   T_n[m] = sum over the set bits t of m of 2^((4n + t) mod B) x[(4n + t) / B].
- * vpermps looks up 16 columns at once and reads only the low 4 bits of each index lane, so the
- * word shifted right by 4n is the index as it is: per word of 16 columns, 7 shifts + 8 permutes
- * + 8 adds for 32/B values whatever B is (AVX2: AND + CVT + FMA per value and 8 columns), and
- * 3-bit values straddling words need nothing special (nibbles never straddle). The tables (512 B
- * per packed row) depend on x only: built once per call, shared by the threads; a tile's few KB
- * stay in L1 while its rows are swept. Zero points and scales are applied per tile as in
- * qgemv.c: y += s * (acc - z * sum(x over the tile)). */
+ * vpermps looks up 16 columns at once and reads only the low 4 bits of each index lane, so a
+ * word whose nibble n sits at the bottom is the index as it is: per word of 16 columns, 3 extra
+ * loads at byte offsets + 4 shifts + 8 permutes + 8 adds for 32/B values whatever B is (AVX2:
+ * AND + CVT + FMA per value and 8 columns), and 3-bit values straddling words need nothing
+ * special (nibbles never straddle). The tables (512 B per packed row) depend on x only; each
+ * thread builds those of a tile (at most 16 KB, on its stack) just before sweeping the tile's
+ * rows over all columns. Zero points and scales are applied per tile as in qgemv.c:
+ * y += s * (acc - z * sum(x over the tile)).
+ * Threads split the input dimension: no barrier (a thread needs only its own tables) and no
+ * short column tails; thread 0 accumulates into y, the others into partial sums added at the
+ * end. Small matrices (SmolLM2's are 28-440 KB) are bound by such per-call costs. */
 #include "qgemv_internal.h"
 #include <float.h>
 #include <omp.h>
 #include <string.h>
 
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,bmi2"))), apply_to = function)
 
 enum {
     TABLE_FLOATS = 8 * 16, /* per packed row: 8 nibbles x 16 entries */
     NV_MAX = 4,            /* 16-column vectors per block: 4 x 2 accumulators + 8 tables in zmm */
     PF_TILES = 2,          /* tiles ahead of the words prefetched into L2 (one is also fine; 4 worse) */
+    TILE_ROWS = 32,        /* packed rows per tile at most: 16 KB of tables */
+    STACK_PARTIAL = 4096,  /* floats of partial sums kept on the stack (out <= 4096 on 2 threads) */
+    /* packed bytes from which a second thread pays: the fork and join (~0.6 us) cost about what
+     * a thread saves on a 192 x 576 3-bit matrix (41 KB) */
+    PARALLEL_MIN_BYTES = 40 << 10,
 };
 
-/* Tables of packed rows [r0, r1). Subnormal bit weights are flushed (microcode assists in the
- * hot loop; they contribute < 2^-100), and so are NaNs, as qgemv.c's prescale does: NaN in x
- * reaches y through the tile sums. */
-static void build_tables(const Problem *p, const float *x, int64_t r0, int64_t r1, float *T) {
-    static const __mmask16 has_bit[4] = {0xAAAA, 0xCCCC, 0xF0F0, 0xFF00}; /* entries m with bit t */
-    const int B = (int)p->bits;
-    /* bit q of word w of a unit: value vi[w][q] of the unit, weight pw[w][q] = 2^(bit in value) */
-    int32_t vi[3][32];
-    float pw[3][32];
-    for (int q = 0; q < 32 * (int)p->WPU; q++) {
-        vi[q / 32][q % 32] = q / B;
-        pw[q / 32][q % 32] = (float)(1 << (q % B));
-    }
+/* xf[0, n) = x[i0, i0 + n), 0 past `in`; subnormals flushed (microcode assists in the hot loop;
+ * they contribute < 2^-100), and so are NaNs, as qgemv.c's prescale does: NaN in x reaches y
+ * through the tile sums. */
+static void flush_x(const float *x, int64_t in, int64_t i0, int64_t n, float *xf) {
     const __m512 tiny = _mm512_set1_ps(FLT_MIN);
-    for (int64_t r = r0; r < r1; r++) {
-        const int64_t i0 = r / p->WPU * p->V; /* first value of the row's unit */
-        const int w = (int)(r % p->WPU);
-        const int64_t nval = min64(p->V, p->in - i0); /* past `in`: padding, weight 0 */
-        const __m512 xa = _mm512_maskz_loadu_ps((__mmask16)((1u << min64(16, nval)) - 1), x + i0);
-        const __m512 xb = nval > 16 ? _mm512_maskz_loadu_ps((__mmask16)((1u << (nval - 16)) - 1), x + i0 + 16)
-                                    : _mm512_setzero_ps();
-        float wt[32];
-        for (int h = 0; h < 2; h++) {
-            __m512 v = _mm512_mul_ps(_mm512_permutex2var_ps(xa, _mm512_loadu_si512(vi[w] + 16 * h), xb),
-                                     _mm512_loadu_ps(pw[w] + 16 * h));
-            v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_abs_ps(v), tiny, _CMP_GE_OQ), v);
-            _mm512_storeu_ps(wt + 16 * h, v);
-        }
-        for (int n = 0; n < 8; n++) {
-            __m512 e = _mm512_setzero_ps();
-            for (int t = 0; t < 4; t++) e = _mm512_mask_add_ps(e, has_bit[t], e, _mm512_set1_ps(wt[4 * n + t]));
-            _mm512_store_ps(T + r * TABLE_FLOATS + 16 * n, e);
-        }
+    for (int64_t k = 0; k < n; k += 16) {
+        const int64_t i = i0 + k;
+        const __mmask16 m = (__mmask16)(i + 16 <= in ? 0xFFFF : i < in ? (1u << (in - i)) - 1 : 0);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_store_ps(xf + k, _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_abs_ps(v), tiny, _CMP_GE_OQ), v));
     }
 }
 
-/* acc[v] = sum over packed rows [r0, r1) of the table lookups of NV vectors of 16 columns at
- * qw; `last` masks the columns of the last vector (0 words look up entry 0, which is 0). Each
- * row also prefetches its words `ahead` words further (the same words of a later tile). */
-AI void tile_acc(const int NV, __mmask16 last, const uint32_t *qw, int64_t out, int64_t ahead, const float *T,
-                 int64_t r0, int64_t r1, __m512 *acc) {
+/* Tables of the packed rows of n_units units (B bits) whose values are xf. Nibble n of word w of
+ * a unit holds bits of at most two values j0, j0 + 1 of the unit, so its table is
+ * xf[j0] * C0 + xf[j0 + 1] * C1, where Ck[m] = the part of value jk that nibble value m encodes. */
+AI void build_tables(const int B, const float *xf, int64_t n_units, float *T) {
+    const int V = B == 3 ? 32 : 32 / B, WPU = B == 3 ? 3 : 1;
+    __m512 bit[4]; /* bit t of entry m, as 0 or 1 */
+    for (int t = 0; t < 4; t++)
+        bit[t] = _mm512_maskz_mov_ps((__mmask16)(t == 0 ? 0xAAAA : t == 1 ? 0xCCCC : t == 2 ? 0xF0F0 : 0xFF00),
+                                     _mm512_set1_ps(1.0f));
+    __m512 C[3][8][2];
+    for (int w = 0; w < WPU; w++)
+        for (int n = 0; n < 8; n++) {
+            const int q0 = 32 * w + 4 * n, j0 = q0 / B;
+            C[w][n][0] = C[w][n][1] = _mm512_setzero_ps();
+            for (int t = 0; t < 4; t++) {
+                const int q = q0 + t;
+                C[w][n][q / B - j0] = _mm512_fmadd_ps(bit[t], _mm512_set1_ps((float)(1 << (q % B))), C[w][n][q / B - j0]);
+            }
+        }
+    for (int64_t u = 0; u < n_units; u++) {
+        const float *xu = xf + u * V;
+        float *Tu = T + u * WPU * TABLE_FLOATS;
+#pragma clang loop unroll(full)
+        for (int w = 0; w < WPU; w++)
+#pragma clang loop unroll(full)
+            for (int n = 0; n < 8; n++) {
+                const int q0 = 32 * w + 4 * n, j0 = q0 / B;
+                __m512 e = _mm512_mul_ps(_mm512_set1_ps(xu[j0]), C[w][n][0]);
+                if ((q0 + 3) / B > j0) e = _mm512_fmadd_ps(_mm512_set1_ps(xu[j0 + 1]), C[w][n][1], e);
+                _mm512_store_ps(Tu + w * TABLE_FLOATS + 16 * n, e);
+            }
+    }
+}
+
+/* acc[v] = sum over `rows` packed rows from qw (tables T) of the table lookups of NV vectors of
+ * 16 columns; `last` masks the columns of the last vector (0 words look up entry 0, which is 0), and
+ * `edge` says it ends its row. Nibbles 2k and 2k + 1 of each word are the low and high nibble of
+ * its byte k: a load k bytes further puts byte k in the low bits of each lane (vpermps ignores
+ * the rest), so 3 loads and 4 shifts give the 8 indices instead of 7 shifts. The last vector of
+ * a row loads only the bytes it uses (the load would run past the end of qweight). Each row
+ * also prefetches its words `ahead` words further (the same words of a later tile). */
+AI void tile_acc(const int NV, __mmask16 last, int edge, const uint32_t *qw, int64_t out, int64_t ahead,
+                 const float *T, int64_t rows, __m512 *acc) {
+    const __mmask64 edge_bytes = _pdep_u64(last, 0x1111111111111111ull);
     __m512 a[NV_MAX][2];
     for (int v = 0; v < NV; v++) a[v][0] = a[v][1] = _mm512_setzero_ps();
-    for (int64_t r = r0; r < r1; r++) {
+    for (int64_t r = 0; r < rows; r++) {
         const float *t = T + r * TABLE_FLOATS;
-        __m512i w[NV_MAX];
+        __m512i w[NV_MAX][4];
         for (int v = 0; v < NV; v++) {
-            w[v] = _mm512_maskz_loadu_epi32(v == NV - 1 ? last : 0xFFFF, qw + r * out + 16 * v);
-            _mm_prefetch((const char *)(qw + r * out + 16 * v + ahead), _MM_HINT_T1);
+            const uint32_t *q = qw + r * out + 16 * v;
+            const int masked = edge && v == NV - 1;
+            for (int k = 0; k < 4; k++)
+                w[v][k] = masked ? _mm512_maskz_loadu_epi8(edge_bytes, (const char *)q + k)
+                                 : _mm512_loadu_si512((const char *)q + k);
+            _mm_prefetch((const char *)(q + ahead), _MM_HINT_T1);
         }
 #pragma clang loop unroll(full)
         for (int n = 0; n < 8; n++) {
             const __m512 tn = _mm512_load_ps(t + 16 * n);
 #pragma clang loop unroll(full)
             for (int v = 0; v < NV; v++) {
-                const __m512i idx = n ? _mm512_srli_epi32(w[v], 4 * n) : w[v];
+                const __m512i idx = n & 1 ? _mm512_srli_epi32(w[v][n / 2], 4) : w[v][n / 2];
                 a[v][n & 1] = _mm512_add_ps(a[v][n & 1], _mm512_permutexvar_ps(idx, tn));
             }
         }
@@ -88,14 +117,14 @@ AI void tile_acc(const int NV, __mmask16 last, const uint32_t *qw, int64_t out, 
     for (int v = 0; v < NV; v++) acc[v] = _mm512_add_ps(a[v][0], a[v][1]);
 }
 
-static void tile_acc_full(const uint32_t *qw, int64_t out, int64_t ahead, const float *T, int64_t r0, int64_t r1,
+static void tile_acc_full(int edge, const uint32_t *qw, int64_t out, int64_t ahead, const float *T, int64_t rows,
                           __m512 *acc) {
-    tile_acc(NV_MAX, 0xFFFF, qw, out, ahead, T, r0, r1, acc);
+    tile_acc(NV_MAX, 0xFFFF, edge, qw, out, ahead, T, rows, acc);
 }
 
-static void tile_acc_one(__mmask16 m, const uint32_t *qw, int64_t out, int64_t ahead, const float *T, int64_t r0,
-                         int64_t r1, __m512 *acc) {
-    tile_acc(1, m, qw, out, ahead, T, r0, r1, acc);
+static void tile_acc_one(__mmask16 m, const uint32_t *qw, int64_t out, int64_t ahead, const float *T, int64_t rows,
+                         __m512 *acc) {
+    tile_acc(1, m, 1, qw, out, ahead, T, rows, acc);
 }
 
 /* Zero points of columns o..o+15 of one qzeros row (cols words), o a multiple of 16, as floats;
@@ -103,13 +132,17 @@ static void tile_acc_one(__mmask16 m, const uint32_t *qw, int64_t out, int64_t a
 AI __m512 zeros16(const uint32_t *zrow, int64_t cols, const int B, int64_t o) {
     const int64_t P0 = o * B, w0 = P0 >> 5, avail = cols - w0; /* avail >= 1 */
     __m512i z;
-    if (B == 8) {
+    if (B == 2) { /* one word */
+        z = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)zrow[w0]),
+                                               _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)),
+                             _mm512_set1_epi32(3));
+    } else if (B == 8) {
         z = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(avail >= 4 ? 0xFFFF : (__mmask16)((1u << (4 * avail)) - 1), zrow + w0));
     } else {
         /* the 16 values lie in the 64 bits from word w0, from bit 0 (or 16 when B = 3): even
          * lanes from one 64-bit shift, odd lanes from another, moved up to the high halves */
         const __m512i q = _mm512_broadcastq_epi64(_mm_maskz_loadu_epi32(avail >= 2 ? 3 : 1, zrow + w0));
-        const __m512i sh = _mm512_add_epi64(_mm512_set1_epi64(P0 & 31),
+        const __m512i sh = _mm512_add_epi64(_mm512_set1_epi64(B == 3 ? P0 & 31 : 0),
                                             _mm512_mullo_epi64(_mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14),
                                                                _mm512_set1_epi64(B)));
         const __m512i even = _mm512_srlv_epi64(q, sh);
@@ -120,77 +153,107 @@ AI __m512 zeros16(const uint32_t *zrow, int64_t cols, const int B, int64_t o) {
     return _mm512_cvtepi32_ps(z);
 }
 
-/* y[o..o+16) += s * (acc - z * sxt) for tile t, columns masked by m */
-AI void tile_finish(const int B, const Problem *p, int64_t t, int64_t o, __mmask16 m, __m512 acc, float sxt,
+/* y[o..o+16) += s * (acc - z * sx) for a tile of group g, columns masked by m */
+AI void tile_finish(const int B, const Problem *p, int64_t g, int64_t o, __mmask16 m, __m512 acc, float sx,
                     float *y) {
-    const int64_t g = p->tile_g[t];
     const __m512 z = zeros16(p->qzeros + g * p->cols_z, p->cols_z, B, o);
     const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p->scales + g * p->out + o));
-    const __m512 d = _mm512_fnmadd_ps(z, _mm512_set1_ps(sxt), acc);
+    const __m512 d = _mm512_fnmadd_ps(z, _mm512_set1_ps(sx), acc);
     _mm512_mask_storeu_ps(y + o, m, _mm512_fmadd_ps(s, d, _mm512_maskz_loadu_ps(m, y + o)));
 }
 
-/* columns of the 16-wide vectors [v0, v1), all tiles */
-AI void gemv_range_body(const int B, const Problem *p, const float *T, int64_t v0, int64_t v1) {
-    const int64_t out = p->out;
-    if (v1 <= v0) return;
-    const int64_t o_end = min64(v1 * 16, out);
-    memset(p->Y + v0 * 16, 0, (size_t)(o_end - v0 * 16) * sizeof(float));
-    for (int64_t t = 0; t < p->n_tiles; t++) {
-        const int64_t r0 = p->tile_u0[t] * p->WPU, r1 = p->tile_u1[t] * p->WPU;
+/* sum of x over values [i0, i1), in double */
+static float sum_x(const float *x, int64_t i0, int64_t i1) {
+    __m512d s = _mm512_setzero_pd();
+    int64_t i = i0;
+    for (; i + 8 <= i1; i += 8) s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
+    double r = _mm512_reduce_add_pd(s);
+    for (; i < i1; i++) r += x[i];
+    return (float)r;
+}
+
+/* y = the product of units [u0, u1) (all columns) with x. Tiles: runs of at most TILE_ROWS packed
+ * rows inside one group. */
+AI void gemv_units_body(const int B, const Problem *p, const float *x, int64_t u0, int64_t u1, float *y) {
+    const int64_t out = p->out, V = p->V, WPU = p->WPU;
+    float T[TILE_ROWS * TABLE_FLOATS] __attribute__((aligned(64)));
+    float xf[TILE_ROWS * 16] __attribute__((aligned(64))); /* a tile's values: at most 32 per row */
+    memset(y, 0, (size_t)out * sizeof(float));
+    const int64_t GU = p->n_groups == 1 ? p->U : p->group_size / V; /* units per group */
+    const int64_t TU = max64(1, min64(GU, TILE_ROWS / WPU));
+    for (int64_t a = u0; a < u1;) {
+        const int64_t g = a / GU, b = min64(min64(a + TU, (g + 1) * GU), u1);
+        const int64_t rows = (b - a) * WPU;
+        const uint32_t *qw = p->qweight + a * WPU * out;
+        flush_x(x, p->in, a * V, (b - a) * V, xf);
+        build_tables(B, xf, b - a, T);
+        const float sx = sum_x(x, a * V, min64(b * V, p->in));
         /* From DRAM, the tile's rows (16 KB apart at out = 4096) are too many short streams for
          * the hardware prefetchers: cold 4096^2 GEMV ~0.3 of the copy bandwidth without this
          * prefetch of the same words PF_TILES tiles ahead, ~0.4 with it (pure reads reach ~0.5).
-         * None in the last tiles: `ahead` 0 touches lines already in L1. */
-        const int64_t ahead = t + PF_TILES < p->n_tiles ? (p->tile_u0[t + PF_TILES] - p->tile_u0[t]) * p->WPU * out : 0;
-        int64_t v = v0;
-        for (; v + NV_MAX <= v1 && (v + NV_MAX) * 16 <= out; v += NV_MAX) {
+         * None near the end: `ahead` 0 touches lines already in L1. */
+        const int64_t ahead = b + PF_TILES * TU <= u1 ? PF_TILES * TU * WPU * out : 0;
+        int64_t o = 0;
+        for (; o + 16 * NV_MAX <= out; o += 16 * NV_MAX) {
             __m512 acc[NV_MAX];
-            tile_acc_full(p->qweight + v * 16, out, ahead, T, r0, r1, acc);
-            for (int k = 0; k < NV_MAX; k++) tile_finish(B, p, t, (v + k) * 16, 0xFFFF, acc[k], p->sx[t], p->Y);
+            tile_acc_full(o + 16 * NV_MAX == out, qw + o, out, ahead, T, rows, acc);
+            for (int k = 0; k < NV_MAX; k++) tile_finish(B, p, g, o + 16 * k, 0xFFFF, acc[k], sx, y);
         }
-        for (; v < v1; v++) {
-            const int64_t n = min64(16, out - v * 16);
-            const __mmask16 m = (__mmask16)((1u << n) - 1);
+        for (; o < out; o += 16) {
+            const __mmask16 m = (__mmask16)((1u << min64(16, out - o)) - 1);
             __m512 acc;
-            tile_acc_one(m, p->qweight + v * 16, out, ahead, T, r0, r1, &acc);
-            tile_finish(B, p, t, v * 16, m, acc, p->sx[t], p->Y);
+            tile_acc_one(m, qw + o, out, ahead, T, rows, &acc);
+            tile_finish(B, p, g, o, m, acc, sx, y);
         }
+        a = b;
     }
 }
 
-#define DEF_GEMV_RANGE(Bv) \
-    static void gemv_range_##Bv(const Problem *p, const float *T, int64_t v0, int64_t v1) { gemv_range_body(Bv, p, T, v0, v1); }
-DEF_GEMV_RANGE(2)
-DEF_GEMV_RANGE(3)
-DEF_GEMV_RANGE(4)
-DEF_GEMV_RANGE(8)
+#define DEF_GEMV_UNITS(Bv)                                                                           \
+    static void gemv_units_##Bv(const Problem *p, const float *x, int64_t u0, int64_t u1, float *y) { \
+        gemv_units_body(Bv, p, x, u0, u1, y);                                                         \
+    }
+DEF_GEMV_UNITS(2)
+DEF_GEMV_UNITS(3)
+DEF_GEMV_UNITS(4)
+DEF_GEMV_UNITS(8)
 
-static void gemv_range(const Problem *p, const float *T, int64_t v0, int64_t v1) {
+static void gemv_units(const Problem *p, const float *x, int64_t u0, int64_t u1, float *y) {
     switch (p->bits) {
-    case 2: gemv_range_2(p, T, v0, v1); break;
-    case 3: gemv_range_3(p, T, v0, v1); break;
-    case 4: gemv_range_4(p, T, v0, v1); break;
-    default: gemv_range_8(p, T, v0, v1); break;
+    case 2: gemv_units_2(p, x, u0, u1, y); break;
+    case 3: gemv_units_3(p, x, u0, u1, y); break;
+    case 4: gemv_units_4(p, x, u0, u1, y); break;
+    default: gemv_units_8(p, x, u0, u1, y); break;
     }
 }
 
-void tqk_packed_gemv_fast_avx512(const Problem *p, const float *x, int parallel) {
-    const int64_t rows = p->U * p->WPU;
-    float *T = xmalloc((size_t)rows * TABLE_FLOATS * sizeof(float));
-    if (!T) {
-        for (int64_t o = 0; o < p->out; o++) p->Y[o] = __builtin_nanf("");
+void tqk_packed_gemv_fast_avx512(const Problem *p, const float *x) {
+    const int64_t out = p->out, out_pad = (out + 15) & ~(int64_t)15;
+    const int parallel = p->U * p->WPU * out * 4 >= PARALLEL_MIN_BYTES;
+    const int64_t nt_max = parallel ? min64(omp_get_max_threads(), p->U) : 1;
+    float stack_partial[STACK_PARTIAL] __attribute__((aligned(64)));
+    float *partial = (nt_max - 1) * out_pad <= STACK_PARTIAL ? stack_partial
+                                                              : xmalloc((size_t)((nt_max - 1) * out_pad) * sizeof(float));
+    if (!partial) {
+        for (int64_t o = 0; o < out; o++) p->Y[o] = __builtin_nanf("");
         return;
     }
-    const int64_t nvec = (p->out + 15) / 16;
-    #pragma omp parallel if (parallel)
+    int64_t nt_used = 1;
+    #pragma omp parallel num_threads((int)nt_max) if (nt_max > 1)
     {
         const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-        build_tables(p, x, rows * t / nt, rows * (t + 1) / nt, T);
-        #pragma omp barrier
-        gemv_range(p, T, nvec * t / nt, nvec * (t + 1) / nt);
+        if (t == 0) nt_used = nt;
+        gemv_units(p, x, p->U * t / nt, p->U * (t + 1) / nt, t ? partial + (t - 1) * out_pad : p->Y);
     }
-    free(T);
+    for (int64_t t = 1; t < nt_used; t++) {
+        const float *q = partial + (t - 1) * out_pad;
+        for (int64_t o = 0; o < out; o += 16) {
+            const __mmask16 m = (__mmask16)((1u << min64(16, out - o)) - 1);
+            _mm512_mask_storeu_ps(p->Y + o, m,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(m, p->Y + o), _mm512_maskz_loadu_ps(m, q + o)));
+        }
+    }
+    if (partial != stack_partial) free(partial);
 }
 
 #pragma clang attribute pop

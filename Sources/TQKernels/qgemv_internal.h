@@ -48,7 +48,7 @@ typedef struct {
     const uint16_t *scales;
     int64_t out, in, bits, group_size, n_groups, cols_z;
     int64_t U, V, WPU; /* units along in, values per unit, words per unit */
-    /* fast path */
+    /* fast path (AVX2) */
     int64_t n_tiles;
     const int64_t *tile_u0, *tile_u1, *tile_g;
     const float *xs;  /* [batch x U*V] prescaled x, zero padded */
@@ -60,8 +60,8 @@ typedef struct {
     float *Y;            /* [batch x out] */
 } Problem;
 
-/* The fast-path GEMV (p set up as for gemv_fast_range, sx filled) of x on AVX-512 nibble tables
- * (qgemv_avx512.c); use only when tqk_use_avx512(). `parallel`: run on all threads. */
-TQK_API void tqk_packed_gemv_fast_avx512(const Problem *p, const float *x, int parallel);
+/* The fast-path GEMV (p from setup(), Y set) of x on AVX-512 nibble tables (qgemv_avx512.c);
+ * use only when tqk_use_avx512(). */
+TQK_API void tqk_packed_gemv_fast_avx512(const Problem *p, const float *x);
 
 #endif

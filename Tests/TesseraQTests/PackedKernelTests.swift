@@ -380,9 +380,10 @@ struct PackedKernelTests {
     @Test(.enabled(if: cpuHasAVX512, noAVX512), arguments: allBits)
     func gemvGemmMatchReferenceAVX512(bits: Int) { withAVX512(true) { gemvGemmMatchReference(bits: bits) } }
 
-    /// The AVX-512 GEMV's edges: 16-column vectors, 4-vector blocks and the 2-thread split falling
-    /// anywhere in them (out around multiples of 16 and 64, large enough for two threads), a
-    /// partial last group, per-channel groups, a partial 3-bit unit (in = 1200).
+    /// The AVX-512 GEMV's edges: 16-column vectors and 4-vector blocks (out around multiples of 16
+    /// and 64; the last vector of a row loads only its own bytes), one thread or two splitting the
+    /// input in the middle of a group, a partial last group, per-channel groups, a partial 3-bit
+    /// unit (in = 1200).
     private func vectorEdges(bits: Int) {
         var rng = TestRNG(53 &+ UInt64(bits))
         for out in [113, 127, 128, 129, 143, 191, 200] {
