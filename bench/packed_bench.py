@@ -8,6 +8,10 @@ written from docs/FORMATS.md. Before any timing, every configuration is checked 
 numpy float64 matmul with the dequantised weight (max relative error printed), so a wrong
 kernel cannot be benchmarked silently.
 
+Every call is timed in C (bench/c/timing.c): through ctypes, a Python call costs about as much
+as a small GEMV. The fp32 reference is numpy's own OpenBLAS (cblas sgemv/sgemm), called the same
+way.
+
 Columns:
   t_best      best wall time of one call over all rounds (threads as given, default all cores)
   GB/s        packed weight bytes (qweight + qzeros + scales) / t_best  (GEMV rows only)
@@ -15,12 +19,14 @@ Columns:
               1 GiB float32 array (much larger than the L3), (bytes read + bytes written)/time
   cold GB/s   same GEMV but cycling through enough distinct weight copies (> 2x the L3) that
               every call streams its weights from DRAM (4096x4096 only)
-  vs np32     speed-up over numpy fp32 with W float32 of the same shape (W @ x, or X @ W.T)
+  vs np32     speed-up over numpy's OpenBLAS fp32 with W float32 of the same shape (sgemv W x, or
+              sgemm X W^T: what numpy's W @ x and X @ W.T call)
   vs sgemm    speed-up over our own tqk_sgemm (M = batch, NT) on the fp32 W
 Note: small weights (576x576 ...) sit in L2/L3, so their "GB/s" can exceed DRAM bandwidth.
 """
 import argparse
 import ctypes
+import glob
 import os
 import sys
 import time
@@ -111,19 +117,33 @@ def ptr(a, t):
 
 
 def setup_lib():
-    lib = build_kernels()
+    lib = build_kernels(extra_sources=["c/timing.c"])
     for name in ("tqk_packed_gemv", "tqk_packed_gemm"):
         getattr(lib, name).restype = None
-    lib.tqk_sgemm.restype = None
-    lib.tqk_sgemm.argtypes = [ctypes.c_int, ctypes.c_int, i64, i64, i64, ctypes.c_float, f32p, i64, f32p, i64,
-                              ctypes.c_float, f32p, i64]
     lib.tqk_set_num_threads.argtypes = [ctypes.c_int]
+    vp = ctypes.c_void_p
+    lib.tqb_best_time.restype = ctypes.c_double
+    lib.tqb_best_time.argtypes = [ctypes.c_int, vp, vp, vp, vp, i64, i64, ctypes.c_int, i64, vp, i64, vp, vp, i64,
+                                  ctypes.c_double]
+    lib.tqb_cold_time.restype = ctypes.c_double
+    lib.tqb_cold_time.argtypes = [vp, vp, vp, i64, i64, i64, ctypes.c_int, i64, vp, vp, i64]
     return lib
 
 
+def numpy_cblas():
+    """numpy's own OpenBLAS (the scipy-openblas of pip's wheels): its cblas sgemv and sgemm."""
+    libdir = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in glob.glob(os.path.join(libdir, "libscipy_openblas*.so")):
+        blas = ctypes.CDLL(path)
+        for suffix in ("64_", ""):
+            sgemv, sgemm = (getattr(blas, f"scipy_cblas_{f}{suffix}", None) for f in ("sgemv", "sgemm"))
+            if sgemv and sgemm:
+                return blas, ctypes.cast(sgemv, ctypes.c_void_p), ctypes.cast(sgemm, ctypes.c_void_p)
+    sys.exit("packed_bench: numpy's bundled scipy-openblas was not found (pip's numpy wheels have it)")
+
+
 def packed_caller(lib, L, out, inn, bits, group, X, Y, batch):
-    """A zero-argument function calling the kernel, ctypes arguments built once (ctypes
-    conversions cost microseconds, comparable to a 576x576 GEMV)."""
+    """A zero-argument function calling the kernel once (for the correctness checks)."""
     gi = L.get("g_idx")
     args = (ptr(L["qweight"], u32p), ptr(L["qzeros"], u32p), ptr(L["scales"].view(np.uint16), u16p),
             None if gi is None else ptr(gi, i32p), i64(out), i64(inn), ctypes.c_int(bits), i64(group))
@@ -139,17 +159,17 @@ def call_packed(lib, L, out, inn, bits, group, X, Y, batch):
     packed_caller(lib, L, out, inn, bits, group, X, Y, batch)()
 
 
-def best_time(fn, reps, min_time=0.15):
-    fn()  # warm
-    best = float("inf")
-    n = 0
-    t_start = time.perf_counter()
-    while n < reps or (time.perf_counter() - t_start < min_time and n < 50 * reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-        n += 1
-    return best
+def timer(lib, kind, out, inn, X, batch, Y, reps, min_time, L=None, bits=0, group=0, W=None, blas=None):
+    """A zero-argument function returning the best time of one call (measured in C): kind 0 the
+    packed kernel on layer L, 1 our sgemm on the fp32 W, 2 numpy's cblas `blas` on W."""
+    if kind == 0:
+        gi = L.get("g_idx")
+        ws = (L["qweight"].ctypes.data, L["qzeros"].ctypes.data, L["scales"].ctypes.data,
+              None if gi is None else gi.ctypes.data)
+    else:
+        ws = (W.ctypes.data, None, None, None)
+    args = (kind, *ws, out, inn, bits, group, X.ctypes.data, batch, Y.ctypes.data, blas, reps, min_time)
+    return lambda: lib.tqb_best_time(*args)
 
 
 _COPY_BUFS = []
@@ -160,13 +180,17 @@ def copy_bandwidth(reps):
         a = np.ones((1 << 30) // 4, dtype=np.float32)
         _COPY_BUFS.extend([a, np.ones_like(a)])
     a, b = _COPY_BUFS
-    t = best_time(lambda: np.copyto(b, a), reps, 0)
-    return 2 * a.nbytes / t / 1e9
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t)
+    return 2 * a.nbytes / best / 1e9
 
 
 def main():
     args = ARGS
-    reps = args.reps or (5 if args.quick else 10)
+    reps = args.reps or (50 if args.quick else 200)
     rounds = args.rounds or (2 if args.quick else 3)
     lib = setup_lib()
     lib.tqk_set_num_threads(args.threads)
@@ -226,46 +250,46 @@ def main():
     n_ok = len(layers) * len(batches) + len(ao_layers) * 2
     print(f"  all {n_ok} configurations OK (incl. act-order g_idx), worst rel err {worst:.2e}\n")
 
-    # cells: name -> zero-argument function; every round times every cell, the best is kept
-    cells = {}
-    nbytes = {}
-    cold_sets = {}
+    # cells: name -> zero-argument function returning a best time (measured in C); every round
+    # times every cell, the best is kept. `alive` keeps the arrays the C side points into.
+    _, np_sgemv, np_sgemm = numpy_cblas()
+    cells, nbytes, cold_sets, alive = {}, {}, {}, []
     for (out, inn, g) in shapes:
         Wf = np.ascontiguousarray(rng.standard_normal((out, inn), dtype=np.float32))
         for batch in batches:
             X = rng.standard_normal((batch, inn), dtype=np.float32)
-            x1 = np.ascontiguousarray(X[0])
             C = np.empty((batch, out), dtype=np.float32)
-            if batch == 1:
-                cells[("np32", out, inn, g, batch)] = (lambda Wf=Wf, x1=x1: Wf @ x1)
-            else:
-                cells[("np32", out, inn, g, batch)] = (lambda Wf=Wf, X=X: X @ Wf.T)
-            sg_args = (0, 1, batch, out, inn, 1.0, ptr(X, f32p), inn, ptr(Wf, f32p), inn, 0.0, ptr(C, f32p), out)
-            cells[("sgemm", out, inn, g, batch)] = (lambda a=sg_args, keep=(X, Wf, C): lib.tqk_sgemm(*a))
+            alive += [Wf, X, C]
+            blas = np_sgemv if batch == 1 else np_sgemm
+            cells[("np32", out, inn, g, batch)] = timer(lib, 2, out, inn, X, batch, C, reps, 0.1, W=Wf, blas=blas)
+            cells[("sgemm", out, inn, g, batch)] = timer(lib, 1, out, inn, X, batch, C, reps, 0.1, W=Wf)
             for bits in all_bits:
                 L = layers[(bits, out, inn, g)]
                 Y = np.empty((batch, out), dtype=np.float32)
+                alive.append(Y)
                 nbytes[(bits, out, inn, g)] = L["qweight"].nbytes + L["qzeros"].nbytes + L["scales"].nbytes
-                f = packed_caller(lib, L, out, inn, bits, g, X, Y, batch)
-                cells[("packed", bits, out, inn, g, batch)] = (lambda f=f, keep=(X, Y, L): f())
+                cells[("packed", bits, out, inn, g, batch)] = timer(lib, 0, out, inn, X, batch, Y, reps, 0.1, L=L,
+                                                                    bits=bits, group=g)
                 if batch == 1 and out * inn >= 4096 * 4096 and not args.no_cold:
                     # enough distinct copies of the packed weights (> 2x the 260 MiB L3) that each
                     # call streams its weights from DRAM
                     nb = nbytes[(bits, out, inn, g)]
                     ncopies = max(2, int(600e6 // nb) + 1)
-                    copies = [dict(qweight=L["qweight"].copy(), qzeros=L["qzeros"].copy(), scales=L["scales"].copy())
-                              for _ in range(ncopies)]
-                    callers = [packed_caller(lib, c, out, inn, bits, g, X, Y, 1) for c in copies]
-                    cold_sets[(bits, out, inn, g)] = (copies, callers)
+                    copies = [[L[k].copy() for _ in range(ncopies)] for k in ("qweight", "qzeros", "scales")]
+                    alive.append(copies)
+                    ptrs = [(ctypes.c_void_p * ncopies)(*(c.ctypes.data for c in cs)) for cs in copies]
+                    cold_args = (*ptrs, ncopies, out, inn, bits, g, X.ctypes.data, Y.ctypes.data, 2)
+                    cold_sets[(bits, out, inn, g)] = (lambda a=cold_args: lib.tqb_cold_time(*a))
 
     for (out, inn, g) in ao_shapes:
         for batch in (1, 8):
             X = rng.standard_normal((batch, inn), dtype=np.float32)
             for bits in all_bits:
                 Y = np.empty((batch, out), dtype=np.float32)
-                L = ao_layers[(bits, out, inn, g)]
-                f = packed_caller(lib, L, out, inn, bits, g, X, Y, batch)
-                cells[("actorder", bits, out, inn, g, batch)] = (lambda f=f, keep=(X, Y, L): f())
+                alive += [X, Y]
+                cells[("actorder", bits, out, inn, g, batch)] = timer(lib, 0, out, inn, X, batch, Y, reps, 0.1,
+                                                                      L=ao_layers[(bits, out, inn, g)], bits=bits,
+                                                                      group=g)
 
     best = {k: float("inf") for k in cells}
     cold = {k: float("inf") for k in cold_sets}
@@ -276,20 +300,17 @@ def main():
             time.sleep(0.3)
             for k, f in cells.items():
                 if (k[0] == "np32") == (phase == "np32"):
-                    best[k] = min(best[k], best_time(f, reps, 0.1))
-        for k, (_, callers) in cold_sets.items():
-            for _ in range(2):
-                t0 = time.perf_counter()
-                for c in callers:
-                    c()
-                cold[k] = min(cold[k], (time.perf_counter() - t0) / len(callers))
+                    best[k] = min(best[k], f())
+        for k, f in cold_sets.items():
+            cold[k] = min(cold[k], f())
         print(f"# round {rnd + 1}/{rounds} done", file=sys.stderr)
 
     print(f"# copy reference: numpy.copyto of a 1 GiB float32 array (4x the L3), (bytes read + bytes written)"
           f" / time = {bw:.1f} GB/s (best of {rounds} rounds)")
-    print(f"# times: best of {rounds} rounds x >= {reps} calls; GB/s = packed bytes (qweight+qzeros+scales) / time")
+    print(f"# times: best of {rounds} rounds x >= {reps} calls, each call timed in C; GB/s = packed bytes"
+          " (qweight+qzeros+scales) / time")
     print("# cold = the same GEMV cycling through > 600 MB of distinct weight copies (DRAM-bound)")
-    print("# vs np32 / vs sgemm: fp32 time / packed time, numpy W @ x (X @ W.T) resp. tqk_sgemm NT, fp32 W of the"
+    print("# vs np32 / vs sgemm: fp32 time / packed time, numpy's OpenBLAS sgemv (sgemm) resp. tqk_sgemm NT, fp32 W of the"
           " same shape\n")
     hdr = (f"{'bits':>4} {'out x in':>11} {'g':>4} {'batch':>5} {'t_best(us)':>10} {'GB/s':>7} {'xcopy':>6} "
            f"{'coldGB/s':>8} {'xcopy':>6} {'np32(us)':>9} {'vs np32':>7} {'sgemm(us)':>9} {'vs sgemm':>8}")
