@@ -9,17 +9,19 @@ int tqk_cpu_supported(void) {
            __builtin_cpu_supports("f16c");
 }
 
-/* AVX-512 kernels are chosen at run time: used when the CPU has AVX512F/BW/DQ/VL, unless the
- * environment sets TESSERAQ_NO_AVX512=1. tqk_set_avx512 overrides that for the calling thread only
- * (tests run both paths side by side); kernels decide on the calling thread, before any parallel
- * region. -1 = not decided yet / no override. */
+/* AVX-512 kernels are chosen at run time: used when the CPU has AVX512F/BW/DQ/VL (and BMI2, which
+ * all of those have; the packed GEMV uses it), unless the environment sets TESSERAQ_NO_AVX512=1.
+ * tqk_set_avx512 overrides that for the calling thread only (tests run both paths side by side);
+ * kernels decide on the calling thread, before any parallel region. -1 = not decided yet / no
+ * override. */
 static int tqk_avx512 = -1;
 static _Thread_local int tqk_avx512_thread = -1;
 
 static int cpu_has_avx512(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("bmi2");
 }
 
 int tqk_use_avx512(void) {
