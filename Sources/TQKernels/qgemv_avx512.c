@@ -32,6 +32,9 @@ enum {
     /* packed bytes from which a second thread pays: the fork and join (~0.6 us) cost about what
      * a thread saves on a 192 x 576 3-bit matrix (41 KB) */
     PARALLEL_MIN_BYTES = 40 << 10,
+    /* the other threads start ~0.2 us after the calling one (time-stamp counter), about the time
+     * of this many packed words: the calling thread takes them on top of its share */
+    LEAD_WORDS = 640,
 };
 
 /* xf[0, n) = x[i0, i0 + n), 0 past `in`; subnormals flushed (microcode assists in the hot loop;
@@ -238,12 +241,15 @@ void tqk_packed_gemv_fast_avx512(const Problem *p, const float *x) {
         for (int64_t o = 0; o < out; o++) p->Y[o] = __builtin_nanf("");
         return;
     }
+    const int64_t unit_words = p->WPU * out, lead = min64(p->U / 2, (LEAD_WORDS + unit_words / 2) / unit_words);
     int64_t nt_used = 1;
     #pragma omp parallel num_threads((int)nt_max) if (nt_max > 1)
     {
         const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+        const int64_t rest = nt > 1 ? p->U - lead : p->U, first = nt > 1 ? lead : 0;
         if (t == 0) nt_used = nt;
-        gemv_units(p, x, p->U * t / nt, p->U * (t + 1) / nt, t ? partial + (t - 1) * out_pad : p->Y);
+        gemv_units(p, x, t ? first + rest * t / nt : 0, first + rest * (t + 1) / nt,
+                   t ? partial + (t - 1) * out_pad : p->Y);
     }
     for (int64_t t = 1; t < nt_used; t++) {
         const float *q = partial + (t - 1) * out_pad;
