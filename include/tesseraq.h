@@ -374,6 +374,11 @@ SWIFT_EXTERN int32_t tq_packed_gemm(void * _Nullable ckpt, int64_t index, float 
 /// y[out] = W x[in] on the packed words.
 SWIFT_EXTERN int32_t tq_packed_gemv(void * _Nullable ckpt, int64_t index, float const * _Nullable x, float * _Nullable y) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
 
+/// ys[k][out] = W x[in] with W tensor indices[k], for count tensors sharing in_features (a block’s
+/// q/k/v or gate/up): one parallel region for all of them, so small tensors do not each pay for
+/// starting the threads.
+SWIFT_EXTERN int32_t tq_packed_gemv_many(void * _Nullable ckpt, int64_t const * _Nullable indices, int64_t count, float const * _Nullable x, float * _Nullable const * _Nullable ys) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;
+
 /// Tensor i: module name (valid while the handle lives), out/in features, bits, group size
 /// (-1 per-channel) and symmetry. Any out-pointer may be NULL.
 SWIFT_EXTERN int32_t tq_packed_info(void * _Nullable ckpt, int64_t index, char const * _Nullable * _Nullable name, int64_t * _Nullable out_features, int64_t * _Nullable in_features, int32_t * _Nullable bits, int64_t * _Nullable group_size, int32_t * _Nullable sym) SWIFT_NOEXCEPT SWIFT_WARN_UNUSED_RESULT;

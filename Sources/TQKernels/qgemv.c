@@ -761,7 +761,7 @@ void tqk_packed_gemv(const uint32_t *qweight, const uint32_t *qzeros, const uint
         return;
     }
     if (tqk_use_avx512()) { /* needs neither the tiles nor the prescaled x below */
-        tqk_packed_gemv_fast_avx512(&p, x);
+        tqk_packed_gemv_fast_avx512(&p, 1, x);
         return;
     }
     int64_t *u0 = NULL, *u1 = NULL, *tg = NULL;
@@ -790,6 +790,31 @@ void tqk_packed_gemv(const uint32_t *qweight, const uint32_t *qzeros, const uint
     free(tg);
     free(xs);
     free(sx);
+}
+
+void tqk_packed_gemv_many(const tqk_packed_tensor *w, int64_t n, int64_t in, const float *x, float *const *y) {
+    enum { CHUNK = 16 }; /* tensors per parallel region (more run in further regions) */
+    for (int64_t k0 = 0; k0 < n; k0 += CHUNK) {
+        const int64_t nk = min64(CHUNK, n - k0);
+        Problem ps[CHUNK];
+        int fast = tqk_use_avx512() && in > 0;
+        for (int64_t k = 0; k < nk && fast; k++) {
+            const tqk_packed_tensor *t = &w[k0 + k];
+            fast = t->out > 0 && bits_ok(t->bits);
+            if (!fast) break;
+            setup(&ps[k], t->qweight, t->qzeros, t->scales, t->out, in, t->bits, t->group_size);
+            ps[k].Y = y[k0 + k];
+            ps[k].batch = 1;
+            fast = fast_path_ok(&ps[k], t->g_idx);
+        }
+        if (fast) {
+            tqk_packed_gemv_fast_avx512(ps, nk, x);
+            continue;
+        }
+        for (int64_t k = k0; k < k0 + nk; k++)
+            tqk_packed_gemv(w[k].qweight, w[k].qzeros, w[k].scales, w[k].g_idx, w[k].out, in, w[k].bits,
+                            w[k].group_size, x, y[k]);
+    }
 }
 
 void tqk_packed_gemm(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,

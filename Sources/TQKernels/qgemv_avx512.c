@@ -15,7 +15,8 @@
  * y += s * (acc - z * sum(x over the tile)).
  * Threads split the input dimension: no barrier (a thread needs only its own tables) and no
  * short column tails; thread 0 accumulates into y, the others into partial sums added at the
- * end. Small matrices (SmolLM2's are 28-440 KB) are bound by such per-call costs. */
+ * end. Small matrices (SmolLM2's are 28-440 KB) are bound by per-call costs, the fork and join
+ * above all, so several tensors sharing x (q/k/v, gate/up) can go through one parallel region. */
 #include "qgemv_internal.h"
 #include <float.h>
 #include <omp.h>
@@ -33,7 +34,8 @@ enum {
      * a thread saves on a 192 x 576 3-bit matrix (41 KB) */
     PARALLEL_MIN_BYTES = 40 << 10,
     /* the other threads start ~0.2 us after the calling one (time-stamp counter), about the time
-     * of this many packed words: the calling thread takes them on top of its share */
+     * of this many packed words: the calling thread takes them on top of its share (of the first
+     * tensor) */
     LEAD_WORDS = 640,
 };
 
@@ -230,35 +232,51 @@ static void gemv_units(const Problem *p, const float *x, int64_t u0, int64_t u1,
     }
 }
 
-void tqk_packed_gemv_fast_avx512(const Problem *p, const float *x) {
-    const int64_t out = p->out, out_pad = (out + 15) & ~(int64_t)15;
-    const int parallel = p->U * p->WPU * out * 4 >= PARALLEL_MIN_BYTES;
-    const int64_t nt_max = parallel ? min64(omp_get_max_threads(), p->U) : 1;
+/* y += partial sums, out floats */
+static void add_partial(float *y, const float *q, int64_t out) {
+    for (int64_t o = 0; o < out; o += 16) {
+        const __mmask16 m = (__mmask16)((1u << min64(16, out - o)) - 1);
+        _mm512_mask_storeu_ps(y + o, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + o), _mm512_maskz_loadu_ps(m, q + o)));
+    }
+}
+
+void tqk_packed_gemv_fast_avx512(const Problem *ps, int64_t n, const float *x) {
+    int64_t bytes = 0, partial_len = 0, min_units = INT64_MAX;
+    for (int64_t k = 0; k < n; k++) {
+        bytes += ps[k].U * ps[k].WPU * ps[k].out * 4;
+        partial_len += (ps[k].out + 15) & ~(int64_t)15;
+        min_units = min64(min_units, ps[k].U);
+    }
+    const int64_t nt_max = bytes >= PARALLEL_MIN_BYTES ? min64(omp_get_max_threads(), min_units) : 1;
+    partial_len *= nt_max - 1; /* thread t > 0: partial sums of every tensor */
     float stack_partial[STACK_PARTIAL] __attribute__((aligned(64)));
-    float *partial = (nt_max - 1) * out_pad <= STACK_PARTIAL ? stack_partial
-                                                              : xmalloc((size_t)((nt_max - 1) * out_pad) * sizeof(float));
+    float *partial = partial_len <= STACK_PARTIAL ? stack_partial : xmalloc((size_t)partial_len * sizeof(float));
     if (!partial) {
-        for (int64_t o = 0; o < out; o++) p->Y[o] = __builtin_nanf("");
+        for (int64_t k = 0; k < n; k++)
+            for (int64_t o = 0; o < ps[k].out; o++) ps[k].Y[o] = __builtin_nanf("");
         return;
     }
-    const int64_t unit_words = p->WPU * out, lead = min64(p->U / 2, (LEAD_WORDS + unit_words / 2) / unit_words);
     int64_t nt_used = 1;
     #pragma omp parallel num_threads((int)nt_max) if (nt_max > 1)
     {
         const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-        const int64_t rest = nt > 1 ? p->U - lead : p->U, first = nt > 1 ? lead : 0;
         if (t == 0) nt_used = nt;
-        gemv_units(p, x, t ? first + rest * t / nt : 0, first + rest * (t + 1) / nt,
-                   t ? partial + (t - 1) * out_pad : p->Y);
-    }
-    for (int64_t t = 1; t < nt_used; t++) {
-        const float *q = partial + (t - 1) * out_pad;
-        for (int64_t o = 0; o < out; o += 16) {
-            const __mmask16 m = (__mmask16)((1u << min64(16, out - o)) - 1);
-            _mm512_mask_storeu_ps(p->Y + o, m,
-                                  _mm512_add_ps(_mm512_maskz_loadu_ps(m, p->Y + o), _mm512_maskz_loadu_ps(m, q + o)));
+        int64_t off = (t - 1) * (partial_len / max64(nt_max - 1, 1)); /* of this thread's sums (t > 0) */
+        for (int64_t k = 0; k < n; k++) {
+            const Problem *p = &ps[k];
+            const int64_t unit_words = p->WPU * p->out;
+            const int64_t lead = nt > 1 && k == 0 ? min64(p->U / 2, (LEAD_WORDS + unit_words / 2) / unit_words) : 0;
+            const int64_t rest = p->U - lead;
+            gemv_units(p, x, t ? lead + rest * t / nt : 0, lead + rest * (t + 1) / nt, t ? partial + off : p->Y);
+            off += (p->out + 15) & ~(int64_t)15;
         }
     }
+    const float *q = partial;
+    for (int64_t t = 1; t < nt_used; t++)
+        for (int64_t k = 0; k < n; k++) {
+            add_partial(ps[k].Y, q, ps[k].out);
+            q += (ps[k].out + 15) & ~(int64_t)15;
+        }
     if (partial != stack_partial) free(partial);
 }
 

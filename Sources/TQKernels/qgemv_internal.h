@@ -60,8 +60,8 @@ typedef struct {
     float *Y;            /* [batch x out] */
 } Problem;
 
-/* The fast-path GEMV (p from setup(), Y set) of x on AVX-512 nibble tables (qgemv_avx512.c);
- * use only when tqk_use_avx512(). */
-TQK_API void tqk_packed_gemv_fast_avx512(const Problem *p, const float *x);
+/* The fast-path GEMVs of n tensors with x (ps from setup(), Y set, the same `in`) on AVX-512
+ * nibble tables, in one parallel region (qgemv_avx512.c); use only when tqk_use_avx512(). */
+TQK_API void tqk_packed_gemv_fast_avx512(const Problem *ps, int64_t n, const float *x);
 
 #endif

@@ -88,6 +88,28 @@ final class PackedHandle {
     }
 }
 
+/// ys[k][out] = W x[in] with W tensor indices[k], for count tensors sharing in_features (a block's
+/// q/k/v or gate/up): one parallel region for all of them, so small tensors do not each pay for
+/// starting the threads.
+@c public func tq_packed_gemv_many(_ ckpt: OpaquePointer?, _ indices: UnsafePointer<Int64>?, _ count: Int64,
+                                   _ x: UnsafePointer<Float>?, _ ys: UnsafePointer<UnsafeMutablePointer<Float>?>?) -> Int32 {
+    guarded {
+        let h = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self)
+        guard count > 0 else { throw invalid("count must be positive (got \(count))") }
+        let idx = try required(indices, "indices"), yp = try required(ys, "ys")
+        let layers = try (0..<Int(count)).map { try h.linear(idx[$0]) }
+        let outs = try (0..<Int(count)).map { k in
+            guard let y = yp[k] else { throw invalid("ys[\(k)] is NULL") }
+            return y
+        }
+        if let k = layers.firstIndex(where: { $0.inFeatures != layers[0].inFeatures }) {
+            throw invalid("tensors \(idx[0]) and \(idx[k]) have different in_features (\(layers[0].inFeatures), "
+                          + "\(layers[k].inFeatures)): they cannot share x")
+        }
+        PackedLinear.gemvMany(layers, try required(x, "x"), outs)
+    }
+}
+
 /// Y[batch x out] = X[batch x in] W^T on the packed words.
 @c public func tq_packed_gemm(_ ckpt: OpaquePointer?, _ index: Int64, _ X: UnsafePointer<Float>?, _ batch: Int64,
                               _ Y: UnsafeMutablePointer<Float>?) -> Int32 {

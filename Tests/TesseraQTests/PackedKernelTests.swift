@@ -201,6 +201,17 @@ private func forEachLayer(bits: Int, seed: UInt64, _ body: (Layer, inout TestRNG
 /// number of runs checked.
 private func expectMatchesReference(_ L: Layer, gIdx: [Int32]?, W: [Float], mag: [Double], x: [Float],
                                     batch: Int) -> Int {
+    let (ref, tol) = reference(L, W: W, mag: mag, x: x, batch: batch)
+    for threads: Int32 in [1, 2] {
+        let y = withThreadCount(threads) { L.callGemm(x, batch: batch, gIdx: gIdx) }
+        expectClose(y, ref, tol, "bits \(L.bits) \(L.out)x\(L.inF) g\(L.group) gidx \(gIdx != nil) batch \(batch) "
+                    + "threads \(threads) avx512 \(tqk_use_avx512())")
+    }
+    return 2
+}
+
+/// The double-precision X W^T and each element's tolerance (see expectMatchesReference).
+private func reference(_ L: Layer, W: [Float], mag: [Double], x: [Float], batch: Int) -> (ref: [Double], tol: [Double]) {
     var ref = [Double](repeating: 0, count: batch * L.out)
     var tol = [Double](repeating: 0, count: batch * L.out)
     W.withUnsafeBufferPointer { w in
@@ -221,23 +232,44 @@ private func expectMatchesReference(_ L: Layer, gIdx: [Int32]?, W: [Float], mag:
             }
         }
     }
+    return (ref, tol)
+}
+
+private func expectClose(_ y: [Float], _ ref: [Double], _ tol: [Double], _ tag: String) {
     let refMax = ref.map { abs($0) }.max() ?? 0
-    for threads: Int32 in [1, 2] {
-        let y = withThreadCount(threads) { L.callGemm(x, batch: batch, gIdx: gIdx) }
-        let tag = "bits \(L.bits) \(L.out)x\(L.inF) g\(L.group) gidx \(gIdx != nil) batch \(batch) threads \(threads) avx512 \(tqk_use_avx512())"
-        var maxErr = 0.0
-        var bad = -1
-        for k in 0..<y.count {
-            let e = abs(Double(y[k]) - ref[k])
-            if !(e <= tol[k]) && bad < 0 { bad = k }
-            if !(e <= maxErr) { maxErr = e.isNaN ? .infinity : e }
-        }
-        #expect(bad < 0, "\(tag): element \(bad) got \(bad >= 0 ? y[bad] : 0) want \(bad >= 0 ? ref[bad] : 0)")
-        if y.count >= 8 {
-            #expect(maxErr <= 1e-5 * refMax, "\(tag): max err \(maxErr) vs max |ref| \(refMax)")
-        }
+    var maxErr = 0.0
+    var bad = -1
+    for k in 0..<y.count {
+        let e = abs(Double(y[k]) - ref[k])
+        if !(e <= tol[k]) && bad < 0 { bad = k }
+        if !(e <= maxErr) { maxErr = e.isNaN ? .infinity : e }
     }
-    return 2
+    #expect(bad < 0, "\(tag): element \(bad) got \(bad >= 0 ? y[bad] : 0) want \(bad >= 0 ? ref[bad] : 0)")
+    if y.count >= 8 {
+        #expect(maxErr <= 1e-5 * refMax, "\(tag): max err \(maxErr) vs max |ref| \(refMax)")
+    }
+}
+
+/// tqk_packed_gemv_many on layers sharing x: their arrays copied to stable addresses for the
+/// tensor descriptors.
+private func callGemvMany(_ layers: [Layer], gIdx: [[Int32]?], _ x: [Float]) -> [[Float]] {
+    var owned: [UnsafeMutableRawPointer] = []
+    defer { owned.forEach { $0.deallocate() } }
+    func pinned<T>(_ a: [T]) -> UnsafeMutablePointer<T> {
+        let p = UnsafeMutablePointer<T>.allocate(capacity: max(a.count, 1))
+        p.initialize(from: a, count: a.count)
+        owned.append(UnsafeMutableRawPointer(p))
+        return p
+    }
+    let tensors = layers.indices.map { k in
+        let L = layers[k]
+        return tqk_packed_tensor(qweight: pinned(L.qweight), qzeros: pinned(L.qzeros), scales: pinned(L.scales),
+                                 g_idx: gIdx[k].map { UnsafePointer(pinned($0)) }, out: Int64(L.out),
+                                 group_size: Int64(L.group), bits: Int32(L.bits))
+    }
+    let ys: [UnsafeMutablePointer<Float>?] = layers.map { pinned([Float](repeating: .nan, count: $0.out)) }
+    tqk_packed_gemv_many(tensors, Int64(layers.count), Int64(layers[0].inF), x, ys)
+    return layers.indices.map { Array(UnsafeBufferPointer(start: ys[$0], count: layers[$0].out)) }
 }
 
 // MARK: - tests
@@ -403,6 +435,35 @@ struct PackedKernelTests {
 
     @Test(.enabled(if: cpuHasAVX512, noAVX512), arguments: allBits)
     func vectorEdgesAVX512(bits: Int) { withAVX512(true) { vectorEdges(bits: bits) } }
+
+    /// tqk_packed_gemv_many: tensors of every bit width, group size and output size sharing x (a
+    /// SmolLM2 block's q/k/v shapes among them), with and without one act-order tensor (which
+    /// sends the call through tqk_packed_gemv one tensor at a time), 1 and 2 threads.
+    private func gemvMany() {
+        var rng = TestRNG(71)
+        let specs: [(bits: Int, out: Int, group: Int)] = [(4, 576, 64), (2, 192, 128), (3, 200, 0), (8, 40, 64),
+                                                           (2, 1000, 64)]
+        let layers = specs.map { Layer(bits: $0.bits, out: $0.out, inF: 576, group: $0.group, rng: &rng) }
+        let x = (0..<576).map { _ in rng.float(-1, 1) }
+        for actOrder in [false, true] {
+            let gIdx = layers.indices.map { actOrder && $0 == 1 ? layers[$0].randomGIdx(&rng) : nil }
+            let refs = layers.indices.map {
+                reference(layers[$0], W: layers[$0].referenceW(gIdx[$0]), mag: layers[$0].termMagnitudes(gIdx[$0]), x: x,
+                          batch: 1)
+            }
+            for threads: Int32 in [1, 2] {
+                let ys = withThreadCount(threads) { callGemvMany(layers, gIdx: gIdx, x) }
+                for k in layers.indices {
+                    expectClose(ys[k], refs[k].ref, refs[k].tol, "gemv_many tensor \(k) (bits \(specs[k].bits), "
+                                + "\(specs[k].out) out) act-order \(actOrder) threads \(threads) avx512 \(tqk_use_avx512())")
+                }
+            }
+        }
+    }
+
+    @Test func gemvManyAVX2() { withAVX512(false) { gemvMany() } }
+
+    @Test(.enabled(if: cpuHasAVX512, noAVX512)) func gemvManyAVX512() { withAVX512(true) { gemvMany() } }
 
     /// The same kernels on one larger layer (4096-column rows would be too slow for the debug
     /// reference, so 1000 x 1536): every code path at realistic sizes, including column-block,

@@ -99,6 +99,17 @@ TQK_API void tqk_packed_dequantize(const uint32_t *qweight, const uint32_t *qzer
 TQK_API void tqk_packed_gemv(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
                              const int32_t *g_idx, int64_t out, int64_t in, int bits, int64_t group_size,
                              const float *x, float *y);
+/* One packed tensor of the calls that take several (fields as tqk_packed_gemv's arguments). */
+typedef struct {
+    const uint32_t *qweight, *qzeros;
+    const uint16_t *scales;
+    const int32_t *g_idx;
+    int64_t out, group_size;
+    int bits;
+} tqk_packed_tensor;
+/* y[k][out_k] = W_k x[in] for n tensors sharing x (q/k/v, gate/up): on AVX-512, one parallel
+ * region for all of them (one fork and join instead of n); otherwise n tqk_packed_gemv calls. */
+TQK_API void tqk_packed_gemv_many(const tqk_packed_tensor *w, int64_t n, int64_t in, const float *x, float *const *y);
 /* Y[batch x out] = X[batch x in] W^T, on the packed words. */
 TQK_API void tqk_packed_gemm(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
                              const int32_t *g_idx, int64_t out, int64_t in, int bits, int64_t group_size,

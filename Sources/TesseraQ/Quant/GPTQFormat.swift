@@ -160,6 +160,29 @@ public struct PackedLinear: Sendable {
         }
     }
 
+    /// y_k[out_k] = W_k x for layers sharing their input (the same inFeatures; ys[k] holds out_k
+    /// floats), in one kernel call: a block's q/k/v or gate/up at the cost of one fork and join.
+    public static func gemvMany(_ layers: [PackedLinear], _ x: UnsafePointer<Float>, _ ys: [UnsafeMutablePointer<Float>]) {
+        precondition(layers.count == ys.count, "one output per layer")
+        guard let inF = layers.first?.inFeatures else { return }
+        precondition(layers.allSatisfy { $0.inFeatures == inF }, "the layers must share in_features")
+        var tensors: [tqk_packed_tensor] = []
+        func collect(_ k: Int) { // keeps every layer's arrays pinned while the kernel runs
+            guard k < layers.count else {
+                let yp: [UnsafeMutablePointer<Float>?] = ys
+                tqk_packed_gemv_many(tensors, Int64(tensors.count), Int64(inF), x, yp)
+                return
+            }
+            let l = layers[k]
+            l.withKernelArgs { qw, qz, sc, gi in
+                tensors.append(tqk_packed_tensor(qweight: qw, qzeros: qz, scales: sc, g_idx: gi, out: Int64(l.out),
+                                                 group_size: Int64(l.group), bits: Int32(l.bits)))
+                collect(k + 1)
+            }
+        }
+        collect(0)
+    }
+
     /// Y[batch x out] = X[batch x in] W^T.
     public func gemm(_ x: UnsafePointer<Float>, batch: Int, _ y: UnsafeMutablePointer<Float>) {
         withKernelArgs { qw, qz, sc, gi in

@@ -35,6 +35,7 @@ _SIGNATURES = {
     "tq_packed_dequantize": ([c_void_p, c_int64, c_int64, c_int64, c_void_p], c_int32),
     "tq_packed_gemv": ([c_void_p, c_int64, c_void_p, c_void_p], c_int32),
     "tq_packed_gemm": ([c_void_p, c_int64, c_void_p, c_int64, c_void_p], c_int32),
+    "tq_packed_gemv_many": ([c_void_p, P(c_int64), c_int64, c_void_p, P(c_void_p)], c_int32),
     "tq_tokenizer_open": ([c_char_p, P(c_void_p)], c_int32),
     "tq_tokenizer_free": ([c_void_p], None),
     "tq_tokenizer_vocab_size": ([c_void_p, P(c_int64)], c_int32),

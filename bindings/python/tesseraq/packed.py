@@ -4,7 +4,7 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -92,6 +92,22 @@ class PackedCheckpoint(_Handle):
             raise InvalidArgumentError(f"out has {y.shape[0]} elements, {t.name} gives {t.out_features}")
         _lib.call("tq_packed_gemv", self.handle, t.index, x.ctypes.data, y.ctypes.data)
         return y
+
+    def gemv_many(self, indices: "Sequence[int | str]", x: np.ndarray) -> List[np.ndarray]:
+        """[W x for each tensor of `indices`], tensors sharing in_features (a block's q/k/v or
+        gate/up), in one call: small tensors do not each pay for starting the threads."""
+        ts = [self.info(i) for i in indices]
+        if not ts:
+            raise InvalidArgumentError("indices is empty")
+        require(x, np.float32, "x", 1)
+        for t in ts:
+            if x.shape[0] != t.in_features:
+                raise InvalidArgumentError(f"x has {x.shape[0]} elements, {t.name} takes {t.in_features}")
+        ys = [np.empty(t.out_features, dtype=np.float32) for t in ts]
+        idx = (ctypes.c_int64 * len(ts))(*(t.index for t in ts))
+        ptrs = (ctypes.c_void_p * len(ts))(*(y.ctypes.data for y in ys))
+        _lib.call("tq_packed_gemv_many", self.handle, idx, len(ts), x.ctypes.data, ptrs)
+        return ys
 
     def gemm(self, index: "int | str", X: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Y = X W^T on the packed words. X: float32 [batch, in_features]."""

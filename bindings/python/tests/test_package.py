@@ -1,4 +1,5 @@
 """The Python package: every public function, with good and bad input."""
+import ctypes
 import os
 import signal
 import threading
@@ -113,6 +114,41 @@ def test_packed_checkpoint(packed_dir):
         Y = ckpt.gemm(0, X, out=out)
         assert Y is out
         np.testing.assert_allclose(Y, X.astype(np.float64) @ w.T, rtol=1e-4, atol=1e-5)
+
+
+def test_packed_gemv_many(packed_dir):
+    """A block's q/k/v and gate/up in one call each: every output against the dequantised W and
+    against gemv."""
+    blocks = (("self_attn", ("q_proj", "k_proj", "v_proj")), ("mlp", ("gate_proj", "up_proj")))
+    with tesseraq.PackedCheckpoint(packed_dir) as ckpt:
+        for module, projections in blocks:
+            names = [f"model.layers.1.{module}.{p}" for p in projections]
+            x = np.random.default_rng(2).standard_normal(ckpt.info(names[0]).in_features).astype(np.float32)
+            ys = ckpt.gemv_many(names, x)
+            assert [y.shape[0] for y in ys] == [ckpt.info(n).out_features for n in names]
+            for n, y in zip(names, ys):
+                np.testing.assert_allclose(y, ckpt.dequantize(n).astype(np.float64) @ x, rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(y, ckpt.gemv(n, x), rtol=1e-6, atol=1e-6)
+        q, down = ckpt.info("model.layers.1.self_attn.q_proj"), ckpt.info("model.layers.1.mlp.down_proj")
+        x = np.zeros(q.in_features, dtype=np.float32)
+        with pytest.raises(tesseraq.InvalidArgumentError, match="takes"):
+            ckpt.gemv_many([q.index, down.name], x)
+        with pytest.raises(tesseraq.InvalidArgumentError, match="empty"):
+            ckpt.gemv_many([], x)
+        with pytest.raises(tesseraq.InvalidArgumentError, match="out of range"):
+            ckpt.gemv_many([q.index, 1000], x)
+        # the library's own checks, which the method above does not reach
+        outs = [np.zeros(t.out_features, dtype=np.float32) for t in (q, down)]
+        idx = (ctypes.c_int64 * 2)(q.index, down.index)
+        ptrs = (ctypes.c_void_p * 2)(*(o.ctypes.data for o in outs))
+        with pytest.raises(tesseraq.InvalidArgumentError, match="different in_features"):
+            _lib.call("tq_packed_gemv_many", ckpt.handle, idx, 2, x.ctypes.data, ptrs)
+        with pytest.raises(tesseraq.InvalidArgumentError, match="count must be positive"):
+            _lib.call("tq_packed_gemv_many", ckpt.handle, idx, 0, x.ctypes.data, ptrs)
+        with pytest.raises(tesseraq.InvalidArgumentError, match=r"ys\[1\] is NULL"):
+            _lib.call("tq_packed_gemv_many", ckpt.handle, idx, 2, x.ctypes.data, (ctypes.c_void_p * 2)(ptrs[0], None))
+        with pytest.raises(tesseraq.InvalidArgumentError, match="x is NULL"):
+            _lib.call("tq_packed_gemv_many", ckpt.handle, idx, 1, None, ptrs)
 
 
 def test_packed_bad_input(packed_dir, tmp_path):
