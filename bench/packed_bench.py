@@ -116,6 +116,19 @@ def ptr(a, t):
     return a.ctypes.data_as(t)
 
 
+class PackedTensorC(ctypes.Structure):
+    """tqk_packed_tensor (tq_kernels.h)"""
+    _fields_ = [("qweight", ctypes.c_void_p), ("qzeros", ctypes.c_void_p), ("scales", ctypes.c_void_p),
+                ("g_idx", ctypes.c_void_p), ("out", ctypes.c_int64), ("group_size", ctypes.c_int64),
+                ("bits", ctypes.c_int)]
+
+
+# A SmolLM2-135M block as an engine calls it at batch 1: q/k/v share x, and so do gate/up, so each
+# group is one tqk_packed_gemv_many call (one fork and join); (name, [(out, in) of its tensors]).
+BLOCK_CALLS = [("q+k+v", [(576, 576), (192, 576), (192, 576)]), ("o", [(576, 576)]),
+               ("gate+up", [(1536, 576), (1536, 576)]), ("down", [(576, 1536)])]
+
+
 def setup_lib():
     lib = build_kernels(extra_sources=["c/timing.c"])
     for name in ("tqk_packed_gemv", "tqk_packed_gemm"):
@@ -125,6 +138,9 @@ def setup_lib():
     lib.tqb_best_time.restype = ctypes.c_double
     lib.tqb_best_time.argtypes = [ctypes.c_int, vp, vp, vp, vp, i64, i64, ctypes.c_int, i64, vp, i64, vp, vp, i64,
                                   ctypes.c_double]
+    lib.tqb_best_time_many.restype = ctypes.c_double
+    lib.tqb_best_time_many.argtypes = [ctypes.POINTER(PackedTensorC), i64, i64, vp, ctypes.POINTER(vp), i64,
+                                       ctypes.c_double]
     lib.tqb_cold_time.restype = ctypes.c_double
     lib.tqb_cold_time.argtypes = [vp, vp, vp, i64, i64, i64, ctypes.c_int, i64, vp, vp, i64]
     return lib
@@ -281,6 +297,22 @@ def main():
                     cold_args = (*ptrs, ncopies, out, inn, bits, g, X.ctypes.data, Y.ctypes.data, 2)
                     cold_sets[(bits, out, inn, g)] = (lambda a=cold_args: lib.tqb_cold_time(*a))
 
+    for bits in all_bits:
+        for g in (64, 128):
+            for name, tensors in BLOCK_CALLS:
+                Ls = [make_layer(out, inn, bits, g, rng) for (out, inn) in tensors]
+                x = rng.standard_normal(tensors[0][1], dtype=np.float32)
+                ys = [np.empty(out, dtype=np.float32) for (out, _) in tensors]
+                desc = (PackedTensorC * len(Ls))(*(PackedTensorC(L["qweight"].ctypes.data, L["qzeros"].ctypes.data,
+                                                                 L["scales"].ctypes.data, None, out, g, bits)
+                                                   for L, (out, _) in zip(Ls, tensors)))
+                yp = (ctypes.c_void_p * len(ys))(*(y.ctypes.data for y in ys))
+                alive += [Ls, x, ys, desc, yp]
+                key = ("block", bits, g, name)
+                nbytes[key] = sum(L["qweight"].nbytes + L["qzeros"].nbytes + L["scales"].nbytes for L in Ls)
+                cells[key] = (lambda a=(desc, len(Ls), tensors[0][1], x.ctypes.data, yp, reps, 0.1):
+                              lib.tqb_best_time_many(*a))
+
     for (out, inn, g) in ao_shapes:
         for batch in (1, 8):
             X = rng.standard_normal((batch, inn), dtype=np.float32)
@@ -333,6 +365,20 @@ def main():
                 print(f"{bits:>4} {f'{out}x{inn}':>11} {g:>4} {batch:>5} {t * 1e6:10.1f} {gb} {cs} "
                       f"{t_np * 1e6:9.1f} {t_np / t:7.2f} {t_sg * 1e6:9.1f} {t_sg / t:8.2f}")
         print()
+
+    print("SmolLM2-135M block at batch 1 as an engine calls it: q/k/v in one tqk_packed_gemv_many call, gate/up in"
+          " another (one fork and join each); o and down alone:")
+    hdr = f"{'bits':>4} {'g':>4} " + " ".join(f"{n + ' GB/s':>13} {'xcopy':>5}" for n, _ in BLOCK_CALLS)
+    hdr += f" {'block(us)':>9} {'GB/s':>6} {'xcopy':>5}"
+    print(hdr)
+    print("-" * len(hdr))
+    for bits in all_bits:
+        for g in (64, 128):
+            keys = [("block", bits, g, n) for n, _ in BLOCK_CALLS]
+            row = " ".join(f"{nbytes[k] / best[k] / 1e9:13.1f} {nbytes[k] / best[k] / 1e9 / bw:5.2f}" for k in keys)
+            t, nb = sum(best[k] for k in keys), sum(nbytes[k] for k in keys)
+            print(f"{bits:>4} {g:>4} {row} {t * 1e6:9.1f} {nb / t / 1e9:6.1f} {nb / t / 1e9 / bw:5.2f}")
+    print()
 
     print("act-order g_idx vs g_idx = NULL (fast path). Act-order GEMV: per-group accumulators in L1;"
           " act-order GEMM: exact W tiles, then FMA:")

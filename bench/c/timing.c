@@ -23,6 +23,9 @@ typedef struct {
     const float *X;
     float *Y;
     void *blas; /* cblas function, for the fp32 reference */
+    const tqk_packed_tensor *many; /* tqk_packed_gemv_many: n_many tensors, outputs ys */
+    int64_t n_many;
+    float *const *ys;
 } Call;
 
 static double now(void) {
@@ -53,6 +56,8 @@ static void run_blas(const Call *c) {
                                   0.0f, c->Y, c->out);
 }
 
+static void run_many(const Call *c) { tqk_packed_gemv_many(c->many, c->n_many, c->in, c->X, c->ys); }
+
 static double best_time(void (*run)(const Call *), const Call *c, int64_t reps, double min_seconds) {
     run(c);
     double best = 1e30;
@@ -73,6 +78,13 @@ double tqb_best_time(int kind, const uint32_t *qweight, const uint32_t *qzeros, 
                      int64_t batch, float *Y, void *blas, int64_t reps, double min_seconds) {
     const Call c = {qweight, qzeros, scales, g_idx, out, in, group, batch, bits, X, Y, blas};
     return best_time(kind == 0 ? run_packed : kind == 1 ? run_sgemm : run_blas, &c, reps, min_seconds);
+}
+
+/* tqk_packed_gemv_many of n tensors sharing x (in values) */
+double tqb_best_time_many(const tqk_packed_tensor *w, int64_t n, int64_t in, const float *x, float *const *ys,
+                          int64_t reps, double min_seconds) {
+    const Call c = {.in = in, .X = x, .many = w, .n_many = n, .ys = ys};
+    return best_time(run_many, &c, reps, min_seconds);
 }
 
 /* The GEMV cycling through n distinct copies of the packed weights (so that each call streams
