@@ -1,13 +1,23 @@
 /* Read a packed checkpoint back: list its tensors, run a packed GEMV on each and compare it with
  * the product of the dequantised weight (computed here in double); then the first block's q/k/v
- * (tensors 0-2, sharing their input) in one tq_packed_gemv_many call, against the three GEMVs.
+ * (which share their input) in one tq_packed_gemv_many call, against the three GEMVs.
  *
  *   packed_gemv CKPT_DIR
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "tesseraq.h"
+
+/* Index of the tensor called `name`, -1 if none. */
+static int64_t find_tensor(void *ckpt, int64_t count, const char *name) {
+    for (int64_t t = 0; t < count; t++) {
+        const char *n = NULL;
+        if (tq_packed_info(ckpt, t, &n, NULL, NULL, NULL, NULL, NULL) == 0 && strcmp(n, name) == 0) return t;
+    }
+    return -1;
+}
 
 int main(int argc, char **argv) {
     if (argc != 2) {
@@ -54,10 +64,15 @@ int main(int argc, char **argv) {
         free(y);
     }
     /* q/k/v share x: one call computes the three (one thread start instead of three). */
-    const int64_t qkv[3] = {0, 1, 2};
-    int64_t outs[3] = {0}, in = 0, out_max = 0;
+    const char *qkv_names[3] = {"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj",
+                                "model.layers.0.self_attn.v_proj"};
+    int64_t qkv[3], outs[3] = {0}, in = 0, out_max = 0;
     for (int k = 0; k < 3; k++) {
-        if (tq_packed_info(ckpt, qkv[k], NULL, &outs[k], &in, NULL, NULL, NULL) != 0) return 1;
+        qkv[k] = find_tensor(ckpt, count, qkv_names[k]);
+        if (tq_packed_info(ckpt, qkv[k], NULL, &outs[k], &in, NULL, NULL, NULL) != 0) {
+            fprintf(stderr, "%s: %s\n", qkv_names[k], tq_last_error());
+            return 1;
+        }
         out_max = outs[k] > out_max ? outs[k] : out_max;
     }
     float *x = malloc(sizeof(float) * (size_t)in), *ys[3], *one = malloc(sizeof(float) * (size_t)out_max);
