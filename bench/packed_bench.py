@@ -158,21 +158,19 @@ def numpy_cblas():
     sys.exit("packed_bench: numpy's bundled scipy-openblas was not found (pip's numpy wheels have it)")
 
 
-def packed_caller(lib, L, out, inn, bits, group, X, Y, batch):
-    """A zero-argument function calling the kernel once (for the correctness checks)."""
+def call_packed(lib, L, out, inn, bits, group, X, Y, batch):
+    """One call of the packed kernel (for the correctness checks)."""
     gi = L.get("g_idx")
     args = (ptr(L["qweight"], u32p), ptr(L["qzeros"], u32p), ptr(L["scales"].view(np.uint16), u16p),
             None if gi is None else ptr(gi, i32p), i64(out), i64(inn), ctypes.c_int(bits), i64(group))
     if batch == 1:
-        f, tail = lib.tqk_packed_gemv, (ptr(X, f32p), ptr(Y, f32p))
+        lib.tqk_packed_gemv(*args, ptr(X, f32p), ptr(Y, f32p))
     else:
-        f, tail = lib.tqk_packed_gemm, (ptr(X, f32p), i64(batch), ptr(Y, f32p))
-    full = args + tail
-    return lambda: f(*full)
+        lib.tqk_packed_gemm(*args, ptr(X, f32p), i64(batch), ptr(Y, f32p))
 
 
-def call_packed(lib, L, out, inn, bits, group, X, Y, batch):
-    packed_caller(lib, L, out, inn, bits, group, X, Y, batch)()
+def packed_bytes(L):
+    return L["qweight"].nbytes + L["qzeros"].nbytes + L["scales"].nbytes
 
 
 def timer(lib, kind, out, inn, X, batch, Y, reps, min_time, L=None, bits=0, group=0, W=None, blas=None):
@@ -283,7 +281,7 @@ def main():
                 L = layers[(bits, out, inn, g)]
                 Y = np.empty((batch, out), dtype=np.float32)
                 alive.append(Y)
-                nbytes[(bits, out, inn, g)] = L["qweight"].nbytes + L["qzeros"].nbytes + L["scales"].nbytes
+                nbytes[(bits, out, inn, g)] = packed_bytes(L)
                 cells[("packed", bits, out, inn, g, batch)] = timer(lib, 0, out, inn, X, batch, Y, reps, 0.1, L=L,
                                                                     bits=bits, group=g)
                 if batch == 1 and out * inn >= 4096 * 4096 and not args.no_cold:
@@ -309,7 +307,7 @@ def main():
                 yp = (ctypes.c_void_p * len(ys))(*(y.ctypes.data for y in ys))
                 alive += [Ls, x, ys, desc, yp]
                 key = ("block", bits, g, name)
-                nbytes[key] = sum(L["qweight"].nbytes + L["qzeros"].nbytes + L["scales"].nbytes for L in Ls)
+                nbytes[key] = sum(packed_bytes(L) for L in Ls)
                 cells[key] = (lambda a=(desc, len(Ls), tensors[0][1], x.ctypes.data, yp, reps, 0.1):
                               lib.tqb_best_time_many(*a))
 

@@ -37,11 +37,6 @@ enum {
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* Mask of the 8 lanes: those below n (none if n <= 0). */
-static inline __m256i lanes_below(int64_t n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)min64(n, 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 /* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into mr-row strips (strip at dst + ir*kc,
  * d[k*mr + r]), zero padded. Stores are 8 floats wide, in groups of 8 rows: a last group of
  * fewer rows spills into the next k (or strip), which is written afterwards; the caller leaves
@@ -61,9 +56,9 @@ static void pack_a(int transA, const float *A, int64_t lda, int64_t i0, int64_t 
                     const float *s = A + (p0 + k) * lda + i0;
                     for (int h = (mr - 1) / 8 * 8; h >= 0; h -= 8) {
                         int64_t rows = mc - ir - h; /* masked at the block's end: never reads past it */
-                        __m256 v = rows >= 8 ? _mm256_loadu_ps(s + ir + h) : _mm256_maskload_ps(s + ir + h, lanes_below(rows));
+                        __m256 v = rows >= 8 ? _mm256_loadu_ps(s + ir + h) : _mm256_maskload_ps(s + ir + h, tqk_lanes_below(rows));
                         float *d = dst + ir * kc + k * mr + h;
-                        if (k == kc - 1 && h + 8 > mr) _mm256_maskstore_ps(d, lanes_below(mr - h), v);
+                        if (k == kc - 1 && h + 8 > mr) _mm256_maskstore_ps(d, tqk_lanes_below(mr - h), v);
                         else _mm256_storeu_ps(d, v);
                     }
                 }

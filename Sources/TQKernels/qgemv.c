@@ -80,7 +80,7 @@ AI __m256i code_plain(const uint32_t *row, int64_t out, const int B, const int j
 static inline __m256i code_any(const uint32_t *qweight, int64_t out, int B, int64_t i, int64_t o, int nvalid) {
     const int64_t P = i * B, w = P >> 5;
     const int s = (int)(P & 31);
-    const __m256i m = lane_mask(nvalid);
+    const __m256i m = tqk_lanes_below(nvalid);
     const int masked = nvalid < 8;
     const __m256i a = ld_words(qweight + w * out + o, masked, m);
     __m256i v = _mm256_srl_epi32(a, _mm_cvtsi32_si128(s));
@@ -88,6 +88,26 @@ static inline __m256i code_any(const uint32_t *qweight, int64_t out, int B, int6
         const __m256i b = ld_words(qweight + (w + 1) * out + o, masked, m);
         v = _mm256_or_si256(v, _mm256_sll_epi32(b, _mm_cvtsi32_si128(32 - s)));
     }
+    return _mm256_and_si256(v, _mm256_set1_epi32((1 << B) - 1));
+}
+
+/* Zero points of columns o..o+7 of one qzeros row (cols words); lanes past the row's end are
+ * padding or garbage and must be ignored by the caller. */
+AI __m256i zero_vec(const uint32_t *zrow, int64_t cols, const int B, int64_t o) {
+    const int64_t P0 = o * B, w0 = P0 >> 5;
+    const int nw = (int)min64(8, cols - w0);
+    const __m256i words = _mm256_maskload_epi32((const int *)(zrow + w0), tqk_lanes_below(nw));
+    const __m256i P = _mm256_add_epi32(_mm256_set1_epi32((int)(P0 & 31)),
+                                       _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                          _mm256_set1_epi32(B)));
+    const __m256i wi = _mm256_srli_epi32(P, 5);
+    const __m256i s = _mm256_and_si256(P, _mm256_set1_epi32(31));
+    const __m256i lo = _mm256_permutevar8x32_epi32(words, wi);
+    const __m256i hi = _mm256_permutevar8x32_epi32(words, _mm256_add_epi32(wi, _mm256_set1_epi32(1)));
+    /* sllv by 32 gives 0: a value that fits its word takes nothing from the next one (and for
+     * s + B <= 32 the bits of `hi` land at >= B, masked away) */
+    const __m256i v = _mm256_or_si256(_mm256_srlv_epi32(lo, s),
+                                      _mm256_sllv_epi32(hi, _mm256_sub_epi32(_mm256_set1_epi32(32), s)));
     return _mm256_and_si256(v, _mm256_set1_epi32((1 << B) - 1));
 }
 
@@ -101,12 +121,12 @@ static inline __m256 scale_vec(const uint16_t *srow, int64_t o, int nvalid) {
 
 AI void store_y(float *y, __m256 v, int nvalid) {
     if (nvalid >= 8) _mm256_storeu_ps(y, v);
-    else _mm256_maskstore_ps(y, lane_mask(nvalid), v);
+    else _mm256_maskstore_ps(y, tqk_lanes_below(nvalid), v);
 }
 
 AI __m256 load_y(const float *y, int nvalid) {
     if (nvalid >= 8) return _mm256_loadu_ps(y);
-    return _mm256_maskload_ps(y, lane_mask(nvalid));
+    return _mm256_maskload_ps(y, tqk_lanes_below(nvalid));
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -149,7 +169,7 @@ static void prescale(const Problem *p, const float *x, float *xs, float *sx) {
         if (i + 8 <= in) {
             v = _mm256_loadu_ps(x + i);
         } else {
-            v = i < in ? _mm256_maskload_ps(x + i, lane_mask((int)(in - i))) : _mm256_setzero_ps();
+            v = i < in ? _mm256_maskload_ps(x + i, tqk_lanes_below(in - i)) : _mm256_setzero_ps();
         }
         v = _mm256_mul_ps(v, _mm256_loadu_ps(fac + i % period));
         /* keep subnormals out of the hot loop (microcode assists); they contribute < 2^-100 */
@@ -251,7 +271,7 @@ AI void gemv_fast_range_body(const int B, const Problem *p, int64_t b0, int64_t 
                 for (int64_t ov = o; ov < out; ov += 8) {
                     const int nvalid = (int)min64(8, out - ov);
                     if (nvalid == 8) gemv_tile(B, 1, 0, none, p->qweight + ov, out, p->xs, u0, u1, acc);
-                    else gemv_tile(B, 1, 1, lane_mask(nvalid), p->qweight + ov, out, p->xs, u0, u1, acc);
+                    else gemv_tile(B, 1, 1, tqk_lanes_below(nvalid), p->qweight + ov, out, p->xs, u0, u1, acc);
                     gemv_finish(B, p, t, ov, 1, acc, sxt, p->Y);
                 }
             }
@@ -335,7 +355,7 @@ AI void decode_scaled_tile(const int B, const uint32_t *qw, int64_t out, int64_t
                            int nvalid_last, float *D) {
     const int V = B == 3 ? 32 : 32 / B;
     const int WPU = B == 3 ? 3 : 1;
-    const __m256i lm = lane_mask(nvalid_last);
+    const __m256i lm = tqk_lanes_below(nvalid_last);
     for (int64_t u = u0; u < u1; u++) {
         const uint32_t *row = qw + u * WPU * out;
         float *d = D + (u - u0) * V * BLK;
@@ -452,7 +472,7 @@ AI void decode_exact_tile(const int B, const uint32_t *qw, int64_t out, int64_t 
                           int nvalid_last, const int32_t *gmap, const __m256i *zc, const __m256 *sc, float *D) {
     const int V = B == 3 ? 32 : 32 / B;
     const int WPU = B == 3 ? 3 : 1;
-    const __m256i lm = lane_mask(nvalid_last);
+    const __m256i lm = tqk_lanes_below(nvalid_last);
     for (int64_t u = u0; u < u1; u++) {
         const uint32_t *row = qw + u * WPU * out;
         float *d = D + (u - u0) * V * BLK;
@@ -581,7 +601,7 @@ AI void gemv_gidx_range_body(const int B, const Problem *p, int64_t b0, int64_t 
                 const int nvalid = (int)min64(8, out - ov);
                 float *a = acc + (ov - o); /* vector slot (ov - o) / 8 of every accumulator row */
                 if (nvalid == 8) gemv_gidx_block(B, 1, 0, none, p->qweight + ov, out, p->xs, p->gmap, p->U, a);
-                else gemv_gidx_block(B, 1, 1, lane_mask(nvalid), p->qweight + ov, out, p->xs, p->gmap, p->U, a);
+                else gemv_gidx_block(B, 1, 1, tqk_lanes_below(nvalid), p->qweight + ov, out, p->xs, p->gmap, p->U, a);
             }
         }
         for (int64_t ov = o; ov < o + ncol; ov += 8) {
@@ -800,11 +820,12 @@ void tqk_packed_gemv_many(const tqk_packed_tensor *w, int64_t n, int64_t in, con
         int fast = tqk_use_avx512() && in > 0;
         for (int64_t k = 0; k < nk && fast; k++) {
             const tqk_packed_tensor *t = &w[k0 + k];
-            fast = t->out > 0 && bits_ok(t->bits);
-            if (!fast) break;
+            if (t->out <= 0 || !bits_ok(t->bits)) {
+                fast = 0;
+                break;
+            }
             setup(&ps[k], t->qweight, t->qzeros, t->scales, t->out, in, t->bits, t->group_size);
             ps[k].Y = y[k0 + k];
-            ps[k].batch = 1;
             fast = fast_path_ok(&ps[k], t->g_idx);
         }
         if (fast) {
@@ -922,7 +943,7 @@ void tqk_packed_dequantize(const uint32_t *qweight, const uint32_t *qzeros, cons
                 for (int l = 0; l < nvalid; l++) {
                     float *dst = out_w + (o + l - row_begin) * in + i0;
                     if (ni == 8) _mm256_storeu_ps(dst, r[l]);
-                    else _mm256_maskstore_ps(dst, lane_mask(ni), r[l]);
+                    else _mm256_maskstore_ps(dst, tqk_lanes_below(ni), r[l]);
                 }
             }
         }

@@ -182,7 +182,7 @@ static float sum_x(const float *x, int64_t i0, int64_t i1) {
 AI void gemv_units_body(const int B, const Problem *p, const float *x, int64_t u0, int64_t u1, float *y) {
     const int64_t out = p->out, V = p->V, WPU = p->WPU;
     float T[TILE_ROWS * TABLE_FLOATS] __attribute__((aligned(64)));
-    float xf[TILE_ROWS * 16] __attribute__((aligned(64))); /* a tile's values: at most 32 per row */
+    float xf[TILE_ROWS * 16] __attribute__((aligned(64))); /* a tile's values: at most 16 per row */
     memset(y, 0, (size_t)out * sizeof(float));
     const int64_t GU = p->n_groups == 1 ? p->U : p->group_size / V; /* units per group */
     const int64_t TU = max64(1, min64(GU, TILE_ROWS / WPU));
@@ -232,6 +232,9 @@ static void gemv_units(const Problem *p, const float *x, int64_t u0, int64_t u1,
     }
 }
 
+/* floats of a tensor's partial sums: out, rounded up to whole vectors */
+static int64_t padded_out(const Problem *p) { return (p->out + 15) & ~(int64_t)15; }
+
 /* y += partial sums, out floats */
 static void add_partial(float *y, const float *q, int64_t out) {
     for (int64_t o = 0; o < out; o += 16) {
@@ -241,14 +244,14 @@ static void add_partial(float *y, const float *q, int64_t out) {
 }
 
 void tqk_packed_gemv_fast_avx512(const Problem *ps, int64_t n, const float *x) {
-    int64_t bytes = 0, partial_len = 0, min_units = INT64_MAX;
+    int64_t bytes = 0, per_thread = 0, min_units = INT64_MAX; /* per_thread: partial sums of every tensor */
     for (int64_t k = 0; k < n; k++) {
         bytes += ps[k].U * ps[k].WPU * ps[k].out * 4;
-        partial_len += (ps[k].out + 15) & ~(int64_t)15;
+        per_thread += padded_out(&ps[k]);
         min_units = min64(min_units, ps[k].U);
     }
     const int64_t nt_max = bytes >= PARALLEL_MIN_BYTES ? min64(omp_get_max_threads(), min_units) : 1;
-    partial_len *= nt_max - 1; /* thread t > 0: partial sums of every tensor */
+    const int64_t partial_len = per_thread * (nt_max - 1); /* for threads 1 .. nt_max-1 */
     float stack_partial[STACK_PARTIAL] __attribute__((aligned(64)));
     float *partial = partial_len <= STACK_PARTIAL ? stack_partial : xmalloc((size_t)partial_len * sizeof(float));
     if (!partial) {
@@ -261,21 +264,21 @@ void tqk_packed_gemv_fast_avx512(const Problem *ps, int64_t n, const float *x) {
     {
         const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
         if (t == 0) nt_used = nt;
-        int64_t off = (t - 1) * (partial_len / max64(nt_max - 1, 1)); /* of this thread's sums (t > 0) */
+        int64_t off = (t - 1) * per_thread; /* of this thread's sums (t > 0) */
         for (int64_t k = 0; k < n; k++) {
             const Problem *p = &ps[k];
             const int64_t unit_words = p->WPU * p->out;
             const int64_t lead = nt > 1 && k == 0 ? min64(p->U / 2, (LEAD_WORDS + unit_words / 2) / unit_words) : 0;
             const int64_t rest = p->U - lead;
             gemv_units(p, x, t ? lead + rest * t / nt : 0, lead + rest * (t + 1) / nt, t ? partial + off : p->Y);
-            off += (p->out + 15) & ~(int64_t)15;
+            off += padded_out(p);
         }
     }
     const float *q = partial;
     for (int64_t t = 1; t < nt_used; t++)
         for (int64_t k = 0; k < n; k++) {
             add_partial(ps[k].Y, q, ps[k].out);
-            q += (ps[k].out + 15) & ~(int64_t)15;
+            q += padded_out(&ps[k]);
         }
     if (partial != stack_partial) free(partial);
 }

@@ -5,6 +5,11 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+/* Mask of the 8 lanes below n (none if n <= 0, all if n >= 8). */
+static inline __m256i tqk_lanes_below(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 /* sum a[i] * b[i], 8 lanes at a time then a scalar tail */
 static inline float tqk_dot(const float *a, const float *b, int64_t n) {
     __m256 acc = _mm256_setzero_ps();

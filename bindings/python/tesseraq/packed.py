@@ -25,6 +25,13 @@ class PackedTensor:
     sym: bool
 
 
+def _require_input(x: np.ndarray, t: PackedTensor) -> None:
+    """x must be a float32 vector of t's in_features."""
+    require(x, np.float32, "x", 1)
+    if x.shape[0] != t.in_features:
+        raise InvalidArgumentError(f"x has {x.shape[0]} elements, {t.name} takes {t.in_features}")
+
+
 class PackedCheckpoint(_Handle):
     """The packed tensors of a GPTQ (v1 or v2) checkpoint directory.
 
@@ -84,9 +91,7 @@ class PackedCheckpoint(_Handle):
     def gemv(self, index: "int | str", x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """y = W x on the packed words. x: float32 [in_features]."""
         t = self.info(index)
-        require(x, np.float32, "x", 1)
-        if x.shape[0] != t.in_features:
-            raise InvalidArgumentError(f"x has {x.shape[0]} elements, {t.name} takes {t.in_features}")
+        _require_input(x, t)
         y = np.empty(t.out_features, dtype=np.float32) if out is None else require(out, np.float32, "out", 1)
         if y.shape[0] != t.out_features:
             raise InvalidArgumentError(f"out has {y.shape[0]} elements, {t.name} gives {t.out_features}")
@@ -99,10 +104,8 @@ class PackedCheckpoint(_Handle):
         ts = [self.info(i) for i in indices]
         if not ts:
             raise InvalidArgumentError("indices is empty")
-        require(x, np.float32, "x", 1)
         for t in ts:
-            if x.shape[0] != t.in_features:
-                raise InvalidArgumentError(f"x has {x.shape[0]} elements, {t.name} takes {t.in_features}")
+            _require_input(x, t)
         ys = [np.empty(t.out_features, dtype=np.float32) for t in ts]
         idx = (ctypes.c_int64 * len(ts))(*(t.index for t in ts))
         ptrs = (ctypes.c_void_p * len(ts))(*(y.ctypes.data for y in ys))
