@@ -5,8 +5,9 @@ stories260K and SmolLM2-135M, produced by one command:
     python3 bench/methods_table.py [--models stories260K SmolLM2-135M] [--out bench/results.md] [--windows K]
 
 stories260K uses group size 32 (its widths are 64 and 172), SmolLM2 g64 / g128 as the paper.
-Evaluation: test.raw.bin, seq_len 512 and 8 windows for stories260K, seq_len 2048 and 4 windows
-for SmolLM2 (--windows changes both). Calibration: valid.bin (a different split). TesseraQ/AWQ/GPTQ
+Evaluation: data/wikitext2/test.raw.txt tokenized by the model's tokenizer (`eval --text`), seq_len 512
+and 8 windows for stories260K, seq_len 2048 and 4 windows for SmolLM2 (--windows changes both).
+Calibration: data/wikitext2/valid.txt (`--calib-text`, a different split). TesseraQ/AWQ/GPTQ
 use the "ci" preset on stories260K and "fast" on SmolLM2, where the calibration is cut to fit a
 2-core budget: AWQ 16 windows of 256 tokens (as TesseraQ's AWQ init), GPTQ 32 of 512.
 Each finished run is recorded in WORK/results.json, so an interrupted table resumes where it stopped.
@@ -19,13 +20,13 @@ import subprocess
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("TESSERAQ_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+WIKITEXT = os.path.join(ROOT, "data", "wikitext2")
 CLI = os.environ.get("TESSERAQ_CLI", os.path.join(ROOT, ".build", "release", "tesseraq-cli"))
 
 MODELS = {
-    "stories260K": dict(path=os.path.join(SHARED, "models", "stories260K"), tokens="stories260K", seq=512, windows=8,
+    "stories260K": dict(path=os.path.join(ROOT, "Tests", "Fixtures", "models", "stories260K"), seq=512, windows=8,
                         preset="ci", settings=[(2, 32), (3, 32), (4, 32)]),
-    "SmolLM2-135M": dict(path=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct"), tokens="SmolLM2-135M", seq=2048,
+    "SmolLM2-135M": dict(path=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct"), seq=2048,
                          windows=4, preset="fast", settings=[(2, 64), (3, 64), (4, 128)],
                          extra={"AWQ": ["--set", "n_samples=16"], "GPTQ": ["--set", "n_samples=32"],
                                 "TesseraQ (init awq)": ["--set", "awq_samples=16"]}),
@@ -35,12 +36,12 @@ METHODS = [("RTN", ["--method", "rtn"]), ("AWQ", ["--method", "awq"]), ("GPTQ", 
            ("TesseraQ (init awq)", ["--method", "tesseraq", "--set", "init=awq"])]
 
 
-def tokens(model, split):
-    return os.path.join(SHARED, "data", "wikitext2", "tokens", model, f"{split}.bin")
+def text(split):
+    return os.path.join(WIKITEXT, f"{split}.txt")
 
 
 def evaluate(m, path):
-    out = subprocess.run([CLI, "eval", "--model", path, "--tokens", tokens(m["tokens"], "test.raw"), "--seq-len", str(m["seq"]),
+    out = subprocess.run([CLI, "eval", "--model", path, "--text", text("test.raw"), "--seq-len", str(m["seq"]),
                           "--max-windows", str(m["windows"]), "--json"], check=True, capture_output=True, text=True).stdout
     return json.loads(out)["perplexity"]
 
@@ -50,7 +51,7 @@ def quantize(m, label, flags, bits, group, out):
     cmd = [CLI, "quantize", "--model", m["path"], "--out", out, "--bits", str(bits), "--group-size", str(group),
            "--overwrite", *flags]
     if "rtn" not in flags[1:2]:
-        cmd += ["--preset", m["preset"], "--calib-tokens", tokens(m["tokens"], "valid"), *m.get("extra", {}).get(label, [])]
+        cmd += ["--preset", m["preset"], "--calib-text", text("valid"), *m.get("extra", {}).get(label, [])]
     t0, cpu0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     secs, cpu1 = time.time() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)

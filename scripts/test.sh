@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): builds, runs the Swift tests, installs the Python package and
 # runs its tests against the freshly built libtesseraq.so, then builds and runs the C examples.
-# Tests that need ../shared skip loudly when it is absent.
+# Everything it reads is in the repository (Tests/Fixtures, data/): nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

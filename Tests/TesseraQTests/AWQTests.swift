@@ -202,15 +202,15 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
     #expect(diff < 1e-4, "max difference \(diff)")
 }
 
-@Suite(.enabled(if: SharedData.available, SharedData.skipReason), .serialized)
+@Suite(.serialized)
 struct AWQStoriesTests {
     /// AWQ scales (searched on calibration inputs, clipping off) and random positive scales folded
     /// into every block through `blockTransform` give the original logits.
     @Test(arguments: [false, true])
     func foldedScalesKeepTheLogits(random: Bool) throws {
-        let original = try LlamaModel(directory: SharedData.model("stories260K"))
+        let original = try LlamaModel(directory: Fixtures.model("stories260K"))
         let c = original.config
-        let tokens = try readTokenFile(SharedData.tokens("stories260K", "valid"))
+        let tokens = try Fixtures.storiesTokens("valid")
         let n = 8, L = 64
         let windows = try calibrationWindows(tokens, samples: n, length: L, seed: 7)
         let cache = ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: .f32)
@@ -243,14 +243,14 @@ struct AWQStoriesTests {
             transformed.append(block)
         }
         if !random { #expect(spread > 1.5, "searched scales should be non-trivial (max/min \(spread))") }
-        let folded = try LlamaModel(directory: SharedData.model("stories260K"))
+        let folded = try LlamaModel(directory: Fixtures.model("stories260K"))
         folded.blockTransform = { layer, block in
             let t = transformed[layer]
             block.attnNorm.p.update(from: t.attnNorm.p, count: c.hidden)
             block.mlpNorm.p.update(from: t.mlpNorm.p, count: c.hidden)
             for k in LinearKind.allCases { block[k] = t[k] }
         }
-        let test = Array(try readTokenFile(SharedData.tokens("stories260K", "test.raw")).prefix(256))
+        let test = Array(try Fixtures.storiesTokens("test.raw").prefix(256))
         let a = FloatBuffer(count: test.count * c.vocab), b = FloatBuffer(count: test.count * c.vocab)
         try test.withUnsafeBufferPointer { try original.logits($0, into: a.p); try folded.logits($0, into: b.p) }
         let diff = zip(a.array, b.array).map { abs($0 - $1) }.max()!
@@ -281,7 +281,7 @@ struct AWQStoriesTests {
         print("stories260K W\(bits) g32 ci calibration: RTN \(pRTN), AWQ \(pAWQ); block losses rtn/awq \(blockLosses)")
         #expect(pAWQ < pRTN)
         // The checkpoint carries the folded norms.
-        let store = try TensorStore(directory: dir), orig = try TensorStore(directory: SharedData.model("stories260K"))
+        let store = try TensorStore(directory: dir), orig = try TensorStore(directory: Fixtures.model("stories260K"))
         #expect(try store.floats("model.layers.0.input_layernorm.weight") != orig.floats("model.layers.0.input_layernorm.weight"))
     }
 

@@ -367,11 +367,11 @@ func runGPTQ(bits: Int, group: Int, actOrder: Bool, extra: [String: JSONValue] =
                       out: out, progress: progress)
 }
 
-@Suite(.enabled(if: SharedData.available, SharedData.skipReason), .serialized)
+@Suite(.serialized)
 struct GPTQPipelineTests {
     @Test(arguments: [2, 3])
     func beatsRTNOnStories(bits: Int) throws {
-        let fp = try perplexity(try LlamaModel(directory: SharedData.model("stories260K")))
+        let fp = try perplexity(try LlamaModel(directory: Fixtures.model("stories260K")))
         let (_, rtn) = try quantizeStories(QuantSpec(bits: bits, groupSize: 32))
         let pRTN = try perplexity(try LlamaModel(directory: rtn))
         var ppl: [Bool: Double] = [:]

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import TesseraQ
 
-/// The reference outputs in ../shared/models/*/golden.json (transformers fp32 and llama2.c).
+/// The reference outputs in Tests/Fixtures/models/*/golden.json (transformers fp32 and llama2.c).
 struct Golden: Decodable {
     struct LogitsCheck: Decodable {
         let input_ids: [UInt32]
@@ -19,19 +19,18 @@ struct Golden: Decodable {
     let perplexity_check: PerplexityCheck
 
     static func load(_ model: String) throws -> Golden {
-        let data = try Data(contentsOf: URL(fileURLWithPath: SharedData.model(model) + "/golden.json"))
+        let data = try Data(contentsOf: URL(fileURLWithPath: Fixtures.model(model) + "/golden.json"))
         return try JSONDecoder().decode(Golden.self, from: data)
     }
 }
 
-@Suite(.enabled(if: SharedData.available, SharedData.skipReason))
 struct GoldenTests {
     static let models = ["stories260K", "aidreams260K"]
 
     @Test(arguments: models)
     func logitsMatchReference(name: String) throws {
         let g = try Golden.load(name)
-        let m = try LlamaModel(directory: SharedData.model(name))
+        let m = try LlamaModel(directory: Fixtures.model(name))
         let ids = g.logits_check.input_ids
         var out = [Float](repeating: 0, count: ids.count * m.config.vocab)
         try ids.withUnsafeBufferPointer { t in try out.withUnsafeMutableBufferPointer { try m.logits(t, into: $0.baseAddress!) } }
@@ -47,7 +46,7 @@ struct GoldenTests {
     @Test(arguments: models)
     func greedyContinuationIsExact(name: String) throws {
         let g = try Golden.load(name)
-        let m = try LlamaModel(directory: SharedData.model(name))
+        let m = try LlamaModel(directory: Fixtures.model(name))
         var seq = g.prompt_ids
         var logits = [Float](repeating: 0, count: (seq.count + g.greedy_ids.count) * m.config.vocab)
         for _ in 0..<g.greedy_ids.count {
@@ -61,7 +60,7 @@ struct GoldenTests {
     @Test(arguments: models)
     func perplexityMatchesReference(name: String) throws {
         let g = try Golden.load(name)
-        let m = try LlamaModel(directory: SharedData.model(name))
+        let m = try LlamaModel(directory: Fixtures.model(name))
         let ids = g.perplexity_check.input_ids
         let r = try ids.withUnsafeBufferPointer { try evaluatePerplexity(model: m, tokens: $0, seqLen: ids.count) }
         #expect(r.windows == 1 && r.tokens == ids.count - 1)
@@ -69,8 +68,8 @@ struct GoldenTests {
     }
 
     @Test func perplexityWindowsAndCancellation() throws {
-        let m = try LlamaModel(directory: SharedData.model("stories260K"))
-        let ids = try readTokenFile(SharedData.tokens("stories260K", "test.raw"))
+        let m = try LlamaModel(directory: Fixtures.model("stories260K"))
+        let ids = try Fixtures.storiesTokens("test.raw")
         let r = try ids.withUnsafeBufferPointer { try evaluatePerplexity(model: m, tokens: $0, seqLen: 256, maxWindows: 3) }
         #expect(r.windows == 3 && r.tokens == 3 * 255)
         // The same three windows evaluated one by one give the same mean NLL.

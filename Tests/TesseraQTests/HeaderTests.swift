@@ -10,7 +10,7 @@ import Testing
         dir.deleteLastPathComponent()
     }
     let generated = dir.path + "/TesseraQC.build/include/TesseraQC-Swift.h"
-    let committed = SharedData.repoRoot + "/include/tesseraq.h"
+    let committed = Fixtures.repoRoot + "/include/tesseraq.h"
     let g = try #require(FileManager.default.contents(atPath: generated), "no generated header at \(generated)")
     let c = try #require(FileManager.default.contents(atPath: committed), "no committed header at \(committed)")
     #expect(g == c, "include/tesseraq.h is stale: copy \(generated) over it")

@@ -10,20 +10,20 @@ func temporaryDirectory(_ tag: String) -> String {
 
 /// Quantizes stories260K with RTN into a fresh temporary directory.
 func quantizeStories(_ spec: QuantSpec, format: String = "gptq_v2") throws -> (model: LlamaModel, out: String) {
-    let model = try LlamaModel(directory: SharedData.model("stories260K"))
+    let model = try LlamaModel(directory: Fixtures.model("stories260K"))
     let out = temporaryDirectory("rtn") + "/ckpt"
     try quantizeModel(model, config: QuantizeConfig(method: "rtn", spec: spec, format: format), outDir: out)
     return (model, out)
 }
 
 func perplexity(_ model: LlamaModel, windows: Int = 8) throws -> Double {
-    let ids = try readTokenFile(SharedData.tokens("stories260K", "test.raw"))
+    let ids = try Fixtures.storiesTokens("test.raw")
     return try ids.withUnsafeBufferPointer { try evaluatePerplexity(model: model, tokens: $0, seqLen: 512, maxWindows: windows) }.perplexity
 }
 
 /// The same quantization simulated in float32 on the original model.
 func simulatedRTN(_ spec: QuantSpec) throws -> LlamaModel {
-    let sim = try LlamaModel(directory: SharedData.model("stories260K"))
+    let sim = try LlamaModel(directory: Fixtures.model("stories260K"))
     sim.blockTransform = { _, block in
         for kind in LinearKind.allCases {
             let (o, i) = kind.shape(sim.config)
@@ -33,7 +33,6 @@ func simulatedRTN(_ spec: QuantSpec) throws -> LlamaModel {
     return sim
 }
 
-@Suite(.enabled(if: SharedData.available, SharedData.skipReason))
 struct PackedCheckpointTests {
     @Test(arguments: [QuantSpec(bits: 2, groupSize: 32), QuantSpec(bits: 3, groupSize: 32), QuantSpec(bits: 4, groupSize: 64, sym: true),
                       QuantSpec(bits: 8, groupSize: -1), QuantSpec(bits: 3, groupSize: 48)])
@@ -60,7 +59,7 @@ struct PackedCheckpointTests {
         let store = try TensorStore(directory: out)
         #expect(try store.floats("model.embed_tokens.weight") == model.store.floats("model.embed_tokens.weight"))
         #expect(store.info("model.layers.0.self_attn.q_proj.weight") == nil)
-        #expect(FileManager.default.contentsEqual(atPath: out + "/tokenizer.json", andPath: SharedData.model("stories260K") + "/tokenizer.json"))
+        #expect(FileManager.default.contentsEqual(atPath: out + "/tokenizer.json", andPath: Fixtures.model("stories260K") + "/tokenizer.json"))
         #expect(FileManager.default.fileExists(atPath: out + "/quantize_report.json"))
         #expect(!FileManager.default.fileExists(atPath: out + ".partial"))
     }
@@ -74,7 +73,7 @@ struct PackedCheckpointTests {
     }
 
     @Test func rtnPerplexityOrdering() throws {
-        let fp = try perplexity(try LlamaModel(directory: SharedData.model("stories260K")))
+        let fp = try perplexity(try LlamaModel(directory: Fixtures.model("stories260K")))
         var ppl: [Int: Double] = [:]
         for bits in [8, 4, 3, 2] {
             let (_, out) = try quantizeStories(QuantSpec(bits: bits, groupSize: 32))
@@ -94,7 +93,7 @@ struct PackedCheckpointTests {
         #expect(a.quantization.checkpointFormat == "gptq")
         for (x, y) in zip(a.linears, b.linears) { #expect(x.dequantized().array == y.dequantized().array) }
         // Asymmetric 2-bit grids on this model have groups with zero point 0: refused, nothing written.
-        let model = try LlamaModel(directory: SharedData.model("stories260K"))
+        let model = try LlamaModel(directory: Fixtures.model("stories260K"))
         let out = temporaryDirectory("v1") + "/ckpt"
         #expect {
             try quantizeModel(model, config: QuantizeConfig(method: "rtn", spec: QuantSpec(bits: 2, groupSize: 32), format: "gptq"), outDir: out)
@@ -103,7 +102,7 @@ struct PackedCheckpointTests {
     }
 
     @Test func cancelledRunLeavesNoCheckpoint() throws {
-        let model = try LlamaModel(directory: SharedData.model("stories260K"))
+        let model = try LlamaModel(directory: Fixtures.model("stories260K"))
         let out = temporaryDirectory("cancel") + "/ckpt"
         #expect(throws: TQError.self) {
             try quantizeModel(model, config: QuantizeConfig(method: "rtn", spec: QuantSpec(bits: 4, groupSize: 32)), outDir: out) { $0.block < 2 }
@@ -121,7 +120,6 @@ struct PackedCheckpointTests {
 }
 
 /// Corrupted, truncated and inconsistent packed checkpoints: a clear error, never a crash.
-@Suite(.enabled(if: SharedData.available, SharedData.skipReason))
 struct PackedCorruptionTests {
     static let base: String = {
         try! quantizeStories(QuantSpec(bits: 4, groupSize: 32)).out

@@ -104,16 +104,17 @@ func tinyBlock(seed: UInt64) -> (LlamaConfig, BlockWeights) {
     }
 }
 
-/// Quantizes stories260K with a calibrated `method` (its `ci` preset, calibration on valid.bin)
+/// Quantizes stories260K with a calibrated `method` (its `ci` preset, calibration on WikiText-2 valid)
 /// into `out` or a fresh temporary directory; `extra` overrides configuration keys.
 func runCalibrated(_ method: String, bits: Int, group: Int, extra: [String: JSONValue] = [:], out: String? = nil,
                    progress: QuantProgressHandler? = nil) throws -> (String, [String: Any]) {
-    let model = try LlamaModel(directory: SharedData.model("stories260K"))
-    var options: [String: JSONValue] = ["preset": .string("ci"), "calib_tokens": .string(SharedData.tokens("stories260K", "valid"))]
+    let model = try LlamaModel(directory: Fixtures.model("stories260K"))
+    var options: [String: JSONValue] = ["preset": .string("ci")]
     options.merge(extra) { $1 }
     let dir = out ?? temporaryDirectory(method) + "/ckpt"
     let report = try quantizeModel(model, config: QuantizeConfig(method: method, spec: QuantSpec(bits: bits, groupSize: group),
-                                                                  options: options), outDir: dir, progress: progress)
+                                                                  options: options), outDir: dir,
+                                   calibration: Fixtures.storiesTokens("valid"), progress: progress)
     return (dir, report)
 }
 
@@ -126,7 +127,7 @@ func runTesseraQ(bits: Int, group: Int, extra: [String: JSONValue] = [:], out: S
 /// into the block inputs.
 func storiesWithNaNEmbedding() throws -> LlamaModel {
     let dir = temporaryDirectory("nan")
-    let store = try TensorStore(directory: SharedData.model("stories260K"))
+    let store = try TensorStore(directory: Fixtures.model("stories260K"))
     var w = SafeTensorsWriter()
     for name in store.names {
         var v = try store.floats(name)
@@ -134,11 +135,11 @@ func storiesWithNaNEmbedding() throws -> LlamaModel {
         w.add(name, .f32, store.info(name)!.shape, v)
     }
     try w.write(to: dir + "/model.safetensors")
-    try FileManager.default.copyItem(atPath: SharedData.model("stories260K") + "/config.json", toPath: dir + "/config.json")
+    try FileManager.default.copyItem(atPath: Fixtures.model("stories260K") + "/config.json", toPath: dir + "/config.json")
     return try LlamaModel(directory: dir)
 }
 
-@Suite(.enabled(if: SharedData.available, SharedData.skipReason), .serialized)
+@Suite(.serialized)
 struct TesseraQPipelineTests {
     @Test(arguments: [2, 3])
     func beatsRTNOnEveryBlock(bits: Int) throws {

@@ -1,12 +1,11 @@
-"""Shared fixtures: the library under test and ../shared (skipped loudly when absent)."""
+"""Shared fixtures: the library under test and the committed test data (Tests/Fixtures, data/)."""
 import ctypes
 import os
-import warnings
 
+import numpy as np
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-SHARED = os.path.abspath(os.path.join(ROOT, "..", "shared"))
 
 
 def library_path() -> str:
@@ -21,9 +20,36 @@ def lib():
     return ctypes.CDLL(library_path())
 
 
+class Fixtures:
+    """Paths of the committed models and texts; WikiText-2 token files made on demand."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    @staticmethod
+    def model(name: str) -> str:
+        return os.path.join(ROOT, "Tests", "Fixtures", "models", name)
+
+    @staticmethod
+    def tokenizer(name: str) -> str:
+        return os.path.join(ROOT, "Tests", "Fixtures", "tokenizers", name, "tokenizer.json")
+
+    @staticmethod
+    def text(split: str) -> str:
+        """"test.raw" (evaluation) or "valid" (calibration)."""
+        return os.path.join(ROOT, "data", "wikitext2", f"{split}.txt")
+
+    def tokens(self, split: str) -> str:
+        """A uint32 token file: WikiText-2 `split` encoded by stories260K's tokenizer without BOS."""
+        path = os.path.join(self.workdir, f"stories260K-{split}.bin")
+        if not os.path.exists(path):
+            import tesseraq
+            with open(self.text(split), encoding="utf-8") as f, tesseraq.Tokenizer(self.model("stories260K")) as tok:
+                ids = tok.encode(f.read())
+            np.asarray(ids[1:], dtype="<u4").tofile(path)  # drop the BOS the post-processor adds
+        return path
+
+
 @pytest.fixture(scope="session")
-def shared():
-    if not os.path.exists(os.path.join(SHARED, "models", "stories260K", "config.json")):
-        warnings.warn(f"{SHARED} is absent: tests that need the shared models are SKIPPED")
-        pytest.skip(f"{SHARED} is absent (shared models and data)")
-    return SHARED
+def fixtures(tmp_path_factory):
+    return Fixtures(str(tmp_path_factory.mktemp("fixtures")))

@@ -1,5 +1,5 @@
 """Opens a real model through libtesseraq.so with plain ctypes and checks one logit row
-against ../shared/models/stories260K/golden.json."""
+against Tests/Fixtures/models/stories260K/golden.json."""
 import ctypes
 import json
 import os
@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 
-def test_logits_through_the_c_abi(lib, shared):
+def test_logits_through_the_c_abi(lib, fixtures):
     lib.tq_model_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
     lib.tq_model_logits.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
     lib.tq_model_info.argtypes = [ctypes.c_void_p] + [ctypes.POINTER(ctypes.c_int64)] * 8
@@ -16,7 +16,7 @@ def test_logits_through_the_c_abi(lib, shared):
     lib.tq_version.restype = ctypes.c_char_p
     assert lib.tq_version().decode().count(".") == 2
 
-    path = os.path.join(shared, "models", "stories260K")
+    path = fixtures.model("stories260K")
     golden = json.load(open(os.path.join(path, "golden.json")))["logits_check"]
     model = ctypes.c_void_p()
     assert lib.tq_model_open(path.encode(), ctypes.byref(model)) == 0, lib.tq_last_error()

@@ -12,13 +12,13 @@ from tesseraq import _lib
 
 
 @pytest.fixture(scope="module")
-def stories(shared):
-    return os.path.join(shared, "models", "stories260K")
+def stories(fixtures):
+    return fixtures.model("stories260K")
 
 
 @pytest.fixture(scope="module")
-def test_tokens(shared):
-    return tesseraq.read_tokens(os.path.join(shared, "data", "wikitext2", "tokens", "stories260K", "test.raw.bin"))
+def test_tokens(fixtures):
+    return tesseraq.read_tokens(fixtures.tokens("test.raw"))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_library_search_reports_where_it_looked(monkeypatch, tmp_path):
     assert any(".build" in p.parts for p in paths)
 
 
-def test_model_info_logits_perplexity(stories, shared, test_tokens):
+def test_model_info_logits_perplexity(stories, fixtures, test_tokens):
     import json
     golden = json.load(open(os.path.join(stories, "golden.json")))
     with tesseraq.Model(stories) as m:
@@ -185,8 +185,8 @@ def test_quantize_bad_config_is_typed(stories, tmp_path):
     assert not any((tmp_path / n).exists() for n in "abc")
 
 
-def test_quantize_ctrl_c_cancels_and_resumes(stories, shared, tmp_path):
-    calib = os.path.join(shared, "data", "wikitext2", "tokens", "stories260K", "valid.bin")
+def test_quantize_ctrl_c_cancels_and_resumes(stories, fixtures, tmp_path):
+    calib = fixtures.tokens("valid")
     out = tmp_path / "tq"
     cfg = dict(method="tesseraq", bits=2, group_size=32, preset="ci", iters=3, n_samples=8, calib_tokens=calib)
     timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
@@ -221,8 +221,8 @@ def test_tokenizer_round_trip_and_errors(stories, tmp_path):
         tesseraq.Tokenizer(tmp_path / "missing")
 
 
-def test_quantize_with_a_token_array(stories, shared, tmp_path):
-    calib = tesseraq.read_tokens(os.path.join(shared, "data", "wikitext2", "tokens", "stories260K", "valid.bin"))[:20000]
+def test_quantize_with_a_token_array(stories, fixtures, tmp_path):
+    calib = tesseraq.read_tokens(fixtures.tokens("valid"))[:20000]
     cfg = dict(method="tesseraq", bits=3, group_size=32, preset="ci", iters=2, n_samples=4, batch=2, init="rtn")
     report = tesseraq.quantize(stories, tmp_path / "a", calib_tokens=calib, progress=False, **cfg)
     assert len(report["blocks"]) == 5 and all(b["final_loss"] < b["rtn_loss"] for b in report["blocks"])

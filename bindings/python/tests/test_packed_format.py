@@ -66,9 +66,9 @@ def api(lib):
     return lib
 
 
-def quantize(api, shared, out, bits, group):
+def quantize(api, fixtures, out, bits, group):
     model = c_void_p()
-    assert api.tq_model_open(os.path.join(shared, "models", "stories260K").encode(), ctypes.byref(model)) == 0
+    assert api.tq_model_open(fixtures.model("stories260K").encode(), ctypes.byref(model)) == 0
     try:
         cfg = json.dumps({"method": "rtn", "bits": bits, "group_size": group})
         assert api.tq_quantize(model, cfg.encode(), str(out).encode(), None, None) == 0, api.tq_last_error()
@@ -77,9 +77,9 @@ def quantize(api, shared, out, bits, group):
 
 
 @pytest.mark.parametrize("bits,group", [(2, 32), (3, 32), (4, 64), (8, -1), (3, 48)])
-def test_numpy_unpacker_agrees_bit_for_bit(api, shared, tmp_path, bits, group):
+def test_numpy_unpacker_agrees_bit_for_bit(api, fixtures, tmp_path, bits, group):
     out = tmp_path / "ckpt"
-    quantize(api, shared, out, bits, group)
+    quantize(api, fixtures, out, bits, group)
     cfg = json.load(open(out / "config.json"))["quantization_config"]
     assert cfg == {"quant_method": "gptq", "bits": bits, "group_size": group, "desc_act": False, "sym": False,
                    "checkpoint_format": "gptq_v2", "pack_dtype": "int32"}
@@ -132,9 +132,9 @@ def test_numpy_unpacker_agrees_bit_for_bit(api, shared, tmp_path, bits, group):
         api.tq_packed_free(ckpt)
 
 
-def test_bad_arguments_are_rejected(api, shared, tmp_path):
+def test_bad_arguments_are_rejected(api, fixtures, tmp_path):
     out = tmp_path / "ckpt"
-    quantize(api, shared, out, 4, 32)
+    quantize(api, fixtures, out, 4, 32)
     ckpt = c_void_p()
     assert api.tq_packed_open(str(out).encode(), ctypes.byref(ckpt)) == 0
     try:
@@ -150,7 +150,7 @@ def test_bad_arguments_are_rejected(api, shared, tmp_path):
         api.tq_packed_free(ckpt)
     assert api.tq_packed_open(str(tmp_path).encode(), ctypes.byref(ckpt)) == -2
     model = c_void_p()
-    assert api.tq_model_open(os.path.join(shared, "models", "stories260K").encode(), ctypes.byref(model)) == 0
+    assert api.tq_model_open(fixtures.model("stories260K").encode(), ctypes.byref(model)) == 0
     try:
         rc = api.tq_quantize(model, b'{"bits": 5}', str(tmp_path / "x").encode(), None, None)
         assert rc == -1 and b"bits" in api.tq_last_error()

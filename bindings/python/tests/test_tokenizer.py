@@ -11,8 +11,6 @@ import pytest
 tokenizers = pytest.importorskip(
     "tokenizers", reason="the `tokenizers` package (pip install tokenizers) is the reference; not installed")
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-SMOLLM2 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct", "tokenizer.json")
 
 TRICKY = [
     "", " ", "  hi  ", "\n", "Hello  world   ", "a\t\tb", "12345 abc123", "don't DON'T", "I'll we've they're 'S",
@@ -68,27 +66,19 @@ class Tok:
         self.lib.tq_tokenizer_free(self.h)
 
 
-def tokenizer_paths(shared):
-    paths = {name: os.path.join(shared, "models", name, "tokenizer.json") for name in ("stories260K", "aidreams260K")}
-    if os.path.exists(SMOLLM2):
-        paths["SmolLM2-135M-Instruct"] = SMOLLM2
-    return paths
-
-
 @pytest.fixture(scope="module", params=["stories260K", "aidreams260K", "SmolLM2-135M-Instruct"])
-def pair(request, tq, shared):
-    paths = tokenizer_paths(shared)
-    if request.param not in paths:
-        pytest.skip(f"{SMOLLM2} is absent (models/ is not committed): SmolLM2 tokenizer comparison skipped")
-    ref = tokenizers.Tokenizer.from_file(paths[request.param])
-    ours = Tok(tq, paths[request.param])
-    yield request.param, ref, ours
+def pair(request, tq, fixtures):
+    name = request.param
+    path = fixtures.tokenizer(name) if name.startswith("SmolLM2") else os.path.join(fixtures.model(name), "tokenizer.json")
+    ref = tokenizers.Tokenizer.from_file(path)
+    ours = Tok(tq, path)
+    yield name, ref, ours
     ours.close()
 
 
-def test_whole_wikitext2_test_text(pair, shared):
+def test_whole_wikitext2_test_text(pair, fixtures):
     name, ref, ours = pair
-    text = open(os.path.join(shared, "data", "wikitext2", "test.raw.txt"), encoding="utf-8").read()
+    text = open(fixtures.text("test.raw"), encoding="utf-8").read()
     expected = ref.encode(text).ids
     got = ours.encode(text)
     assert len(got) == len(expected)
@@ -101,10 +91,10 @@ def test_whole_wikitext2_test_text(pair, shared):
         assert decoded == text  # byte-level BPE round-trips exactly
 
 
-def test_tricky_strings_and_random_text(pair, shared):
+def test_tricky_strings_and_random_text(pair, fixtures):
     name, ref, ours = pair
     rng = random.Random(1234)
-    words = open(os.path.join(shared, "data", "wikitext2", "valid.txt"), encoding="utf-8").read().split(" ")[:20000]
+    words = open(fixtures.text("valid"), encoding="utf-8").read().split(" ")[:20000]
     atoms = [" ", "  ", "\t", "\n", "\u00a0", "'s", "'LL", "<unk>", "<s>", "</s>", "<|endoftext|>", "1", "42", "é", "😀",
              "漢", "▁", "Ġ", "<0x41>", "..", "\u0300", "\u2028"]
     cases = list(TRICKY)
@@ -122,8 +112,8 @@ def test_tricky_strings_and_random_text(pair, shared):
     assert ours.vocab_size() == ref.get_vocab_size()
 
 
-def test_capacity_convention_and_errors(tq, shared, tmp_path):
-    ours = Tok(tq, os.path.join(shared, "models", "stories260K"))  # a directory holding tokenizer.json
+def test_capacity_convention_and_errors(tq, fixtures, tmp_path):
+    ours = Tok(tq, fixtures.model("stories260K"))  # a directory holding tokenizer.json
     try:
         text, n = b"hello world", ctypes.c_int64()
         assert tq.tq_tokenize(ours.h, text, -1, None, 0, ctypes.byref(n)) == 0  # NUL-terminated, count only
