@@ -22,6 +22,11 @@ func runReportingErrors(_ body: () throws -> Void) throws {
     }
 }
 
+/// A one-line message on stderr, apart from the command's output.
+func note(_ message: String) {
+    FileHandle.standardError.write(Data("note: \(message)\n".utf8))
+}
+
 func printJSON(_ object: [String: Any]) {
     let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
     print(String(decoding: data, as: UTF8.self))

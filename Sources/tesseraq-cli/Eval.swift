@@ -4,7 +4,13 @@ import TesseraQ
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure perplexity (ALGORITHM.md section 5) of a checkpoint on a token file.")
+        abstract: "Measure perplexity (ALGORITHM.md section 5) of a checkpoint on a token file.",
+        discussion: """
+            Examples:
+              tesseraq eval --model DIR --text test.raw.txt --seq-len 512 --max-windows 4
+              tesseraq eval --model DIR --text test.raw.txt --seq-len 256 \\
+                  --max-windows 2 --json --threads -1
+            """)
 
     @Option(help: "Checkpoint directory (Hugging Face float or GPTQ packed).")
     var model: String
@@ -24,7 +30,7 @@ struct Eval: ParsableCommand {
     @Option(name: .customLong("max-windows"), help: "Evaluate at most this many windows (0 = all).")
     var maxWindows: Int = 0
 
-    @Option(help: "OpenMP threads (0 = one per core).")
+    @Option(parsing: .unconditional, help: "OpenMP threads (0 or negative = one per core).")
     var threads: Int = 0
 
     @Flag(help: "Print one JSON object: perplexity, tokens, windows, seconds.")

@@ -5,7 +5,25 @@ import TesseraQ
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Quantize a checkpoint and write a GPTQ (gptq_v2) packed checkpoint.",
-        discussion: "Every option maps to a key of the JSON configuration tq_quantize takes; --set adds any other key (value parsed as JSON when it can be, else taken as a string).")
+        discussion: """
+            Every option maps to a key of the JSON configuration tq_quantize takes; --set adds any other key (value \
+            parsed as JSON when it can be, else taken as a string). The calibration options (--calib-tokens, \
+            --calib-text, --preset) are accepted for every method, so one command line serves a loop over methods; \
+            rtn does not calibrate and says so. A preset whose windows are longer than the model's context \
+            calibrates on windows of the context length unless seq_len is set (--set seq_len=N).
+
+            Examples:
+              tesseraq quantize --model DIR --out OUT --method rtn --bits 4 \\
+                  --group-size -1
+              tesseraq quantize --model DIR --out OUT --method rtn --bits 3 \\
+                  --group-size 32 --calib-text valid.txt
+              tesseraq quantize --model DIR --out OUT --method gptq --bits 3 \\
+                  --group-size 32 --calib-text valid.txt
+              tesseraq quantize --model DIR --out OUT --method awq --bits 4 \\
+                  --group-size 32 --preset ci --calib-text valid.txt --threads -1
+              tesseraq quantize --model DIR --out OUT --method tesseraq --bits 2 \\
+                  --group-size 64 --preset fast --set init=rtn --calib-text valid.txt
+            """)
 
     @Option(help: "Input checkpoint directory (Hugging Face, float weights).")
     var model: String
@@ -19,7 +37,8 @@ struct Quantize: ParsableCommand {
     @Option(help: "Bits per weight: 2, 3, 4 or 8.")
     var bits = 4
 
-    @Option(name: .customLong("group-size"), help: "Columns per quantization group; -1 for per-channel.")
+    // .unconditional: "-1" is a value here, not an option.
+    @Option(name: .customLong("group-size"), parsing: .unconditional, help: "Columns per quantization group; -1 for per-channel.")
     var groupSize = 128
 
     @Flag(help: "Symmetric grid (zero point 2^(bits-1)) instead of the default asymmetric one.")
@@ -43,17 +62,20 @@ struct Quantize: ParsableCommand {
     @Flag(help: "Replace an existing output directory.")
     var overwrite = false
 
-    @Option(help: "OpenMP threads (0 = one per core).")
+    @Option(parsing: .unconditional, help: "OpenMP threads (0 or negative = one per core).")
     var threads = 0
 
     @Flag(help: "Print the run report as JSON.")
     var json = false
 
+    /// RTN reads no calibration: the calibration options are dropped for it, with a notice.
+    var calibrates: Bool { method != "rtn" }
+
     func configJSON() throws -> String {
         var config: [String: Any] = ["method": method, "bits": bits, "group_size": groupSize, "sym": sym, "format": format,
                                      "overwrite": overwrite]
-        if let calibTokens { config["calib_tokens"] = calibTokens }
-        if let preset { config["preset"] = preset }
+        if calibrates, let calibTokens { config["calib_tokens"] = calibTokens }
+        if calibrates, let preset { config["preset"] = preset }
         for s in settings {
             guard let eq = s.firstIndex(of: "=") else { throw ValidationError("--set expects key=value, got \(s)") }
             let key = String(s[..<eq]), raw = String(s[s.index(after: eq)...])
@@ -66,11 +88,18 @@ struct Quantize: ParsableCommand {
         let text = try configJSON()
         try runReportingErrors {
             Runtime.setThreads(threads)
-            let config = try QuantizeConfig.parse(text)
+            var config = try QuantizeConfig.parse(text)
             let m = try LlamaModel(directory: model)
-            let calibration = try calibText.map { try Tokenizer(path: model).encode(file: $0) }
-            if config.method != "rtn", let method = try? QuantizeConfig.memoryEstimate(config, model: m) {
-                FileHandle.standardError.write(Data("\(method.summary)\n".utf8))
+            try config.fit(to: m.config)
+            let ignored = [("--calib-tokens", calibTokens), ("--calib-text", calibText), ("--preset", preset)]
+                .filter { $0.1 != nil }.map(\.0)
+            if !calibrates && !ignored.isEmpty {
+                note("rtn does not calibrate: \(ignored.joined(separator: ", ")) ignored")
+            }
+            config.notices.forEach(note)
+            let calibration = try calibrates ? calibText.map { try Tokenizer(path: model).encode(file: $0) } : nil
+            if calibrates, let estimate = try? QuantizeConfig.memoryEstimate(config, model: m) {
+                note(estimate.summary)
             }
             let bar = ProgressBar("quantize")
             let report = try quantizeModel(m, config: config, outDir: out, calibration: calibration) { p in

@@ -36,6 +36,8 @@ func checkQuantProgress(_ handler: QuantProgressHandler?, _ p: QuantProgress) th
 public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: String, calibration: [UInt32]? = nil,
                           progress: QuantProgressHandler? = nil) throws -> [String: Any] {
     guard model.packed == nil else { throw TQError.invalid("\(model.directory) is already quantized") }
+    var config = config
+    try config.fit(to: model.config)
     guard !outDir.isEmpty else { throw TQError.invalid("out_dir is empty") }
     if FileManager.default.fileExists(atPath: outDir) && !config.overwrite {
         throw TQError.invalid("\(outDir) already exists (set \"overwrite\": true to replace it)")
@@ -46,6 +48,7 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
                                   descAct: config.descAct, checkpointFormat: config.format)
     var report: [String: Any] = ["method": config.method, "bits": config.spec.bits, "group_size": config.spec.groupSize,
                                  "sym": config.spec.sym]
+    if !config.notices.isEmpty { report["notices"] = config.notices }
     let linears: [PackedLinear]
     var norms: [String: [Float]] = [:]
     switch config.method {

@@ -11,6 +11,9 @@ public struct QuantizeConfig: Sendable {
     public var overwrite: Bool
     /// The method's own keys, already type-checked against its `MethodKeys`.
     public var options: [String: JSONValue]
+    /// What `fit(to:)` chose for the model instead of a preset's value, one sentence each
+    /// (printed by the CLI, recorded in quantize_report.json).
+    public private(set) var notices: [String] = []
 
     public static let methods = ["rtn", "tesseraq", "gptq", "awq"]
     static let commonKeys = ["method", "bits", "group_size", "sym", "format", "overwrite"]
@@ -55,6 +58,18 @@ public struct QuantizeConfig: Sendable {
 }
 
 extension QuantizeConfig {
+    /// Fits what the configuration left to its preset to `model`: a calibrated method whose
+    /// preset windows are longer than the model's context calibrates on windows of the context
+    /// length. An explicit `seq_len` is kept (and refused later if too long). Idempotent.
+    public mutating func fit(to model: LlamaConfig) throws {
+        guard method != "rtn", options["seq_len"] == nil else { return }
+        let preset = try makeBlockQuantizer(self).calibration.seqLen
+        guard preset > model.maxPositions else { return }
+        options["seq_len"] = .int(model.maxPositions)
+        notices.append("seq_len: the preset's \(preset) exceeds the model's context (max_position_embeddings "
+                       + "\(model.maxPositions)); calibrating on windows of \(model.maxPositions) tokens")
+    }
+
     /// The peak memory a calibrated run of this configuration will need, before it starts.
     public static func memoryEstimate(_ config: QuantizeConfig, model: LlamaModel) throws -> MemoryEstimate {
         let c = try makeBlockQuantizer(config).calibration

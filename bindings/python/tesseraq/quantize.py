@@ -5,6 +5,7 @@ import ctypes
 import json
 import math
 import os
+import warnings
 from typing import Any, Dict
 
 from . import _lib
@@ -48,4 +49,7 @@ def quantize(model_dir: "os.PathLike[str] | str", out_dir: "os.PathLike[str] | s
                 raise KeyboardInterrupt from None
             raise
     with open(os.path.join(out, "quantize_report.json")) as f:
-        return json.load(f)
+        report = json.load(f)
+    for notice in report.get("notices", []):  # settings fitted to the model (e.g. seq_len cut to its context)
+        warnings.warn(notice, stacklevel=2)
+    return report

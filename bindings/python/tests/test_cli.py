@@ -1,0 +1,115 @@
+"""The `tesseraq` command line: the examples its own help text gives, run on stories260K, and
+the defaults a script looping over methods relies on."""
+import json
+import os
+import re
+import shlex
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def cli():
+    path = os.environ.get("TESSERAQ_CLI") or os.path.join(ROOT, ".build", "debug", "tesseraq-cli")
+    if not os.path.exists(path):
+        pytest.exit(f"tesseraq-cli not found at {path}: run `swift build` or set TESSERAQ_CLI", returncode=1)
+    return path
+
+
+def run(cli, args, ok=True):
+    p = subprocess.run([cli, *args], capture_output=True, text=True, timeout=600)
+    if ok:
+        assert p.returncode == 0, f"{shlex.join(args)}\n{p.stderr}"
+    return p
+
+
+def help_examples(cli, command):
+    """The command lines under "Examples:" in `tesseraq COMMAND --help`, continuations joined."""
+    text = run(cli, [command, "--help"]).stdout
+    block = text.split("Examples:\n", 1)[1].split("\n\n", 1)[0]
+    lines = re.sub(r"\\\n\s*", "", block).splitlines()
+    examples = [shlex.split(line)[1:] for line in lines if line.strip().startswith("tesseraq ")]
+    assert examples and all(e[0] == command for e in examples)
+    return examples
+
+
+def substitute(args, fixtures, out):
+    paths = {"DIR": fixtures.model("stories260K"), "OUT": out, "valid.txt": fixtures.text("valid"),
+             "test.raw.txt": fixtures.text("test.raw")}
+    return [paths.get(a, a) for a in args]
+
+
+def test_quantize_help_examples_run(cli, fixtures, tmp_path):
+    examples = help_examples(cli, "quantize")
+    assert any(e[e.index("--group-size") + 1] == "-1" for e in examples)
+    for k, example in enumerate(examples):
+        out = str(tmp_path / f"q{k}")
+        p = run(cli, substitute(example, fixtures, out) + ["--json"])
+        report = json.loads(p.stdout)
+        method = example[example.index("--method") + 1]
+        assert report["method"] == method
+        with open(os.path.join(out, "config.json")) as f:
+            q = json.load(f)["quantization_config"]
+        assert q["group_size"] == int(example[example.index("--group-size") + 1])
+        if method == "rtn" and "--calib-text" in example:
+            assert "rtn does not calibrate: --calib-text ignored" in p.stderr
+        if method == "gptq":  # the paper preset's 2048-token windows, cut to stories260K's context
+            assert report["options"]["seq_len"] == 512
+            assert "exceeds the model's context" in report["notices"][0] and "max_position_embeddings 512" in p.stderr
+        if method == "tesseraq":
+            assert all(b["final_loss"] < b["rtn_loss"] for b in report["blocks"])
+
+
+def test_eval_help_examples_run(cli, fixtures):
+    for example in help_examples(cli, "eval"):
+        p = run(cli, substitute(example, fixtures, ""))
+        if "--json" in example:
+            r = json.loads(p.stdout)
+            assert r["windows"] == 2 and r["tokens"] == 2 * 255 and 50 < r["perplexity"] < 1000
+        else:
+            assert re.match(r"perplexity \d+\.\d+ over 4 windows of 512", p.stdout)
+
+
+def test_per_channel_rtn_matches_numpy(cli, fixtures, tmp_path):
+    """--group-size -1: one grid per output row; the dequantized weight equals numpy's RTN of the
+    float weight (ALGORITHM.md section 2: min/max grid, fp16 scale, round half to even)."""
+    import tesseraq
+    from test_packed_format import read_safetensors
+    out = tmp_path / "pc"
+    model = fixtures.model("stories260K")
+    run(cli, ["quantize", "--model", model, "--out", str(out), "--bits", "4", "--group-size", "-1"])
+    w = read_safetensors(os.path.join(model, "model.safetensors"))["model.layers.0.mlp.down_proj.weight"]
+    w = w.astype(np.float32)
+    lo, hi = w.min(1), w.max(1)
+    s = (np.maximum(hi - lo, 1e-5) / 15).astype(np.float16).astype(np.float32)[:, None]
+    z = np.clip(-np.round(lo[:, None] / s), 0, 15)
+    expected = (np.clip(np.round(w / s) + z, 0, 15) - z) * s
+    with tesseraq.PackedCheckpoint(out) as ckpt:
+        got = ckpt.dequantize("model.layers.0.mlp.down_proj")
+    assert got.shape == w.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_explicit_seq_len_beyond_context_is_refused(cli, fixtures, tmp_path):
+    p = run(cli, ["quantize", "--model", fixtures.model("stories260K"), "--out", str(tmp_path / "x"), "--method", "gptq",
+                  "--calib-text", fixtures.text("valid"), "--set", "seq_len=1024"], ok=False)
+    assert p.returncode == 2 and "seq_len" in p.stderr and "1024" in p.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_negative_numbers_are_values(cli, fixtures, tmp_path):
+    """Every numeric option that may be negative takes "-N" as its value, as well as "=-N"."""
+    model = fixtures.model("stories260K")
+    for form in (["--group-size", "-1"], ["--group-size=-1"]):
+        out = tmp_path / f"g{len(form)}"
+        run(cli, ["quantize", "--model", model, "--out", str(out), *form, "--threads", "-1"])
+        assert json.load(open(out / "config.json"))["quantization_config"]["group_size"] == -1
+    p = run(cli, ["eval", "--model", model, "--text", fixtures.text("test.raw"), "--seq-len", "64", "--max-windows", "1",
+                  "--threads", "-2", "--json"])
+    assert json.loads(p.stdout)["windows"] == 1
+    p = run(cli, ["quantize", "--model", model, "--out", str(tmp_path / "bad"), "--group-size", "-3"], ok=False)
+    assert p.returncode == 2 and "group_size" in p.stderr
