@@ -1,18 +1,27 @@
+//! Models: open a checkpoint, run it, measure perplexity
+//! A tq_model is a Hugging Face checkpoint (float, or GPTQ packed weights dequantised on load),
+//! memory-mapped and read-only once open. Thread safety: every function may run concurrently on
+//! one tq_model, tq_model_free included: calls already running when it is freed finish normally,
+//! later ones fail with TQ_ERR_INVALID_ARGUMENT.
 import TesseraQ
+
+extension LlamaModel: HandleObject {
+    static let handleKind = HandleKind.model
+}
 
 /// Opens a Hugging Face checkpoint directory (config.json + safetensors, or a GPTQ packed
 /// directory). On success `*model` is a handle to free with tq_model_free.
-@c public func tq_model_open(_ path: UnsafePointer<CChar>?, _ model: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+@c public func tq_model_open(_ path: UnsafePointer<CChar>?, _ model: UnsafeMutablePointer<TQModelHandle?>?) -> Int32 {
     openHandle(path, model, "model") { try LlamaModel(directory: $0) }
 }
 
 /// Frees a model handle; NULL is accepted.
-@c public func tq_model_free(_ model: OpaquePointer?) {
+@c public func tq_model_free(_ model: TQModelHandle?) {
     releaseHandle(model, as: LlamaModel.self)
 }
 
 /// The model's dimensions; any out-pointer may be NULL.
-@c public func tq_model_info(_ model: OpaquePointer?, _ vocab: UnsafeMutablePointer<Int64>?,
+@c public func tq_model_info(_ model: TQModelHandle?, _ vocab: UnsafeMutablePointer<Int64>?,
                              _ hidden: UnsafeMutablePointer<Int64>?, _ intermediate: UnsafeMutablePointer<Int64>?,
                              _ layers: UnsafeMutablePointer<Int64>?, _ heads: UnsafeMutablePointer<Int64>?,
                              _ kv_heads: UnsafeMutablePointer<Int64>?, _ head_dim: UnsafeMutablePointer<Int64>?,
@@ -31,7 +40,7 @@ import TesseraQ
 }
 
 /// Logits of one sequence: `logits_out` receives n x vocab floats (row t predicts token t+1).
-@c public func tq_model_logits(_ model: OpaquePointer?, _ tokens: UnsafePointer<UInt32>?, _ n: Int64,
+@c public func tq_model_logits(_ model: TQModelHandle?, _ tokens: UnsafePointer<UInt32>?, _ n: Int64,
                                _ logits_out: UnsafeMutablePointer<Float>?) -> Int32 {
     guarded {
         let m = try borrowHandle(model, "model", as: LlamaModel.self)
@@ -44,7 +53,7 @@ import TesseraQ
 /// Perplexity over floor(n_tokens / seq_len) windows (at most max_windows when > 0), as in
 /// ALGORITHM.md section 5. `progress` (may be NULL) is called after each window; returning
 /// non-zero cancels with TQ_ERR_CANCELLED.
-@c public func tq_eval_perplexity(_ model: OpaquePointer?, _ tokens: UnsafePointer<UInt32>?, _ n_tokens: Int64,
+@c public func tq_eval_perplexity(_ model: TQModelHandle?, _ tokens: UnsafePointer<UInt32>?, _ n_tokens: Int64,
                                   _ seq_len: Int64, _ max_windows: Int64, _ progress: TQProgressCallback?,
                                   _ user: UnsafeMutableRawPointer?, _ ppl: UnsafeMutablePointer<Double>?) -> Int32 {
     guarded {

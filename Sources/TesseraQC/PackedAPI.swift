@@ -1,10 +1,17 @@
+//! Packed checkpoints: read GPTQ low-bit tensors, multiply on the packed words
+//! A tq_packed holds the packed linears of a GPTQ checkpoint, read-only once open. Thread safety:
+//! every function may run concurrently on one tq_packed (engines share one checkpoint between
+//! threads), tq_packed_free included: calls already running when it is freed finish normally,
+//! later ones fail with TQ_ERR_INVALID_ARGUMENT. Names from tq_packed_info die with the handle.
 #if canImport(Glibc)
 import Glibc
 #endif
 import TesseraQ
 
 /// A packed checkpoint plus the C strings tq_packed_info hands out.
-final class PackedHandle {
+final class PackedHandle: HandleObject {
+    static let handleKind = HandleKind.packed
+
     let checkpoint: PackedCheckpoint
     let names: [UnsafeMutablePointer<CChar>]
 
@@ -24,17 +31,17 @@ final class PackedHandle {
 }
 
 /// Opens the packed tensors of a GPTQ checkpoint directory; free with tq_packed_free.
-@c public func tq_packed_open(_ path: UnsafePointer<CChar>?, _ ckpt: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+@c public func tq_packed_open(_ path: UnsafePointer<CChar>?, _ ckpt: UnsafeMutablePointer<TQPackedHandle?>?) -> Int32 {
     openHandle(path, ckpt, "ckpt") { PackedHandle(try PackedCheckpoint(directory: $0)) }
 }
 
 /// Frees a packed checkpoint handle; NULL is accepted.
-@c public func tq_packed_free(_ ckpt: OpaquePointer?) {
+@c public func tq_packed_free(_ ckpt: TQPackedHandle?) {
     releaseHandle(ckpt, as: PackedHandle.self)
 }
 
 /// The number of packed tensors (linear layers).
-@c public func tq_packed_count(_ ckpt: OpaquePointer?, _ count: UnsafeMutablePointer<Int64>?) -> Int32 {
+@c public func tq_packed_count(_ ckpt: TQPackedHandle?, _ count: UnsafeMutablePointer<Int64>?) -> Int32 {
     guarded {
         let h = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self)
         try required(count, "count").pointee = Int64(h.checkpoint.linears.count)
@@ -43,7 +50,7 @@ final class PackedHandle {
 
 /// Tensor i: module name (valid while the handle lives), out/in features, bits, group size
 /// (-1 per-channel) and symmetry. Any out-pointer may be NULL.
-@c public func tq_packed_info(_ ckpt: OpaquePointer?, _ index: Int64, _ name: UnsafeMutablePointer<UnsafePointer<CChar>?>?,
+@c public func tq_packed_info(_ ckpt: TQPackedHandle?, _ index: Int64, _ name: UnsafeMutablePointer<UnsafePointer<CChar>?>?,
                               _ out_features: UnsafeMutablePointer<Int64>?, _ in_features: UnsafeMutablePointer<Int64>?,
                               _ bits: UnsafeMutablePointer<Int32>?, _ group_size: UnsafeMutablePointer<Int64>?,
                               _ sym: UnsafeMutablePointer<Int32>?) -> Int32 {
@@ -60,7 +67,7 @@ final class PackedHandle {
 }
 
 /// Integer codes of tensor i, out x in bytes (row o holds W's row o).
-@c public func tq_packed_unpack(_ ckpt: OpaquePointer?, _ index: Int64, _ codes: UnsafeMutablePointer<UInt8>?) -> Int32 {
+@c public func tq_packed_unpack(_ ckpt: TQPackedHandle?, _ index: Int64, _ codes: UnsafeMutablePointer<UInt8>?) -> Int32 {
     guarded {
         let l = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self).linear(index)
         l.unpack(into: try required(codes, "codes"))
@@ -68,7 +75,7 @@ final class PackedHandle {
 }
 
 /// Rows [row_begin, row_end) of tensor i's weight, dequantised: (row_end - row_begin) x in floats.
-@c public func tq_packed_dequantize(_ ckpt: OpaquePointer?, _ index: Int64, _ row_begin: Int64, _ row_end: Int64,
+@c public func tq_packed_dequantize(_ ckpt: TQPackedHandle?, _ index: Int64, _ row_begin: Int64, _ row_end: Int64,
                                     _ out: UnsafeMutablePointer<Float>?) -> Int32 {
     guarded {
         let l = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self).linear(index)
@@ -80,7 +87,7 @@ final class PackedHandle {
 }
 
 /// y[out] = W x[in] on the packed words.
-@c public func tq_packed_gemv(_ ckpt: OpaquePointer?, _ index: Int64, _ x: UnsafePointer<Float>?,
+@c public func tq_packed_gemv(_ ckpt: TQPackedHandle?, _ index: Int64, _ x: UnsafePointer<Float>?,
                               _ y: UnsafeMutablePointer<Float>?) -> Int32 {
     guarded {
         let l = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self).linear(index)
@@ -91,7 +98,7 @@ final class PackedHandle {
 /// ys[k][out] = W x[in] with W tensor indices[k], for count tensors sharing in_features (a block's
 /// q/k/v or gate/up): one parallel region for all of them, so small tensors do not each pay for
 /// starting the threads.
-@c public func tq_packed_gemv_many(_ ckpt: OpaquePointer?, _ indices: UnsafePointer<Int64>?, _ count: Int64,
+@c public func tq_packed_gemv_many(_ ckpt: TQPackedHandle?, _ indices: UnsafePointer<Int64>?, _ count: Int64,
                                    _ x: UnsafePointer<Float>?, _ ys: UnsafePointer<UnsafeMutablePointer<Float>?>?) -> Int32 {
     guarded {
         let h = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self)
@@ -111,7 +118,7 @@ final class PackedHandle {
 }
 
 /// Y[batch x out] = X[batch x in] W^T on the packed words.
-@c public func tq_packed_gemm(_ ckpt: OpaquePointer?, _ index: Int64, _ X: UnsafePointer<Float>?, _ batch: Int64,
+@c public func tq_packed_gemm(_ ckpt: TQPackedHandle?, _ index: Int64, _ X: UnsafePointer<Float>?, _ batch: Int64,
                               _ Y: UnsafeMutablePointer<Float>?) -> Int32 {
     guarded {
         let l = try borrowHandle(ckpt, "ckpt", as: PackedHandle.self).linear(index)

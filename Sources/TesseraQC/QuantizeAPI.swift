@@ -1,18 +1,26 @@
+//! Quantization
+//! Long jobs report progress through a callback; returning non-zero from it cancels the job with
+//! TQ_ERR_CANCELLED. The callback runs on the calling thread.
 import TesseraQ
 
 /// A quantization progress callback: (block, n_blocks, round, step, loss, user); return
 /// non-zero to cancel. `loss` is NaN when the method has none (RTN).
-public typealias TQQuantProgressCallback = @convention(c) (Int64, Int64, Int64, Int64, Double, UnsafeMutableRawPointer?) -> Int32
+public typealias TQQuantProgressCallback = @convention(c) (_ block: Int64, _ n_blocks: Int64, _ round: Int64, _ step: Int64,
+                                                            _ loss: Double, _ user: UnsafeMutableRawPointer?) -> Int32
 
-/// Quantizes `model` as `config_json` says and writes a GPTQ checkpoint to `out_dir`.
-/// config_json: {"method": "rtn", "bits": 2|3|4|8, "group_size": g or -1, "sym": false,
-/// "format": "gptq_v2"|"gptq", "overwrite": false, ...method keys}. `progress` may be NULL.
-@c public func tq_quantize(_ model: OpaquePointer?, _ config_json: UnsafePointer<CChar>?, _ out_dir: UnsafePointer<CChar>?,
+/// Quantizes `model` as `config_json` says and writes a GPTQ checkpoint to `out_dir` (assembled in
+/// `out_dir`.partial and renamed when complete). config_json is a JSON object: common keys method
+/// ("rtn", "awq", "gptq", "tesseraq"), bits (2, 3, 4, 8), group_size (or -1 per-channel), sym,
+/// format ("gptq_v2", "gptq"), overwrite, plus the method's keys (README, Quantization). Example:
+///   {"method": "tesseraq", "bits": 2, "group_size": 64, "preset": "fast", "calib_tokens": "valid.bin"}
+/// Unknown keys, wrong types and out-of-range values give TQ_ERR_INVALID_ARGUMENT naming the key.
+/// `progress` may be NULL.
+@c public func tq_quantize(_ model: TQModelHandle?, _ config_json: UnsafePointer<CChar>?, _ out_dir: UnsafePointer<CChar>?,
                            _ progress: TQQuantProgressCallback?, _ user: UnsafeMutableRawPointer?) -> Int32 {
     guarded { try runQuantize(model, config_json, out_dir, nil, progress, user) }
 }
 
-func runQuantize(_ model: OpaquePointer?, _ config_json: UnsafePointer<CChar>?, _ out_dir: UnsafePointer<CChar>?,
+func runQuantize(_ model: TQModelHandle?, _ config_json: UnsafePointer<CChar>?, _ out_dir: UnsafePointer<CChar>?,
                  _ calibration: [UInt32]?, _ progress: TQQuantProgressCallback?, _ user: UnsafeMutableRawPointer?) throws {
     let m = try borrowHandle(model, "model", as: LlamaModel.self)
     let config = try QuantizeConfig.parse(String(cString: try required(config_json, "config_json")))
@@ -24,7 +32,7 @@ func runQuantize(_ model: OpaquePointer?, _ config_json: UnsafePointer<CChar>?, 
 
 /// As tq_quantize, with the calibration tokens given as an array (`n_tokens` uint32 ids) instead
 /// of the `calib_tokens` file key.
-@c public func tq_quantize_tokens(_ model: OpaquePointer?, _ config_json: UnsafePointer<CChar>?, _ tokens: UnsafePointer<UInt32>?,
+@c public func tq_quantize_tokens(_ model: TQModelHandle?, _ config_json: UnsafePointer<CChar>?, _ tokens: UnsafePointer<UInt32>?,
                                   _ n_tokens: Int64, _ out_dir: UnsafePointer<CChar>?, _ progress: TQQuantProgressCallback?,
                                   _ user: UnsafeMutableRawPointer?) -> Int32 {
     guarded {

@@ -1,3 +1,7 @@
+//! Tokenizers: Hugging Face tokenizer.json (BPE)
+//! Thread safety: every function may run concurrently on one tq_tokenizer (its cache of the last
+//! result is locked), tq_tokenizer_free included: calls already running when it is freed finish
+//! normally, later ones fail with TQ_ERR_INVALID_ARGUMENT.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,7 +10,9 @@ import TesseraQ
 
 /// A tokenizer plus the last encode's and decode's results, so the count-then-fill calling
 /// pattern of tq_tokenize / tq_detokenize does the work once.
-final class TokenizerHandle: @unchecked Sendable {
+final class TokenizerHandle: HandleObject, @unchecked Sendable {
+    static let handleKind = HandleKind.tokenizer
+
     let tokenizer: Tokenizer
     private let lock = NSLock()
     private var lastText: [UInt8] = []
@@ -53,17 +59,17 @@ final class TokenizerHandle: @unchecked Sendable {
 /// fallback); other models or components fail with TQ_ERR_UNSUPPORTED naming the component.
 /// Encoding and decoding match the `tokenizers` Python package with its defaults. A handle
 /// may be used from several threads.
-@c public func tq_tokenizer_open(_ path: UnsafePointer<CChar>?, _ tok: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+@c public func tq_tokenizer_open(_ path: UnsafePointer<CChar>?, _ tok: UnsafeMutablePointer<TQTokenizerHandle?>?) -> Int32 {
     openHandle(path, tok, "tok") { TokenizerHandle(try Tokenizer(path: $0)) }
 }
 
 /// Frees a tokenizer handle; NULL is accepted.
-@c public func tq_tokenizer_free(_ tok: OpaquePointer?) {
+@c public func tq_tokenizer_free(_ tok: TQTokenizerHandle?) {
     releaseHandle(tok, as: TokenizerHandle.self)
 }
 
 /// The vocabulary size including added tokens (`tokenizers`' get_vocab_size()).
-@c public func tq_tokenizer_vocab_size(_ tok: OpaquePointer?, _ size: UnsafeMutablePointer<Int64>?) -> Int32 {
+@c public func tq_tokenizer_vocab_size(_ tok: TQTokenizerHandle?, _ size: UnsafeMutablePointer<Int64>?) -> Int32 {
     guarded {
         let h = try borrowHandle(tok, "tok", as: TokenizerHandle.self)
         try required(size, "size").pointee = Int64(h.tokenizer.vocabSize)
@@ -72,7 +78,7 @@ final class TokenizerHandle: @unchecked Sendable {
 
 /// The id of the token string `token` (NUL-terminated UTF-8; added tokens first, then the
 /// vocabulary). A string that is not a token gives TQ_ERR_INVALID_ARGUMENT.
-@c public func tq_tokenizer_token_id(_ tok: OpaquePointer?, _ token: UnsafePointer<CChar>?,
+@c public func tq_tokenizer_token_id(_ tok: TQTokenizerHandle?, _ token: UnsafePointer<CChar>?,
                                      _ id: UnsafeMutablePointer<UInt32>?) -> Int32 {
     guarded {
         let h = try borrowHandle(tok, "tok", as: TokenizerHandle.self)
@@ -91,7 +97,7 @@ final class TokenizerHandle: @unchecked Sendable {
 /// call fails with TQ_ERR_INVALID_ARGUMENT (the message gives both numbers). The handle keeps
 /// the last result, so counting and then filling encodes the text once. Invalid UTF-8 gives
 /// TQ_ERR_INVALID_ARGUMENT.
-@c public func tq_tokenize(_ tok: OpaquePointer?, _ text: UnsafePointer<CChar>?, _ text_len: Int64,
+@c public func tq_tokenize(_ tok: TQTokenizerHandle?, _ text: UnsafePointer<CChar>?, _ text_len: Int64,
                            _ ids_out: UnsafeMutablePointer<UInt32>?, _ capacity: Int64,
                            _ n_ids: UnsafeMutablePointer<Int64>?) -> Int32 {
     guarded {
@@ -118,7 +124,7 @@ final class TokenizerHandle: @unchecked Sendable {
 /// with `text_out` NULL only the length is returned (TQ_OK); otherwise if `capacity` <
 /// the length nothing is written and the call fails with TQ_ERR_INVALID_ARGUMENT; the text is
 /// NUL-terminated when `capacity` > the length (pass length + 1 for a C string).
-@c public func tq_detokenize(_ tok: OpaquePointer?, _ ids: UnsafePointer<UInt32>?, _ n: Int64,
+@c public func tq_detokenize(_ tok: TQTokenizerHandle?, _ ids: UnsafePointer<UInt32>?, _ n: Int64,
                              _ text_out: UnsafeMutablePointer<CChar>?, _ capacity: Int64,
                              _ n_bytes: UnsafeMutablePointer<Int64>?) -> Int32 {
     guarded {

@@ -2,7 +2,14 @@ import TQKernels
 
 /// Library-wide settings and the CPU check the kernels depend on.
 public enum Runtime {
+    /// MAJOR.MINOR.PATCH. The major number is the shared object's SONAME (libtesseraq.so.MAJOR);
+    /// scripts/gen_header.py writes the header's version macros from this line.
     public static let version = "0.1.0"
+    /// MAJOR * 1000000 + MINOR * 1000 + PATCH, as SQLite numbers its versions.
+    public static let versionNumber: Int32 = {
+        let p = version.split(separator: ".").map { Int32($0)! }
+        return p[0] * 1_000_000 + p[1] * 1_000 + p[2]
+    }()
 
     /// Throws unless the CPU runs the AVX2/FMA/F16C kernels; called before any compute.
     public static func requireSupportedCPU() throws {
