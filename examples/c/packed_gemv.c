@@ -11,7 +11,7 @@
 #include "tesseraq.h"
 
 /* Index of the tensor called `name`, -1 if none. */
-static int64_t find_tensor(void *ckpt, int64_t count, const char *name) {
+static int64_t find_tensor(tq_packed *ckpt, int64_t count, const char *name) {
     for (int64_t t = 0; t < count; t++) {
         const char *n = NULL;
         if (tq_packed_info(ckpt, t, &n, NULL, NULL, NULL, NULL, NULL) == 0 && strcmp(n, name) == 0) return t;
@@ -24,7 +24,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s CKPT_DIR\n", argv[0]);
         return 2;
     }
-    void *ckpt = NULL;
+    tq_packed *ckpt = NULL;
     int64_t count = 0;
     if (tq_packed_open(argv[1], &ckpt) != 0 || tq_packed_count(ckpt, &count) != 0) {
         fprintf(stderr, "open: %s\n", tq_last_error());

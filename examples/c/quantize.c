@@ -24,7 +24,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     printf("libtesseraq %s\n", tq_version());
-    void *model = NULL;
+    tq_model *model = NULL;
     if (tq_model_open(argv[1], &model) != 0) {
         fprintf(stderr, "open: %s\n", tq_last_error());
         return 1;
@@ -42,7 +42,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "quantize: %s (%s)\n", tq_last_error(), tq_status_name(status));
         return 1;
     }
-    void *ckpt = NULL;
+    tq_packed *ckpt = NULL;
     int64_t count = 0;
     if (tq_packed_open(argv[2], &ckpt) != 0 || tq_packed_count(ckpt, &count) != 0) {
         fprintf(stderr, "packed: %s\n", tq_last_error());

@@ -14,8 +14,11 @@ P = ctypes.POINTER
 PROGRESS_FN = ctypes.CFUNCTYPE(c_int32, c_int64, c_int64, c_void_p)
 QUANT_PROGRESS_FN = ctypes.CFUNCTYPE(c_int32, c_int64, c_int64, c_int64, c_int64, c_double, c_void_p)
 
+# Every function of include/tesseraq.h with its C types (tests/test_header.py checks this table
+# against the header: names, argument counts and types, return types).
 _SIGNATURES = {
     "tq_version": ([], c_char_p),
+    "tq_version_number": ([], c_int32),
     "tq_last_error": ([], c_char_p),
     "tq_status_name": ([c_int32], c_char_p),
     "tq_set_num_threads": ([c_int32], c_int32),
@@ -72,10 +75,12 @@ def lib() -> ctypes.CDLL:
     for path in tried:
         if path.is_file():
             handle = ctypes.CDLL(str(path))
+            missing = [name for name in _SIGNATURES if not hasattr(handle, name)]
+            if missing:
+                raise LibraryNotFoundError(f"{path} lacks {', '.join(missing)}: it is older than these bindings")
             for name, (args, res) in _SIGNATURES.items():
-                fn = getattr(handle, name, None)
-                if fn is not None:
-                    fn.argtypes, fn.restype = args, res
+                fn = getattr(handle, name)
+                fn.argtypes, fn.restype = args, res
             _lib = handle
             return handle
     raise LibraryNotFoundError(
