@@ -5,6 +5,10 @@ import PackageDescription
 // has none, so add it after clang's own headers (see docs: BUILD-NOTES).
 let ompInclude = "/usr/lib/llvm-14/lib/clang/14.0.6/include"
 
+// The major version of the C ABI: the SONAME is libtesseraq.so.<abiMajor>. It must equal the first
+// number of Runtime.version (a test checks it).
+let abiMajor = 0
+
 let package = Package(
     name: "tesseraq",
     products: [
@@ -26,7 +30,16 @@ let package = Package(
             linkerSettings: [.linkedLibrary("omp5")]
         ),
         .target(name: "TesseraQ", dependencies: ["TQKernels"]),
-        .target(name: "TesseraQC", dependencies: ["TesseraQ"]),
+        .target(
+            name: "TesseraQC",
+            dependencies: ["TesseraQ"],
+            exclude: ["exports.map"],
+            // Only tq_* is exported, and the SONAME carries the major version (Runtime.version).
+            linkerSettings: [.unsafeFlags([
+                "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/TesseraQC/exports.map",
+                "-Xlinker", "-soname=libtesseraq.so.\(abiMajor)", "-use-ld=lld",
+            ])]
+        ),
         .executableTarget(
             name: "tesseraq-cli",
             dependencies: ["TesseraQ", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# Builds the C examples with gcc -std=c11 -Wall -Wextra -Werror against include/tesseraq.h and
-# runs them on stories260K: once against the development build (.build/debug), and once through
-# pkg-config from an installed layout (scripts/install.sh into a temporary prefix).
+# Builds the C and C++ examples against include/tesseraq.h (gcc and clang, -std=c11 / -std=c++17,
+# -Wall -Wextra -pedantic -Werror, the header found with plain -I) and runs them on stories260K:
+# once against the development build (.build/debug), and once through pkg-config from an
+# installed layout (scripts/install.sh into a temporary prefix: SONAME symlinks, -static-stdlib).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORIES="$PWD/Tests/Fixtures/models/stories260K"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-CFLAGS=(-std=c11 -Wall -Wextra -Werror -O2)
-for ex in quantize packed_gemv; do
-  gcc "${CFLAGS[@]}" -isystem include "examples/c/$ex.c" -o "$WORK/$ex" -L.build/debug -ltesseraq \
-      -Wl,-rpath,"$PWD/.build/debug" -lm
+WARN=(-Wall -Wextra -pedantic -Werror -O2)
+# The development library's SONAME is libtesseraq.so.0: give the loader that name for it.
+SONAME="$(readelf -d .build/debug/libtesseraq.so | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')"
+mkdir -p "$WORK/lib"
+ln -s "$PWD/.build/debug/libtesseraq.so" "$WORK/lib/libtesseraq.so"
+ln -s "$PWD/.build/debug/libtesseraq.so" "$WORK/lib/$SONAME"
+LINK=(-L"$WORK/lib" -ltesseraq -Wl,-rpath,"$WORK/lib" -lm)
+for cc in gcc clang; do
+  for ex in quantize packed_gemv; do
+    $cc -std=c11 "${WARN[@]}" -I include "examples/c/$ex.c" -o "$WORK/$ex-$cc" "${LINK[@]}"
+  done
 done
-"$WORK/quantize" "$STORIES" "$WORK/w3" '{"method": "rtn", "bits": 3, "group_size": 32}'
-"$WORK/packed_gemv" "$WORK/w3" | tail -n 2
+for cxx in g++ clang++; do
+  $cxx -std=c++17 "${WARN[@]}" -I include examples/cpp/tesseraq.cpp -o "$WORK/cpp-$cxx" "${LINK[@]}"
+done
+"$WORK/quantize-gcc" "$STORIES" "$WORK/w3" '{"method": "rtn", "bits": 3, "group_size": 32}'
+"$WORK/packed_gemv-clang" "$WORK/w3" | tail -n 2
+"$WORK/cpp-g++" "$STORIES" "$WORK/w4"
+"$WORK/cpp-clang++" "$STORIES" "$WORK/w4"
 
 # The installed layout, found through pkg-config. Each step says what failed: the build log is
 # shown when the install fails, and ldd's output when the example links the wrong library.
@@ -23,10 +36,10 @@ if ! bash scripts/install.sh "$WORK/prefix" >"$WORK/install.log" 2>&1; then
 fi
 export PKG_CONFIG_PATH="$WORK/prefix/lib/pkgconfig"
 # shellcheck disable=SC2046
-gcc "${CFLAGS[@]}" examples/c/packed_gemv.c -o "$WORK/packed_gemv_pc" $(pkg-config --cflags --libs tesseraq) -lm
+gcc -std=c11 "${WARN[@]}" examples/c/packed_gemv.c -o "$WORK/packed_gemv_pc" $(pkg-config --cflags --libs tesseraq) -lm
 # The check is about the binary's own RUNPATH, so an inherited LD_LIBRARY_PATH must not decide it;
 # paths are compared resolved, so a symlink in TMPDIR does not matter.
-LOADED="$(env -u LD_LIBRARY_PATH ldd "$WORK/packed_gemv_pc" | awk '$1 == "libtesseraq.so" {print $3}')"
+LOADED="$(env -u LD_LIBRARY_PATH ldd "$WORK/packed_gemv_pc" | awk -v so="$SONAME" '$1 == so {print $3}')"
 if [ -z "$LOADED" ] || [ "$(readlink -f "$LOADED")" != "$(readlink -f "$WORK/prefix/lib/libtesseraq.so")" ]; then
   env -u LD_LIBRARY_PATH ldd "$WORK/packed_gemv_pc" >&2
   echo "error: the pkg-config build does not load $WORK/prefix/lib/libtesseraq.so" >&2; exit 1
@@ -34,6 +47,10 @@ fi
 if ldd "$WORK/prefix/lib/libtesseraq.so" | grep -q swiftCore; then
   echo "error: the installed libtesseraq.so still needs the Swift runtime" >&2; exit 1
 fi
+EXPORTED="$(nm -D --defined-only "$WORK/prefix/lib/libtesseraq.so" | awk '{print $3}' | grep -v '^tq_' || true)"
+if [ -n "$EXPORTED" ]; then
+  echo "error: the installed libtesseraq.so exports more than tq_*: $(echo "$EXPORTED" | head -n 5 | tr '\n' ' ')" >&2; exit 1
+fi
 env -u LD_LIBRARY_PATH "$WORK/packed_gemv_pc" "$WORK/w3" | tail -n 1
 "$WORK/prefix/bin/tesseraq" inspect "$WORK/w3" | tail -n 2
-echo "examples: 3 passed, 0 failed"
+echo "examples: 5 passed, 0 failed"

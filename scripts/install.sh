@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs a relocatable libtesseraq into PREFIX (default /usr/local):
-#   PREFIX/lib/libtesseraq.so        Swift runtime linked in (-static-stdlib); needs only libc, libm,
-#                                    libstdc++, libgcc_s and libomp.so.5 (Debian libomp5)
+#   PREFIX/lib/libtesseraq.so.X.Y.Z Swift runtime linked in (-static-stdlib); needs only libc, libm,
+#                                    libstdc++, libgcc_s and libomp.so.5 (Debian libomp5); exports tq_* only
+#   PREFIX/lib/libtesseraq.so.X      -> libtesseraq.so.X.Y.Z (the SONAME, what programs load)
+#   PREFIX/lib/libtesseraq.so        -> libtesseraq.so.X (what -ltesseraq links against)
 #   PREFIX/include/tesseraq.h
 #   PREFIX/lib/pkgconfig/tesseraq.pc so an engine's build finds it with pkg-config
 #   PREFIX/bin/tesseraq              the command-line tool
@@ -16,7 +18,11 @@ BUILD=(swift build -c release --scratch-path .build-install -Xswiftc -static-std
 BIN="$("${BUILD[@]}" --show-bin-path)"
 VERSION="$(sed -n 's/.*static let version = "\(.*\)".*/\1/p' Sources/TesseraQ/Support/Runtime.swift)"
 mkdir -p "$PREFIX/lib/pkgconfig" "$PREFIX/include" "$PREFIX/bin"
-install -m 755 "$BIN/libtesseraq.so" "$PREFIX/lib/libtesseraq.so"
+SONAME="$(readelf -d "$BIN/libtesseraq.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')"
+[ "$SONAME" = "libtesseraq.so.${VERSION%%.*}" ] || { echo "error: SONAME $SONAME does not match version $VERSION" >&2; exit 1; }
+install -m 755 "$BIN/libtesseraq.so" "$PREFIX/lib/libtesseraq.so.$VERSION"
+ln -sfn "libtesseraq.so.$VERSION" "$PREFIX/lib/$SONAME"
+ln -sfn "$SONAME" "$PREFIX/lib/libtesseraq.so"
 install -m 755 "$BIN/tesseraq-cli" "$PREFIX/bin/tesseraq"
 install -m 644 include/tesseraq.h "$PREFIX/include/tesseraq.h"
 cat > "$PREFIX/lib/pkgconfig/tesseraq.pc" <<PC
@@ -28,6 +34,6 @@ Name: tesseraq
 Description: Ultra-low-bit TesseraQ quantization of LLaMA-family models (C ABI)
 Version: $VERSION
 Libs: -L\${libdir} -ltesseraq -Wl,-rpath,\${libdir}
-Cflags: -isystem \${includedir}
+Cflags: -I\${includedir}
 PC
 echo "installed libtesseraq $VERSION into $PREFIX"
