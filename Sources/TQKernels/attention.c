@@ -18,9 +18,10 @@ void tqk_attention(const float *Q, const float *K, const float *V, float *O, int
     int64_t group = H / KVH;
     #pragma omp parallel
     {
-        float *p = malloc((size_t)T * sizeof(float));
+        float *p = tqk_alloc((size_t)T * sizeof(float));
         #pragma omp for schedule(static, 1)
         for (int64_t task = 0; task < H * T; task++) {
+            if (!p) continue; /* counted by tqk_alloc */
             /* Round-robin over rows ordered longest first keeps threads balanced. (clang 21 emits
              * __kmpc_dispatch_deinit for dynamic schedules, which Debian's libomp 14 lacks.) */
             int64_t t = T - 1 - task / H, h = task % H, kh = h / group;

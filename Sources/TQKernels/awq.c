@@ -37,9 +37,10 @@ void tqk_awq_fake_quant(const float *W, const float *s, int64_t out, int64_t in,
     float qmax = (float)((1 << bits) - 1);
     #pragma omp parallel
     {
-        float *buf = malloc((size_t)group * sizeof(float));
+        float *buf = tqk_alloc((size_t)group * sizeof(float));
         #pragma omp for schedule(static)
         for (int64_t o = 0; o < out; o++) {
+            if (!buf) continue; /* counted by tqk_alloc */
             const float *w = W + o * in;
             float *y = W_out + o * in;
             for (int64_t g = 0; g < n_groups; g++) {
@@ -68,7 +69,8 @@ void tqk_awq_weight_mean(const float *W, int64_t out, int64_t in, int64_t group,
     #pragma omp parallel for schedule(static) if (out * in > (1 << 16))
     for (int64_t g = 0; g < n_groups; g++) {
         int64_t i0 = g * group, n = i0 + group < in ? group : in - i0;
-        double *acc = calloc((size_t)n, sizeof(double));
+        double *acc = tqk_alloc_zeroed((size_t)n, sizeof(double));
+        if (!acc) continue;
         for (int64_t o = 0; o < out; o++) {
             const float *w = W + o * in + i0;
             float mx = 0.0f;
@@ -127,7 +129,7 @@ static void clip_search_gram(float *W, int64_t out, int64_t in, int64_t group, i
                              float *err_best) {
     int64_t n_groups = (in + group - 1) / group;
     float qmax = (float)((1 << bits) - 1);
-    float *gram = malloc((size_t)n_groups * group * group * sizeof(float));
+    float *gram = tqk_alloc((size_t)n_groups * group * group * sizeof(float));
     if (!gram) return;
     for (int64_t g = 0; g < n_groups; g++) {
         int64_t i0 = g * group, n = i0 + group < in ? group : in - i0;
@@ -136,9 +138,10 @@ static void clip_search_gram(float *W, int64_t out, int64_t in, int64_t group, i
     double inv_t = 1.0 / (double)n_tokens;
     #pragma omp parallel
     {
-        float *dw = malloc((size_t)group * sizeof(float));
+        float *dw = tqk_alloc((size_t)group * sizeof(float));
         #pragma omp for schedule(static)
         for (int64_t o = 0; o < out; o++) {
+            if (!dw) continue;
             float *w = W + o * in;
             for (int64_t g = 0; g < n_groups; g++) {
                 int64_t i0 = g * group, n = i0 + group < in ? group : in - i0;
@@ -176,11 +179,11 @@ static void clip_search_direct(float *W, int64_t out, int64_t in, int64_t group,
                                float *err_first, float *err_best) {
     int64_t n_groups = (in + group - 1) / group;
     float qmax = (float)((1 << bits) - 1);
-    float *dW = malloc((size_t)out * in * sizeof(float));
-    float *E = malloc((size_t)out * n_tokens * sizeof(float));
-    float *ext = malloc((size_t)out * n_groups * 2 * sizeof(float));
-    double *best = malloc((size_t)out * n_groups * sizeof(double));
-    int64_t *best_k = malloc((size_t)out * n_groups * sizeof(int64_t));
+    float *dW = tqk_alloc((size_t)out * in * sizeof(float));
+    float *E = tqk_alloc((size_t)out * n_tokens * sizeof(float));
+    float *ext = tqk_alloc((size_t)out * n_groups * 2 * sizeof(float));
+    double *best = tqk_alloc((size_t)out * n_groups * sizeof(double));
+    int64_t *best_k = tqk_alloc((size_t)out * n_groups * sizeof(int64_t));
     if (!dW || !E || !ext || !best || !best_k) goto done;
     #pragma omp parallel for schedule(static)
     for (int64_t o = 0; o < out; o++)

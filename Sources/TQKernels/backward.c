@@ -206,10 +206,11 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
                             float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale) {
     if (T <= 0) return;
     int64_t group = H / KVH, Tp = (T + KB - 1) / KB * KB, n_blocks = Tp / KB;
-    float *Kt = malloc((size_t)(KVH * D * Tp) * sizeof(float));
-    float *Vt = malloc((size_t)(KVH * D * Tp) * sizeof(float));
-    float *lse = malloc((size_t)(T * H) * sizeof(float));
-    float *delta = malloc((size_t)(T * H) * sizeof(float));
+    float *Kt = tqk_alloc((size_t)(KVH * D * Tp) * sizeof(float));
+    float *Vt = tqk_alloc((size_t)(KVH * D * Tp) * sizeof(float));
+    float *lse = tqk_alloc((size_t)(T * H) * sizeof(float));
+    float *delta = tqk_alloc((size_t)(T * H) * sizeof(float));
+    if (!Kt || !Vt || !lse || !delta) goto done;
     const __m256 vscale = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
 
     #pragma omp parallel
@@ -227,7 +228,7 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
             }
         }
 
-        float *p = malloc((size_t)Tp * sizeof(float)), *dp = malloc((size_t)Tp * sizeof(float));
+        float *p = tqk_alloc((size_t)Tp * sizeof(float)), *dp = tqk_alloc((size_t)Tp * sizeof(float));
         /* Pass 1. Head-major task order: concurrent rows share one head's K/V in cache; longest
          * rows first with round-robin chunks of 1 balance the triangle (static schedules only:
          * clang 21 emits __kmpc_dispatch_deinit for dynamic ones, which libomp 14 lacks). */
@@ -284,12 +285,13 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
          * queries, so the same longest-first round robin. Queries are taken NT at a time (times the
          * group's heads): their p and ds for the tile's keys go to small buffers, then two rank
          * updates add P^T dO and dS^T Q into the tile. */
-        float *pb = malloc((size_t)(NT * group * KB) * sizeof(float));
-        float *db = malloc((size_t)(NT * group * KB) * sizeof(float));
-        const float **xq = malloc((size_t)(NT * group) * sizeof(float *));
-        const float **xg = malloc((size_t)(NT * group) * sizeof(float *));
+        float *pb = tqk_alloc((size_t)(NT * group * KB) * sizeof(float));
+        float *db = tqk_alloc((size_t)(NT * group * KB) * sizeof(float));
+        const float **xq = tqk_alloc((size_t)(NT * group) * sizeof(float *));
+        const float **xg = tqk_alloc((size_t)(NT * group) * sizeof(float *));
         #pragma omp for schedule(static, 1)
         for (int64_t task = 0; task < KVH * n_blocks; task++) {
+            if (!pb || !db || !xq || !xg) continue; /* counted by tqk_alloc */
             int64_t kh = task / n_blocks, j0 = (task % n_blocks) * KB;
             int64_t jn = j0 + KB < T ? KB : T - j0;
             const float *kt = Kt + task * D * KB, *vt = Vt + task * D * KB; /* task = tile index */
@@ -325,6 +327,7 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
         free(xq);
         free(xg);
     }
+done:
     free(Kt);
     free(Vt);
     free(lse);

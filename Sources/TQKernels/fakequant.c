@@ -142,8 +142,13 @@ float tqk_fq_harden(const float *a, uint8_t *state, int64_t n, float q, int fina
         return 0.0f;
     }
     if (n <= 0) return 0.0f;
-    float *h = malloc((size_t)n * sizeof(float));
-    float *score = malloc((size_t)n * sizeof(float));
+    float *h = tqk_alloc((size_t)n * sizeof(float));
+    float *score = tqk_alloc((size_t)n * sizeof(float));
+    if (!h || !score) { /* counted by tqk_alloc; nothing hardened */
+        free(h);
+        free(score);
+        return 0.0f;
+    }
     #pragma omp parallel for schedule(static) PAR_IF(n)
     for (int64_t i = 0; i < n; i++) h[i] = state[i] == 0 ? rect(a[i]) : 0.0f;
 

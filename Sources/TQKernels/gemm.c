@@ -174,11 +174,7 @@ static void micro_kernel(int64_t kc, const float *Ap, const float *Bp, float *C,
 
 static const tqk_sgemm_arch sgemm_avx2 = {MR, NR, KC, MC, TASKS_PER_THREAD, micro_kernel};
 
-/* 64-byte aligned; aligned_alloc wants a size that is a multiple of the alignment. */
-static float *alloc_floats(int64_t n) {
-    size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
-    return aligned_alloc(64, bytes);
-}
+static float *alloc_floats(int64_t n) { return tqk_alloc((size_t)n * sizeof(float)); }
 
 static void scale_c(float *C, int64_t ldc, int64_t M, int64_t N, float beta) {
     #pragma omp parallel for schedule(static) if (M * N > 65536)

@@ -89,7 +89,8 @@ int tqk_cholesky_f64(double *A, int64_t n) {
 void tqk_cholesky_inverse_f64(double *A, int64_t n) {
     /* Y = (L^-1)^T, upper: row j of Y is column j of L^-1, by forward substitution
      * Y[j, i] = (delta_ij - L[i, j:i] . Y[j, j:i]) / L[i, i], i >= j. */
-    double *Y = calloc((size_t)(n * n), sizeof(double));
+    double *Y = tqk_alloc_zeroed((size_t)(n * n), sizeof(double));
+    if (!Y) return; /* counted by tqk_alloc */
     #pragma omp parallel for schedule(static, 1) if (n > 32)
     for (int64_t j = 0; j < n; j++) {
         double *y = Y + j * n;
@@ -108,7 +109,8 @@ void tqk_cholesky_inverse_f64(double *A, int64_t n) {
 }
 
 int tqk_gptq_inverse_factor(const float *H, int64_t n, double damp, const int64_t *perm, float *U) {
-    double *A = malloc((size_t)(n * n) * sizeof(double));
+    double *A = tqk_alloc((size_t)(n * n) * sizeof(double));
+    if (!A) return -1; /* counted by tqk_alloc */
     #pragma omp parallel for schedule(static) if (n * n > (1 << 16))
     for (int64_t i = 0; i < n; i++) {
         int64_t pi = perm ? perm[i] : i;
@@ -157,7 +159,8 @@ double tqk_gptq_quantize(float *W, int64_t out, int64_t n, const float *U, int64
     const float qmax = (float)((1 << bits) - 1);
     const float symq = (float)((1 << (bits - 1)) - 1), symz = (float)(1 << (bits - 1));
     if (block_size < 1) block_size = 1;
-    float *Err = malloc((size_t)(out * block_size) * sizeof(float));
+    float *Err = tqk_alloc((size_t)(out * block_size) * sizeof(float));
+    if (!Err) return NAN; /* counted by tqk_alloc */
     double total = 0.0;
     int64_t i2;
     for (int64_t i1 = 0; i1 < n; i1 = i2) {

@@ -138,9 +138,9 @@ static int64_t build_tiles(Problem *p, int64_t tile_values, int64_t **u0, int64_
     const int64_t TU = max64(1, min64(GU, tile_values / p->V));
     int64_t n = 0;
     for (int64_t gs = 0; gs < p->U; gs += GU) n += (min64(gs + GU, p->U) - gs + TU - 1) / TU;
-    *u0 = malloc((size_t)n * sizeof(int64_t));
-    *u1 = malloc((size_t)n * sizeof(int64_t));
-    *g = malloc((size_t)n * sizeof(int64_t));
+    *u0 = tqk_alloc((size_t)n * sizeof(int64_t));
+    *u1 = tqk_alloc((size_t)n * sizeof(int64_t));
+    *g = tqk_alloc((size_t)n * sizeof(int64_t));
     if (!*u0 || !*u1 || !*g) return -1;
     int64_t t = 0;
     for (int64_t gs = 0, gi = 0; gs < p->U; gs += GU, gi++) {

@@ -12,11 +12,7 @@
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-static inline void *xmalloc(size_t n) {
-    void *p = NULL;
-    if (posix_memalign(&p, 64, n ? n : 64) != 0) return NULL;
-    return p;
-}
+static inline void *xmalloc(size_t n) { return tqk_alloc(n); }
 
 typedef struct {
     const uint32_t *qweight, *qzeros;

@@ -1,7 +1,9 @@
 /* CPU feature check, instruction-set choice and thread count. */
 #include "tq_kernels.h"
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 int tqk_cpu_supported(void) {
     __builtin_cpu_init();
@@ -53,3 +55,44 @@ void tqk_apply_num_threads(void) {
 
 /* The calling thread's count (what its next parallel region uses). */
 int tqk_get_num_threads(void) { return omp_get_max_threads(); }
+
+/* Allocation failures are counted process-wide: they happen on OpenMP worker threads, which know
+ * nothing of the call that started them, and a caller only needs to know whether any occurred
+ * while it ran (tqk_alloc_failures before and after). */
+static atomic_llong alloc_failures;
+/* Fault injection for tests: TESSERAQ_FAIL_ALLOCATION=n makes the n-th kernel allocation of the
+ * process fail. -1 until the environment is read; then the allocations still to go (0: none). */
+static atomic_llong fail_countdown = -1;
+
+static int injected_failure(void) {
+    long long c = atomic_load(&fail_countdown);
+    if (c < 0) {
+        const char *e = getenv("TESSERAQ_FAIL_ALLOCATION");
+        long long n = e ? atoll(e) : 0;
+        atomic_compare_exchange_strong(&fail_countdown, &c, n > 0 ? n : 0);
+        c = atomic_load(&fail_countdown);
+    }
+    while (c > 0 && !atomic_compare_exchange_weak(&fail_countdown, &c, c - 1)) {}
+    return c == 1;
+}
+
+void *tqk_alloc(size_t bytes) {
+    void *p = NULL;
+    if (injected_failure() || posix_memalign(&p, 64, bytes ? bytes : 64) != 0) {
+        atomic_fetch_add(&alloc_failures, 1);
+        return NULL;
+    }
+    return p;
+}
+
+void *tqk_alloc_zeroed(size_t n, size_t size) {
+    if (size && n > SIZE_MAX / size) {
+        atomic_fetch_add(&alloc_failures, 1);
+        return NULL;
+    }
+    void *p = tqk_alloc(n * size);
+    if (p) memset(p, 0, n * size);
+    return p;
+}
+
+int64_t tqk_alloc_failures(void) { return atomic_load(&alloc_failures); }

@@ -25,8 +25,10 @@ private func setLastError(_ message: String?) {
 /// success clears the last error.
 func guarded(_ body: () throws -> Void) -> Int32 {
     Runtime.applyThreads()
+    let allocations = Runtime.allocationFailures
     do {
         try body()
+        try Runtime.checkAllocations(since: allocations, "out of memory")
         setLastError(nil)
         return 0
     } catch let e as TQError {

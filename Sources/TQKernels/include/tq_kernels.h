@@ -1,6 +1,7 @@
 /* tq_kernels.h: the hot loops of libtesseraq, in C with OpenMP.
  * Row-major float32 everywhere. Sizes are int64_t. Nothing here allocates memory that
- * outlives a call, and nothing here reports errors: the Swift layer validates first. */
+ * outlives a call, and nothing here reports errors but allocation failures (tqk_alloc_failures):
+ * the Swift layer validates first. */
 #ifndef TQ_KERNELS_H
 #define TQ_KERNELS_H
 
@@ -24,6 +25,18 @@ TQK_API int tqk_use_avx512(void);
 /* For the calling thread only: AVX-512 variants on (1, where the CPU has them), off (0), or back to
  * the process-wide choice (-1). Returns the calling thread's new state. */
 TQK_API int tqk_set_avx512(int enabled);
+
+/* ---- allocation ----
+ * Every kernel allocates through tqk_alloc (64-byte aligned, released with free). When an
+ * allocation fails the kernel skips the work that needed it, leaving that part of its output
+ * unspecified, and the failure is counted: callers compare tqk_alloc_failures() before and after
+ * a call and report TQ_ERR_OUT_OF_MEMORY. The count is process-wide, so under memory pressure a
+ * concurrent call may report a failure of another's too. Tests inject a failure with the
+ * environment variable TESSERAQ_FAIL_ALLOCATION=n: the n-th kernel allocation of the process fails. */
+TQK_API void *tqk_alloc(size_t bytes);
+/* n * size zeroed bytes (an overflowing product fails). */
+TQK_API void *tqk_alloc_zeroed(size_t n, size_t size);
+TQK_API int64_t tqk_alloc_failures(void);
 
 /* ---- GEMM: C = alpha * op(A) * op(B) + beta * C ----
  * op(A) is M x K (A is K x M when transA), op(B) is K x N (B is N x K when transB).
@@ -186,7 +199,8 @@ TQK_API void tqk_cholesky_inverse_f64(double *A, int64_t n);
 /* U [n x n] = upper Cholesky factor of (P^T H P + damp I)^-1, as the reference computes it:
  * L = cholesky(H'), H'^-1 = cholesky_inverse(L), U = cholesky(H'^-1, upper), in double, stored as
  * float with the strict lower part zero. perm (NULL = identity): H'[i, j] = H[perm[i], perm[j]].
- * Returns 0, or nonzero when a factorisation meets a non-positive pivot (increase damp). */
+ * Returns 0, a positive value when a factorisation meets a non-positive pivot (increase damp), or
+ * -1 when its working memory cannot be allocated. */
 TQK_API int tqk_gptq_inverse_factor(const float *H, int64_t n, double damp, const int64_t *perm, float *U);
 /* dst[o, j] = src[o, perm[j]] (float, [out x n]) and dst[o, perm[j]] = src[o, j] (uint8 codes). */
 TQK_API void tqk_gptq_gather_columns(const float *src, const int64_t *perm, int64_t out, int64_t n, float *dst);

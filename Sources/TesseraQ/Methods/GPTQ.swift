@@ -134,6 +134,7 @@ struct GPTQSolver {
             let rc = order.map { tqk_gptq_inverse_factor(h.p, Int64(n), d * mean, $0, factor.p) }
                 ?? tqk_gptq_inverse_factor(h.p, Int64(n), d * mean, nil, factor.p)
             if rc == 0 { break }
+            if rc < 0 { throw TQError(.outOfMemory, "\(name): no memory for the inverse Hessian (\(n) x \(n) doubles)") }
             d += GPTQOptions.dampIncrement
             guard d < 1 else {
                 throw TQError(.numeric, "\(name): the Hessian is not positive definite even with damp \(d - GPTQOptions.dampIncrement)")

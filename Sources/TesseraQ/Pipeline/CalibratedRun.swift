@@ -46,7 +46,7 @@ struct CalibratedRun {
         var reports: [[String: Any]] = []
         var norms: [String: [Float]] = [:]
         for layer in 0..<c.layers {
-            let t0 = Date()
+            let t0 = Date(), allocations = Runtime.allocationFailures
             let fp = try model.loadBlock(layer)
             runner.run(fp, inputs: xfp, targets: nil, advance: true)   // X_fp now holds Y_fp
             let packed: [PackedLinear]
@@ -69,6 +69,8 @@ struct CalibratedRun {
                 report["rtn_loss"] = rtnLoss
                 report["final_loss"] = finalLoss
                 report["seconds"] = Date().timeIntervalSince(t0)
+                // A block computed with a failed allocation is never persisted.
+                try Runtime.checkAllocations(since: allocations, "block \(layer)")
                 try resume.save(layer, linears: packed, norms: BlockNorms(fp, layer: layer), report: report)
                 reports.append(report)
                 try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers))

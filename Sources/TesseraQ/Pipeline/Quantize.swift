@@ -42,7 +42,7 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
     if FileManager.default.fileExists(atPath: outDir) && !config.overwrite {
         throw TQError.invalid("\(outDir) already exists (set \"overwrite\": true to replace it)")
     }
-    let start = Date()
+    let start = Date(), allocations = Runtime.allocationFailures
     let staging = outDir + ".partial"
     let quantization = GPTQConfig(bits: config.spec.bits, groupSize: config.spec.groupSize, sym: config.spec.sym,
                                   descAct: config.descAct, checkpointFormat: config.format)
@@ -68,6 +68,7 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
     writer.extraConfig = ["method": config.method]
     writer.floatOverrides = norms
     writer.extraFiles["quantize_report.json"] = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
+    try Runtime.checkAllocations(since: allocations, "quantize")  // nothing incomplete is written
     try writer.write(linears: linears, to: outDir, staging: staging, overwrite: config.overwrite)
     ResumeState.clean(outDir)
     return report

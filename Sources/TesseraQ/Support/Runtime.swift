@@ -22,4 +22,16 @@ public enum Runtime {
     /// Makes the calling thread use the library's thread count (OpenMP keeps it per thread).
     public static func applyThreads() { tqk_apply_num_threads() }
     public static var threads: Int { Int(tqk_get_num_threads()) }
+
+    /// Allocation failures in the kernels so far (process-wide, see tq_kernels.h): take it before a
+    /// computation and pass it to `checkAllocations` after.
+    public static var allocationFailures: Int64 { tqk_alloc_failures() }
+
+    /// Throws TQ_ERR_OUT_OF_MEMORY when a kernel failed to allocate since `mark`: its output is
+    /// incomplete and must not be used or written.
+    public static func checkAllocations(since mark: Int64, _ what: @autoclosure () -> String) throws {
+        if tqk_alloc_failures() != mark {
+            throw TQError(.outOfMemory, "\(what()): a kernel could not allocate its working memory")
+        }
+    }
 }
