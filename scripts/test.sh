@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): builds, runs the Swift tests, installs the Python package and
-# runs its tests against the freshly built libtesseraq.so, then builds and runs the C examples.
+# runs its tests against the freshly built libtesseraq.so, then builds and runs the C and C++ examples,
+# and the concurrency checks plain and under ThreadSanitizer (scripts/tsan_check.sh).
 # Everything it reads is in the repository (Tests/Fixtures, data/): nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,3 +11,4 @@ swift test --skip-build
 python3 -m pip install -q ./bindings/python
 TESSERAQ_LIBRARY="$PWD/.build/debug/libtesseraq.so" python3 -m pytest -q bindings/python/tests
 bash scripts/examples.sh
+bash scripts/tsan_check.sh

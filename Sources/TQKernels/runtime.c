@@ -42,15 +42,17 @@ int tqk_set_avx512(int enabled) {
 
 /* omp_set_num_threads only affects the calling thread, so the library keeps its own setting and
  * every C-ABI entry applies it to the thread it runs on (tqk_apply_num_threads). */
-static int tqk_threads = 0;
+static atomic_int tqk_threads; /* set by any thread while others read it: atomic */
 
 void tqk_set_num_threads(int n) {
-    tqk_threads = n > 0 ? n : omp_get_num_procs();
-    omp_set_num_threads(tqk_threads);
+    int threads = n > 0 ? n : omp_get_num_procs();
+    atomic_store(&tqk_threads, threads);
+    omp_set_num_threads(threads);
 }
 
 void tqk_apply_num_threads(void) {
-    if (tqk_threads > 0 && omp_get_max_threads() != tqk_threads) omp_set_num_threads(tqk_threads);
+    int threads = atomic_load(&tqk_threads);
+    if (threads > 0 && omp_get_max_threads() != threads) omp_set_num_threads(threads);
 }
 
 /* The calling thread's count (what its next parallel region uses). */
