@@ -3,12 +3,20 @@
 # runs its tests against the freshly built libtesseraq.so, then builds and runs the C and C++ examples,
 # and the concurrency checks plain and under ThreadSanitizer (scripts/tsan_check.sh).
 # Everything it reads is in the repository (Tests/Fixtures, data/): nothing is skipped.
+# Prints the wall time of each stage at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-swift build --build-tests
-swift test --skip-build
-python3 -m pip install -q ./bindings/python
-TESSERAQ_LIBRARY="$PWD/.build/debug/libtesseraq.so" python3 -m pytest -q bindings/python/tests
-bash scripts/examples.sh
-bash scripts/tsan_check.sh
+TIMES=""
+stage() {  # label, then the command
+  local label="$1" t0=$SECONDS; shift
+  "$@"
+  TIMES+="$(printf '%-28s %5ss' "$label" "$((SECONDS - t0))")"$'\n'
+}
+stage "setup" bash scripts/setup.sh
+stage "build (debug, tests)" swift build --build-tests
+stage "Swift tests" swift test --skip-build
+stage "Python package" python3 -m pip install -q ./bindings/python
+stage "pytest" env TESSERAQ_LIBRARY="$PWD/.build/debug/libtesseraq.so" python3 -m pytest -q bindings/python/tests
+stage "C/C++ examples, install" bash scripts/examples.sh
+stage "concurrency, ThreadSanitizer" bash scripts/tsan_check.sh
+printf '\nwall time per stage:\n%s' "$TIMES"
