@@ -1,6 +1,6 @@
 import Foundation
 
-/// Token files: little-endian uint32 ids, no header (the format of ../shared's .bin files).
+/// Token files: little-endian uint32 ids, no header (`tesseraq eval --tokens`, `calib_tokens`).
 public enum TokenFile {
     /// Reads a token file.
     public static func read(_ path: String) throws -> [UInt32] { try readTokenFile(path) }
