@@ -96,6 +96,7 @@ public final class LlamaModel: @unchecked Sendable {
     public func finalHidden(_ tokens: UnsafeBufferPointer<UInt32>) throws -> FloatBuffer {
         try validate(tokens: tokens)
         let T = tokens.count
+        try config.requireFullAttention(length: T)
         let x = embed(tokens)
         let work = BlockWorkspace(config: config, sequences: 1, length: T)
         for l in 0..<config.layers {
