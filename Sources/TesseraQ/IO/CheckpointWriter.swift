@@ -13,8 +13,8 @@ public struct CheckpointWriter {
     public let quantization: GPTQConfig
     /// Extra keys written under config.json's "tesseraq" key.
     public var extraConfig: [String: Any] = [:]
-    /// Float tensors whose values a method changed (AWQ's folded norms), by name; written in
-    /// the input tensor's dtype.
+    /// Float tensors whose values a method may have changed (AWQ's folded norms and biases), by
+    /// name; written in the input tensor's dtype. Every name must be a tensor of the input.
     public var floatOverrides: [String: [Float]] = [:]
     /// Further files written into the checkpoint (name -> contents), e.g. the run report.
     public var extraFiles: [String: Data] = [:]
@@ -33,6 +33,9 @@ public struct CheckpointWriter {
         try? fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
         guard fm.fileExists(atPath: staging) else { throw TQError.io("\(staging): cannot create directory") }
 
+        if let stray = floatOverrides.keys.sorted().first(where: { model.store.info($0) == nil }) {
+            throw TQError(.internal, "\(stray) is not a tensor of \(model.directory)")
+        }
         var writer = SafeTensorsWriter()
         var replaced = Set<String>()
         for l in linears {
