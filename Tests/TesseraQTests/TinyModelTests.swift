@@ -1,0 +1,149 @@
+import Foundation
+import Testing
+import TQKernels
+@testable import TesseraQ
+
+/// A tiny model built by scripts/make_tiny_models.py with transformers, and the numbers
+/// transformers computed on it (reference.json).
+struct TinyFixture: CustomTestStringConvertible, Sendable {
+    let name: String
+    var directory: String { Fixtures.model(name) }
+    var testDescription: String { name }
+
+    struct Reference {
+        let sequences: [[UInt32]]
+        let logits: [[Float]]
+        let layer: Int
+        let input, target: [Float]
+        let loss: Double
+        let gradNorms: [String: Double]
+        let gradHead: [String: [Double]]
+    }
+
+    static func floats(_ base64: Any?) throws -> [Float] {
+        let text = try #require(base64 as? String)
+        let data = try #require(Data(base64Encoded: text))
+        return data.withUnsafeBytes { raw in
+            (0..<(data.count / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+        }
+    }
+
+    func reference() throws -> Reference {
+        let data = try Data(contentsOf: URL(fileURLWithPath: directory + "/reference.json"))
+        let r = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let block = try #require(r["block"] as? [String: Any])
+        return Reference(sequences: try #require(r["sequences"] as? [[Int]]).map { $0.map(UInt32.init) },
+                         logits: try #require(r["logits"] as? [Any]).map(Self.floats),
+                         layer: try #require(block["layer"] as? Int), input: try Self.floats(block["input"]),
+                         target: try Self.floats(block["target"]), loss: try #require(block["loss"] as? Double),
+                         gradNorms: try #require(block["grad_norms"] as? [String: Double]),
+                         gradHead: try #require(block["grad_head"] as? [String: [Double]]))
+    }
+
+    /// Calibration tokens for the fixture's vocabulary (random, seeded).
+    static func calibrationTokens(vocab: Int) -> [UInt32] {
+        var rng = TestRNG(77)
+        return (0..<8192).map { _ in UInt32(rng.int(vocab)) }
+    }
+
+    /// The fixtures whose every feature the library implements.
+    static let supported = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-gqa"].map(TinyFixture.init)
+}
+
+/// JSON with every number as a double (a writer may print 1000000.0 as 1000000).
+func sameNumbers(_ v: JSONValue) -> JSONValue {
+    switch v {
+    case .int(let i): .double(Double(i))
+    case .array(let a): .array(a.map(sameNumbers))
+    case .object(let o): .object(o.mapValues(sameNumbers))
+    default: v
+    }
+}
+
+@Suite(.serialized) struct TinyModelTests {
+    @Test(arguments: TinyFixture.supported)
+    func logitsMatchTransformers(_ f: TinyFixture) throws {
+        let model = try LlamaModel(directory: f.directory)
+        let ref = try f.reference()
+        for (tokens, expected) in zip(ref.sequences, ref.logits) {
+            let got = try logits(model, tokens)
+            let err = zip(got, expected).map { abs($0 - $1) }.max()!
+            #expect(err <= 1e-4, "\(f.name), \(tokens.count) tokens: max |logit difference| \(err)")
+            #expect(expected.map(abs).max()! > 1, "logits too flat to test")
+        }
+    }
+
+    /// One block's loss and weight gradients against transformers' autograd.
+    @Test(arguments: TinyFixture.supported)
+    func blockLossAndGradientsMatchTransformers(_ f: TinyFixture) throws {
+        let model = try LlamaModel(directory: f.directory)
+        let ref = try f.reference()
+        let c = model.config, T = ref.sequences[0].count
+        let work = BlockWorkspace(config: c, sequences: 1, length: T)
+        let w = try model.loadBlock(ref.layer)
+        let y = FloatBuffer(count: T * c.hidden), dY = FloatBuffer(count: T * c.hidden)
+        let x = FloatBuffer(ref.input), target = FloatBuffer(ref.target)
+        work.forward(x.p, weights: w, into: y.p)
+        let loss = tqk_l2_loss(y.p, target.p, Int64(T), Int64(c.hidden), dY.p)
+        #expect(abs(loss / ref.loss - 1) < 1e-5, "\(f.name): loss \(loss) vs \(ref.loss)")
+        let grads = BlockGradients(config: c, rows: T)
+        work.backward(dY.p, weights: w, into: grads)
+        for kind in LinearKind.allCases {
+            let g = grads[kind].array.map(Double.init)
+            let norm = g.reduce(0) { $0 + $1 * $1 }.squareRoot(), refNorm = try #require(ref.gradNorms[kind.module])
+            #expect(abs(norm / refNorm - 1) < 1e-4, "\(f.name) \(kind): |dW| \(norm) vs \(refNorm)")
+            let head = try #require(ref.gradHead[kind.module])
+            for (a, b) in zip(g, head) { #expect(abs(a - b) <= 1e-4 * refNorm, "\(f.name) \(kind): dW entry \(a) vs \(b)") }
+        }
+    }
+
+    /// RTN W4 g32 exported, re-read from disk, evaluates as the quantization simulated in float32;
+    /// config.json keeps every architecture field of the input.
+    @Test(arguments: TinyFixture.supported)
+    func rtnExportEvaluatesAsSimulated(_ f: TinyFixture) throws {
+        let spec = QuantSpec(bits: 4, groupSize: 32)
+        let out = temporaryDirectory("tiny-rtn") + "/ckpt"
+        try quantizeModel(try LlamaModel(directory: f.directory), config: QuantizeConfig(method: "rtn", spec: spec), outDir: out)
+        let packed = try LlamaModel(directory: out)
+        #expect(packed.packed != nil)
+        let tokens = try f.reference().sequences[0]
+        let err = relativeMaxError(try logits(packed, tokens), try logits(try simulatedRTN(spec, directory: f.directory), tokens))
+        #expect(err < 1e-5, "\(f.name): packed vs simulated logits, relative error \(err)")
+        guard case .object(var written) = try JSONValue.parseFile(out + "/config.json") else { Issue.record("not an object"); return }
+        #expect(written.removeValue(forKey: "quantization_config") != nil)
+        written.removeValue(forKey: "tesseraq")
+        #expect(sameNumbers(.object(written)) == sameNumbers(try JSONValue.parseFile(f.directory + "/config.json")))
+        #expect(try LlamaConfig(directory: out) == packed.config && packed.config == (try LlamaConfig(directory: f.directory)))
+    }
+
+    /// TesseraQ's `ci` preset lowers every block's loss below RTN's.
+    @Test(arguments: TinyFixture.supported)
+    func tesseraQBeatsRTNOnEveryBlock(_ f: TinyFixture) throws {
+        let model = try LlamaModel(directory: f.directory)
+        let out = temporaryDirectory("tiny-tq") + "/ckpt"
+        let report = try quantizeModel(model, config: QuantizeConfig(method: "tesseraq", spec: QuantSpec(bits: 2, groupSize: 32),
+                                                                     options: ["preset": .string("ci")]),
+                                       outDir: out, calibration: TinyFixture.calibrationTokens(vocab: model.config.vocab))
+        let blocks = try #require(report["blocks"] as? [[String: Any]])
+        #expect(blocks.count == model.config.layers)
+        for b in blocks {
+            let final = try #require(b["final_loss"] as? Double), rtn = try #require(b["rtn_loss"] as? Double)
+            #expect(final < rtn, "\(f.name) block \(b["block"]!): final \(final) vs RTN \(rtn)")
+        }
+    }
+
+    /// Mistral's window (8) is shorter than the long reference sequence (24): up to the window the
+    /// logits are transformers', past it the sequence is refused (sliding-window attention is not
+    /// implemented), never evaluated as full attention.
+    @Test func mistralWithinItsWindowOnly() throws {
+        let f = TinyFixture(name: "tiny-mistral")
+        let model = try LlamaModel(directory: f.directory)
+        let ref = try f.reference()
+        #expect(model.config.slidingWindow == 8)
+        let (short, expected) = (ref.sequences[1], ref.logits[1])
+        #expect(short.count <= 8)
+        let err = zip(try logits(model, short), expected).map { abs($0 - $1) }.max()!
+        #expect(err <= 1e-4, "max |logit difference| \(err)")
+        expectTQError(.unsupported, mentioning: ["sliding_window 8"]) { _ = try logits(model, ref.sequences[0]) }
+    }
+}
