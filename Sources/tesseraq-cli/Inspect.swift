@@ -56,7 +56,7 @@ func configDictionary(_ c: LlamaConfig) -> [String: Any] {
         "num_hidden_layers": c.layers, "num_attention_heads": c.heads, "num_key_value_heads": c.kvHeads,
         "head_dim": c.headDim, "vocab_size": c.vocab, "max_position_embeddings": c.maxPositions,
         "rms_norm_eps": Double(c.rmsEps), "rope_theta": c.ropeTheta, "tie_word_embeddings": c.tiedEmbeddings,
-        "qkv_bias": c.qkvBias, "torch_dtype": c.torchDtype,
+        "qkv_bias": c.qkvBias, "qk_norm": c.qkNorm, "torch_dtype": c.torchDtype,
     ]
 }
 

@@ -16,9 +16,6 @@ import Testing
     ]
     static let spec = QuantSpec(bits: 4, groupSize: 32)
 
-    /// The blocks a run loaded, as the run left them (the method transforms them in place).
-    final class Captured: @unchecked Sendable { var blocks: [Int: BlockWeights] = [:] }
-
     static func quantize(_ model: LlamaModel, out: String, progress: QuantProgressHandler? = nil) throws {
         try quantizeModel(model, config: QuantizeConfig(method: "awq", spec: spec, options: ["preset": .string("ci")]),
                           outDir: out, calibration: try Fixtures.storiesTokens("valid"), progress: progress)
@@ -26,32 +23,15 @@ import Testing
 
     @Test func exportedCheckpointEvaluatesAsTheInMemoryResult() throws {
         let src = try writeRandomModel(Self.fields, seed: 21, tag: "qwen2-bias")
-        let model = try LlamaModel(directory: src)
-        let captured = Captured()
-        model.blockTransform = { layer, block in captured.blocks[layer] = block }
-        let out = temporaryDirectory("qwen2-bias-out") + "/ckpt"
-        try Self.quantize(model, out: out)
-        let c = model.config
+        let tokens = Array(try Fixtures.storiesTokens("test.raw")[0..<96])
+        let captured = try expectAWQExportMatchesInMemory(src, spec: Self.spec, calibration: try Fixtures.storiesTokens("valid"),
+                                                          tokens: tokens)
         let original = try LlamaModel(directory: src)
-        for l in 0..<c.layers {
+        for l in 0..<original.config.layers {
             // The fold happened: the in-memory v bias is no longer the input's.
             let vBias = try #require(captured.blocks[l]?.biases?[2]).array
             #expect(vBias != (try original.loadBlock(l)).biases![2].array, "block \(l)")
         }
-        // In memory: the transformed float tensors and the RTN grid of the transformed weights
-        // (what AWQ quantizes), put into the original model.
-        original.blockTransform = { l, block in
-            let done = captured.blocks[l]!
-            for (dst, src) in zip(block.floatTensors(layer: l), done.floatTensors(layer: l)) {
-                dst.buffer.p.update(from: src.buffer.p, count: src.buffer.count)
-            }
-            block.linears = try roundToNearest(block: done, layer: l, config: c, spec: Self.spec).map { $0.dequantized() }
-        }
-        let tokens = Array(try Fixtures.storiesTokens("test.raw")[0..<96])
-        let exported = try LlamaModel(directory: out)
-        #expect(exported.packed != nil)
-        let err = relativeMaxError(try logits(exported, tokens), try logits(original, tokens))
-        #expect(err < 1e-5, "exported vs in-memory logits: relative error \(err)")
     }
 
     @Test func resumedRunWritesTheSameCheckpoint() throws {
@@ -65,4 +45,36 @@ import Testing
         try Self.quantize(try LlamaModel(directory: src), out: dir)
         #expect(FileManager.default.contentsEqual(atPath: full + "/model.safetensors", andPath: dir + "/model.safetensors"))
     }
+}
+
+/// The blocks a run loaded, as the run left them (the method transforms them in place).
+final class CapturedBlocks: @unchecked Sendable { var blocks: [Int: BlockWeights] = [:] }
+
+/// Quantizes the model in `src` with AWQ (`ci` preset), re-reads the exported checkpoint from disk
+/// and expects its logits on `tokens` to equal the in-memory result: the original model with each
+/// block's float tensors as AWQ left them and the RTN grid of its transformed weights (what AWQ
+/// quantizes). Returns the transformed blocks.
+@discardableResult
+func expectAWQExportMatchesInMemory(_ src: String, spec: QuantSpec, calibration: [UInt32], tokens: [UInt32],
+                                    sourceLocation: SourceLocation = #_sourceLocation) throws -> CapturedBlocks {
+    let model = try LlamaModel(directory: src)
+    let captured = CapturedBlocks()
+    model.blockTransform = { layer, block in captured.blocks[layer] = block }
+    let out = temporaryDirectory("awq-export") + "/ckpt"
+    try quantizeModel(model, config: QuantizeConfig(method: "awq", spec: spec, options: ["preset": .string("ci")]),
+                      outDir: out, calibration: calibration)
+    let c = model.config
+    let reference = try LlamaModel(directory: src)
+    reference.blockTransform = { l, block in
+        let done = captured.blocks[l]!
+        for (dst, src) in zip(block.floatTensors(layer: l), done.floatTensors(layer: l)) {
+            dst.buffer.p.update(from: src.buffer.p, count: src.buffer.count)
+        }
+        block.linears = try roundToNearest(block: done, layer: l, config: c, spec: spec).map { $0.dequantized() }
+    }
+    let exported = try LlamaModel(directory: out)
+    #expect(exported.packed != nil, sourceLocation: sourceLocation)
+    let err = relativeMaxError(try logits(exported, tokens), try logits(reference, tokens))
+    #expect(err < 1e-5, "\(src): exported vs in-memory logits: relative error \(err)", sourceLocation: sourceLocation)
+    return captured
 }

@@ -47,7 +47,7 @@ struct TinyFixture: CustomTestStringConvertible, Sendable {
     }
 
     /// The fixtures whose every feature the library implements.
-    static let supported = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-gqa"].map(TinyFixture.init)
+    static let supported = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-gqa", "tiny-qwen3"].map(TinyFixture.init)
 }
 
 /// JSON with every number as a double (a writer may print 1000000.0 as 1000000).
@@ -58,6 +58,18 @@ func sameNumbers(_ v: JSONValue) -> JSONValue {
     case .object(let o): .object(o.mapValues(sameNumbers))
     default: v
     }
+}
+
+/// The exported config.json is the input's plus quantization_config (and our "tesseraq" key).
+func expectConfigKept(_ out: String, original: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    guard case .object(var written) = try JSONValue.parseFile(out + "/config.json") else {
+        Issue.record("\(out)/config.json is not an object", sourceLocation: sourceLocation)
+        return
+    }
+    #expect(written.removeValue(forKey: "quantization_config") != nil, sourceLocation: sourceLocation)
+    written.removeValue(forKey: "tesseraq")
+    #expect(sameNumbers(.object(written)) == sameNumbers(try JSONValue.parseFile(original + "/config.json")),
+            sourceLocation: sourceLocation)
 }
 
 @Suite(.serialized) struct TinyModelTests {
@@ -109,27 +121,35 @@ func sameNumbers(_ v: JSONValue) -> JSONValue {
         let tokens = try f.reference().sequences[0]
         let err = relativeMaxError(try logits(packed, tokens), try logits(try simulatedRTN(spec, directory: f.directory), tokens))
         #expect(err < 1e-5, "\(f.name): packed vs simulated logits, relative error \(err)")
-        guard case .object(var written) = try JSONValue.parseFile(out + "/config.json") else { Issue.record("not an object"); return }
-        #expect(written.removeValue(forKey: "quantization_config") != nil)
-        written.removeValue(forKey: "tesseraq")
-        #expect(sameNumbers(.object(written)) == sameNumbers(try JSONValue.parseFile(f.directory + "/config.json")))
+        try expectConfigKept(out, original: f.directory)
         #expect(try LlamaConfig(directory: out) == packed.config && packed.config == (try LlamaConfig(directory: f.directory)))
     }
 
-    /// TesseraQ's `ci` preset lowers every block's loss below RTN's.
-    @Test(arguments: TinyFixture.supported)
-    func tesseraQBeatsRTNOnEveryBlock(_ f: TinyFixture) throws {
+    /// GPTQ and TesseraQ (`ci` preset, W2 g32) lower every block's loss below RTN's, and the
+    /// exported config.json keeps the input's architecture fields.
+    @Test(arguments: TinyFixture.supported, ["gptq", "tesseraq"])
+    func calibratedMethodBeatsRTNOnEveryBlock(_ f: TinyFixture, method: String) throws {
         let model = try LlamaModel(directory: f.directory)
-        let out = temporaryDirectory("tiny-tq") + "/ckpt"
-        let report = try quantizeModel(model, config: QuantizeConfig(method: "tesseraq", spec: QuantSpec(bits: 2, groupSize: 32),
+        let out = temporaryDirectory("tiny-\(method)") + "/ckpt"
+        let report = try quantizeModel(model, config: QuantizeConfig(method: method, spec: QuantSpec(bits: 2, groupSize: 32),
                                                                      options: ["preset": .string("ci")]),
                                        outDir: out, calibration: TinyFixture.calibrationTokens(vocab: model.config.vocab))
         let blocks = try #require(report["blocks"] as? [[String: Any]])
         #expect(blocks.count == model.config.layers)
         for b in blocks {
             let final = try #require(b["final_loss"] as? Double), rtn = try #require(b["rtn_loss"] as? Double)
-            #expect(final < rtn, "\(f.name) block \(b["block"]!): final \(final) vs RTN \(rtn)")
+            #expect(final < rtn, "\(f.name) \(method) block \(b["block"]!): final \(final) vs RTN \(rtn)")
         }
+        try expectConfigKept(out, original: f.directory)
+    }
+
+    /// AWQ's export (its folded norms and biases included) evaluates from disk as its in-memory result.
+    @Test(arguments: TinyFixture.supported)
+    func awqExportEvaluatesAsInMemory(_ f: TinyFixture) throws {
+        let vocab = try LlamaConfig(directory: f.directory).vocab
+        try expectAWQExportMatchesInMemory(f.directory, spec: QuantSpec(bits: 4, groupSize: 32),
+                                           calibration: TinyFixture.calibrationTokens(vocab: vocab),
+                                           tokens: try f.reference().sequences[0])
     }
 
     /// Mistral's window (8) is shorter than the long reference sequence (24): up to the window the

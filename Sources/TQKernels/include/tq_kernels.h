@@ -45,7 +45,9 @@ TQK_API void tqk_add_bias(float *y, const float *b, int64_t rows, int64_t cols);
 TQK_API void tqk_embed(const float *table, const uint32_t *ids, int64_t n, int64_t dim, float *out);
 
 /* ---- model ops (forward) ---- */
-/* y = x / sqrt(mean(x^2) + eps) * w, per row of length dim */
+/* y = x / sqrt(mean(x^2) + eps) * w, per row of length dim; y may be x (a row is read before it is
+ * written). Rows run in parallel above 32K elements. Qwen3's per-head q/k norm is this kernel on
+ * [tokens * heads] rows of head_dim. */
 TQK_API void tqk_rmsnorm(const float *x, const float *w, float *y, int64_t rows, int64_t dim, float eps);
 /* cos/sin tables [n_pos x half] for angles pos * inv_freq[i] (float32, as Hugging Face) */
 TQK_API void tqk_rope_tables(const float *inv_freq, int64_t half, int64_t n_pos, float *cos_t, float *sin_t);
@@ -118,7 +120,9 @@ TQK_API void tqk_packed_gemm(const uint32_t *qweight, const uint32_t *qzeros, co
 
 /* ---- training: backward passes, fake quantisation, optimiser ----
  * Input gradients of the block's frozen ops (weights of norms etc. are not trained). */
-/* RMSNorm backward (weights frozen): y = w * x * r, r = 1/sqrt(mean(x^2)+eps). dx from dy. */
+/* RMSNorm backward (weights frozen): y = w * x * r, r = 1/sqrt(mean(x^2)+eps). dx from dy; dx may be dy
+ * (a row of dy is read before its dx is written). Rows run in parallel above 32K elements; per-head
+ * norms as tqk_rmsnorm. */
 TQK_API void tqk_rmsnorm_backward(const float *x, const float *w, const float *dy, float *dx, int64_t rows, int64_t dim,
                                   float eps);
 /* RoPE backward: the transpose of tqk_rope's rotation (rotate by -angle), in place on dx [n_tokens x n_heads*head_dim]. */

@@ -16,6 +16,8 @@ public struct LlamaConfig: Sendable, Equatable {
     public var ropeScaling: RopeScaling
     public var tiedEmbeddings: Bool
     public var qkvBias: Bool
+    /// Per-head RMSNorm on q and k after the projection, before RoPE (Qwen3).
+    public var qkNorm: Bool
     public var torchDtype: String
     /// The attention window of the layers that use sliding-window attention (nil: none does).
     public var slidingWindow: Int?
@@ -28,8 +30,8 @@ public struct LlamaConfig: Sendable, Equatable {
         case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
     }
 
-    static let supportedArchitectures = ["LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"]
-    static let supportedModelTypes = ["llama", "qwen2", "mistral"]
+    static let supportedArchitectures = ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"]
+    static let supportedModelTypes = ["llama", "qwen2", "qwen3", "mistral"]
 
     /// Reads and validates `dir/config.json`.
     public init(directory: String) throws {
@@ -75,6 +77,7 @@ public struct LlamaConfig: Sendable, Equatable {
         ropeScaling = rope.scaling
         tiedEmbeddings = try f.flag("tie_word_embeddings", default: false)
         qkvBias = try Self.attentionBias(f, modelType: modelType)
+        qkNorm = modelType == "qwen3"
         if try f.flag("mlp_bias", default: false) {
             throw TQError.unsupported("\(path): mlp_bias is not supported")
         }
@@ -103,7 +106,7 @@ public struct LlamaConfig: Sendable, Equatable {
             if f.json["sliding_window"]?.isNull == true { break }
             window = try f.positiveInt("sliding_window", default: 4096)
             sliding = [Bool](repeating: true, count: layers)
-        case "qwen2":
+        case "qwen2", "qwen3":
             guard try f.flag("use_sliding_window", default: false) else { break }
             window = try f.positiveInt("sliding_window", default: 4096)
             let from = try f.positiveInt("max_window_layers", default: 28)

@@ -47,6 +47,9 @@ public final class LlamaModel: @unchecked Sendable {
                     try store.requireFloat(kind.prefix(layer: l) + ".bias", shape: [kind.shape(c).out])
                 }
             }
+            if c.qkNorm {
+                for name in BlockWeights.qkNormNames { try store.requireFloat("model.layers.\(l)." + name, shape: [c.headDim]) }
+            }
         }
         embed = FloatBuffer(try store.floats("model.embed_tokens.weight"))
         finalNorm = FloatBuffer(try store.floats("model.norm.weight"))
@@ -71,9 +74,10 @@ public final class LlamaModel: @unchecked Sendable {
         let biases = config.qkvBias
             ? try [LinearKind.q, .k, .v].map { FloatBuffer(try store.floats($0.prefix(layer: layer) + ".bias")) }
             : nil
+        let qkNorms = config.qkNorm ? try BlockWeights.qkNormNames.map { FloatBuffer(try store.floats(p + $0)) } : nil
         let block = BlockWeights(attnNorm: FloatBuffer(try store.floats(p + "input_layernorm.weight")),
                                  mlpNorm: FloatBuffer(try store.floats(p + "post_attention_layernorm.weight")),
-                                 linears: linears, biases: biases)
+                                 linears: linears, biases: biases, qkNorms: qkNorms)
         try blockTransform?(layer, block)
         return block
     }

@@ -82,11 +82,11 @@ struct CalibratedRun {
 
     /// The float block with its linears replaced by the exported (packed) ones.
     func quantizedBlock(_ fp: BlockWeights, _ packed: [PackedLinear]) -> BlockWeights {
-        BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: packed.map { $0.dequantized() }, biases: fp.biases)
+        fp.replacingLinears(packed.map { $0.dequantized() })
     }
 
     func dequantizedBlock(_ fp: BlockWeights, _ q: [QuantizedLinear]) -> BlockWeights {
-        BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: q.map { $0.dequantized() }, biases: fp.biases)
+        fp.replacingLinears(q.map { $0.dequantized() })
     }
 
     /// What must match for a persisted block to be reused.
