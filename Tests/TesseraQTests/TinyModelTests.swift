@@ -47,7 +47,7 @@ struct TinyFixture: CustomTestStringConvertible, Sendable {
     }
 
     /// The fixtures whose every feature the library implements.
-    static let supported = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-gqa", "tiny-qwen3"].map(TinyFixture.init)
+    static let supported = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-gqa", "tiny-qwen3", "tiny-mistral"].map(TinyFixture.init)
 }
 
 /// JSON with every number as a double (a writer may print 1000000.0 as 1000000).
@@ -152,18 +152,13 @@ func expectConfigKept(_ out: String, original: String, sourceLocation: SourceLoc
                                            tokens: try f.reference().sequences[0])
     }
 
-    /// Mistral's window (8) is shorter than the long reference sequence (24): up to the window the
-    /// logits are transformers', past it the sequence is refused (sliding-window attention is not
-    /// implemented), never evaluated as full attention.
-    @Test func mistralWithinItsWindowOnly() throws {
+    /// Mistral's window (8) is shorter than the long reference sequence (24) and than the block
+    /// reference's: the logits and gradient checks above cover sliding-window attention.
+    @Test func mistralWindowIsShorterThanTheReferenceSequence() throws {
         let f = TinyFixture(name: "tiny-mistral")
         let model = try LlamaModel(directory: f.directory)
-        let ref = try f.reference()
-        #expect(model.config.slidingWindow == 8)
-        let (short, expected) = (ref.sequences[1], ref.logits[1])
-        #expect(short.count <= 8)
-        let err = zip(try logits(model, short), expected).map { abs($0 - $1) }.max()!
-        #expect(err <= 1e-4, "max |logit difference| \(err)")
-        expectTQError(.unsupported, mentioning: ["sliding_window 8"]) { _ = try logits(model, ref.sequences[0]) }
+        #expect(model.config.slidingWindow == 8 && model.config.slidingLayers == [true, true])
+        #expect(try f.reference().sequences[0].count > 8)
+        #expect(try model.loadBlock(1).attentionWindow == 8)
     }
 }

@@ -54,9 +54,11 @@ TQK_API void tqk_rope_tables(const float *inv_freq, int64_t half, int64_t n_pos,
 /* in-place rotate_half RoPE on x [n_tokens x n_heads*head_dim], token t at table row t */
 TQK_API void tqk_rope(float *x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
                       const float *cos_t, const float *sin_t);
-/* causal grouped-query attention. Q/O [T x H*D], K/V [T x KVH*D]. */
+/* causal grouped-query attention. Q/O [T x H*D], K/V [T x KVH*D]; query head h reads kv head
+ * h / (H / KVH). window 0: query t attends keys 0..t; window > 0 (sliding window, as Hugging Face's
+ * sliding_window): keys max(0, t - window + 1)..t. One (head, query) row per task, rows in parallel. */
 TQK_API void tqk_attention(const float *Q, const float *K, const float *V, float *O, int64_t T,
-                           int64_t H, int64_t KVH, int64_t D, float scale);
+                           int64_t H, int64_t KVH, int64_t D, float scale, int64_t window);
 /* out = silu(g) * u */
 TQK_API void tqk_swiglu(const float *g, const float *u, float *out, int64_t n);
 /* sum over rows of -log softmax(logits[r])[target[r]], accumulated in double */
@@ -129,11 +131,12 @@ TQK_API void tqk_rmsnorm_backward(const float *x, const float *w, const float *d
 TQK_API void tqk_rope_backward(float *dx, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const float *cos_t,
                                const float *sin_t);
 /* Causal GQA attention backward, recomputing the softmax (no stored attention matrix).
- * Inputs as tqk_attention (Q [T x H*D] post-RoPE, K,V [T x KVH*D]), dO [T x H*D].
+ * Inputs as tqk_attention (Q [T x H*D] post-RoPE, K,V [T x KVH*D], the same window), dO [T x H*D].
  * Outputs dQ [T x H*D], dK, dV [T x KVH*D] (overwritten, not accumulated). Race-free: per query
  * row for dQ, per (kv head, key block) for dK/dV; results do not depend on the thread count. */
 TQK_API void tqk_attention_backward(const float *Q, const float *K, const float *V, const float *dO, float *dQ,
-                                    float *dK, float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale);
+                                    float *dK, float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale,
+                                    int64_t window);
 /* out = silu(g) * u; given dout: dg, du (all distinct buffers). */
 TQK_API void tqk_swiglu_backward(const float *g, const float *u, const float *dout, float *dg, float *du, int64_t n);
 /* L = sum((y - target)^2) / rows; dy = 2 (y - target) / rows (dy may be NULL). Returns L (accumulated in double). */

@@ -5,7 +5,7 @@ import TQKernels
 ///
 ///   attn = attention(rope(qnorm(n1 Wq^T + bq)), rope(knorm(n1 Wk^T + bk)), n1 Wv^T + bv)
 ///
-/// where the biases are Qwen2's and the per-head norms Qwen3's (an RMSNorm over each head's
+/// causal, within the block's sliding window if it has one; the biases are Qwen2's and the per-head norms Qwen3's (an RMSNorm over each head's
 /// head_dim values, so the norm kernel runs on rows of head_dim). Keeps what the backward pass needs.
 final class AttentionActivations: @unchecked Sendable {
     let config: LlamaConfig
@@ -53,7 +53,7 @@ final class AttentionActivations: @unchecked Sendable {
             tqk_rope(qs, Int64(length), Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_rope(ks, Int64(length), Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_attention(qs, ks, vs, attn.p + s * length * c.qDim, Int64(length), Int64(c.heads), Int64(c.kvHeads),
-                          Int64(c.headDim), scale)
+                          Int64(c.headDim), scale, Int64(w.attentionWindow ?? 0))
         }
     }
 
@@ -66,7 +66,7 @@ final class AttentionActivations: @unchecked Sendable {
         for s in 0..<sequences {
             let oq = s * length * qd, ok = s * length * kd
             tqk_attention_backward(q.p + oq, k.p + ok, v.p + ok, dAttn + oq, dq.p + oq, dk.p + ok, dv.p + ok, L,
-                                   Int64(c.heads), Int64(c.kvHeads), Int64(c.headDim), scale)
+                                   Int64(c.heads), Int64(c.kvHeads), Int64(c.headDim), scale, Int64(w.attentionWindow ?? 0))
             tqk_rope_backward(dq.p + oq, L, Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_rope_backward(dk.p + ok, L, Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
         }

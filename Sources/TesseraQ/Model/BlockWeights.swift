@@ -9,19 +9,24 @@ public final class BlockWeights: @unchecked Sendable {
     /// q and k per-head RMSNorm weights [head_dim] when the model has them (Qwen3), else nil:
     /// applied to each head after the projection, before RoPE.
     public let qkNorms: [FloatBuffer]?
+    /// The sliding window of this block's attention (Mistral, windowed Qwen layers): each query
+    /// sees the last `attentionWindow` positions, itself included; nil for full causal attention.
+    public let attentionWindow: Int?
 
     public init(attnNorm: FloatBuffer, mlpNorm: FloatBuffer, linears: [FloatBuffer], biases: [FloatBuffer]?,
-                qkNorms: [FloatBuffer]? = nil) {
+                qkNorms: [FloatBuffer]? = nil, attentionWindow: Int? = nil) {
         self.attnNorm = attnNorm
         self.mlpNorm = mlpNorm
         self.linears = linears
         self.biases = biases
         self.qkNorms = qkNorms
+        self.attentionWindow = attentionWindow
     }
 
     /// The same block with other linears (quantized, fake-quantized): every other tensor is shared.
     public func replacingLinears(_ linears: [FloatBuffer]) -> BlockWeights {
-        BlockWeights(attnNorm: attnNorm, mlpNorm: mlpNorm, linears: linears, biases: biases, qkNorms: qkNorms)
+        BlockWeights(attnNorm: attnNorm, mlpNorm: mlpNorm, linears: linears, biases: biases, qkNorms: qkNorms,
+                     attentionWindow: attentionWindow)
     }
 
     /// The block's float tensors outside the seven linears, by checkpoint name: the norms, the

@@ -130,12 +130,9 @@ public struct LlamaConfig: Sendable, Equatable {
         return sliding.contains(true) ? (window, sliding) : (nil, sliding)
     }
 
-    /// Refuses sequences longer than a sliding window: sliding-window attention is not
-    /// implemented, and up to the window's length it equals full causal attention.
-    public func requireFullAttention(length: Int) throws {
-        if let w = slidingWindow, length > w {
-            throw TQError.unsupported("sliding_window \(w) is shorter than the sequence (\(length) tokens): sliding-window attention is not supported; use sequences of at most \(w) tokens")
-        }
+    /// The sliding window of layer `layer`'s attention, nil for full causal attention.
+    public func window(layer: Int) -> Int? {
+        slidingLayers[layer] ? slidingWindow : nil
     }
 
     /// RoPE inverse frequencies as Hugging Face computes them (in float32).

@@ -77,7 +77,7 @@ public final class LlamaModel: @unchecked Sendable {
         let qkNorms = config.qkNorm ? try BlockWeights.qkNormNames.map { FloatBuffer(try store.floats(p + $0)) } : nil
         let block = BlockWeights(attnNorm: FloatBuffer(try store.floats(p + "input_layernorm.weight")),
                                  mlpNorm: FloatBuffer(try store.floats(p + "post_attention_layernorm.weight")),
-                                 linears: linears, biases: biases, qkNorms: qkNorms)
+                                 linears: linears, biases: biases, qkNorms: qkNorms, attentionWindow: config.window(layer: layer))
         try blockTransform?(layer, block)
         return block
     }
@@ -100,7 +100,6 @@ public final class LlamaModel: @unchecked Sendable {
     public func finalHidden(_ tokens: UnsafeBufferPointer<UInt32>) throws -> FloatBuffer {
         try validate(tokens: tokens)
         let T = tokens.count
-        try config.requireFullAttention(length: T)
         let x = embed(tokens)
         let work = BlockWorkspace(config: config, sequences: 1, length: T)
         for l in 0..<config.layers {

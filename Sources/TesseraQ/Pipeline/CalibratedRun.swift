@@ -30,7 +30,6 @@ struct CalibratedRun {
         guard L <= c.maxPositions else {
             throw TQError.invalid("config key seq_len: \(L) exceeds the model's context (max_position_embeddings \(c.maxPositions))")
         }
-        try c.requireFullAttention(length: L)
         let windows = try calibrationWindows(tokens, samples: n, length: L, seed: calibration.seed)
         let resume = try ResumeState(staging: staging, fingerprint: fingerprint(tokens), quantization: quantization)
         let xfp = ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)
