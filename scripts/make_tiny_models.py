@@ -9,7 +9,7 @@ because the reference numbers depend on them (scripts/tiny-models-requirements.t
 For every architecture this builds a randomly initialised model (seeded) in float32 with shapes
 that exercise what differs between architectures (GQA or not, head_dim independent of
 hidden / heads, q/k/v biases, per-head q/k norms, llama3 RoPE scaling, tied embeddings, a
-sliding window shorter than the long test sequence), saves it with ``save_pretrained``
+sliding window shorter than the long test sequence, Phi-3's fused qkv_proj and gate_up_proj), saves it with ``save_pretrained``
 (config.json in transformers 5's form, with ``rope_parameters``; model.safetensors), and writes
 ``reference.json``:
 
@@ -19,7 +19,8 @@ sliding window shorter than the long test sequence), saves it with ``save_pretra
   * ``block``: for decoder layer ``layer`` on the long sequence's hidden states at that layer
     (``input``, [T x hidden]) and a ``target`` [T x hidden]: ``loss`` = sum((y - target)^2) / T
     (libtesseraq's block loss), and for every linear of the block the Frobenius norm of dL/dW
-    (``grad_norms``) and its first entries in row-major order (``grad_head``).
+    (``grad_norms``) and its first entries in row-major order (``grad_head``); a fused linear's
+    gradient is given per part (its rows of q, k, v or gate, up), by the part's name.
 
 Weights are drawn wider than transformers' default init (std 0.02 makes every logit nearly
 equal, which would test little), norms and biases are randomised too.
@@ -49,6 +50,8 @@ LONG, SHORT = 24, 7
 HEAD_ENTRIES = 8
 LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+FUSED = {"self_attn.qkv_proj": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+         "mlp.gate_up_proj": ["mlp.gate_proj", "mlp.up_proj"]}
 
 COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
               num_attention_heads=4, max_position_embeddings=64, rms_norm_eps=1e-5)
@@ -73,6 +76,9 @@ def configs() -> dict[str, transformers.PretrainedConfig]:
         # Mistral: a sliding window (8) shorter than the long sequence (24).
         "mistral": transformers.MistralConfig(**COMMON, num_key_value_heads=2, head_dim=16, sliding_window=8,
                                               tie_word_embeddings=False),
+        # Phi-3: fused qkv_proj and gate_up_proj, GQA, a window (16) shorter than the long sequence.
+        "phi3": transformers.Phi3Config(**COMMON, num_key_value_heads=2, sliding_window=16, tie_word_embeddings=False,
+                                        bos_token_id=1, eos_token_id=2, pad_token_id=None),
     }
 
 
@@ -120,7 +126,18 @@ def block_reference(model, layer: int, tokens: torch.Tensor, gen: torch.Generato
     rows = y.shape[0] * y.shape[1]
     loss = ((y - target) ** 2).sum() / rows
     loss.backward()
-    grads = {name: block.get_submodule(name).weight.grad for name in LINEARS}
+    grads = {}
+    for name, _ in block.named_modules():
+        if name in LINEARS:
+            grads[name] = block.get_submodule(name).weight.grad
+        elif name in FUSED:
+            # A fused linear's gradient, split into the rows of its parts (q, k, v / gate, up).
+            g, cfg = block.get_submodule(name).weight.grad, model.config
+            hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+            sizes = ([cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd, cfg.num_key_value_heads * hd]
+                     if name.endswith("qkv_proj") else [cfg.intermediate_size] * 2)
+            grads.update(zip(FUSED[name], torch.split(g, sizes, dim=0)))
+    assert sorted(grads) == sorted(LINEARS), sorted(grads)
     return {
         "layer": layer, "sequence": 0, "input": b64(x[0]), "target": b64(target[0]), "loss": loss.item(),
         "grad_norms": {n: g.norm().item() for n, g in grads.items()},

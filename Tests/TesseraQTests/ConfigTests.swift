@@ -109,6 +109,27 @@ import Testing
         #expect(try Self.smolConfig(["model_type": "\"qwen2\"", "attention_bias": "false"]).qkvBias)
     }
 
+    /// Defaults for omitted fields are transformers' for the model type.
+    @Test func defaultsPerModelType() throws {
+        func config(_ type: String) throws -> LlamaConfig {
+            let json = try JSONValue.parse(Data("""
+                {"model_type": "\(type)", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "vocab_size": 16}
+                """.utf8), what: "defaults")
+            return try LlamaConfig(json: json, path: "defaults/config.json")
+        }
+        let expected: [String: (Float, Int)] = ["llama": (1e-6, 2048), "qwen2": (1e-6, 32768), "qwen3": (1e-6, 32768),
+                                                "mistral": (1e-6, 131072), "phi3": (1e-5, 4096)]
+        for (type, (eps, positions)) in expected {
+            let c = try config(type)
+            #expect(c.rmsEps == eps && c.maxPositions == positions, "\(type)")
+            #expect(c.ropeTheta == 10000 && c.ropeScaling == .none && !c.tiedEmbeddings && c.kvHeads == 4 && c.headDim == 8)
+        }
+        #expect(try config("mistral").slidingWindow == 4096)
+        #expect(try config("phi3").slidingWindow == nil && (try config("phi3")).fusedLinears)
+        #expect(try config("qwen2").qkvBias && (try config("qwen3")).qkNorm && !(try config("llama")).qkvBias)
+    }
+
     @Test func slidingWindowsAsTransformersDecides() throws {
         let mistral = try Self.smolConfig(["model_type": "\"mistral\"", "sliding_window": "16"])
         #expect(mistral.slidingWindow == 16 && mistral.slidingLayers.allSatisfy { $0 })

@@ -47,7 +47,8 @@ struct TinyFixture: CustomTestStringConvertible, Sendable {
     }
 
     /// The fixtures whose every feature the library implements.
-    static let supported = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-gqa", "tiny-qwen3", "tiny-mistral"].map(TinyFixture.init)
+    static let supported = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-gqa", "tiny-qwen3", "tiny-mistral", "tiny-phi3"]
+        .map(TinyFixture.init)
 }
 
 /// JSON with every number as a double (a writer may print 1000000.0 as 1000000).
@@ -160,5 +161,48 @@ func expectConfigKept(_ out: String, original: String, sourceLocation: SourceLoc
         #expect(model.config.slidingWindow == 8 && model.config.slidingLayers == [true, true])
         #expect(try f.reference().sequences[0].count > 8)
         #expect(try model.loadBlock(1).attentionWindow == 8)
+    }
+
+    /// Phi-3's export stores qkv_proj and gate_up_proj as the input does (3 bits: the stacked zero
+    /// points are repacked across word boundaries), and evaluates as the simulated quantization.
+    @Test func phi3ExportKeepsTheFusedLinears() throws {
+        let f = TinyFixture(name: "tiny-phi3")
+        let spec = QuantSpec(bits: 3, groupSize: 32)
+        let out = temporaryDirectory("tiny-phi3") + "/ckpt"
+        try quantizeModel(try LlamaModel(directory: f.directory), config: QuantizeConfig(method: "rtn", spec: spec), outDir: out)
+        let store = try TensorStore(directory: out)
+        for l in 0..<2 {
+            let p = "model.layers.\(l)."
+            #expect(store.info(p + "self_attn.qkv_proj.qweight")?.shape == [3, 64])
+            #expect(store.info(p + "self_attn.qkv_proj.qzeros")?.shape == [1, 6])
+            #expect(store.info(p + "mlp.gate_up_proj.scales")?.shape == [1, 128])
+            #expect(store.info(p + "mlp.down_proj.qweight")?.shape == [6, 32])
+            #expect(store.info(p + "self_attn.qkv_proj.weight") == nil && store.info(p + "mlp.gate_up_proj.weight") == nil)
+            for part in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"] {
+                #expect(store.info(p + part + ".qweight") == nil, "\(part) stored unfused")
+            }
+        }
+        let tokens = try f.reference().sequences[0]
+        let err = relativeMaxError(try logits(try LlamaModel(directory: out), tokens),
+                                   try logits(try simulatedRTN(spec, directory: f.directory), tokens))
+        #expect(err < 1e-5, "packed vs simulated logits, relative error \(err)")
+    }
+
+    /// GPTQ with act-order on Phi-3: q, k, v (and gate, up) share their Hessian, hence one
+    /// permutation and one g_idx, so they fuse; the checkpoint reloads and beats RTN per block.
+    @Test func phi3GPTQActOrderFuses() throws {
+        let f = TinyFixture(name: "tiny-phi3")
+        let model = try LlamaModel(directory: f.directory)
+        let out = temporaryDirectory("tiny-phi3-gptq") + "/ckpt"
+        let report = try quantizeModel(model, config: QuantizeConfig(method: "gptq", spec: QuantSpec(bits: 4, groupSize: 16),
+                                                                     options: ["preset": .string("ci"), "act_order": .bool(true)]),
+                                       outDir: out, calibration: TinyFixture.calibrationTokens(vocab: model.config.vocab))
+        let packed = try LlamaModel(directory: out)
+        let qkv = try #require(packed.packed?.linear(named: "model.layers.0.self_attn.qkv_proj"))
+        #expect(qkv.out == 64 && !qkv.trivialGIdx)
+        for b in try #require(report["blocks"] as? [[String: Any]]) {
+            #expect(try #require(b["final_loss"] as? Double) < (try #require(b["rtn_loss"] as? Double)))
+        }
+        #expect(try logits(packed, try f.reference().sequences[1]).allSatisfy(\.isFinite))
     }
 }

@@ -25,6 +25,7 @@ public struct CheckpointWriter {
     }
 
     /// Writes the checkpoint to `outDir` through `staging` (created here, renamed at the end).
+    /// `linears` are the seven per block; a model that fuses some (Phi-3) gets them fused back.
     public func write(linears: [PackedLinear], to outDir: String, staging: String, overwrite: Bool) throws {
         let fm = FileManager.default
         if fm.fileExists(atPath: outDir) && !overwrite {
@@ -38,7 +39,7 @@ public struct CheckpointWriter {
         }
         var writer = SafeTensorsWriter()
         var replaced = Set<String>()
-        for l in linears {
+        for l in try PackedLinear.asStored(linears, config: model.config) {
             l.addTensors(to: &writer, zeros: quantization.checkpointFormat == "gptq" ? try v1Zeros(l) : l.qzeros)
             replaced.insert(l.name + ".weight")
         }

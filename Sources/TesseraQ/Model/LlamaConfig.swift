@@ -18,6 +18,8 @@ public struct LlamaConfig: Sendable, Equatable {
     public var qkvBias: Bool
     /// Per-head RMSNorm on q and k after the projection, before RoPE (Qwen3).
     public var qkNorm: Bool
+    /// q, k, v stored as one qkv_proj and gate, up as one gate_up_proj (Phi-3).
+    public var fusedLinears: Bool
     public var torchDtype: String
     /// The attention window of the layers that use sliding-window attention (nil: none does).
     public var slidingWindow: Int?
@@ -30,8 +32,11 @@ public struct LlamaConfig: Sendable, Equatable {
         case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
     }
 
-    static let supportedArchitectures = ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"]
-    static let supportedModelTypes = ["llama", "qwen2", "qwen3", "mistral"]
+    static let supportedArchitectures = ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM",
+                                         "Phi3ForCausalLM"]
+    static let supportedModelTypes = ["llama", "qwen2", "qwen3", "mistral", "phi3"]
+    /// transformers' max_position_embeddings for a config that omits it (it only bounds seq_len here).
+    static let defaultMaxPositions = ["llama": 2048, "qwen2": 32768, "qwen3": 32768, "mistral": 131072, "phi3": 4096]
 
     /// Reads and validates `dir/config.json`.
     public init(directory: String) throws {
@@ -66,10 +71,10 @@ public struct LlamaConfig: Sendable, Equatable {
         kvHeads = try f.positiveInt("num_key_value_heads", default: heads)
         headDim = try f.positiveInt("head_dim", default: hidden / heads)
         vocab = try f.positiveInt("vocab_size")
-        maxPositions = try f.positiveInt("max_position_embeddings", default: 2048)
+        maxPositions = try f.positiveInt("max_position_embeddings", default: Self.defaultMaxPositions[modelType]!)
         guard heads % kvHeads == 0 else { throw TQError.format("\(path): num_attention_heads \(heads) is not a multiple of num_key_value_heads \(kvHeads)") }
         guard headDim > 0, headDim % 2 == 0 else { throw TQError.format("\(path): head_dim \(headDim) must be positive and even for RoPE") }
-        let eps = try f.number("rms_norm_eps", default: 1e-6)
+        let eps = try f.number("rms_norm_eps", default: modelType == "phi3" ? 1e-5 : 1e-6)
         guard eps >= 0 else { throw TQError.format("\(path): rms_norm_eps must not be negative") }
         rmsEps = Float(eps)
         let rope = try RopeParameters(f)
@@ -78,6 +83,7 @@ public struct LlamaConfig: Sendable, Equatable {
         tiedEmbeddings = try f.flag("tie_word_embeddings", default: false)
         qkvBias = try Self.attentionBias(f, modelType: modelType)
         qkNorm = modelType == "qwen3"
+        fusedLinears = modelType == "phi3"
         if try f.flag("mlp_bias", default: false) {
             throw TQError.unsupported("\(path): mlp_bias is not supported")
         }
@@ -96,7 +102,7 @@ public struct LlamaConfig: Sendable, Equatable {
     }
 
     /// Which layers use sliding-window attention, as transformers decides: Mistral on every layer
-    /// (`sliding_window`, 4096 when absent, null for none); Qwen2 only with `use_sliding_window`, on
+    /// (`sliding_window`, 4096 when absent, null for none); Phi-3 on every layer when `sliding_window` is set; Qwen2 only with `use_sliding_window`, on
     /// layers from `max_window_layers` on; an explicit `layer_types` list overrides both. LLaMA has none.
     private static func slidingWindows(_ f: ConfigFields, modelType: String, layers: Int) throws -> (Int?, [Bool]) {
         var sliding = [Bool](repeating: false, count: layers)
@@ -105,6 +111,10 @@ public struct LlamaConfig: Sendable, Equatable {
         case "mistral":
             if f.json["sliding_window"]?.isNull == true { break }
             window = try f.positiveInt("sliding_window", default: 4096)
+            sliding = [Bool](repeating: true, count: layers)
+        case "phi3":
+            guard f.has("sliding_window") else { break }
+            window = try f.positiveInt("sliding_window")
             sliding = [Bool](repeating: true, count: layers)
         case "qwen2", "qwen3":
             guard try f.flag("use_sliding_window", default: false) else { break }

@@ -32,8 +32,7 @@ public final class LlamaModel: @unchecked Sendable {
             try store.requireFloat("model.layers.\(l).input_layernorm.weight", shape: [c.hidden])
             try store.requireFloat("model.layers.\(l).post_attention_layernorm.weight", shape: [c.hidden])
             for kind in LinearKind.allCases {
-                let (o, i) = kind.shape(c)
-                let prefix = kind.prefix(layer: l)
+                let i = kind.shape(c).in, (prefix, _, o) = kind.storage(layer: l, config: c)
                 if let p = packed?.linear(named: prefix) {
                     guard p.out == o, p.inFeatures == i else {
                         throw TQError.format("\(directory): \(prefix) is packed as \(p.out) x \(p.inFeatures) but config.json implies \(o) x \(i)")
@@ -66,10 +65,20 @@ public final class LlamaModel: @unchecked Sendable {
     /// Block `layer`'s weights in float32 (packed linears dequantised), after `blockTransform`.
     public func loadBlock(_ layer: Int) throws -> BlockWeights {
         let p = "model.layers.\(layer)."
-        let linears = try LinearKind.allCases.map { kind in
-            let prefix = kind.prefix(layer: layer)
-            if let q = packed?.linear(named: prefix) { return q.dequantized() }
-            return FloatBuffer(try store.floats(prefix + ".weight"))
+        var linears: [FloatBuffer] = []
+        var fused: [String: [Float]] = [:]   // a fused tensor is read once for all its parts
+        for kind in LinearKind.allCases {
+            let (o, i) = kind.shape(config), (prefix, offset, rows) = kind.storage(layer: layer, config: config)
+            if let q = packed?.linear(named: prefix) {
+                let w = FloatBuffer(count: o * i)
+                q.dequantize(rows: offset..<(offset + o), into: w.p)
+                linears.append(w)
+            } else if rows == o {
+                linears.append(FloatBuffer(try store.floats(prefix + ".weight")))
+            } else {
+                if fused[prefix] == nil { fused[prefix] = try store.floats(prefix + ".weight") }
+                linears.append(FloatBuffer(Array(fused[prefix]![(offset * i)..<((offset + o) * i)])))
+            }
         }
         let biases = config.qkvBias
             ? try [LinearKind.q, .k, .v].map { FloatBuffer(try store.floats($0.prefix(layer: layer) + ".bias")) }
