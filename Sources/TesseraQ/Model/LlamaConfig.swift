@@ -102,8 +102,9 @@ public struct LlamaConfig: Sendable, Equatable {
     }
 
     /// Which layers use sliding-window attention, as transformers decides: Mistral on every layer
-    /// (`sliding_window`, 4096 when absent, null for none); Phi-3 on every layer when `sliding_window` is set; Qwen2 only with `use_sliding_window`, on
-    /// layers from `max_window_layers` on; an explicit `layer_types` list overrides both. LLaMA has none.
+    /// (`sliding_window`, 4096 when absent, null for none); Phi-3 on every layer when `sliding_window`
+    /// is set; Qwen2 and Qwen3 only with `use_sliding_window`, on layers from `max_window_layers` on;
+    /// an explicit `layer_types` list overrides these. LLaMA has none.
     private static func slidingWindows(_ f: ConfigFields, modelType: String, layers: Int) throws -> (Int?, [Bool]) {
         var sliding = [Bool](repeating: false, count: layers)
         var window: Int?
