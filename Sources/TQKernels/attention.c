@@ -1,5 +1,6 @@
-/* Causal grouped-query attention, one (head, query) row per task: scores over keys 0..t,
- * softmax, weighted sum of values. Query head h reads key/value head h / (H / KVH). */
+/* Causal grouped-query attention, one (head, query) row per task: scores over keys lo..t
+ * (lo = 0, or t - window + 1 under a sliding window), softmax, weighted sum of values.
+ * Query head h reads key/value head h / (H / KVH). */
 #include "tq_kernels.h"
 #include "vec.h"
 #include <immintrin.h>
@@ -14,7 +15,7 @@ static inline void axpy(float *y, const float *x, float a, int64_t n) {
 }
 
 void tqk_attention(const float *Q, const float *K, const float *V, float *O, int64_t T, int64_t H,
-                   int64_t KVH, int64_t D, float scale) {
+                   int64_t KVH, int64_t D, float scale, int64_t window) {
     int64_t group = H / KVH;
     #pragma omp parallel
     {
@@ -24,21 +25,21 @@ void tqk_attention(const float *Q, const float *K, const float *V, float *O, int
             if (!p) continue; /* counted by tqk_alloc */
             /* Round-robin over rows ordered longest first keeps threads balanced. (clang 21 emits
              * __kmpc_dispatch_deinit for dynamic schedules, which Debian's libomp 14 lacks.) */
-            int64_t t = T - 1 - task / H, h = task % H, kh = h / group;
+            int64_t t = T - 1 - task / H, h = task % H, kh = h / group, lo = tqk_window_start(t, window);
             const float *q = Q + (t * H + h) * D;
             float mx = -INFINITY;
-            for (int64_t j = 0; j <= t; j++) {
+            for (int64_t j = lo; j <= t; j++) {
                 p[j] = tqk_dot(q, K + (j * KVH + kh) * D, D) * scale;
                 mx = p[j] > mx ? p[j] : mx;
             }
             float sum = 0.0f;
-            for (int64_t j = 0; j <= t; j++) {
+            for (int64_t j = lo; j <= t; j++) {
                 p[j] = expf(p[j] - mx);
                 sum += p[j];
             }
             float *o = O + (t * H + h) * D;
             for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
-            for (int64_t j = 0; j <= t; j++) axpy(o, V + (j * KVH + kh) * D, p[j], D);
+            for (int64_t j = lo; j <= t; j++) axpy(o, V + (j * KVH + kh) * D, p[j], D);
             float inv = 1.0f / sum;
             for (int64_t d = 0; d < D; d++) o[d] *= inv;
         }

@@ -2,6 +2,7 @@
  * block-output L2 loss. Weights of these ops are frozen during TesseraQ, so only input
  * gradients are computed. Layouts match the forward kernels (norm.c, rope.c, attention.c, mlp.c). */
 #include "tq_kernels.h"
+#include "vec.h"
 #include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
@@ -47,8 +48,8 @@ void tqk_rope_backward(float *dx, int64_t n_tokens, int64_t n_heads, int64_t hea
     }
 }
 
-/* ---- causal GQA attention ----
- * Per query row (t, h): s_j = scale q.k_j (j <= t), p = softmax(s), o = sum p_j v_j. With
+/* ---- causal GQA attention (optionally within a sliding window) ----
+ * Per query row (t, h): s_j = scale q.k_j (lo(t) <= j <= t, lo as tqk_window_start), p = softmax(s), o = sum p_j v_j. With
  * dp_j = dO.v_j and delta = sum_j p_j dp_j = dO.o:  ds_j = p_j (dp_j - delta),
  *   dq = scale sum_j ds_j k_j,   dk_j += scale ds_j q,   dv_j += p_j dO.
  * Two passes, FlashAttention-2 style, so no T x T matrix is stored and no two threads write the
@@ -96,12 +97,12 @@ static inline float hmax8(__m256 v) {
     return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
 }
 
-/* Lanes [0, 8) and [8, 16) of a 16-key block that are keys j0 + lane <= t (n_valid = t - j0 + 1). */
-static inline void key_masks(int64_t n_valid, __m256 *m0, __m256 *m1) {
-    int nv = (int)(n_valid < KB ? n_valid : KB);
-    __m256i lim = _mm256_set1_epi32(nv);
-    *m0 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-    *m1 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15)));
+/* Lanes [0, 8) and [8, 16) of the 16-key block starting at key j0 that hold keys lo <= j <= t,
+ * i.e. lanes [lo - j0, t - j0 + 1). */
+static inline void key_masks(int64_t j0, int64_t lo, int64_t t, __m256 *m0, __m256 *m1) {
+    int64_t a = lo - j0 < -1 ? -1 : lo - j0, b = t - j0 + 1; /* a clamped so the int lane count cannot wrap */
+    *m0 = _mm256_castsi256_ps(_mm256_andnot_si256(tqk_lanes_below(a), tqk_lanes_below(b)));
+    *m1 = _mm256_castsi256_ps(_mm256_andnot_si256(tqk_lanes_below(a - 8), tqk_lanes_below(b - 8)));
 }
 
 /* q.k_j and g.v_j for the 16 keys of the tiles kt / vt ([D x 16]). Two d's per step: eight
@@ -203,7 +204,7 @@ static void rank_update(float *out, int64_t ostride, const float *c, const float
 }
 
 void tqk_attention_backward(const float *Q, const float *K, const float *V, const float *dO, float *dQ, float *dK,
-                            float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale) {
+                            float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale, int64_t window) {
     if (T <= 0) return;
     int64_t group = H / KVH, Tp = (T + KB - 1) / KB * KB, n_blocks = Tp / KB;
     float *Kt = tqk_alloc((size_t)(KVH * D * Tp) * sizeof(float));
@@ -237,12 +238,13 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
             int64_t h = task / T, t = T - 1 - task % T, kh = h / group;
             const float *q = Q + (t * H + h) * D, *go = dO + (t * H + h) * D;
             const float *kt = Kt + kh * n_blocks * D * KB, *vt = Vt + kh * n_blocks * D * KB;
-            int64_t nb = t / KB + 1; /* blocks holding keys 0..t */
+            int64_t lo = tqk_window_start(t, window);
+            int64_t b0 = lo / KB, nb = t / KB + 1; /* blocks holding keys lo..t */
             __m256 vmax = ninf;
-            for (int64_t b = 0; b < nb; b++) {
+            for (int64_t b = b0; b < nb; b++) {
                 __m256 s0, s1, d0, d1, m0, m1;
                 dots16(q, go, kt + b * D * KB, vt + b * D * KB, D, &s0, &s1, &d0, &d1);
-                key_masks(t - b * KB + 1, &m0, &m1);
+                key_masks(b * KB, lo, t, &m0, &m1);
                 s0 = _mm256_blendv_ps(ninf, _mm256_mul_ps(s0, vscale), m0);
                 s1 = _mm256_blendv_ps(ninf, _mm256_mul_ps(s1, vscale), m1);
                 vmax = _mm256_max_ps(vmax, _mm256_max_ps(s0, s1));
@@ -253,7 +255,7 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
             }
             float mx = hmax8(vmax);
             __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nb; b++)
+            for (int64_t b = b0; b < nb; b++)
                 for (int64_t k = 0; k < KB; k += 8) {
                     __m256 s = _mm256_loadu_ps(p + b * KB + k);
                     /* masked lanes hold -inf: exp8 would give a tiny value, force 0 */
@@ -263,17 +265,17 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
                 }
             float sum = hsum8(vsum);
             __m256 vinv = _mm256_set1_ps(1.0f / sum), vdl = _mm256_setzero_ps();
-            for (int64_t j = 0; j < nb * KB; j += 8) {
+            for (int64_t j = b0 * KB; j < nb * KB; j += 8) {
                 __m256 e = _mm256_mul_ps(_mm256_loadu_ps(p + j), vinv);
                 _mm256_storeu_ps(p + j, e);
                 vdl = _mm256_fmadd_ps(e, _mm256_loadu_ps(dp + j), vdl);
             }
             float dl = hsum8(vdl);
             __m256 vdl1 = _mm256_set1_ps(dl);
-            for (int64_t j = 0; j < nb * KB; j += 8) /* dp <- ds * scale (0 on masked lanes: p is 0) */
+            for (int64_t j = b0 * KB; j < nb * KB; j += 8) /* dp <- ds * scale (0 on masked lanes: p is 0) */
                 _mm256_storeu_ps(dp + j, _mm256_mul_ps(vscale, _mm256_mul_ps(_mm256_loadu_ps(p + j),
                                                        _mm256_sub_ps(_mm256_loadu_ps(dp + j), vdl1))));
-            wsum_rows(dQ + (t * H + h) * D, dp, K + kh * D, KVH * D, t + 1, D);
+            wsum_rows(dQ + (t * H + h) * D, dp + lo, K + (lo * KVH + kh) * D, KVH * D, t + 1 - lo, D);
             lse[t * H + h] = mx + logf(sum);
             delta[t * H + h] = dl;
         }
@@ -298,11 +300,13 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
             float *dk = dK + (j0 * KVH + kh) * D, *dv = dV + (j0 * KVH + kh) * D;
             for (int64_t j = 0; j < jn; j++)
                 for (int64_t d = 0; d < D; d++) dk[j * KVH * D + d] = dv[j * KVH * D + d] = 0.0f;
-            for (int64_t t0 = j0; t0 < T; t0 += NT) {
-                int64_t t1 = t0 + NT < T ? t0 + NT : T, R = 0;
+            /* the queries that see a key of the tile: j0 <= t, and t - window < j0 + jn - 1 */
+            int64_t t_end = window > 0 && j0 + jn - 1 + window < T ? j0 + jn - 1 + window : T;
+            for (int64_t t0 = j0; t0 < t_end; t0 += NT) {
+                int64_t t1 = t0 + NT < t_end ? t0 + NT : t_end, R = 0;
                 for (int64_t t = t0; t < t1; t++) {
                     __m256 m0, m1;
-                    key_masks(t - j0 + 1, &m0, &m1); /* causal: keys j <= t */
+                    key_masks(j0, tqk_window_start(t, window), t, &m0, &m1); /* keys lo(t) <= j <= t */
                     for (int64_t h = kh * group; h < (kh + 1) * group; h++, R++) {
                         const float *q = Q + (t * H + h) * D, *go = dO + (t * H + h) * D;
                         __m256 s0, s1, d0, d1;

@@ -10,6 +10,12 @@ static inline __m256i tqk_lanes_below(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* The first key query position t attends to: 0 under full causal attention (window <= 0), else
+ * t - window + 1 (a sliding window as Hugging Face's: the last `window` positions, t included). */
+static inline int64_t tqk_window_start(int64_t t, int64_t window) {
+    return window > 0 && t >= window ? t - window + 1 : 0;
+}
+
 /* sum a[i] * b[i], 8 lanes at a time then a scalar tail */
 static inline float tqk_dot(const float *a, const float *b, int64_t n) {
     __m256 acc = _mm256_setzero_ps();

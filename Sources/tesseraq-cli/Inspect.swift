@@ -51,13 +51,19 @@ struct Inspect: ParsableCommand {
 }
 
 func configDictionary(_ c: LlamaConfig) -> [String: Any] {
-    [
+    var d: [String: Any] = [
         "model_type": c.modelType, "hidden_size": c.hidden, "intermediate_size": c.intermediate,
         "num_hidden_layers": c.layers, "num_attention_heads": c.heads, "num_key_value_heads": c.kvHeads,
         "head_dim": c.headDim, "vocab_size": c.vocab, "max_position_embeddings": c.maxPositions,
         "rms_norm_eps": Double(c.rmsEps), "rope_theta": c.ropeTheta, "tie_word_embeddings": c.tiedEmbeddings,
-        "qkv_bias": c.qkvBias, "torch_dtype": c.torchDtype,
+        "qkv_bias": c.qkvBias, "qk_norm": c.qkNorm, "fused_linears": c.fusedLinears, "torch_dtype": c.torchDtype,
     ]
+    // Only when some layer uses it: the window and which layers (as transformers' layer_types).
+    if let w = c.slidingWindow {
+        d["sliding_window"] = w
+        d["sliding_layers"] = c.slidingLayers.enumerated().filter(\.element).map(\.offset)
+    }
+    return d
 }
 
 /// Bits, groups, sizes and compression of a packed checkpoint; nil for a float one.

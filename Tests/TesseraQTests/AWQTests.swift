@@ -172,7 +172,7 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
     let json = JSONValue.object([
         "hidden_size": .int(16), "intermediate_size": .int(24), "num_hidden_layers": .int(1), "num_attention_heads": .int(4),
         "num_key_value_heads": .int(4), "head_dim": .int(4), "vocab_size": .int(8), "rms_norm_eps": .double(1e-5),
-        "attention_bias": .bool(true),
+        "model_type": .string("qwen2"),
     ])
     let c = try LlamaConfig(json: json, path: "tiny")
     var rng = SeededGenerator(seed: 11)

@@ -184,31 +184,34 @@ struct BackwardKernelTests {
 
     // MARK: attention
 
+    /// `W`: sliding window (0: full causal attention).
     struct AttnShape: CustomTestStringConvertible, Sendable {
         let T: Int, H: Int, KVH: Int, D: Int
-        var testDescription: String { "T\(T) H\(H) KVH\(KVH) D\(D)" }
+        var W = 0
+        var testDescription: String { "T\(T) H\(H) KVH\(KVH) D\(D)" + (W > 0 ? " W\(W)" : "") }
     }
 
     static let attnShapes: [AttnShape] = [1, 5, 17].flatMap { T in
         [(2, 2), (4, 2), (3, 1)].flatMap { hk in [4, 8].map { D in AttnShape(T: T, H: hk.0, KVH: hk.1, D: D) } }
-    }
+    } + [AttnShape(T: 5, H: 4, KVH: 2, D: 4, W: 2), AttnShape(T: 17, H: 4, KVH: 2, D: 8, W: 3),
+         AttnShape(T: 17, H: 3, KVH: 1, D: 4, W: 16), AttnShape(T: 5, H: 2, KVH: 2, D: 4, W: 1)]
 
     @Test("attention_backward: finite differences", arguments: attnShapes)
     func attentionBackward(_ sh: AttnShape) {
-        let (T, H, KVH, D) = (sh.T, sh.H, sh.KVH, sh.D)
-        var rng = TestRNG(UInt64(31 + T * 100 + H * 10 + D))
+        let (T, H, KVH, D, W) = (sh.T, sh.H, sh.KVH, sh.D, sh.W)
+        var rng = TestRNG(UInt64(31 + T * 100 + H * 10 + D + W * 1000))
         let scale = 1 / Float(D).squareRoot()
         let Q = rng.floats(T * H * D, -2, 2), K = rng.floats(T * KVH * D, -2, 2), V = rng.floats(T * KVH * D)
         let R = rng.floats(T * H * D)
         func loss(_ q: [Float], _ k: [Float], _ v: [Float]) -> Double {
             var O = [Float](repeating: 0, count: T * H * D)
-            tqk_attention(q, k, v, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), scale)
+            tqk_attention(q, k, v, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W))
             return dotD(R, O)
         }
         forEachThreadCount { _ in
             var dQ = [Float](repeating: .nan, count: T * H * D)
             var dK = [Float](repeating: .nan, count: T * KVH * D), dV = dK
-            tqk_attention_backward(Q, K, V, R, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), scale)
+            tqk_attention_backward(Q, K, V, R, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W))
             let nQ = numericGrad(Q, eps: 1e-2) { loss($0, K, V) }
             let nK = numericGrad(K, eps: 1e-2) { loss(Q, $0, V) }
             let nV = numericGrad(V, eps: 1e-2) { loss(Q, K, $0) }
@@ -219,32 +222,33 @@ struct BackwardKernelTests {
         }
     }
 
-    /// Double-precision reference backward, straight from the formulas.
+    /// Double-precision reference backward, straight from the formulas; query t sees keys
+    /// max(0, t - window + 1) ... t (all of 0 ... t when window is 0).
     static func attentionReference(_ Q: [Float], _ K: [Float], _ V: [Float], _ dO: [Float], T: Int, H: Int,
-                                   KVH: Int, D: Int, scale: Double) -> ([Double], [Double], [Double]) {
+                                   KVH: Int, D: Int, scale: Double, window: Int = 0) -> ([Double], [Double], [Double]) {
         var dQ = [Double](repeating: 0, count: T * H * D)
         var dK = [Double](repeating: 0, count: T * KVH * D), dV = dK
         let group = H / KVH
         for h in 0..<H {
             let kh = h / group
             for t in 0..<T {
-                let q = (t * H + h) * D
+                let q = (t * H + h) * D, lo = window > 0 ? max(0, t - window + 1) : 0
                 var p = [Double](repeating: 0, count: t + 1), dp = p
-                for j in 0...t {
+                for j in lo...t {
                     var s = 0.0
                     for d in 0..<D { s += Double(Q[q + d]) * Double(K[(j * KVH + kh) * D + d]) }
                     p[j] = s * scale
                 }
-                let mx = p.max()!
-                p = p.map { exp($0 - mx) }
+                let mx = p[lo...t].max()!
+                for j in 0...t { p[j] = j < lo ? 0 : exp(p[j] - mx) }
                 let sum = p.reduce(0, +)
                 p = p.map { $0 / sum }
                 var delta = 0.0
-                for j in 0...t {
+                for j in lo...t {
                     for d in 0..<D { dp[j] += Double(dO[q + d]) * Double(V[(j * KVH + kh) * D + d]) }
                     delta += p[j] * dp[j]
                 }
-                for j in 0...t {
+                for j in lo...t {
                     let ds = p[j] * (dp[j] - delta)
                     for d in 0..<D {
                         let kv = (j * KVH + kh) * D + d
@@ -258,19 +262,20 @@ struct BackwardKernelTests {
         return (dQ, dK, dV)
     }
 
-    @Test("attention_backward: many key blocks, D = 64, against a double reference; thread-count independent")
-    func attentionBackwardLarge() {
+    @Test("attention_backward: many key blocks, D = 64, against a double reference; thread-count independent",
+          arguments: [0, 20, 1])
+    func attentionBackwardLarge(window W: Int) {
         var rng = TestRNG(41)
         let T = 70, H = 6, KVH = 2, D = 64
         let scale = 1 / Float(D).squareRoot()
         let Q = rng.floats(T * H * D, -2, 2), K = rng.floats(T * KVH * D, -2, 2), V = rng.floats(T * KVH * D)
         let dO = rng.floats(T * H * D)
-        let (rQ, rK, rV) = Self.attentionReference(Q, K, V, dO, T: T, H: H, KVH: KVH, D: D, scale: Double(scale))
+        let (rQ, rK, rV) = Self.attentionReference(Q, K, V, dO, T: T, H: H, KVH: KVH, D: D, scale: Double(scale), window: W)
         var results: [[Float]] = []
         forEachThreadCount { _ in
             var dQ = [Float](repeating: .nan, count: T * H * D)
             var dK = [Float](repeating: .nan, count: T * KVH * D), dV = dK
-            tqk_attention_backward(Q, K, V, dO, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), scale)
+            tqk_attention_backward(Q, K, V, dO, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W))
             #expect(relErr(dQ, rQ) < 1e-5)
             #expect(relErr(dK, rK) < 1e-5)
             #expect(relErr(dV, rV) < 1e-5)
@@ -290,11 +295,11 @@ struct BackwardKernelTests {
         forEachThreadCount { n in
             let c = ContinuousClock()
             let f = c.measure {
-                for _ in 0..<5 { tqk_attention(Q, K, V, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), 0.125) }
+                for _ in 0..<5 { tqk_attention(Q, K, V, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), 0.125, 0) }
             }
             let b = c.measure {
                 for _ in 0..<5 {
-                    tqk_attention_backward(Q, K, V, dO, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), 0.125)
+                    tqk_attention_backward(Q, K, V, dO, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), 0.125, 0)
                 }
             }
             print("attention T\(T) threads \(n): forward \(f / 5), backward \(b / 5)")

@@ -493,9 +493,11 @@ struct KernelTests {
         }
     }
 
+    /// `w`: sliding window (0: full causal attention).
     struct AttnCase: CustomTestStringConvertible, Sendable {
         let t: Int, h: Int, kvh: Int, d: Int
-        var testDescription: String { "T=\(t) H=\(h) KVH=\(kvh) D=\(d)" }
+        var w = 0
+        var testDescription: String { "T=\(t) H=\(h) KVH=\(kvh) D=\(d)" + (w > 0 ? " W=\(w)" : "") }
     }
 
     static let attnCases: [AttnCase] = {
@@ -505,25 +507,28 @@ struct KernelTests {
                 for d in [4, 8, 12, 64] { out.append(AttnCase(t: t, h: h, kvh: kvh, d: d)) }
             }
         }
-        return out
+        return out + [AttnCase(t: 33, h: 8, kvh: 2, d: 8, w: 5), AttnCase(t: 33, h: 3, kvh: 1, d: 64, w: 32),
+                      AttnCase(t: 3, h: 4, kvh: 4, d: 4, w: 1)]
     }()
 
     @Test("attention: causal GQA against a double-precision softmax", arguments: attnCases, threadCounts)
     func attention(_ c: AttnCase, _ threads: Int32) {
-        let T = c.t, H = c.h, KVH = c.kvh, D = c.d
-        var rng = TestRNG(UInt64(T * 10_000 + H * 1000 + KVH * 100 + D))
+        let T = c.t, H = c.h, KVH = c.kvh, D = c.d, W = c.w
+        var rng = TestRNG(UInt64(T * 10_000 + H * 1000 + KVH * 100 + D + W * 100_000))
         // Keys scaled up so the softmax is far from uniform (a wrong mask or head shows).
         let Q = rng.floats(T * H * D, -2, 2), K = rng.floats(T * KVH * D, -2, 2), V = rng.floats(T * KVH * D, -3, 3)
         for scale in [1 / Float(D).squareRoot(), 0.7] {
             var O = [Float](repeating: .nan, count: T * H * D + 1)
-            withThreads(threads) { tqk_attention(Q, K, V, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), scale) }
+            withThreads(threads) { tqk_attention(Q, K, V, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W)) }
             #expect(O[T * H * D].isNaN, "wrote past O")
             var bad = 0
             for t in 0..<T where bad < 5 {
                 for h in 0..<H where bad < 5 {
                     let kh = h / (H / KVH) // repeat_kv: query head h reads kv head h / group
-                    var s = [Double](repeating: 0, count: t + 1)
-                    for j in 0...t {
+                    // Hugging Face's sliding window: the last W positions, t included.
+                    let lo = W > 0 ? max(0, t - W + 1) : 0
+                    var s = [Double](repeating: -Double.infinity, count: t + 1)
+                    for j in lo...t {
                         var dot = 0.0
                         for d in 0..<D { dot += Double(Q[(t * H + h) * D + d]) * Double(K[(j * KVH + kh) * D + d]) }
                         s[j] = dot * Double(scale)
@@ -533,7 +538,7 @@ struct KernelTests {
                     let sum = p.reduce(0, +)
                     for d in 0..<D where bad < 5 {
                         var want = 0.0, mag = 0.0
-                        for j in 0...t {
+                        for j in lo...t {
                             let v = Double(V[(j * KVH + kh) * D + d])
                             want += p[j] * v / sum
                             mag += p[j] * abs(v) / sum

@@ -22,8 +22,8 @@ func perplexity(_ model: LlamaModel, windows: Int = 8) throws -> Double {
 }
 
 /// The same quantization simulated in float32 on the original model.
-func simulatedRTN(_ spec: QuantSpec) throws -> LlamaModel {
-    let sim = try LlamaModel(directory: Fixtures.model("stories260K"))
+func simulatedRTN(_ spec: QuantSpec, directory: String = Fixtures.model("stories260K")) throws -> LlamaModel {
+    let sim = try LlamaModel(directory: directory)
     sim.blockTransform = { _, block in
         for kind in LinearKind.allCases {
             let (o, i) = kind.shape(sim.config)

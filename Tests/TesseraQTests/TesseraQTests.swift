@@ -3,26 +3,32 @@ import Testing
 import TQKernels
 @testable import TesseraQ
 
-/// A tiny random block (GQA, partial groups) for gradient checks.
-func tinyBlock(seed: UInt64) -> (LlamaConfig, BlockWeights) {
-    let json = JSONValue.object([
+/// A tiny random block (GQA, partial groups) for gradient checks; with `qkNorm`, a Qwen3 block
+/// (per-head q/k RMSNorm, weights away from 1 so that they matter).
+func tinyBlock(seed: UInt64, qkNorm: Bool = false) -> (LlamaConfig, BlockWeights) {
+    var fields: [String: JSONValue] = [
         "hidden_size": .int(16), "intermediate_size": .int(24), "num_hidden_layers": .int(1), "num_attention_heads": .int(4),
         "num_key_value_heads": .int(2), "head_dim": .int(4), "vocab_size": .int(8), "rms_norm_eps": .double(1e-5),
-    ])
-    let c = try! LlamaConfig(json: json, path: "tiny")
+    ]
+    if qkNorm { fields["model_type"] = .string("qwen3") }
+    let c = try! LlamaConfig(json: .object(fields), path: "tiny")
     var rng = SeededGenerator(seed: seed)
     func buf(_ n: Int, _ scale: Float, offset: Float = 0) -> FloatBuffer {
         FloatBuffer((0..<n).map { _ in offset + Float.random(in: -scale...scale, using: &rng) })
     }
     let linears = LinearKind.allCases.map { k -> FloatBuffer in let (o, i) = k.shape(c); return buf(o * i, 0.4) }
-    return (c, BlockWeights(attnNorm: buf(16, 0.2, offset: 1), mlpNorm: buf(16, 0.2, offset: 1), linears: linears, biases: nil))
+    let norms = qkNorm ? [buf(c.headDim, 0.5, offset: 1), buf(c.headDim, 0.5, offset: 1)] : nil
+    return (c, BlockWeights(attnNorm: buf(16, 0.2, offset: 1), mlpNorm: buf(16, 0.2, offset: 1), linears: linears, biases: nil,
+                            qkNorms: norms))
 }
 
 @Suite(.serialized) struct TesseraQGradientTests {
     /// The loss of the whole block with fake-quantised linears, as a function of the rounding
     /// and DST variables, against central finite differences.
-    @Test func wholeBlockGradientMatchesFiniteDifferences() throws {
-        let (c, fp) = tinyBlock(seed: 3)
+    /// With `qkNorm`, the q and k variables' gradients also pass through the per-head norms' backward.
+    @Test(arguments: [false, true])
+    func wholeBlockGradientMatchesFiniteDifferences(qkNorm: Bool) throws {
+        let (c, fp) = tinyBlock(seed: 3, qkNorm: qkNorm)
         let spec = QuantSpec(bits: 3, groupSize: 12)
         let fq = LinearKind.allCases.map { k -> FakeQuantLinear in
             let (o, i) = k.shape(c)
@@ -35,7 +41,7 @@ func tinyBlock(seed: UInt64) -> (LlamaConfig, BlockWeights) {
             for j in 0..<l.a.count { l.a.p[j] += Float.random(in: -0.5...0.5, using: &rng) }
             for j in 0..<l.v.count { l.v.p[j] = Float.random(in: -0.6...0.6, using: &rng) }
         }
-        let train = BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: fq.map(\.wHat), biases: nil)
+        let train = fp.replacingLinears(fq.map(\.wHat))
         let S = 2, L = 5, d = c.hidden
         let work = BlockWorkspace(config: c, sequences: S, length: L)
         let x = FloatBuffer((0..<(S * L * d)).map { _ in Float.random(in: -1...1, using: &rng) })

@@ -58,16 +58,20 @@ TQK_API void tqk_add_bias(float *y, const float *b, int64_t rows, int64_t cols);
 TQK_API void tqk_embed(const float *table, const uint32_t *ids, int64_t n, int64_t dim, float *out);
 
 /* ---- model ops (forward) ---- */
-/* y = x / sqrt(mean(x^2) + eps) * w, per row of length dim */
+/* y = x / sqrt(mean(x^2) + eps) * w, per row of length dim; y may be x (a row is read before it is
+ * written). Rows run in parallel above 32K elements. Qwen3's per-head q/k norm is this kernel on
+ * [tokens * heads] rows of head_dim. */
 TQK_API void tqk_rmsnorm(const float *x, const float *w, float *y, int64_t rows, int64_t dim, float eps);
 /* cos/sin tables [n_pos x half] for angles pos * inv_freq[i] (float32, as Hugging Face) */
 TQK_API void tqk_rope_tables(const float *inv_freq, int64_t half, int64_t n_pos, float *cos_t, float *sin_t);
 /* in-place rotate_half RoPE on x [n_tokens x n_heads*head_dim], token t at table row t */
 TQK_API void tqk_rope(float *x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
                       const float *cos_t, const float *sin_t);
-/* causal grouped-query attention. Q/O [T x H*D], K/V [T x KVH*D]. */
+/* causal grouped-query attention. Q/O [T x H*D], K/V [T x KVH*D]; query head h reads kv head
+ * h / (H / KVH). window 0: query t attends keys 0..t; window > 0 (sliding window, as Hugging Face's
+ * sliding_window): keys max(0, t - window + 1)..t. One (head, query) row per task, rows in parallel. */
 TQK_API void tqk_attention(const float *Q, const float *K, const float *V, float *O, int64_t T,
-                           int64_t H, int64_t KVH, int64_t D, float scale);
+                           int64_t H, int64_t KVH, int64_t D, float scale, int64_t window);
 /* out = silu(g) * u */
 TQK_API void tqk_swiglu(const float *g, const float *u, float *out, int64_t n);
 /* sum over rows of -log softmax(logits[r])[target[r]], accumulated in double */
@@ -131,18 +135,21 @@ TQK_API void tqk_packed_gemm(const uint32_t *qweight, const uint32_t *qzeros, co
 
 /* ---- training: backward passes, fake quantisation, optimiser ----
  * Input gradients of the block's frozen ops (weights of norms etc. are not trained). */
-/* RMSNorm backward (weights frozen): y = w * x * r, r = 1/sqrt(mean(x^2)+eps). dx from dy. */
+/* RMSNorm backward (weights frozen): y = w * x * r, r = 1/sqrt(mean(x^2)+eps). dx from dy; dx may be dy
+ * (a row of dy is read before its dx is written). Rows run in parallel above 32K elements; per-head
+ * norms as tqk_rmsnorm. */
 TQK_API void tqk_rmsnorm_backward(const float *x, const float *w, const float *dy, float *dx, int64_t rows, int64_t dim,
                                   float eps);
 /* RoPE backward: the transpose of tqk_rope's rotation (rotate by -angle), in place on dx [n_tokens x n_heads*head_dim]. */
 TQK_API void tqk_rope_backward(float *dx, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const float *cos_t,
                                const float *sin_t);
 /* Causal GQA attention backward, recomputing the softmax (no stored attention matrix).
- * Inputs as tqk_attention (Q [T x H*D] post-RoPE, K,V [T x KVH*D]), dO [T x H*D].
+ * Inputs as tqk_attention (Q [T x H*D] post-RoPE, K,V [T x KVH*D], the same window), dO [T x H*D].
  * Outputs dQ [T x H*D], dK, dV [T x KVH*D] (overwritten, not accumulated). Race-free: per query
  * row for dQ, per (kv head, key block) for dK/dV; results do not depend on the thread count. */
 TQK_API void tqk_attention_backward(const float *Q, const float *K, const float *V, const float *dO, float *dQ,
-                                    float *dK, float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale);
+                                    float *dK, float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale,
+                                    int64_t window);
 /* out = silu(g) * u; given dout: dg, du (all distinct buffers). */
 TQK_API void tqk_swiglu_backward(const float *g, const float *u, const float *dout, float *dg, float *du, int64_t n);
 /* L = sum((y - target)^2) / rows; dy = 2 (y - target) / rows (dy may be NULL). Returns L (accumulated in double). */

@@ -13,8 +13,8 @@ public struct CheckpointWriter {
     public let quantization: GPTQConfig
     /// Extra keys written under config.json's "tesseraq" key.
     public var extraConfig: [String: Any] = [:]
-    /// Float tensors whose values a method changed (AWQ's folded norms), by name; written in
-    /// the input tensor's dtype.
+    /// Float tensors whose values a method may have changed (AWQ's folded norms and biases), by
+    /// name; written in the input tensor's dtype. Every name must be a tensor of the input.
     public var floatOverrides: [String: [Float]] = [:]
     /// Further files written into the checkpoint (name -> contents), e.g. the run report.
     public var extraFiles: [String: Data] = [:]
@@ -25,6 +25,7 @@ public struct CheckpointWriter {
     }
 
     /// Writes the checkpoint to `outDir` through `staging` (created here, renamed at the end).
+    /// `linears` are the seven per block; a model that fuses some (Phi-3) gets them fused back.
     public func write(linears: [PackedLinear], to outDir: String, staging: String, overwrite: Bool) throws {
         let fm = FileManager.default
         if fm.fileExists(atPath: outDir) && !overwrite {
@@ -33,9 +34,12 @@ public struct CheckpointWriter {
         try? fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
         guard fm.fileExists(atPath: staging) else { throw TQError.io("\(staging): cannot create directory") }
 
+        if let stray = floatOverrides.keys.sorted().first(where: { model.store.info($0) == nil }) {
+            throw TQError(.internal, "\(stray) is not a tensor of \(model.directory)")
+        }
         var writer = SafeTensorsWriter()
         var replaced = Set<String>()
-        for l in linears {
+        for l in try PackedLinear.asStored(linears, config: model.config) {
             l.addTensors(to: &writer, zeros: quantization.checkpointFormat == "gptq" ? try v1Zeros(l) : l.qzeros)
             replaced.insert(l.name + ".weight")
         }

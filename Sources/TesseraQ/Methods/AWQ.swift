@@ -61,14 +61,15 @@ enum AWQGroup: String, CaseIterable, Sendable {
 final class AWQProbe {
     let work: BlockWorkspace
     let config: LlamaConfig
-    let q, k, v, attn, g, u, act, out, attnFP, mlpFP, y: FloatBuffer
+    /// The attention half for candidate q/k/v weights (its own buffers: `work` keeps the group inputs).
+    let attention: AttentionActivations
+    let g, u, act, out, attnFP, mlpFP, y: FloatBuffer
 
     init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables) {
         config = c
         work = BlockWorkspace(config: c, sequences: sequences, length: length, rope: rope)
         let T = sequences * length
-        q = FloatBuffer(count: T * c.qDim); attn = FloatBuffer(count: T * c.qDim)
-        k = FloatBuffer(count: T * c.kvDim); v = FloatBuffer(count: T * c.kvDim)
+        attention = AttentionActivations(config: c, sequences: sequences, length: length)
         g = FloatBuffer(count: T * c.intermediate); u = FloatBuffer(count: T * c.intermediate)
         act = FloatBuffer(count: T * c.intermediate)
         out = FloatBuffer(count: T * c.hidden); attnFP = FloatBuffer(count: T * c.hidden)
@@ -95,27 +96,12 @@ final class AWQProbe {
         linearForward(work.act.p, rows: rows, weight: w[.down].p, out: c.hidden, in: c.intermediate, into: mlpFP.p)
     }
 
-    /// out = o(attention(rope(q(n1)), rope(k(n1)), v(n1))) with the given weights.
+    /// out = o(attention(rope(q(n1)), rope(k(n1)), v(n1))) with the given weights and the block's
+    /// biases and q/k norms.
     func attention(_ n1: UnsafePointer<Float>, q wq: UnsafePointer<Float>, k wk: UnsafePointer<Float>,
-                   v wv: UnsafePointer<Float>, o wo: UnsafePointer<Float>, biases: [FloatBuffer]?) {
-        let c = config, d = c.hidden, T = rows, L = work.length
-        linearForward(n1, rows: T, weight: wq, out: c.qDim, in: d, into: q.p)
-        linearForward(n1, rows: T, weight: wk, out: c.kvDim, in: d, into: k.p)
-        linearForward(n1, rows: T, weight: wv, out: c.kvDim, in: d, into: v.p)
-        if let b = biases {
-            tqk_add_bias(q.p, b[0].p, Int64(T), Int64(c.qDim))
-            tqk_add_bias(k.p, b[1].p, Int64(T), Int64(c.kvDim))
-            tqk_add_bias(v.p, b[2].p, Int64(T), Int64(c.kvDim))
-        }
-        let rope = work.rope
-        for s in 0..<work.sequences {
-            let qs = q.p + s * L * c.qDim, ks = k.p + s * L * c.kvDim, vs = v.p + s * L * c.kvDim
-            tqk_rope(qs, Int64(L), Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
-            tqk_rope(ks, Int64(L), Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
-            tqk_attention(qs, ks, vs, attn.p + s * L * c.qDim, Int64(L), Int64(c.heads), Int64(c.kvHeads),
-                          Int64(c.headDim), work.attentionScale)
-        }
-        linearForward(attn.p, rows: T, weight: wo, out: d, in: c.qDim, into: out.p)
+                   v wv: UnsafePointer<Float>, o wo: UnsafePointer<Float>, block: BlockWeights) {
+        attention.forward(n1, q: wq, k: wk, v: wv, block: block, rope: work.rope)
+        linearForward(attention.attn.p, rows: rows, weight: wo, out: config.hidden, in: config.qDim, into: out.p)
     }
 
     /// out = down(silu(gate(n2)) * up(n2)) with the given weights.
@@ -258,7 +244,7 @@ struct AWQTransform {
                     for kind in gr.consumers { fakeQuant(kind, s) }
                     switch gr {
                     case .qkv:
-                        probe.attention(probe.input(.qkv), q: fq[0].p, k: fq[1].p, v: fq[2].p, o: block[.o].p, biases: block.biases)
+                        probe.attention(probe.input(.qkv), q: fq[0].p, k: fq[1].p, v: fq[2].p, o: block[.o].p, block: block)
                         losses[gr]![k] += probe.squaredError(probe.attnFP)
                     case .vo:
                         linearForward(probe.input(.vo), rows: probe.rows, weight: fq[LinearKind.o.rawValue].p, out: c.hidden,

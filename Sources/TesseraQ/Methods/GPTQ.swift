@@ -17,7 +17,7 @@ struct GPTQMethod: BlockQuantizer {
                   spec: QuantSpec, progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
         let t0 = Date()
         // The block as quantized so far: float linears replaced group by group (`block` stays float).
-        let current = BlockWeights(attnNorm: block.attnNorm, mlpNorm: block.mlpNorm, linears: block.linears, biases: block.biases)
+        let current = block.replacingLinears(block.linears)
         let hessians = GPTQHessians(config: c, inputs: inputs, batch: options.calibration.batch)
         var result = [QuantizedLinear?](repeating: nil, count: LinearKind.allCases.count)
         var errors: [String: Double] = [:]

@@ -38,7 +38,7 @@ struct TesseraQBlock {
     func run(fp: BlockWeights, grids: [QuantizedLinear], xq: ActivationCache, yfp: ActivationCache,
              progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
         let fq = LinearKind.allCases.map { FakeQuantLinear(weight: fp[$0].p, grid: grids[$0.rawValue]) }
-        let train = BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: fq.map(\.wHat), biases: fp.biases)
+        let train = fp.replacingLinears(fq.map(\.wHat))
         let B = options.calibration.batch, L = options.calibration.seqLen, d = config.hidden
         let work = BlockWorkspace(config: config, sequences: B, length: L)
         let grads = BlockGradients(config: config, rows: B * L)

@@ -6,13 +6,17 @@ import TQKernels
 ///
 ///   h = x + o(attn(rope(q(n1)), rope(k(n1)), v(n1))),  n1 = rmsnorm1(x)
 ///   y = h + down(silu(gate(n2)) * up(n2)),              n2 = rmsnorm2(h)
+/// (q/k/v biases and per-head q/k norms where the model has them: `AttentionActivations`).
 public final class BlockWorkspace: @unchecked Sendable {
     public let config: LlamaConfig
     public let sequences: Int
     public let length: Int
     public var rows: Int { sequences * length }
     let rope: RopeTables
-    let n1, q, k, v, attn, h, n2, g, u, act: FloatBuffer
+    let attention: AttentionActivations
+    let n1, h, n2, g, u, act: FloatBuffer
+    /// The attention output before o_proj (o_proj's input).
+    var attn: FloatBuffer { attention.attn }
 
     public init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables? = nil) {
         config = c
@@ -21,8 +25,7 @@ public final class BlockWorkspace: @unchecked Sendable {
         self.rope = rope ?? RopeTables(config: c, positions: length)
         let T = sequences * length
         n1 = FloatBuffer(count: T * c.hidden); h = FloatBuffer(count: T * c.hidden); n2 = FloatBuffer(count: T * c.hidden)
-        q = FloatBuffer(count: T * c.qDim); attn = FloatBuffer(count: T * c.qDim)
-        k = FloatBuffer(count: T * c.kvDim); v = FloatBuffer(count: T * c.kvDim)
+        attention = AttentionActivations(config: c, sequences: sequences, length: length)
         g = FloatBuffer(count: T * c.intermediate); u = FloatBuffer(count: T * c.intermediate)
         act = FloatBuffer(count: T * c.intermediate)
     }
@@ -31,21 +34,7 @@ public final class BlockWorkspace: @unchecked Sendable {
     public func forward(_ x: UnsafePointer<Float>, weights w: BlockWeights, into y: UnsafeMutablePointer<Float>) {
         let c = config, d = c.hidden, T = rows, rowsI = Int64(T)
         tqk_rmsnorm(x, w.attnNorm.p, n1.p, rowsI, Int64(d), c.rmsEps)
-        linearForward(n1.p, rows: T, weight: w[.q].p, out: c.qDim, in: d, into: q.p)
-        linearForward(n1.p, rows: T, weight: w[.k].p, out: c.kvDim, in: d, into: k.p)
-        linearForward(n1.p, rows: T, weight: w[.v].p, out: c.kvDim, in: d, into: v.p)
-        if let b = w.biases {
-            tqk_add_bias(q.p, b[0].p, rowsI, Int64(c.qDim))
-            tqk_add_bias(k.p, b[1].p, rowsI, Int64(c.kvDim))
-            tqk_add_bias(v.p, b[2].p, rowsI, Int64(c.kvDim))
-        }
-        for s in 0..<sequences {
-            let qs = q.p + s * length * c.qDim, ks = k.p + s * length * c.kvDim, vs = v.p + s * length * c.kvDim
-            tqk_rope(qs, Int64(length), Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
-            tqk_rope(ks, Int64(length), Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
-            tqk_attention(qs, ks, vs, attn.p + s * length * c.qDim, Int64(length), Int64(c.heads), Int64(c.kvHeads),
-                          Int64(c.headDim), attentionScale)
-        }
+        attention.forward(n1.p, q: w[.q].p, k: w[.k].p, v: w[.v].p, block: w, rope: rope)
         // h = x + o(attn); computed in h so that y may alias x.
         linearForward(attn.p, rows: T, weight: w[.o].p, out: d, in: c.qDim, into: h.p)
         tqk_add(h.p, x, rowsI * Int64(d))
@@ -56,8 +45,6 @@ public final class BlockWorkspace: @unchecked Sendable {
         linearForward(act.p, rows: T, weight: w[.down].p, out: d, in: c.intermediate, into: y)
         tqk_add(y, h.p, rowsI * Int64(d))
     }
-
-    var attentionScale: Float { 1 / Float(config.headDim).squareRoot() }
 }
 
 /// Gradients of a block's linears, and the scratch the backward pass needs.
@@ -99,13 +86,7 @@ extension BlockWorkspace {
         // h = x + attn Wo^T
         tqk_sgemm(1, 0, D, QD, T, 1, grads.dh.p, D, attn.p, QD, 0, grads[.o].p, QD)
         tqk_sgemm(0, 0, T, QD, D, 1, grads.dh.p, D, w[.o].p, QD, 0, grads.dattn.p, QD)
-        for s in 0..<sequences {
-            let oq = s * length * qd, ok = s * length * kd, L = Int64(length)
-            tqk_attention_backward(q.p + oq, k.p + ok, v.p + ok, grads.dattn.p + oq, grads.dq.p + oq, grads.dk.p + ok,
-                                   grads.dv.p + ok, L, Int64(c.heads), Int64(c.kvHeads), Int64(c.headDim), attentionScale)
-            tqk_rope_backward(grads.dq.p + oq, L, Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
-            tqk_rope_backward(grads.dk.p + ok, L, Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
-        }
+        attention.backward(grads.dattn.p, block: w, rope: rope, dq: grads.dq, dk: grads.dk, dv: grads.dv)
         // q, k, v = n1 W^T
         tqk_sgemm(1, 0, QD, D, T, 1, grads.dq.p, QD, n1.p, D, 0, grads[.q].p, D)
         tqk_sgemm(1, 0, KD, D, T, 1, grads.dk.p, KD, n1.p, D, 0, grads[.k].p, D)

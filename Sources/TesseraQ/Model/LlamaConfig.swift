@@ -16,7 +16,15 @@ public struct LlamaConfig: Sendable, Equatable {
     public var ropeScaling: RopeScaling
     public var tiedEmbeddings: Bool
     public var qkvBias: Bool
+    /// Per-head RMSNorm on q and k after the projection, before RoPE (Qwen3).
+    public var qkNorm: Bool
+    /// q, k, v stored as one qkv_proj and gate, up as one gate_up_proj (Phi-3).
+    public var fusedLinears: Bool
     public var torchDtype: String
+    /// The attention window of the layers that use sliding-window attention (nil: none does).
+    public var slidingWindow: Int?
+    /// Per layer: true when that layer's attention is limited to `slidingWindow` keys.
+    public var slidingLayers: [Bool]
 
     public enum RopeScaling: Sendable, Equatable {
         case none
@@ -24,7 +32,11 @@ public struct LlamaConfig: Sendable, Equatable {
         case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
     }
 
-    static let supportedArchitectures = ["LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"]
+    static let supportedArchitectures = ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM",
+                                         "Phi3ForCausalLM"]
+    static let supportedModelTypes = ["llama", "qwen2", "qwen3", "mistral", "phi3"]
+    /// transformers' max_position_embeddings for a config that omits it (it only bounds seq_len here).
+    static let defaultMaxPositions = ["llama": 2048, "qwen2": 32768, "qwen3": 32768, "mistral": 131072, "phi3": 4096]
 
     /// Reads and validates `dir/config.json`.
     public init(directory: String) throws {
@@ -32,69 +44,106 @@ public struct LlamaConfig: Sendable, Equatable {
         try self.init(json: try JSONValue.parseFile(path), path: path)
     }
 
+    /// Every field that changes the computation is read here; a value we do not implement is an
+    /// error naming the field, never a silent default (README, "Config fields and defaults").
     public init(json: JSONValue, path: String) throws {
         guard json.object != nil else { throw TQError.format("\(path): not a JSON object") }
-        func int(_ key: String, default def: Int? = nil) throws -> Int {
-            guard let v = json[key], !v.isNull else {
-                if let def { return def }
-                throw TQError.format("\(path): missing \(key)")
-            }
-            guard let i = v.int, i > 0 else { throw TQError.format("\(path): \(key) must be a positive integer") }
-            // Bounded so products of dimensions (heads * head_dim, ...) cannot overflow Int.
-            guard i <= Int(Int32.max) else { throw TQError.format("\(path): \(key) \(i) is too large") }
-            return i
-        }
+        let f = ConfigFields(json: json, path: path)
         if let archs = json["architectures"]?.array {
             let names = archs.compactMap(\.string)
             guard names.contains(where: Self.supportedArchitectures.contains) else {
                 throw TQError.unsupported("\(path): unsupported architecture \(names.joined(separator: ", ")); supported: \(Self.supportedArchitectures.joined(separator: ", "))")
             }
         }
-        modelType = json["model_type"]?.string ?? "llama"
-        guard ["llama", "qwen2", "mistral"].contains(modelType) else {
+        modelType = try f.string("model_type", default: "llama")
+        guard Self.supportedModelTypes.contains(modelType) else {
             throw TQError.unsupported("\(path): unsupported model_type \(modelType)")
         }
-        if let act = json["hidden_act"]?.string, act != "silu" {
+        // transformers maps "swish" to the same SiLU module.
+        let act = try f.string("hidden_act", default: "silu")
+        guard act == "silu" || act == "swish" else {
             throw TQError.unsupported("\(path): unsupported hidden_act \(act) (only silu)")
         }
-        hidden = try int("hidden_size")
-        intermediate = try int("intermediate_size")
-        layers = try int("num_hidden_layers")
-        heads = try int("num_attention_heads")
-        kvHeads = try int("num_key_value_heads", default: heads)
-        headDim = try int("head_dim", default: hidden / heads)
-        vocab = try int("vocab_size")
-        maxPositions = try int("max_position_embeddings", default: 2048)
+        hidden = try f.positiveInt("hidden_size")
+        intermediate = try f.positiveInt("intermediate_size")
+        layers = try f.positiveInt("num_hidden_layers")
+        heads = try f.positiveInt("num_attention_heads")
+        kvHeads = try f.positiveInt("num_key_value_heads", default: heads)
+        headDim = try f.positiveInt("head_dim", default: hidden / heads)
+        vocab = try f.positiveInt("vocab_size")
+        maxPositions = try f.positiveInt("max_position_embeddings", default: Self.defaultMaxPositions[modelType]!)
         guard heads % kvHeads == 0 else { throw TQError.format("\(path): num_attention_heads \(heads) is not a multiple of num_key_value_heads \(kvHeads)") }
         guard headDim > 0, headDim % 2 == 0 else { throw TQError.format("\(path): head_dim \(headDim) must be positive and even for RoPE") }
-        rmsEps = Float(json["rms_norm_eps"]?.double ?? 1e-6)
-        ropeTheta = json["rope_theta"]?.double ?? 10000
-        tiedEmbeddings = json["tie_word_embeddings"]?.bool ?? false
-        qkvBias = json["attention_bias"]?.bool ?? (modelType == "qwen2")
-        if let mlpBias = json["mlp_bias"]?.bool, mlpBias {
+        let eps = try f.number("rms_norm_eps", default: modelType == "phi3" ? 1e-5 : 1e-6)
+        guard eps >= 0 else { throw TQError.format("\(path): rms_norm_eps must not be negative") }
+        rmsEps = Float(eps)
+        let rope = try RopeParameters(f)
+        ropeTheta = rope.theta
+        ropeScaling = rope.scaling
+        tiedEmbeddings = try f.flag("tie_word_embeddings", default: false)
+        qkvBias = try Self.attentionBias(f, modelType: modelType)
+        qkNorm = modelType == "qwen3"
+        fusedLinears = modelType == "phi3"
+        if try f.flag("mlp_bias", default: false) {
             throw TQError.unsupported("\(path): mlp_bias is not supported")
         }
-        torchDtype = json["torch_dtype"]?.string ?? json["dtype"]?.string ?? "float32"
-        ropeScaling = try Self.parseRopeScaling(json["rope_scaling"], path: path)
+        try f.refuse("attn_logit_softcapping", because: "attention logits are not soft-capped")
+        try f.refuse("final_logit_softcapping", because: "output logits are not soft-capped")
+        torchDtype = try f.string("torch_dtype", default: try f.string("dtype", default: "float32"))
+        (slidingWindow, slidingLayers) = try Self.slidingWindows(f, modelType: modelType, layers: layers)
     }
 
-    private static func parseRopeScaling(_ v: JSONValue?, path: String) throws -> RopeScaling {
-        guard let v, !v.isNull else { return .none }
-        guard v.object != nil else { throw TQError.format("\(path): rope_scaling is not an object") }
-        let type = v["rope_type"]?.string ?? v["type"]?.string ?? "default"
-        let factor = v["factor"]?.double ?? 1
-        switch type {
-        case "default": return .none
-        case "linear": return .linear(factor: factor)
-        case "llama3":
-            guard let orig = v["original_max_position_embeddings"]?.int else {
-                throw TQError.format("\(path): llama3 rope_scaling needs original_max_position_embeddings")
-            }
-            return .llama3(factor: factor, lowFreqFactor: v["low_freq_factor"]?.double ?? 1,
-                           highFreqFactor: v["high_freq_factor"]?.double ?? 4, originalMaxPositions: orig)
+    /// Bias on q, k, v: Qwen2 always has it (transformers hard-codes it, whatever `attention_bias`
+    /// says). Elsewhere `attention_bias` puts a bias on o_proj too, which the block does not have.
+    private static func attentionBias(_ f: ConfigFields, modelType: String) throws -> Bool {
+        if modelType == "qwen2" { return true }
+        try f.refuse("attention_bias", unless: .bool(false), because: "biases on q, k, v and o projections")
+        return false
+    }
+
+    /// Which layers use sliding-window attention, as transformers decides: Mistral on every layer
+    /// (`sliding_window`, 4096 when absent, null for none); Phi-3 on every layer when `sliding_window`
+    /// is set; Qwen2 and Qwen3 only with `use_sliding_window`, on layers from `max_window_layers` on;
+    /// an explicit `layer_types` list overrides these. LLaMA has none.
+    private static func slidingWindows(_ f: ConfigFields, modelType: String, layers: Int) throws -> (Int?, [Bool]) {
+        var sliding = [Bool](repeating: false, count: layers)
+        var window: Int?
+        switch modelType {
+        case "mistral":
+            if f.json["sliding_window"]?.isNull == true { break }
+            window = try f.positiveInt("sliding_window", default: 4096)
+            sliding = [Bool](repeating: true, count: layers)
+        case "phi3":
+            guard f.has("sliding_window") else { break }
+            window = try f.positiveInt("sliding_window")
+            sliding = [Bool](repeating: true, count: layers)
+        case "qwen2", "qwen3":
+            guard try f.flag("use_sliding_window", default: false) else { break }
+            window = try f.positiveInt("sliding_window", default: 4096)
+            let from = try f.positiveInt("max_window_layers", default: 28)
+            sliding = (0..<layers).map { $0 >= from }
         default:
-            throw TQError.unsupported("\(path): unsupported rope_scaling type \(type)")
+            return (nil, sliding)
         }
+        if let types = f.value("layer_types") {
+            guard let list = types.array, list.count == layers else {
+                throw TQError.format("\(f.path): layer_types must be a list of \(layers) layer types")
+            }
+            sliding = try list.map { t in
+                switch t.string {
+                case "full_attention": return false
+                case "sliding_attention": return true
+                default: throw TQError.unsupported("\(f.path): layer_types entry \(t.description) is not supported (full_attention, sliding_attention)")
+                }
+            }
+            if sliding.contains(true), window == nil { window = try f.positiveInt("sliding_window") }
+        }
+        return sliding.contains(true) ? (window, sliding) : (nil, sliding)
+    }
+
+    /// The sliding window of layer `layer`'s attention, nil for full causal attention.
+    public func window(layer: Int) -> Int? {
+        slidingLayers[layer] ? slidingWindow : nil
     }
 
     /// RoPE inverse frequencies as Hugging Face computes them (in float32).

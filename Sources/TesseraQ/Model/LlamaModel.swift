@@ -32,8 +32,7 @@ public final class LlamaModel: @unchecked Sendable {
             try store.requireFloat("model.layers.\(l).input_layernorm.weight", shape: [c.hidden])
             try store.requireFloat("model.layers.\(l).post_attention_layernorm.weight", shape: [c.hidden])
             for kind in LinearKind.allCases {
-                let (o, i) = kind.shape(c)
-                let prefix = kind.prefix(layer: l)
+                let i = kind.shape(c).in, (prefix, _, o) = kind.storage(layer: l, config: c)
                 if let p = packed?.linear(named: prefix) {
                     guard p.out == o, p.inFeatures == i else {
                         throw TQError.format("\(directory): \(prefix) is packed as \(p.out) x \(p.inFeatures) but config.json implies \(o) x \(i)")
@@ -46,6 +45,9 @@ public final class LlamaModel: @unchecked Sendable {
                 for kind in [LinearKind.q, .k, .v] {
                     try store.requireFloat(kind.prefix(layer: l) + ".bias", shape: [kind.shape(c).out])
                 }
+            }
+            if c.qkNorm {
+                for name in BlockWeights.qkNormNames { try store.requireFloat("model.layers.\(l)." + name, shape: [c.headDim]) }
             }
         }
         embed = FloatBuffer(try store.floats("model.embed_tokens.weight"))
@@ -63,17 +65,28 @@ public final class LlamaModel: @unchecked Sendable {
     /// Block `layer`'s weights in float32 (packed linears dequantised), after `blockTransform`.
     public func loadBlock(_ layer: Int) throws -> BlockWeights {
         let p = "model.layers.\(layer)."
-        let linears = try LinearKind.allCases.map { kind in
-            let prefix = kind.prefix(layer: layer)
-            if let q = packed?.linear(named: prefix) { return q.dequantized() }
-            return FloatBuffer(try store.floats(prefix + ".weight"))
+        var linears: [FloatBuffer] = []
+        var fused: [String: [Float]] = [:]   // a fused tensor is read once for all its parts
+        for kind in LinearKind.allCases {
+            let (o, i) = kind.shape(config), (prefix, offset, rows) = kind.storage(layer: layer, config: config)
+            if let q = packed?.linear(named: prefix) {
+                let w = FloatBuffer(count: o * i)
+                q.dequantize(rows: offset..<(offset + o), into: w.p)
+                linears.append(w)
+            } else if rows == o {
+                linears.append(FloatBuffer(try store.floats(prefix + ".weight")))
+            } else {
+                if fused[prefix] == nil { fused[prefix] = try store.floats(prefix + ".weight") }
+                linears.append(FloatBuffer(Array(fused[prefix]![(offset * i)..<((offset + o) * i)])))
+            }
         }
         let biases = config.qkvBias
             ? try [LinearKind.q, .k, .v].map { FloatBuffer(try store.floats($0.prefix(layer: layer) + ".bias")) }
             : nil
+        let qkNorms = config.qkNorm ? try BlockWeights.qkNormNames.map { FloatBuffer(try store.floats(p + $0)) } : nil
         let block = BlockWeights(attnNorm: FloatBuffer(try store.floats(p + "input_layernorm.weight")),
                                  mlpNorm: FloatBuffer(try store.floats(p + "post_attention_layernorm.weight")),
-                                 linears: linears, biases: biases)
+                                 linears: linears, biases: biases, qkNorms: qkNorms, attentionWindow: config.window(layer: layer))
         try blockTransform?(layer, block)
         return block
     }

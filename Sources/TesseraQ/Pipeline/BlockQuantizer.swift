@@ -42,8 +42,8 @@ protocol BlockQuantizer {
     var optionsJSON: [String: Any] { get }
     /// Quantizes block `layer`, whose float weights are `block`, from its inputs on the quantized
     /// trajectory towards the full-precision outputs `targets`. A method that transforms the
-    /// block exactly in full precision (AWQ's scales) updates `block` in place: its norms are
-    /// then what the checkpoint stores.
+    /// block exactly in full precision (AWQ's scales) updates `block` in place: its norms and
+    /// biases (`BlockWeights.floatTensors`) are then what the checkpoint stores.
     func quantize(layer: Int, model: LlamaConfig, block: BlockWeights, inputs: ActivationCache, targets: ActivationCache,
                   spec: QuantSpec, progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any])
 }

@@ -18,8 +18,8 @@ struct CalibratedRun {
                        batch: calibration.batch, cache: calibration.cacheDType, bits: config.spec.bits)
     }
 
-    /// The packed linears of every block, the per-block reports, and the norm weights a
-    /// method changed (by tensor name).
+    /// The packed linears of every block, the per-block reports, and the float tensors (norms,
+    /// biases) as the method left them, by tensor name.
     func quantize(tokens: [UInt32], progress: QuantProgressHandler?) throws -> ([PackedLinear], [[String: Any]], [String: [Float]]) {
         let c = model.config
         try memory.check()
@@ -44,15 +44,15 @@ struct CalibratedRun {
         let runner = BlockRunner(config: c, length: L, chunk: calibration.batch)
         var linears: [PackedLinear] = []
         var reports: [[String: Any]] = []
-        var norms: [String: [Float]] = [:]
+        var floats: [String: [Float]] = [:]
         for layer in 0..<c.layers {
             let t0 = Date(), allocations = Runtime.allocationFailures
             let fp = try model.loadBlock(layer)
             runner.run(fp, inputs: xfp, targets: nil, advance: true)   // X_fp now holds Y_fp
             let packed: [PackedLinear]
-            if let done = try resume.load(layer) {
+            if let done = try resume.load(layer, floats: fp.floatTensors(layer: layer).map(\.name)) {
                 packed = done.linears
-                done.norms.apply(to: fp)
+                try done.floats.apply(to: fp, layer: layer)
                 reports.append(done.report)
                 runner.run(quantizedBlock(fp, packed), inputs: xq, targets: nil, advance: true)
                 try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers))
@@ -71,23 +71,23 @@ struct CalibratedRun {
                 report["seconds"] = Date().timeIntervalSince(t0)
                 // A block computed with a failed allocation is never persisted.
                 try Runtime.checkAllocations(since: allocations, "block \(layer)")
-                try resume.save(layer, linears: packed, norms: BlockNorms(fp, layer: layer), report: report)
+                try resume.save(layer, linears: packed, floats: BlockFloats(fp, layer: layer), report: report)
                 reports.append(report)
                 try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers))
             }
             linears += packed
-            norms.merge(BlockNorms(fp, layer: layer).tensors) { $1 }
+            floats.merge(BlockFloats(fp, layer: layer).tensors) { $1 }
         }
-        return (linears, reports, norms)
+        return (linears, reports, floats)
     }
 
     /// The float block with its linears replaced by the exported (packed) ones.
     func quantizedBlock(_ fp: BlockWeights, _ packed: [PackedLinear]) -> BlockWeights {
-        BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: packed.map { $0.dequantized() }, biases: fp.biases)
+        fp.replacingLinears(packed.map { $0.dequantized() })
     }
 
     func dequantizedBlock(_ fp: BlockWeights, _ q: [QuantizedLinear]) -> BlockWeights {
-        BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: q.map { $0.dequantized() }, biases: fp.biases)
+        fp.replacingLinears(q.map { $0.dequantized() })
     }
 
     /// What must match for a persisted block to be reused.
@@ -102,21 +102,24 @@ struct CalibratedRun {
     }
 }
 
-/// A block's two RMSNorm weights by tensor name: what a transforming method (AWQ) changes
-/// outside the quantized linears.
-struct BlockNorms {
+/// A block's float tensors outside the linears (`BlockWeights.floatTensors`) by tensor name:
+/// what a transforming method (AWQ: norms, and v_proj's bias when it folds v into o) changes
+/// besides the quantized linears.
+struct BlockFloats {
     let tensors: [String: [Float]]
 
     init(tensors: [String: [Float]]) { self.tensors = tensors }
 
     init(_ block: BlockWeights, layer: Int) {
-        tensors = ["model.layers.\(layer).input_layernorm.weight": block.attnNorm.array,
-                   "model.layers.\(layer).post_attention_layernorm.weight": block.mlpNorm.array]
+        tensors = Dictionary(uniqueKeysWithValues: block.floatTensors(layer: layer).map { ($0.name, $0.buffer.array) })
     }
 
-    func apply(to block: BlockWeights) {
-        for (name, values) in tensors {
-            let target = name.hasSuffix("input_layernorm.weight") ? block.attnNorm : block.mlpNorm
+    /// Overwrites the block's tensors with these values; every one of them must be present.
+    func apply(to block: BlockWeights, layer: Int) throws {
+        for (name, target) in block.floatTensors(layer: layer) {
+            guard let values = tensors[name], values.count == target.count else {
+                throw TQError.format("resume state of block \(layer) lacks \(name) or has the wrong size")
+            }
             values.withUnsafeBufferPointer { target.p.update(from: $0.baseAddress!, count: values.count) }
         }
     }

@@ -50,7 +50,7 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
                                  "sym": config.spec.sym]
     if !config.notices.isEmpty { report["notices"] = config.notices }
     let linears: [PackedLinear]
-    var norms: [String: [Float]] = [:]
+    var floats: [String: [Float]] = [:]
     switch config.method {
     case "rtn":
         try? FileManager.default.removeItem(atPath: staging)
@@ -59,14 +59,14 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
         let method = try makeBlockQuantizer(config)
         let tokens = try calibration ?? calibrationFile(config)
         let run = CalibratedRun(model: model, config: config, method: method, quantization: quantization, staging: staging)
-        (linears, report["blocks"], norms) = try run.quantize(tokens: tokens, progress: progress)
+        (linears, report["blocks"], floats) = try run.quantize(tokens: tokens, progress: progress)
         report["options"] = method.optionsJSON
         report["memory"] = run.memory.json
     }
     report["seconds"] = Date().timeIntervalSince(start)
     var writer = CheckpointWriter(model: model, quantization: quantization)
     writer.extraConfig = ["method": config.method]
-    writer.floatOverrides = norms
+    writer.floatOverrides = floats
     writer.extraFiles["quantize_report.json"] = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
     try Runtime.checkAllocations(since: allocations, "quantize")  // nothing incomplete is written
     try writer.write(linears: linears, to: outDir, staging: staging, overwrite: config.overwrite)

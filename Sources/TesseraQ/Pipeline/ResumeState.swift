@@ -1,7 +1,7 @@
 import Foundation
 
 /// Finished blocks of an interrupted run, kept in `<out>.partial/blocks/NNNN/`: the packed
-/// linears and the block's norm weights (model.safetensors, so the packed reader loads them)
+/// linears and the block's float tensors, norms and biases (model.safetensors, so the packed reader loads them)
 /// and the block's report.
 /// `run.json` holds the run's fingerprint; a different run refuses to reuse the state.
 struct ResumeState {
@@ -30,8 +30,8 @@ struct ResumeState {
 
     func blockDirectory(_ layer: Int) -> String { staging + "/blocks/" + String(format: "%04d", layer) }
 
-    /// The persisted linears, norms and report of a finished block, or nil.
-    func load(_ layer: Int) throws -> (linears: [PackedLinear], norms: BlockNorms, report: [String: Any])? {
+    /// The persisted linears, float tensors (`floats`, by name) and report of a finished block, or nil.
+    func load(_ layer: Int, floats: [String]) throws -> (linears: [PackedLinear], floats: BlockFloats, report: [String: Any])? {
         let dir = blockDirectory(layer)
         guard let data = FileManager.default.contents(atPath: dir + "/report.json"),
               let report = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
@@ -43,19 +43,18 @@ struct ResumeState {
             }
             return l
         }
-        let norms = ["input_layernorm", "post_attention_layernorm"].map { "model.layers.\(layer).\($0).weight" }
-        return (linears, BlockNorms(tensors: Dictionary(uniqueKeysWithValues: try norms.map { ($0, try store.floats($0)) })), report)
+        return (linears, BlockFloats(tensors: Dictionary(uniqueKeysWithValues: try floats.map { ($0, try store.floats($0)) })), report)
     }
 
     /// Persists a finished block; the report is written last, so a block counts as finished
     /// only when everything it needs is on disk.
-    func save(_ layer: Int, linears: [PackedLinear], norms: BlockNorms, report: [String: Any]) throws {
+    func save(_ layer: Int, linears: [PackedLinear], floats: BlockFloats, report: [String: Any]) throws {
         let dir = blockDirectory(layer)
         try? FileManager.default.removeItem(atPath: dir)
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var w = SafeTensorsWriter()
         for l in linears { l.addTensors(to: &w, zeros: l.qzeros) }
-        for (name, values) in norms.tensors { w.add(name, .f32, [values.count], values) }
+        for (name, values) in floats.tensors { w.add(name, .f32, [values.count], values) }
         try w.write(to: dir + "/model.safetensors.tmp")
         guard rename(dir + "/model.safetensors.tmp", dir + "/model.safetensors") == 0 else {
             throw TQError.io("\(dir): cannot rename model.safetensors into place")

@@ -1,0 +1,80 @@
+import TQKernels
+
+/// The attention half of a block before o_proj, over `sequences` independent sequences of
+/// `length` tokens (rows sequence after sequence):
+///
+///   attn = attention(rope(qnorm(n1 Wq^T + bq)), rope(knorm(n1 Wk^T + bk)), n1 Wv^T + bv)
+///
+/// causal, within the block's sliding window if it has one; the biases are Qwen2's and the per-head norms Qwen3's (an RMSNorm over each head's
+/// head_dim values, so the norm kernel runs on rows of head_dim). Keeps what the backward pass needs.
+final class AttentionActivations: @unchecked Sendable {
+    let config: LlamaConfig
+    let sequences: Int
+    let length: Int
+    /// q and k after RoPE, v, and the attention output.
+    let q, k, v, attn: FloatBuffer
+    /// q and k before the per-head norms (models with q/k norms only): the norms' backward reads them.
+    let qPre, kPre: FloatBuffer?
+
+    init(config c: LlamaConfig, sequences: Int, length: Int) {
+        config = c
+        self.sequences = sequences
+        self.length = length
+        let T = sequences * length
+        q = FloatBuffer(count: T * c.qDim); attn = FloatBuffer(count: T * c.qDim)
+        k = FloatBuffer(count: T * c.kvDim); v = FloatBuffer(count: T * c.kvDim)
+        qPre = c.qkNorm ? FloatBuffer(count: T * c.qDim) : nil
+        kPre = c.qkNorm ? FloatBuffer(count: T * c.kvDim) : nil
+    }
+
+    var rows: Int { sequences * length }
+    var scale: Float { 1 / Float(config.headDim).squareRoot() }
+
+    /// attn from n1 [rows x hidden], with the projection weights given (float, or quantized
+    /// stand-ins) and the block's biases and q/k norms.
+    func forward(_ n1: UnsafePointer<Float>, q wq: UnsafePointer<Float>, k wk: UnsafePointer<Float>,
+                 v wv: UnsafePointer<Float>, block w: BlockWeights, rope: RopeTables) {
+        let c = config, d = c.hidden, T = rows, rowsI = Int64(T)
+        let qOut = qPre ?? q, kOut = kPre ?? k
+        linearForward(n1, rows: T, weight: wq, out: c.qDim, in: d, into: qOut.p)
+        linearForward(n1, rows: T, weight: wk, out: c.kvDim, in: d, into: kOut.p)
+        linearForward(n1, rows: T, weight: wv, out: c.kvDim, in: d, into: v.p)
+        if let b = w.biases {
+            tqk_add_bias(qOut.p, b[0].p, rowsI, Int64(c.qDim))
+            tqk_add_bias(kOut.p, b[1].p, rowsI, Int64(c.kvDim))
+            tqk_add_bias(v.p, b[2].p, rowsI, Int64(c.kvDim))
+        }
+        if let n = w.qkNorms, let qPre, let kPre {
+            tqk_rmsnorm(qPre.p, n[0].p, q.p, rowsI * Int64(c.heads), Int64(c.headDim), c.rmsEps)
+            tqk_rmsnorm(kPre.p, n[1].p, k.p, rowsI * Int64(c.kvHeads), Int64(c.headDim), c.rmsEps)
+        }
+        for s in 0..<sequences {
+            let qs = q.p + s * length * c.qDim, ks = k.p + s * length * c.kvDim, vs = v.p + s * length * c.kvDim
+            tqk_rope(qs, Int64(length), Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
+            tqk_rope(ks, Int64(length), Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
+            tqk_attention(qs, ks, vs, attn.p + s * length * c.qDim, Int64(length), Int64(c.heads), Int64(c.kvHeads),
+                          Int64(c.headDim), scale, Int64(w.attentionWindow ?? 0))
+        }
+    }
+
+    /// From dL/d attn: dq, dk, dv with respect to the projections' outputs (before the biases,
+    /// which do not change them), written into the given buffers. The attention's inputs are those
+    /// of the last `forward`.
+    func backward(_ dAttn: UnsafePointer<Float>, block w: BlockWeights, rope: RopeTables, dq: FloatBuffer, dk: FloatBuffer,
+                  dv: FloatBuffer) {
+        let c = config, qd = c.qDim, kd = c.kvDim, L = Int64(length)
+        for s in 0..<sequences {
+            let oq = s * length * qd, ok = s * length * kd
+            tqk_attention_backward(q.p + oq, k.p + ok, v.p + ok, dAttn + oq, dq.p + oq, dk.p + ok, dv.p + ok, L,
+                                   Int64(c.heads), Int64(c.kvHeads), Int64(c.headDim), scale, Int64(w.attentionWindow ?? 0))
+            tqk_rope_backward(dq.p + oq, L, Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
+            tqk_rope_backward(dk.p + ok, L, Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
+        }
+        if let n = w.qkNorms, let qPre, let kPre {
+            // In place: the kernel reads a row's dy entirely before writing its dx.
+            let T = Int64(rows)
+            tqk_rmsnorm_backward(qPre.p, n[0].p, dq.p, dq.p, T * Int64(c.heads), Int64(c.headDim), c.rmsEps)
+            tqk_rmsnorm_backward(kPre.p, n[1].p, dk.p, dk.p, T * Int64(c.kvHeads), Int64(c.headDim), c.rmsEps)
+        }
+    }
+}

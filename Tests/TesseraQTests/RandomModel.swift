@@ -1,0 +1,53 @@
+import Foundation
+@testable import TesseraQ
+
+/// A randomly initialised checkpoint of any supported shape, written by the tests themselves:
+/// config.json from `fields` and float32 model.safetensors with every tensor the config implies
+/// (biases and an untied head included). Linears are uniform in +-sqrt(3 / in) (unit-variance
+/// outputs), norms near 1, biases in +-0.5 so that they matter.
+func writeRandomModel(_ fields: [String: JSONValue], seed: UInt64, tag: String) throws -> String {
+    let dir = temporaryDirectory(tag)
+    let json = JSONValue.object(fields)
+    let c = try LlamaConfig(json: json, path: dir + "/config.json")
+    var rng = TestRNG(seed)
+    var w = SafeTensorsWriter()
+    func tensor(_ name: String, _ shape: [Int], _ lo: Float, _ hi: Float, offset: Float = 0) {
+        w.add(name, .f32, shape, rng.floats(shape.reduce(1, *), lo, hi).map { $0 + offset })
+    }
+    tensor("model.embed_tokens.weight", [c.vocab, c.hidden], -1, 1)
+    for l in 0..<c.layers {
+        let p = "model.layers.\(l)."
+        tensor(p + "input_layernorm.weight", [c.hidden], -0.2, 0.2, offset: 1)
+        tensor(p + "post_attention_layernorm.weight", [c.hidden], -0.2, 0.2, offset: 1)
+        for kind in LinearKind.allCases {
+            let (o, i) = kind.shape(c), r = Float(3 / Double(i)).squareRoot()
+            tensor(kind.prefix(layer: l) + ".weight", [o, i], -r, r)
+        }
+        if c.qkvBias {
+            for kind in [LinearKind.q, .k, .v] { tensor(kind.prefix(layer: l) + ".bias", [kind.shape(c).out], -0.5, 0.5) }
+        }
+    }
+    tensor("model.norm.weight", [c.hidden], -0.2, 0.2, offset: 1)
+    if !c.tiedEmbeddings { tensor("lm_head.weight", [c.vocab, c.hidden], -0.2, 0.2) }
+    try w.write(to: dir + "/model.safetensors")
+    guard FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(json.description.utf8)) else {
+        throw TQError(.io, "\(dir)/config.json: cannot write")
+    }
+    return dir
+}
+
+/// Logits [tokens x vocab] of one sequence.
+func logits(_ m: LlamaModel, _ tokens: [UInt32]) throws -> [Float] {
+    var out = [Float](repeating: .nan, count: tokens.count * m.config.vocab)
+    try tokens.withUnsafeBufferPointer { t in
+        try out.withUnsafeMutableBufferPointer { try m.logits(t, into: $0.baseAddress!) }
+    }
+    return out
+}
+
+/// max |a - b| / max |b|.
+func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count)
+    let scale = b.map(abs).max() ?? 0
+    return zip(a, b).map { abs($0 - $1) }.max()! / max(scale, .leastNormalMagnitude)
+}
