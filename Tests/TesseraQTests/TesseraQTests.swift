@@ -190,6 +190,30 @@ struct TesseraQPipelineTests {
         }
     }
 
+    /// A persisted block whose files were damaged after the kill (a flipped byte, an empty file)
+    /// fails its checksum and is computed again; the result is still bit-identical.
+    @Test func damagedBlocksAreRecomputedNotLoaded() throws {
+        let quick: [String: JSONValue] = ["iters": .int(4), "n_samples": .int(8)]
+        let (full, _) = try runTesseraQ(bits: 2, group: 32, extra: quick)
+        let dir = temporaryDirectory("resume-damaged") + "/ckpt"
+        #expect(throws: TQError.self) {
+            try runTesseraQ(bits: 2, group: 32, extra: quick, out: dir) { $0.block < 3 }
+        }
+        let blocks = dir + ".partial/blocks/"
+        let weights = URL(fileURLWithPath: blocks + "0001/model.safetensors")
+        var bytes = try Data(contentsOf: weights)
+        bytes[bytes.count / 2] ^= 0x10
+        try bytes.write(to: weights)
+        try Data().write(to: URL(fileURLWithPath: blocks + "0000/report.json"))
+        var started: Set<Int> = []
+        _ = try runTesseraQ(bits: 2, group: 32, extra: quick, out: dir) { p in
+            if !p.loss.isNaN { started.insert(p.block) }
+            return true
+        }
+        #expect(started == [0, 1, 3, 4], "resumed run trained blocks \(started.sorted())")
+        #expect(FileManager.default.contentsEqual(atPath: full + "/model.safetensors", andPath: dir + "/model.safetensors"))
+    }
+
     @Test func nonFiniteLossStopsWithBlockRoundStep() throws {
         let tokens = [UInt32](repeating: 5, count: 4096)
         let model = try storiesWithNaNEmbedding()

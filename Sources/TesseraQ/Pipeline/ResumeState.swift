@@ -1,8 +1,10 @@
 import Foundation
 
 /// Finished blocks of an interrupted run, kept in `<out>.partial/blocks/NNNN/`: the packed
-/// linears and the block's float tensors, norms and biases (model.safetensors, so the packed reader loads them)
-/// and the block's report.
+/// linears and the block's float tensors, norms and biases (model.safetensors, so the packed reader loads them),
+/// the block's report, and `block.sum`, the size and checksum of both, written last: a block is
+/// finished only when its checksums verify, so a damaged file (a flipped byte, a truncated or
+/// empty file) makes the block be computed again, never loaded.
 /// `run.json` holds the run's fingerprint; a different run refuses to reuse the state.
 struct ResumeState {
     let staging: String
@@ -33,7 +35,7 @@ struct ResumeState {
     /// The persisted linears, float tensors (`floats`, by name) and report of a finished block, or nil.
     func load(_ layer: Int, floats: [String]) throws -> (linears: [PackedLinear], floats: BlockFloats, report: [String: Any])? {
         let dir = blockDirectory(layer)
-        guard let data = FileManager.default.contents(atPath: dir + "/report.json"),
+        guard Self.verify(dir), let data = FileManager.default.contents(atPath: dir + "/report.json"),
               let report = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
         let store = try TensorStore(directory: dir)
         let ckpt = try PackedCheckpoint(store: store, quantization: quantization)
@@ -46,8 +48,8 @@ struct ResumeState {
         return (linears, BlockFloats(tensors: Dictionary(uniqueKeysWithValues: try floats.map { ($0, try store.floats($0)) })), report)
     }
 
-    /// Persists a finished block; the report is written last, so a block counts as finished
-    /// only when everything it needs is on disk.
+    /// Persists a finished block; the checksums are written last, so a block counts as finished
+    /// only when everything it needs is on disk and intact.
     func save(_ layer: Int, linears: [PackedLinear], floats: BlockFloats, report: [String: Any]) throws {
         let dir = blockDirectory(layer)
         try? FileManager.default.removeItem(atPath: dir)
@@ -60,6 +62,33 @@ struct ResumeState {
             throw TQError.io("\(dir): cannot rename model.safetensors into place")
         }
         try Self.writeAtomically(try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), to: dir + "/report.json")
+        let sums = try Self.checkedFiles.map { name -> [String: Any] in
+            guard let bytes = FileManager.default.contents(atPath: dir + "/" + name) else { throw TQError.io("\(dir)/\(name): cannot read back") }
+            return ["file": name, "bytes": bytes.count, "fnv1a64": Self.checksum(bytes)]
+        }
+        try Self.writeAtomically(try JSONSerialization.data(withJSONObject: sums, options: [.sortedKeys]), to: dir + "/block.sum")
+    }
+
+    static let checkedFiles = ["model.safetensors", "report.json"]
+
+    /// FNV-1a (64-bit) of the bytes, as hex: catches the damage a crash or a bad disk leaves.
+    static func checksum(_ bytes: Data) -> String {
+        let h = bytes.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+        return String(h, radix: 16)
+    }
+
+    /// True when `dir/block.sum` lists every checked file with its present size and checksum.
+    static func verify(_ dir: String) -> Bool {
+        guard let data = FileManager.default.contents(atPath: dir + "/block.sum"),
+              let sums = (try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]] else { return false }
+        let expected = Dictionary(uniqueKeysWithValues: sums.compactMap { e -> (String, (Int, String))? in
+            guard let f = e["file"] as? String, let n = e["bytes"] as? Int, let h = e["fnv1a64"] as? String else { return nil }
+            return (f, (n, h))
+        })
+        return checkedFiles.allSatisfy { name in
+            guard let (n, h) = expected[name], let bytes = FileManager.default.contents(atPath: dir + "/" + name) else { return false }
+            return bytes.count == n && checksum(bytes) == h
+        }
     }
 
     static func writeAtomically(_ data: Data, to path: String) throws {
