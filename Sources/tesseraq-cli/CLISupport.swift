@@ -54,11 +54,14 @@ final class ProgressBar {
     }
 }
 
-/// Set by SIGINT: long jobs poll it through their progress callback and cancel cleanly.
+/// Set by SIGINT (Ctrl-C) and SIGTERM (kill, a job scheduler): long jobs poll it through their
+/// progress callback and cancel cleanly (exit status 4), leaving a quantization's `.partial`
+/// state ready to resume.
 nonisolated(unsafe) var interrupted = false
 
 func installInterruptHandler() {
     signal(SIGINT) { _ in interrupted = true }
+    signal(SIGTERM) { _ in interrupted = true }
 }
 
 /// Tokens from a token file or from a text file encoded as one string (`tokenizers` defaults).

@@ -4,7 +4,9 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -113,3 +115,36 @@ def test_negative_numbers_are_values(cli, fixtures, tmp_path):
     assert json.loads(p.stdout)["windows"] == 1
     p = run(cli, ["quantize", "--model", model, "--out", str(tmp_path / "bad"), "--group-size", "-3"], ok=False)
     assert p.returncode == 2 and "group_size" in p.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signals_cancel_cleanly_and_the_run_resumes(cli, fixtures, tmp_path, sig):
+    """A quantization stopped by SIGINT or SIGTERM exits with status 4, leaves no checkpoint and a
+    resumable .partial; running the same command again finishes with the uninterrupted result."""
+    model = fixtures.model("stories260K")
+    args = ["quantize", "--model", model, "--method", "tesseraq", "--bits", "2", "--group-size", "32", "--preset", "ci",
+            "--set", "iters=4", "--set", "n_samples=8", "--set", "init=rtn", "--calib-text", fixtures.text("valid"),
+            "--threads", "1"]
+    run(cli, args + ["--out", str(tmp_path / "full")])
+    out = tmp_path / "stopped"
+    p = subprocess.Popen([cli, *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "stopped.partial" / "blocks" / "0000" / "block.sum"
+    deadline = time.time() + 120
+    while not partial.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 4, err
+    assert "cancelled" in err and not out.exists() and partial.exists()
+    assert not list((tmp_path / "stopped.partial").rglob("*.tmp"))
+    run(cli, args + ["--out", str(out)])
+    assert (out / "model.safetensors").read_bytes() == (tmp_path / "full" / "model.safetensors").read_bytes()
+
+
+def test_sigterm_cancels_eval(cli, fixtures):
+    p = subprocess.Popen([cli, "eval", "--model", fixtures.model("stories260K"), "--text", fixtures.text("test.raw"),
+                          "--seq-len", "512", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 4 and "cancelled" in err
