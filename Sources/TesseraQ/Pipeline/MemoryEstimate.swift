@@ -35,20 +35,31 @@ public struct MemoryEstimate: Sendable {
         return "peak memory about \(mb(total)) (block \(mb(blockBytes)), caches \(mb(cacheBytes)), activations \(mb(activationBytes)), embeddings \(mb(residentBytes)), result \(mb(resultBytes)))"
     }
 
-    /// MemAvailable from /proc/meminfo, or nil where unknown.
+    /// What this process can still get: MemAvailable from /proc/meminfo, lowered to the room left
+    /// under an address-space limit (ulimit -v) when one is set; nil where neither is known.
     public static var available: Int? {
-        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-            let parts = line.split(separator: " ")
+        let physical = kilobytes(file: "/proc/meminfo", field: "MemAvailable:")
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max,
+              let used = kilobytes(file: "/proc/self/status", field: "VmSize:") else { return physical }
+        let room = max(0, Int(clamping: limit.rlim_cur) - used)
+        return physical.map { min($0, room) } ?? room
+    }
+
+    /// A "Field:   N kB" line of a /proc file, in bytes.
+    private static func kilobytes(file: String, field: String) -> Int? {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(field) {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
             if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
         }
         return nil
     }
 
-    /// Throws when the run cannot fit in the memory available now.
+    /// Throws when the run cannot fit in the memory available now (or under ulimit -v).
     public func check() throws {
         if let avail = Self.available, total > avail {
-            throw TQError(.outOfMemory, "the run needs \(summary), but only \(avail / 1_000_000) MB are available: lower n_samples, seq_len or batch, or use cache_dtype bf16")
+            throw TQError(.outOfMemory, "the run needs \(summary), but only \(avail / 1_000_000) MB are available (free memory, or the room left under ulimit -v): lower n_samples, seq_len or batch, or use cache_dtype bf16")
         }
     }
 }
