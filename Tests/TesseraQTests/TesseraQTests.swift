@@ -165,27 +165,41 @@ struct TesseraQPipelineTests {
         #expect(!FileManager.default.fileExists(atPath: dir + "/blocks"))
     }
 
-    @Test func resumeAfterKillIsBitIdentical() throws {
-        let quick: [String: JSONValue] = ["iters": .int(4), "n_samples": .int(8)]
-        let (full, _) = try runTesseraQ(bits: 2, group: 32, extra: quick)
-        let dir = temporaryDirectory("resume") + "/ckpt"
+    static let quick: [String: JSONValue] = ["iters": .int(4), "n_samples": .int(8)]
+
+    /// A quick W2 run cancelled once blocks 0-2 are persisted (as a kill would leave it), in `tag`.
+    func interruptedRun(_ tag: String) throws -> String {
+        let dir = temporaryDirectory(tag) + "/ckpt"
         #expect(throws: TQError.self) {
-            try runTesseraQ(bits: 2, group: 32, extra: quick, out: dir) { $0.block < 3 }
+            try runTesseraQ(bits: 2, group: 32, extra: Self.quick, out: dir) { $0.block < 3 }
         }
         #expect(!FileManager.default.fileExists(atPath: dir))
-        #expect(FileManager.default.fileExists(atPath: dir + ".partial/blocks/0002/report.json"))
-        var started: Set<Int> = []
-        _ = try runTesseraQ(bits: 2, group: 32, extra: quick, out: dir) { p in
-            if !p.loss.isNaN { started.insert(p.block) }   // finished blocks report no loss
+        #expect(FileManager.default.fileExists(atPath: dir + ".partial/blocks/0002/block.sum"))
+        return dir
+    }
+
+    /// Resumes the run in `dir`; returns the blocks it trained (finished blocks report no loss) and
+    /// whether its checkpoint equals the uninterrupted run's.
+    func resume(_ dir: String) throws -> (trained: [Int], identical: Bool) {
+        let (full, _) = try runTesseraQ(bits: 2, group: 32, extra: Self.quick)
+        var trained: Set<Int> = []
+        _ = try runTesseraQ(bits: 2, group: 32, extra: Self.quick, out: dir) { p in
+            if !p.loss.isNaN { trained.insert(p.block) }
             return true
         }
-        #expect(started == [3, 4], "resumed run trained blocks \(started.sorted())")
-        #expect(FileManager.default.contentsEqual(atPath: full + "/model.safetensors", andPath: dir + "/model.safetensors"))
+        return (trained.sorted(), FileManager.default.contentsEqual(atPath: full + "/model.safetensors",
+                                                                    andPath: dir + "/model.safetensors"))
+    }
+
+    @Test func resumeAfterKillIsBitIdentical() throws {
+        let dir = try interruptedRun("resume")
+        let (trained, identical) = try resume(dir)
+        #expect(trained == [3, 4] && identical, "resumed run trained blocks \(trained)")
         // A different configuration refuses the partial state of another run.
         #expect(throws: TQError.self) {
-            try runTesseraQ(bits: 2, group: 32, extra: quick, out: dir + "2") { $0.block < 1 }
+            try runTesseraQ(bits: 2, group: 32, extra: Self.quick, out: dir + "2") { $0.block < 1 }
         }
-        #expect { try runTesseraQ(bits: 3, group: 32, extra: quick, out: dir + "2") } throws: {
+        #expect { try runTesseraQ(bits: 3, group: 32, extra: Self.quick, out: dir + "2") } throws: {
             ($0 as? TQError)?.message.contains("different run") == true
         }
     }
@@ -193,25 +207,14 @@ struct TesseraQPipelineTests {
     /// A persisted block whose files were damaged after the kill (a flipped byte, an empty file)
     /// fails its checksum and is computed again; the result is still bit-identical.
     @Test func damagedBlocksAreRecomputedNotLoaded() throws {
-        let quick: [String: JSONValue] = ["iters": .int(4), "n_samples": .int(8)]
-        let (full, _) = try runTesseraQ(bits: 2, group: 32, extra: quick)
-        let dir = temporaryDirectory("resume-damaged") + "/ckpt"
-        #expect(throws: TQError.self) {
-            try runTesseraQ(bits: 2, group: 32, extra: quick, out: dir) { $0.block < 3 }
-        }
-        let blocks = dir + ".partial/blocks/"
+        let blocks = try interruptedRun("resume-damaged") + ".partial/blocks/"
         let weights = URL(fileURLWithPath: blocks + "0001/model.safetensors")
         var bytes = try Data(contentsOf: weights)
         bytes[bytes.count / 2] ^= 0x10
         try bytes.write(to: weights)
         try Data().write(to: URL(fileURLWithPath: blocks + "0000/report.json"))
-        var started: Set<Int> = []
-        _ = try runTesseraQ(bits: 2, group: 32, extra: quick, out: dir) { p in
-            if !p.loss.isNaN { started.insert(p.block) }
-            return true
-        }
-        #expect(started == [0, 1, 3, 4], "resumed run trained blocks \(started.sorted())")
-        #expect(FileManager.default.contentsEqual(atPath: full + "/model.safetensors", andPath: dir + "/model.safetensors"))
+        let (trained, identical) = try resume(String(blocks.dropLast(".partial/blocks/".count)))
+        #expect(trained == [0, 1, 3, 4] && identical, "resumed run trained blocks \(trained)")
     }
 
     @Test func nonFiniteLossStopsWithBlockRoundStep() throws {
