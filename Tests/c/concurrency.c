@@ -1,6 +1,7 @@
 /* Concurrent calls into libtesseraq, as an engine makes them: one model, one packed checkpoint and
  * one tokenizer shared by several threads; per-thread tq_last_error; tq_set_num_threads changed
- * while kernels run; a handle freed while other threads use it. Built and run under
+ * while kernels run; independent handles opened, used and freed by each thread; a handle freed
+ * while other threads use it. Built and run under
  * ThreadSanitizer by scripts/tsan_check.sh, and plainly by the same script's first run.
  *
  *   concurrency MODEL_DIR PACKED_DIR
@@ -24,6 +25,7 @@ static uint32_t ref_ids[64];
 static int64_t n_ref_ids;
 static const char *prompt = "Once upon a time, there was a little girl.";
 
+static char *own_dirs[2];
 static int failures;
 static pthread_mutex_t failures_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -58,6 +60,30 @@ static void *shared_handles(void *arg) {
         if (tq_packed_count(packed, &n) != TQ_OK || tq_last_error()[0] != '\0')
             fail("tq_last_error not cleared by a success", tid);
         if (tid == 0 && tq_set_num_threads(r % 2 ? 1 : 2) != TQ_OK) fail("tq_set_num_threads", tid);
+    }
+    free(logits);
+    free(y);
+    return NULL;
+}
+
+static void *own_handles(void *arg) {
+    int tid = (int)(intptr_t)arg;
+    char **dirs = own_dirs;
+    float *logits = malloc((size_t)(N_TOKENS * vocab) * sizeof(float)), *y = malloc((size_t)out_f * sizeof(float));
+    for (int r = 0; r < 3; r++) {
+        tq_model *m = NULL;
+        tq_packed *p = NULL;
+        if (tq_model_open(dirs[0], &m) != TQ_OK || tq_packed_open(dirs[1], &p) != TQ_OK) {
+            fail("open", tid);
+        } else {
+            if (tq_model_logits(m, tokens, N_TOKENS, logits) != TQ_OK ||
+                memcmp(logits, ref_logits, (size_t)(N_TOKENS * vocab) * sizeof(float)) != 0)
+                fail("own model's logits differ", tid);
+            if (tq_packed_gemv(p, 0, x, y) != TQ_OK || memcmp(y, ref_y, (size_t)out_f * sizeof(float)) != 0)
+                fail("own checkpoint's gemv differs", tid);
+        }
+        tq_packed_free(p);
+        tq_model_free(m);
     }
     free(logits);
     free(y);
@@ -102,6 +128,11 @@ int main(int argc, char **argv) {
 
     pthread_t th[THREADS];
     for (int t = 0; t < THREADS; t++) pthread_create(&th[t], NULL, shared_handles, (void *)(intptr_t)t);
+    for (int t = 0; t < THREADS; t++) pthread_join(th[t], NULL);
+    tq_set_num_threads(1);
+    own_dirs[0] = argv[1];
+    own_dirs[1] = argv[2];
+    for (int t = 0; t < THREADS; t++) pthread_create(&th[t], NULL, own_handles, (void *)(intptr_t)t);
     for (int t = 0; t < THREADS; t++) pthread_join(th[t], NULL);
     int shared_failures = failures;
 
