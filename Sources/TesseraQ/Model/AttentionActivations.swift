@@ -53,7 +53,7 @@ final class AttentionActivations: @unchecked Sendable {
             tqk_rope(qs, Int64(length), Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_rope(ks, Int64(length), Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_attention(qs, ks, vs, attn.p + s * length * c.qDim, Int64(length), Int64(c.heads), Int64(c.kvHeads),
-                          Int64(c.headDim), scale, Int64(w.attentionWindow ?? 0))
+                          Int64(c.headDim), scale, Int64(w.attentionWindow ?? 0), 0)
         }
     }
 
@@ -66,7 +66,7 @@ final class AttentionActivations: @unchecked Sendable {
         for s in 0..<sequences {
             let oq = s * length * qd, ok = s * length * kd
             tqk_attention_backward(q.p + oq, k.p + ok, v.p + ok, dAttn + oq, dq.p + oq, dk.p + ok, dv.p + ok, L,
-                                   Int64(c.heads), Int64(c.kvHeads), Int64(c.headDim), scale, Int64(w.attentionWindow ?? 0))
+                                   Int64(c.heads), Int64(c.kvHeads), Int64(c.headDim), scale, Int64(w.attentionWindow ?? 0), 0)
             tqk_rope_backward(dq.p + oq, L, Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_rope_backward(dk.p + ok, L, Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
         }
