@@ -319,27 +319,33 @@ struct BackwardKernelTests {
 
     // MARK: SwiGLU and loss
 
+    typealias GatedForward = (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?, Int64) -> Void
+    typealias GatedBackward = (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?,
+                               UnsafeMutablePointer<Float>?, Int64) -> Void
+
+    /// A gated activation's dg, du against finite differences of R . forward(g, u), for every thread count.
+    func expectGatedBackwardMatchesFiniteDifferences(_ g: [Float], _ u: [Float], _ R: [Float], forward: GatedForward,
+                                                     backward: GatedBackward) {
+        let n = g.count
+        func loss(_ g: [Float], _ u: [Float]) -> Double {
+            var out = [Float](repeating: 0, count: n)
+            forward(g, u, &out, Int64(n))
+            return dotD(R, out)
+        }
+        forEachThreadCount { _ in
+            var dg = [Float](repeating: .nan, count: n), du = dg
+            backward(g, u, R, &dg, &du, Int64(n))
+            expectGrad(dg, numericGrad(g, eps: 1e-2) { loss($0, u) }, "dg")
+            expectGrad(du, numericGrad(u, eps: 1e-2) { loss(g, $0) }, "du")
+        }
+    }
+
     @Test("swiglu_backward: finite differences, and the parallel path")
     func swigluBackward() {
         var rng = TestRNG(51)
         let n = 257
         let g = rng.floats(n, -4, 4), u = rng.floats(n, -2, 2), R = rng.floats(n)
-        forEachThreadCount { _ in
-            var dg = [Float](repeating: .nan, count: n), du = dg
-            tqk_swiglu_backward(g, u, R, &dg, &du, Int64(n))
-            let ng = numericGrad(g, eps: 1e-2) { gs in
-                var out = [Float](repeating: 0, count: n)
-                tqk_swiglu(gs, u, &out, Int64(n))
-                return dotD(R, out)
-            }
-            let nu = numericGrad(u, eps: 1e-2) { us in
-                var out = [Float](repeating: 0, count: n)
-                tqk_swiglu(g, us, &out, Int64(n))
-                return dotD(R, out)
-            }
-            expectGrad(dg, ng, "dg")
-            expectGrad(du, nu, "du")
-        }
+        expectGatedBackwardMatchesFiniteDifferences(g, u, R, forward: tqk_swiglu, backward: tqk_swiglu_backward)
         // Large n takes the OpenMP path: compare with the closed form in double.
         let m = 70_001
         let G = rng.floats(m, -6, 6), U = rng.floats(m), DO = rng.floats(m)
@@ -368,22 +374,7 @@ struct BackwardKernelTests {
             let x = Double(g[i]), ref = 0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))) * Double(u[i])
             #expect(abs(Double(out[i]) - ref) <= 1e-5 * max(1, abs(ref)), "geglu(\(g[i]), \(u[i])) = \(out[i]) vs \(ref)")
         }
-        forEachThreadCount { _ in
-            var dg = [Float](repeating: .nan, count: n), du = dg
-            tqk_geglu_backward(g, u, R, &dg, &du, Int64(n))
-            let ng = numericGrad(g, eps: 1e-2) { gs in
-                var out = [Float](repeating: 0, count: n)
-                tqk_geglu(gs, u, &out, Int64(n))
-                return dotD(R, out)
-            }
-            let nu = numericGrad(u, eps: 1e-2) { us in
-                var out = [Float](repeating: 0, count: n)
-                tqk_geglu(g, us, &out, Int64(n))
-                return dotD(R, out)
-            }
-            expectGrad(dg, ng, "dg")
-            expectGrad(du, nu, "du")
-        }
+        expectGatedBackwardMatchesFiniteDifferences(g, u, R, forward: tqk_geglu, backward: tqk_geglu_backward)
     }
 
     @Test("softcap: cap tanh(x / cap), bounded by the cap")
