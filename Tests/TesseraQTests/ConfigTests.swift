@@ -89,7 +89,7 @@ import Testing
         (["model_type": "\"mistral\"", "sliding_window": "0"], ["sliding_window"]),
         // Gemma variants we do not implement, refused by name.
         (["model_type": "\"gemma3\"", "architectures": "[\"Gemma3ForConditionalGeneration\"]"],
-         ["Gemma3ForConditionalGeneration"]),
+         ["model_type gemma3", "multimodal", "gemma3_text"]),
         (["model_type": "\"gemma3\""], ["model_type gemma3", "multimodal", "gemma3_text"]),
         (["model_type": "\"gemma2\"", "hidden_activation": "\"gelu\""], ["hidden_activation", "gelu"]),
         (["model_type": "\"gemma3_text\"", "use_bidirectional_attention": "true"], ["use_bidirectional_attention"]),

@@ -80,6 +80,10 @@ public struct LlamaConfig: Sendable, Equatable {
     public init(json: JSONValue, path: String) throws {
         guard json.object != nil else { throw TQError.format("\(path): not a JSON object") }
         let f = ConfigFields(json: json, path: path)
+        // Checked before the architectures so that the message says what to do instead.
+        if json["model_type"]?.string == "gemma3" {
+            throw TQError.unsupported("\(path): model_type gemma3 is the multimodal Gemma 3 (vision tower and text_config); only its text model (model_type gemma3_text, Gemma3ForCausalLM) is supported")
+        }
         if let archs = json["architectures"]?.array {
             let names = archs.compactMap(\.string)
             guard names.contains(where: Self.supportedArchitectures.contains) else {
@@ -87,9 +91,6 @@ public struct LlamaConfig: Sendable, Equatable {
             }
         }
         modelType = try f.string("model_type", default: "llama")
-        if modelType == "gemma3" {
-            throw TQError.unsupported("\(path): model_type gemma3 is the multimodal Gemma 3 (vision tower and text_config); only its text model (model_type gemma3_text, Gemma3ForCausalLM) is supported")
-        }
         guard Self.supportedModelTypes.contains(modelType) else {
             throw TQError.unsupported("\(path): unsupported model_type \(modelType)")
         }
