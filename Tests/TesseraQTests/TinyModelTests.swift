@@ -190,6 +190,16 @@ func expectConfigKept(_ out: String, original: String, sourceLocation: SourceLoc
         #expect(block.postNorms?.count == 2 && block.attentionWindow == 8 && global.attentionWindow == nil)
     }
 
+    /// Gemma's embedding multiplier sqrt(hidden) in the embedding dtype, as transformers' values
+    /// (torch.tensor(hidden ** 0.5, dtype=...) for Gemma 2 2B's 2304 and 9B's 3584).
+    @Test func gemmaEmbeddingScaleIsRoundedAsTransformers() {
+        let expected: [(Int, DType, Float)] = [(32, .f32, 5.656854152679443), (32, .bf16, 5.65625), (3584, .bf16, 59.75),
+                                               (3584, .f16, 59.875), (3584, .f32, 59.866519927978516)]
+        for (hidden, dtype, value) in expected {
+            #expect(LlamaModel.rounded(Float(Double(hidden).squareRoot()), to: dtype) == value, "\(hidden) \(dtype)")
+        }
+    }
+
     /// dL/dW of a Gemma block against central finite differences of the block loss, for entries of
     /// every linear: the gradient passes through the post-norms (o, down), GeGLU (gate, up), the
     /// soft-capped scores (Gemma 2; q, k) and the (1 + w) q/k norms (Gemma 3).
