@@ -9,7 +9,8 @@ because the reference numbers depend on them (scripts/tiny-models-requirements.t
 For every architecture this builds a randomly initialised model (seeded) in float32 with shapes
 that exercise what differs between architectures (GQA or not, head_dim independent of
 hidden / heads, q/k/v biases, per-head q/k norms, llama3 RoPE scaling, tied embeddings, a
-sliding window shorter than the long test sequence, Phi-3's fused qkv_proj and gate_up_proj), saves it with ``save_pretrained``
+sliding window shorter than the long test sequence, Phi-3's fused qkv_proj and gate_up_proj, Gemma's
+(1 + w) norms, soft-capping, alternating windows and two RoPE bases), saves it with ``save_pretrained``
 (config.json in transformers 5's form, with ``rope_parameters``; model.safetensors), and writes
 ``reference.json``:
 
@@ -79,6 +80,21 @@ def configs() -> dict[str, transformers.PretrainedConfig]:
         # Phi-3: fused qkv_proj and gate_up_proj, GQA, a window (16) shorter than the long sequence.
         "phi3": transformers.Phi3Config(**COMMON, num_key_value_heads=2, sliding_window=16, tie_word_embeddings=False,
                                         bos_token_id=1, eos_token_id=2, pad_token_id=None),
+        # Gemma 2: GQA, head_dim 16, layer 0 sliding (window 8 < 24), layer 1 global; soft-caps small
+        # enough to bind (scores and logits reach several units); query_pre_attn_scalar != head_dim.
+        "gemma2": transformers.Gemma2Config(**COMMON, num_key_value_heads=2, head_dim=16, sliding_window=8,
+                                            query_pre_attn_scalar=24, attn_logit_softcapping=3.0,
+                                            final_logit_softcapping=4.0, tie_word_embeddings=True,
+                                            pad_token_id=0, bos_token_id=2, eos_token_id=1),
+        # Gemma 3 text: (1 + w) q/k norms, layers 0 and 1 sliding (window 8) and layer 2 global
+        # (sliding_window_pattern 3), local RoPE base 10000 and a global base with linear scaling;
+        # an untied head; soft-caps off as in the released models.
+        "gemma3": transformers.Gemma3TextConfig(
+            **{**COMMON, "num_hidden_layers": 3}, num_key_value_heads=2, head_dim=16, sliding_window=8,
+            sliding_window_pattern=3, query_pre_attn_scalar=32, tie_word_embeddings=False,
+            rope_parameters={"full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 2.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+            pad_token_id=0, bos_token_id=2, eos_token_id=1),
     }
 
 
@@ -90,7 +106,9 @@ def randomise(model: torch.nn.Module, gen: torch.Generator) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
-                p.copy_(1 + 0.2 * (torch.rand(p.shape, generator=gen) * 2 - 1))
+                # Gemma stores norm weights as offsets from 1: draw the same multipliers.
+                offset = 0 if model.config.model_type.startswith("gemma") else 1
+                p.copy_(offset + 0.2 * (torch.rand(p.shape, generator=gen) * 2 - 1))
             elif name.endswith(".bias"):
                 p.copy_(0.5 * (torch.rand(p.shape, generator=gen) * 2 - 1))
             elif name.endswith("embed_tokens.weight"):

@@ -1,5 +1,6 @@
 /* Causal grouped-query attention, one (head, query) row per task: scores over keys lo..t
- * (lo = 0, or t - window + 1 under a sliding window), softmax, weighted sum of values.
+ * (lo = 0, or t - window + 1 under a sliding window), soft-capped when softcap > 0 (Gemma 2:
+ * cap tanh(s / cap), as transformers computes it, before the mask), softmax, weighted sum of values.
  * Query head h reads key/value head h / (H / KVH). */
 #include "tq_kernels.h"
 #include "vec.h"
@@ -15,7 +16,7 @@ static inline void axpy(float *y, const float *x, float a, int64_t n) {
 }
 
 void tqk_attention(const float *Q, const float *K, const float *V, float *O, int64_t T, int64_t H,
-                   int64_t KVH, int64_t D, float scale, int64_t window) {
+                   int64_t KVH, int64_t D, float scale, int64_t window, float softcap) {
     int64_t group = H / KVH;
     #pragma omp parallel
     {
@@ -30,6 +31,7 @@ void tqk_attention(const float *Q, const float *K, const float *V, float *O, int
             float mx = -INFINITY;
             for (int64_t j = lo; j <= t; j++) {
                 p[j] = tqk_dot(q, K + (j * KVH + kh) * D, D) * scale;
+                if (softcap > 0.0f) p[j] = softcap * tanhf(p[j] / softcap);
                 mx = p[j] > mx ? p[j] : mx;
             }
             float sum = 0.0f;

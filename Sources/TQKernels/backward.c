@@ -1,7 +1,8 @@
-/* Backward passes of the block's non-linear ops (RMSNorm, RoPE, attention, SwiGLU) and the
+/* Backward passes of the block's non-linear ops (RMSNorm, RoPE, attention, SwiGLU, GeGLU) and the
  * block-output L2 loss. Weights of these ops are frozen during TesseraQ, so only input
  * gradients are computed. Layouts match the forward kernels (norm.c, rope.c, attention.c, mlp.c). */
 #include "tq_kernels.h"
+#include "mlp_internal.h"
 #include "vec.h"
 #include <immintrin.h>
 #include <math.h>
@@ -58,6 +59,8 @@ void tqk_rope_backward(float *dx, int64_t n_tokens, int64_t n_heads, int64_t hea
  *   2. per (kv head, block of 16 keys): loop over the queries that see the block, recompute
  *      p = exp(s - lse) and ds, and add P^T dO, dS^T Q into the block's dv, dk rows with small
  *      register-blocked rank updates.
+ * With soft-capping (softcap > 0) the score is c_j = cap tanh(s_j / cap): the softmax reads c_j, and
+ * its gradient passes to s_j times dc/ds = 1 - (c_j / cap)^2, recomputed in both passes.
  * K and V are first copied into transposed 16-key tiles ([kv head][key block][D][16], zero padded
  * past T) so both passes score 16 keys at once with plain vertical FMAs (no horizontal sums), and
  * a tile is one contiguous 4 KB run for D = 64 (a plain [D x T] transpose puts its rows at a
@@ -83,6 +86,24 @@ static inline __m256 exp8(__m256 x) {
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+/* tanh on 8 lanes as 1 - 2 / (exp(2x) + 1): exp8's clamp saturates it to +-1 (no overflow). */
+static inline __m256 tanh8(__m256 x) {
+    __m256 one = _mm256_set1_ps(1.0f), e = exp8(_mm256_add_ps(x, x));
+    return _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+}
+
+/* Scaled scores s (8 lanes) soft-capped to cap tanh(s / cap) when cap > 0, with their derivative
+ * dc/ds = 1 - tanh^2 in *slope (1 without a cap). */
+static inline __m256 softcap8(__m256 s, float cap, __m256 *slope) {
+    if (cap <= 0.0f) {
+        *slope = _mm256_set1_ps(1.0f);
+        return s;
+    }
+    __m256 t = tanh8(_mm256_mul_ps(s, _mm256_set1_ps(1.0f / cap)));
+    *slope = _mm256_fnmadd_ps(t, t, _mm256_set1_ps(1.0f));
+    return _mm256_mul_ps(t, _mm256_set1_ps(cap));
 }
 
 static inline float hsum8(__m256 v) {
@@ -204,7 +225,8 @@ static void rank_update(float *out, int64_t ostride, const float *c, const float
 }
 
 void tqk_attention_backward(const float *Q, const float *K, const float *V, const float *dO, float *dQ, float *dK,
-                            float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale, int64_t window) {
+                            float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale, int64_t window,
+                            float softcap) {
     if (T <= 0) return;
     int64_t group = H / KVH, Tp = (T + KB - 1) / KB * KB, n_blocks = Tp / KB;
     float *Kt = tqk_alloc((size_t)(KVH * D * Tp) * sizeof(float));
@@ -230,11 +252,13 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
         }
 
         float *p = tqk_alloc((size_t)Tp * sizeof(float)), *dp = tqk_alloc((size_t)Tp * sizeof(float));
+        float *slope = tqk_alloc((size_t)Tp * sizeof(float)); /* dc/ds of the soft-cap per key */
         /* Pass 1. Head-major task order: concurrent rows share one head's K/V in cache; longest
          * rows first with round-robin chunks of 1 balance the triangle (static schedules only:
          * clang 21 emits __kmpc_dispatch_deinit for dynamic ones, which libomp 14 lacks). */
         #pragma omp for schedule(static, 1)
         for (int64_t task = 0; task < H * T; task++) {
+            if (!p || !dp || !slope) continue; /* counted by tqk_alloc */
             int64_t h = task / T, t = T - 1 - task % T, kh = h / group;
             const float *q = Q + (t * H + h) * D, *go = dO + (t * H + h) * D;
             const float *kt = Kt + kh * n_blocks * D * KB, *vt = Vt + kh * n_blocks * D * KB;
@@ -245,8 +269,11 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
                 __m256 s0, s1, d0, d1, m0, m1;
                 dots16(q, go, kt + b * D * KB, vt + b * D * KB, D, &s0, &s1, &d0, &d1);
                 key_masks(b * KB, lo, t, &m0, &m1);
-                s0 = _mm256_blendv_ps(ninf, _mm256_mul_ps(s0, vscale), m0);
-                s1 = _mm256_blendv_ps(ninf, _mm256_mul_ps(s1, vscale), m1);
+                __m256 g0, g1;
+                s0 = _mm256_blendv_ps(ninf, softcap8(_mm256_mul_ps(s0, vscale), softcap, &g0), m0);
+                s1 = _mm256_blendv_ps(ninf, softcap8(_mm256_mul_ps(s1, vscale), softcap, &g1), m1);
+                _mm256_storeu_ps(slope + b * KB, g0);
+                _mm256_storeu_ps(slope + b * KB + 8, g1);
                 vmax = _mm256_max_ps(vmax, _mm256_max_ps(s0, s1));
                 _mm256_storeu_ps(p + b * KB, s0);
                 _mm256_storeu_ps(p + b * KB + 8, s1);
@@ -272,15 +299,17 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
             }
             float dl = hsum8(vdl);
             __m256 vdl1 = _mm256_set1_ps(dl);
-            for (int64_t j = b0 * KB; j < nb * KB; j += 8) /* dp <- ds * scale (0 on masked lanes: p is 0) */
-                _mm256_storeu_ps(dp + j, _mm256_mul_ps(vscale, _mm256_mul_ps(_mm256_loadu_ps(p + j),
-                                                       _mm256_sub_ps(_mm256_loadu_ps(dp + j), vdl1))));
+            for (int64_t j = b0 * KB; j < nb * KB; j += 8) /* dp <- ds * slope * scale (0 on masked lanes: p is 0) */
+                _mm256_storeu_ps(dp + j, _mm256_mul_ps(_mm256_mul_ps(vscale, _mm256_loadu_ps(slope + j)),
+                                                       _mm256_mul_ps(_mm256_loadu_ps(p + j),
+                                                                     _mm256_sub_ps(_mm256_loadu_ps(dp + j), vdl1))));
             wsum_rows(dQ + (t * H + h) * D, dp + lo, K + (lo * KVH + kh) * D, KVH * D, t + 1 - lo, D);
             lse[t * H + h] = mx + logf(sum);
             delta[t * H + h] = dl;
         }
         free(p);
         free(dp);
+        free(slope);
         /* (the implicit barrier of the omp for makes lse/delta complete before pass 2) */
 
         /* Pass 2. A task owns the KB rows of dK/dV of one kv head; block 0 sees the most
@@ -311,13 +340,15 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
                         const float *q = Q + (t * H + h) * D, *go = dO + (t * H + h) * D;
                         __m256 s0, s1, d0, d1;
                         dots16(q, go, kt, vt, D, &s0, &s1, &d0, &d1);
-                        __m256 l = _mm256_set1_ps(lse[t * H + h]), dl = _mm256_set1_ps(delta[t * H + h]);
-                        __m256 e0 = _mm256_and_ps(exp8(_mm256_fmsub_ps(s0, vscale, l)), m0);
-                        __m256 e1 = _mm256_and_ps(exp8(_mm256_fmsub_ps(s1, vscale, l)), m1);
+                        __m256 l = _mm256_set1_ps(lse[t * H + h]), dl = _mm256_set1_ps(delta[t * H + h]), g0, g1;
+                        s0 = softcap8(_mm256_mul_ps(s0, vscale), softcap, &g0);
+                        s1 = softcap8(_mm256_mul_ps(s1, vscale), softcap, &g1);
+                        __m256 e0 = _mm256_and_ps(exp8(_mm256_sub_ps(s0, l)), m0);
+                        __m256 e1 = _mm256_and_ps(exp8(_mm256_sub_ps(s1, l)), m1);
                         _mm256_storeu_ps(pb + R * KB, e0);
                         _mm256_storeu_ps(pb + R * KB + 8, e1);
-                        _mm256_storeu_ps(db + R * KB, _mm256_mul_ps(vscale, _mm256_mul_ps(e0, _mm256_sub_ps(d0, dl))));
-                        _mm256_storeu_ps(db + R * KB + 8, _mm256_mul_ps(vscale, _mm256_mul_ps(e1, _mm256_sub_ps(d1, dl))));
+                        _mm256_storeu_ps(db + R * KB, _mm256_mul_ps(_mm256_mul_ps(vscale, g0), _mm256_mul_ps(e0, _mm256_sub_ps(d0, dl))));
+                        _mm256_storeu_ps(db + R * KB + 8, _mm256_mul_ps(_mm256_mul_ps(vscale, g1), _mm256_mul_ps(e1, _mm256_sub_ps(d1, dl))));
                         xq[R] = q;
                         xg[R] = go;
                     }
@@ -346,6 +377,19 @@ void tqk_swiglu_backward(const float *g, const float *u, const float *dout, floa
         float sg = 1.0f / (1.0f + expf(-g[i]));
         du[i] = dout[i] * g[i] * sg;
         dg[i] = dout[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
+    }
+}
+
+/* ---- GeGLU ----
+ * out = gelu(g) u with gelu(g) = g (1 + t) / 2, t = tanh(k (g + c g^3)):  du = dout gelu(g),
+ * dg = dout u ((1 + t) / 2 + g (1 - t^2) k (1 + 3 c g^2) / 2). */
+void tqk_geglu_backward(const float *g, const float *u, const float *dout, float *dg, float *du, int64_t n) {
+    #pragma omp parallel for schedule(static) if (n > (1 << 15))
+    for (int64_t i = 0; i < n; i++) {
+        float x = g[i], t = tanhf(tqk_gelu_inner(x));
+        du[i] = dout[i] * 0.5f * x * (1.0f + t);
+        float slope = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * TQK_GELU_K * (1.0f + 3.0f * TQK_GELU_C * x * x);
+        dg[i] = dout[i] * u[i] * slope;
     }
 }
 

@@ -63,6 +63,12 @@ func configDictionary(_ c: LlamaConfig) -> [String: Any] {
         d["sliding_window"] = w
         d["sliding_layers"] = c.slidingLayers.enumerated().filter(\.element).map(\.offset)
     }
+    // Gemma's settings, only where they apply.
+    if c.activation == .geluTanh { d["hidden_activation"] = "gelu_pytorch_tanh" }
+    if c.sandwichNorms { d["post_norms"] = true; d["norm_weight_offset"] = Double(c.normWeightOffset) }
+    if let cap = c.attentionSoftcap { d["attn_logit_softcapping"] = Double(cap) }
+    if let cap = c.finalSoftcap { d["final_logit_softcapping"] = Double(cap) }
+    if let r = c.slidingRope { d["sliding_rope_theta"] = r.theta }
     return d
 }
 

@@ -184,34 +184,38 @@ struct BackwardKernelTests {
 
     // MARK: attention
 
-    /// `W`: sliding window (0: full causal attention).
+    /// `W`: sliding window (0: full causal attention); `cap`: score soft-cap (0: none).
     struct AttnShape: CustomTestStringConvertible, Sendable {
         let T: Int, H: Int, KVH: Int, D: Int
         var W = 0
-        var testDescription: String { "T\(T) H\(H) KVH\(KVH) D\(D)" + (W > 0 ? " W\(W)" : "") }
+        var cap: Float = 0
+        var testDescription: String { "T\(T) H\(H) KVH\(KVH) D\(D)" + (W > 0 ? " W\(W)" : "") + (cap > 0 ? " cap\(cap)" : "") }
     }
 
     static let attnShapes: [AttnShape] = [1, 5, 17].flatMap { T in
         [(2, 2), (4, 2), (3, 1)].flatMap { hk in [4, 8].map { D in AttnShape(T: T, H: hk.0, KVH: hk.1, D: D) } }
     } + [AttnShape(T: 5, H: 4, KVH: 2, D: 4, W: 2), AttnShape(T: 17, H: 4, KVH: 2, D: 8, W: 3),
-         AttnShape(T: 17, H: 3, KVH: 1, D: 4, W: 16), AttnShape(T: 5, H: 2, KVH: 2, D: 4, W: 1)]
+         AttnShape(T: 17, H: 3, KVH: 1, D: 4, W: 16), AttnShape(T: 5, H: 2, KVH: 2, D: 4, W: 1),
+         // Soft-capped scores (Gemma 2): caps below the largest scores, so tanh saturates for some keys.
+         AttnShape(T: 17, H: 4, KVH: 2, D: 8, cap: 1.5), AttnShape(T: 17, H: 4, KVH: 2, D: 8, W: 5, cap: 0.7),
+         AttnShape(T: 5, H: 3, KVH: 1, D: 4, cap: 3)]
 
     @Test("attention_backward: finite differences", arguments: attnShapes)
     func attentionBackward(_ sh: AttnShape) {
-        let (T, H, KVH, D, W) = (sh.T, sh.H, sh.KVH, sh.D, sh.W)
-        var rng = TestRNG(UInt64(31 + T * 100 + H * 10 + D + W * 1000))
+        let (T, H, KVH, D, W, cap) = (sh.T, sh.H, sh.KVH, sh.D, sh.W, sh.cap)
+        var rng = TestRNG(UInt64(31 + T * 100 + H * 10 + D + W * 1000 + Int(cap * 10) * 10000))
         let scale = 1 / Float(D).squareRoot()
         let Q = rng.floats(T * H * D, -2, 2), K = rng.floats(T * KVH * D, -2, 2), V = rng.floats(T * KVH * D)
         let R = rng.floats(T * H * D)
         func loss(_ q: [Float], _ k: [Float], _ v: [Float]) -> Double {
             var O = [Float](repeating: 0, count: T * H * D)
-            tqk_attention(q, k, v, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W))
+            tqk_attention(q, k, v, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W), cap)
             return dotD(R, O)
         }
         forEachThreadCount { _ in
             var dQ = [Float](repeating: .nan, count: T * H * D)
             var dK = [Float](repeating: .nan, count: T * KVH * D), dV = dK
-            tqk_attention_backward(Q, K, V, R, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W))
+            tqk_attention_backward(Q, K, V, R, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W), cap)
             let nQ = numericGrad(Q, eps: 1e-2) { loss($0, K, V) }
             let nK = numericGrad(K, eps: 1e-2) { loss(Q, $0, V) }
             let nV = numericGrad(V, eps: 1e-2) { loss(Q, K, $0) }
@@ -223,9 +227,10 @@ struct BackwardKernelTests {
     }
 
     /// Double-precision reference backward, straight from the formulas; query t sees keys
-    /// max(0, t - window + 1) ... t (all of 0 ... t when window is 0).
+    /// max(0, t - window + 1) ... t (all of 0 ... t when window is 0); scores soft-capped when cap > 0.
     static func attentionReference(_ Q: [Float], _ K: [Float], _ V: [Float], _ dO: [Float], T: Int, H: Int,
-                                   KVH: Int, D: Int, scale: Double, window: Int = 0) -> ([Double], [Double], [Double]) {
+                                   KVH: Int, D: Int, scale: Double, window: Int = 0,
+                                   cap: Double = 0) -> ([Double], [Double], [Double]) {
         var dQ = [Double](repeating: 0, count: T * H * D)
         var dK = [Double](repeating: 0, count: T * KVH * D), dV = dK
         let group = H / KVH
@@ -233,11 +238,16 @@ struct BackwardKernelTests {
             let kh = h / group
             for t in 0..<T {
                 let q = (t * H + h) * D, lo = window > 0 ? max(0, t - window + 1) : 0
-                var p = [Double](repeating: 0, count: t + 1), dp = p
+                var p = [Double](repeating: 0, count: t + 1), dp = p, slope = [Double](repeating: 1, count: t + 1)
                 for j in lo...t {
                     var s = 0.0
                     for d in 0..<D { s += Double(Q[q + d]) * Double(K[(j * KVH + kh) * D + d]) }
                     p[j] = s * scale
+                    if cap > 0 {
+                        let th = tanh(p[j] / cap)
+                        p[j] = cap * th
+                        slope[j] = 1 - th * th
+                    }
                 }
                 let mx = p[lo...t].max()!
                 for j in 0...t { p[j] = j < lo ? 0 : exp(p[j] - mx) }
@@ -249,7 +259,7 @@ struct BackwardKernelTests {
                     delta += p[j] * dp[j]
                 }
                 for j in lo...t {
-                    let ds = p[j] * (dp[j] - delta)
+                    let ds = p[j] * (dp[j] - delta) * slope[j]
                     for d in 0..<D {
                         let kv = (j * KVH + kh) * D + d
                         dQ[q + d] += scale * ds * Double(K[kv])
@@ -263,19 +273,20 @@ struct BackwardKernelTests {
     }
 
     @Test("attention_backward: many key blocks, D = 64, against a double reference; thread-count independent",
-          arguments: [0, 20, 1])
-    func attentionBackwardLarge(window W: Int) {
+          arguments: [(0, 0), (20, 0), (1, 0), (0, 2), (20, 1)] as [(Int, Float)])
+    func attentionBackwardLarge(window W: Int, cap: Float) {
         var rng = TestRNG(41)
         let T = 70, H = 6, KVH = 2, D = 64
         let scale = 1 / Float(D).squareRoot()
         let Q = rng.floats(T * H * D, -2, 2), K = rng.floats(T * KVH * D, -2, 2), V = rng.floats(T * KVH * D)
         let dO = rng.floats(T * H * D)
-        let (rQ, rK, rV) = Self.attentionReference(Q, K, V, dO, T: T, H: H, KVH: KVH, D: D, scale: Double(scale), window: W)
+        let (rQ, rK, rV) = Self.attentionReference(Q, K, V, dO, T: T, H: H, KVH: KVH, D: D, scale: Double(scale), window: W,
+                                                   cap: Double(cap))
         var results: [[Float]] = []
         forEachThreadCount { _ in
             var dQ = [Float](repeating: .nan, count: T * H * D)
             var dK = [Float](repeating: .nan, count: T * KVH * D), dV = dK
-            tqk_attention_backward(Q, K, V, dO, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W))
+            tqk_attention_backward(Q, K, V, dO, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W), cap)
             #expect(relErr(dQ, rQ) < 1e-5)
             #expect(relErr(dK, rK) < 1e-5)
             #expect(relErr(dV, rV) < 1e-5)
@@ -295,11 +306,11 @@ struct BackwardKernelTests {
         forEachThreadCount { n in
             let c = ContinuousClock()
             let f = c.measure {
-                for _ in 0..<5 { tqk_attention(Q, K, V, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), 0.125, 0) }
+                for _ in 0..<5 { tqk_attention(Q, K, V, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), 0.125, 0, 0) }
             }
             let b = c.measure {
                 for _ in 0..<5 {
-                    tqk_attention_backward(Q, K, V, dO, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), 0.125, 0)
+                    tqk_attention_backward(Q, K, V, dO, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D), 0.125, 0, 0)
                 }
             }
             print("attention T\(T) threads \(n): forward \(f / 5), backward \(b / 5)")
@@ -308,27 +319,33 @@ struct BackwardKernelTests {
 
     // MARK: SwiGLU and loss
 
+    typealias GatedForward = (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?, Int64) -> Void
+    typealias GatedBackward = (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?,
+                               UnsafeMutablePointer<Float>?, Int64) -> Void
+
+    /// A gated activation's dg, du against finite differences of R . forward(g, u), for every thread count.
+    func expectGatedBackwardMatchesFiniteDifferences(_ g: [Float], _ u: [Float], _ R: [Float], forward: GatedForward,
+                                                     backward: GatedBackward) {
+        let n = g.count
+        func loss(_ g: [Float], _ u: [Float]) -> Double {
+            var out = [Float](repeating: 0, count: n)
+            forward(g, u, &out, Int64(n))
+            return dotD(R, out)
+        }
+        forEachThreadCount { _ in
+            var dg = [Float](repeating: .nan, count: n), du = dg
+            backward(g, u, R, &dg, &du, Int64(n))
+            expectGrad(dg, numericGrad(g, eps: 1e-2) { loss($0, u) }, "dg")
+            expectGrad(du, numericGrad(u, eps: 1e-2) { loss(g, $0) }, "du")
+        }
+    }
+
     @Test("swiglu_backward: finite differences, and the parallel path")
     func swigluBackward() {
         var rng = TestRNG(51)
         let n = 257
         let g = rng.floats(n, -4, 4), u = rng.floats(n, -2, 2), R = rng.floats(n)
-        forEachThreadCount { _ in
-            var dg = [Float](repeating: .nan, count: n), du = dg
-            tqk_swiglu_backward(g, u, R, &dg, &du, Int64(n))
-            let ng = numericGrad(g, eps: 1e-2) { gs in
-                var out = [Float](repeating: 0, count: n)
-                tqk_swiglu(gs, u, &out, Int64(n))
-                return dotD(R, out)
-            }
-            let nu = numericGrad(u, eps: 1e-2) { us in
-                var out = [Float](repeating: 0, count: n)
-                tqk_swiglu(g, us, &out, Int64(n))
-                return dotD(R, out)
-            }
-            expectGrad(dg, ng, "dg")
-            expectGrad(du, nu, "du")
-        }
+        expectGatedBackwardMatchesFiniteDifferences(g, u, R, forward: tqk_swiglu, backward: tqk_swiglu_backward)
         // Large n takes the OpenMP path: compare with the closed form in double.
         let m = 70_001
         let G = rng.floats(m, -6, 6), U = rng.floats(m), DO = rng.floats(m)
@@ -343,6 +360,31 @@ struct BackwardKernelTests {
             }
             #expect(maxRel(dg, refG, floor: 1e-3) < 1e-4)
             #expect(maxRel(du, refU, floor: 1e-3) < 1e-4)
+        }
+    }
+
+    @Test("geglu: forward as PyTorch's tanh GELU times u; backward against finite differences")
+    func gegluBackward() {
+        var rng = TestRNG(53)
+        let n = 257
+        let g = rng.floats(n, -4, 4), u = rng.floats(n, -2, 2), R = rng.floats(n)
+        var out = [Float](repeating: 0, count: n)
+        tqk_geglu(g, u, &out, Int64(n))
+        for i in 0..<n {
+            let x = Double(g[i]), ref = 0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x))) * Double(u[i])
+            #expect(abs(Double(out[i]) - ref) <= 1e-5 * max(1, abs(ref)), "geglu(\(g[i]), \(u[i])) = \(out[i]) vs \(ref)")
+        }
+        expectGatedBackwardMatchesFiniteDifferences(g, u, R, forward: tqk_geglu, backward: tqk_geglu_backward)
+    }
+
+    @Test("softcap: cap tanh(x / cap), bounded by the cap")
+    func softcap() {
+        var rng = TestRNG(57)
+        let x = rng.floats(1000, -20, 20)
+        var y = x
+        tqk_softcap(&y, Int64(y.count), 5)
+        for (a, b) in zip(x, y) {
+            #expect(abs(Double(b) - 5 * tanh(Double(a) / 5)) <= 1e-6 * 5 && abs(b) <= 5)
         }
     }
 

@@ -87,6 +87,22 @@ import Testing
         (["model_type": "\"mistral\"", "layer_types": "[\"full_attention\"]"], ["layer_types"]),
         (["model_type": "\"qwen2\"", "use_sliding_window": "\"no\""], ["use_sliding_window"]),
         (["model_type": "\"mistral\"", "sliding_window": "0"], ["sliding_window"]),
+        // Gemma variants we do not implement, refused by name.
+        (["model_type": "\"gemma3\"", "architectures": "[\"Gemma3ForConditionalGeneration\"]"],
+         ["model_type gemma3", "multimodal", "gemma3_text"]),
+        (["model_type": "\"gemma3\""], ["model_type gemma3", "multimodal", "gemma3_text"]),
+        (["model_type": "\"gemma2\"", "hidden_activation": "\"gelu\""], ["hidden_activation", "gelu"]),
+        (["model_type": "\"gemma3_text\"", "use_bidirectional_attention": "true"], ["use_bidirectional_attention"]),
+        (["model_type": "\"gemma2\"", "attn_logit_softcapping": "-1.0"], ["attn_logit_softcapping", "positive"]),
+        (["model_type": "\"gemma2\"", "query_pre_attn_scalar": "0"], ["query_pre_attn_scalar", "positive"]),
+        (["model_type": "\"gemma3_text\"", "rope_parameters": #"{"rope_type": "default", "rope_theta": 10000.0}"#],
+         ["rope_parameters", "full_attention", "sliding_attention"]),
+        (["model_type": "\"gemma3_text\"", "rope_local_base_freq": "5000.0",
+          "rope_parameters": #"{"full_attention": {"rope_theta": 1000000.0}, "sliding_attention": {"rope_theta": 10000.0}}"#],
+         ["rope_local_base_freq", "rope_parameters.sliding_attention.rope_theta", "disagrees"]),
+        (["model_type": "\"gemma3_text\"",
+          "rope_parameters": #"{"full_attention": {"rope_type": "yarn", "factor": 8.0}, "sliding_attention": {}}"#],
+         ["rope_parameters.full_attention.rope_type", "yarn"]),
     ]
 
     @Test(arguments: 0..<refusals.count)
@@ -128,6 +144,36 @@ import Testing
         #expect(try config("mistral").slidingWindow == 4096)
         #expect(try config("phi3").slidingWindow == nil && (try config("phi3")).fusedLinears)
         #expect(try config("qwen2").qkvBias && (try config("qwen3")).qkNorm && !(try config("llama")).qkvBias)
+        for type in ["gemma2", "gemma3_text"] {
+            let c = try config(type)
+            #expect(c.rmsEps == 1e-6 && c.maxPositions == (type == "gemma2" ? 8192 : 131072) && c.tiedEmbeddings, "\(type)")
+        }
+    }
+
+    /// Gemma 2 and Gemma 3 defaults and derived settings as transformers' configs set them.
+    @Test func gemmaDefaults() throws {
+        let g2 = try Self.smolConfig(["model_type": "\"gemma2\"", "architectures": "[\"Gemma2ForCausalLM\"]", "head_dim": "64"])
+        #expect(g2.attentionSoftcap == 50 && g2.finalSoftcap == 30 && g2.activation == .geluTanh && g2.sandwichNorms)
+        #expect(g2.normWeightOffset == 1 && g2.scalesEmbeddings && g2.attentionScale == Float(1 / 256.0.squareRoot()))
+        #expect(g2.slidingWindow == 4096 && g2.slidingLayers == (0..<30).map { $0 % 2 == 0 } && g2.slidingRope == nil)
+        let uncapped = try Self.smolConfig(["model_type": "\"gemma2\"", "attn_logit_softcapping": "null",
+                                            "final_logit_softcapping": "null", "query_pre_attn_scalar": "144"])
+        #expect(uncapped.attentionSoftcap == nil && uncapped.finalSoftcap == nil && uncapped.attentionScale == Float(1.0 / 12))
+        // Gemma 3, 4.x form: rope_theta + rope_scaling for global layers, rope_local_base_freq for sliding ones.
+        let g3 = try Self.smolConfig(["model_type": "\"gemma3_text\"", "rope_scaling": #"{"rope_type": "linear", "factor": 8.0}"#,
+                                      "rope_local_base_freq": "20000.0"])
+        #expect(g3.attentionSoftcap == nil && g3.finalSoftcap == nil && g3.qkNorm && g3.sandwichNorms)
+        #expect(g3.ropeTheta == 1_000_000 && g3.ropeScaling == .linear(factor: 8))
+        #expect(g3.slidingRope == LlamaConfig.Rope(theta: 20000, scaling: .none))
+        #expect(g3.slidingLayers == (0..<30).map { ($0 + 1) % 6 != 0 })
+        // 5.x form: the same model.
+        let g3v5 = try Self.smolConfig(["model_type": "\"gemma3_text\"", "rope_parameters": #"""
+            {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+             "sliding_attention": {"rope_type": "default", "rope_theta": 20000.0}}
+            """#])
+        #expect(g3v5 == g3)
+        #expect(try Self.smolConfig(["model_type": "\"gemma3_text\"", "sliding_window_pattern": "3"]).slidingLayers
+                == (0..<30).map { ($0 + 1) % 3 != 0 })
     }
 
     @Test func slidingWindowsAsTransformersDecides() throws {

@@ -519,7 +519,7 @@ struct KernelTests {
         let Q = rng.floats(T * H * D, -2, 2), K = rng.floats(T * KVH * D, -2, 2), V = rng.floats(T * KVH * D, -3, 3)
         for scale in [1 / Float(D).squareRoot(), 0.7] {
             var O = [Float](repeating: .nan, count: T * H * D + 1)
-            withThreads(threads) { tqk_attention(Q, K, V, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W)) }
+            withThreads(threads) { tqk_attention(Q, K, V, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W), 0) }
             #expect(O[T * H * D].isNaN, "wrote past O")
             var bad = 0
             for t in 0..<T where bad < 5 {

@@ -40,6 +40,12 @@ struct TinyFixture: CustomTestStringConvertible, Sendable {
                          gradHead: try #require(block["grad_head"] as? [String: [Double]]))
     }
 
+    /// The fixture opened, its reference, and the reference block input [T x hidden] of the long sequence.
+    func blockCase() throws -> (model: LlamaModel, reference: Reference, length: Int, input: FloatBuffer) {
+        let ref = try reference()
+        return (try LlamaModel(directory: directory), ref, ref.sequences[0].count, FloatBuffer(ref.input))
+    }
+
     /// Calibration tokens for the fixture's vocabulary (random, seeded).
     static func calibrationTokens(vocab: Int) -> [UInt32] {
         var rng = TestRNG(77)
@@ -47,7 +53,8 @@ struct TinyFixture: CustomTestStringConvertible, Sendable {
     }
 
     /// The fixtures whose every feature the library implements.
-    static let supported = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-gqa", "tiny-qwen3", "tiny-mistral", "tiny-phi3"]
+    static let supported = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-gqa", "tiny-qwen3", "tiny-mistral", "tiny-phi3",
+                            "tiny-gemma2", "tiny-gemma3"]
         .map(TinyFixture.init)
 }
 
@@ -161,6 +168,100 @@ func expectConfigKept(_ out: String, original: String, sourceLocation: SourceLoc
         #expect(model.config.slidingWindow == 8 && model.config.slidingLayers == [true, true])
         #expect(try f.reference().sequences[0].count > 8)
         #expect(try model.loadBlock(1).attentionWindow == 8)
+    }
+
+    /// Gemma's settings reach the model as the fixtures mean them: sliding and global layers, the
+    /// caps (small enough that the logits saturate: capped logits reach the cap), (1 + w) norms.
+    @Test func gemmaFixturesExerciseWhatDiffers() throws {
+        let g2 = try LlamaModel(directory: TinyFixture(name: "tiny-gemma2").directory)
+        #expect(g2.config.slidingLayers == [true, false] && g2.config.slidingWindow == 8)
+        #expect(g2.config.attentionSoftcap == 3 && g2.config.finalSoftcap == 4 && g2.config.attentionScale == Float(1 / 24.0.squareRoot()))
+        let ref = try TinyFixture(name: "tiny-gemma2").reference()
+        #expect(ref.sequences[0].count > 8 && ref.logits[0].map(abs).max()! > 3.9)
+        let g3 = try LlamaModel(directory: TinyFixture(name: "tiny-gemma3").directory)
+        #expect(g3.config.slidingLayers == [true, true, false] && g3.config.qkNorm)
+        #expect(g3.config.slidingRope == LlamaConfig.Rope(theta: 10000, scaling: .none) && g3.config.ropeScaling == .linear(factor: 2))
+        // Norm weights are loaded as the multipliers 1 + w (exactly, in float32).
+        let block = try g3.loadBlock(1)
+        let stored = try g3.store.floats("model.layers.1.pre_feedforward_layernorm.weight")
+        #expect(block.mlpNorm.array == stored.map { $0 + 1 })
+        #expect(try g3.store.floats("model.layers.1.self_attn.q_norm.weight").map { $0 + 1 } == block.qkNorms![0].array)
+        let global = try g3.loadBlock(2)
+        #expect(block.postNorms?.count == 2 && block.attentionWindow == 8 && global.attentionWindow == nil)
+    }
+
+    /// Gemma's embedding multiplier sqrt(hidden) in the embedding dtype, as transformers' values
+    /// (torch.tensor(hidden ** 0.5, dtype=...) for Gemma 2 2B's 2304 and 9B's 3584).
+    @Test func gemmaEmbeddingScaleIsRoundedAsTransformers() {
+        let expected: [(Int, DType, Float)] = [(32, .f32, 5.656854152679443), (32, .bf16, 5.65625), (3584, .bf16, 59.75),
+                                               (3584, .f16, 59.875), (3584, .f32, 59.866519927978516)]
+        for (hidden, dtype, value) in expected {
+            #expect(LlamaModel.rounded(Float(Double(hidden).squareRoot()), to: dtype) == value, "\(hidden) \(dtype)")
+        }
+    }
+
+    /// dL/dW of a Gemma block against central finite differences of the block loss, for entries of
+    /// every linear: the gradient passes through the post-norms (o, down), GeGLU (gate, up), the
+    /// soft-capped scores (Gemma 2; q, k) and the (1 + w) q/k norms (Gemma 3).
+    @Test(arguments: ["tiny-gemma2", "tiny-gemma3"])
+    func gemmaBlockGradientsMatchFiniteDifferences(_ name: String) throws {
+        let (model, ref, T, x) = try TinyFixture(name: name).blockCase()
+        let c = model.config, target = FloatBuffer(ref.target)
+        let work = BlockWorkspace(config: c, sequences: 1, length: T)
+        let y = FloatBuffer(count: T * c.hidden), dY = FloatBuffer(count: T * c.hidden)
+        for layer in 0..<c.layers {
+            let w = try model.loadBlock(layer)
+            func loss() -> Double {
+                work.forward(x.p, weights: w, into: y.p)
+                return tqk_l2_loss(y.p, target.p, Int64(T), Int64(c.hidden), nil)
+            }
+            work.forward(x.p, weights: w, into: y.p)
+            _ = tqk_l2_loss(y.p, target.p, Int64(T), Int64(c.hidden), dY.p)
+            let grads = BlockGradients(config: c, rows: T)
+            work.backward(dY.p, weights: w, into: grads)
+            var rng = TestRNG(UInt64(layer + 5))
+            for kind in LinearKind.allCases {
+                var analytic: [Double] = [], numeric: [Double] = []
+                for _ in 0..<12 {
+                    let i = rng.int(w[kind].count), keep = w[kind].p[i], eps: Float = 1e-2
+                    w[kind].p[i] = keep + eps
+                    let plus = loss()
+                    w[kind].p[i] = keep - eps
+                    let minus = loss()
+                    w[kind].p[i] = keep
+                    numeric.append((plus - minus) / Double(2 * eps))
+                    analytic.append(Double(grads[kind].p[i]))
+                }
+                let err = zip(analytic, numeric).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
+                let size = numeric.map { $0 * $0 }.reduce(0, +).squareRoot()
+                #expect(size > 1e-3 && err < 1e-2 * size, "\(name) layer \(layer) \(kind): |dW - FD| \(err) vs |FD| \(size)")
+            }
+        }
+    }
+
+    /// AWQ's scales folded into a Gemma block (into the (1 + w) multipliers of the pre-norms, and
+    /// through GeGLU's up into down) leave the block's output unchanged; clipping off.
+    @Test(arguments: ["tiny-gemma2", "tiny-gemma3"])
+    func awqFoldingIsExactOnGemmaBlocks(_ name: String) throws {
+        let (model, _, T, x) = try TinyFixture(name: name).blockCase()
+        let c = model.config
+        let cache = ActivationCache(samples: 1, rowsPerSample: T, width: c.hidden, dtype: .f32)
+        cache.write(0, from: x.p)
+        let work = BlockWorkspace(config: c, sequences: 1, length: T)
+        let y0 = FloatBuffer(count: T * c.hidden), y1 = FloatBuffer(count: T * c.hidden)
+        var settings = AWQSettings()
+        settings.clip = false
+        for layer in 0..<c.layers {
+            let block = try model.loadBlock(layer)
+            work.forward(x.p, weights: block, into: y0.p)
+            let norms = (block.attnNorm.array, block.mlpNorm.array)
+            _ = try AWQTransform(config: c, settings: settings, spec: QuantSpec(bits: 2, groupSize: 8), batch: 1, layer: layer)
+                .apply(to: block, inputs: cache)
+            #expect(block.attnNorm.array != norms.0 && block.mlpNorm.array != norms.1, "\(name) \(layer): nothing folded")
+            work.forward(x.p, weights: block, into: y1.p)
+            let diff = zip(y0.array, y1.array).map { abs($0 - $1) }.max()!
+            #expect(diff < 1e-4 * y0.array.map(abs).max()!, "\(name) layer \(layer): max difference \(diff)")
+        }
     }
 
     /// Phi-3's export stores qkv_proj and gate_up_proj as the input does (3 bits: the stacked zero

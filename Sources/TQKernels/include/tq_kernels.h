@@ -69,11 +69,18 @@ TQK_API void tqk_rope(float *x, int64_t n_tokens, int64_t n_heads, int64_t head_
                       const float *cos_t, const float *sin_t);
 /* causal grouped-query attention. Q/O [T x H*D], K/V [T x KVH*D]; query head h reads kv head
  * h / (H / KVH). window 0: query t attends keys 0..t; window > 0 (sliding window, as Hugging Face's
- * sliding_window): keys max(0, t - window + 1)..t. One (head, query) row per task, rows in parallel. */
+ * sliding_window): keys max(0, t - window + 1)..t. Scores s = scale q.k; softcap > 0 replaces them
+ * by softcap tanh(s / softcap) before the softmax (Gemma 2's attn_logit_softcapping), 0 leaves them.
+ * One (head, query) row per task, rows in parallel. */
 TQK_API void tqk_attention(const float *Q, const float *K, const float *V, float *O, int64_t T,
-                           int64_t H, int64_t KVH, int64_t D, float scale, int64_t window);
+                           int64_t H, int64_t KVH, int64_t D, float scale, int64_t window, float softcap);
 /* out = silu(g) * u */
 TQK_API void tqk_swiglu(const float *g, const float *u, float *out, int64_t n);
+/* out = gelu_tanh(g) * u, gelu_tanh(x) = x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2 (PyTorch's
+ * gelu(approximate="tanh"), Gemma's gelu_pytorch_tanh); out may be g or u. */
+TQK_API void tqk_geglu(const float *g, const float *u, float *out, int64_t n);
+/* x = cap tanh(x / cap) in place (Gemma 2's final_logit_softcapping on logits) */
+TQK_API void tqk_softcap(float *x, int64_t n, float cap);
 /* sum over rows of -log softmax(logits[r])[target[r]], accumulated in double */
 TQK_API double tqk_nll_sum(const float *logits, const uint32_t *targets, int64_t rows, int64_t vocab);
 
@@ -144,14 +151,16 @@ TQK_API void tqk_rmsnorm_backward(const float *x, const float *w, const float *d
 TQK_API void tqk_rope_backward(float *dx, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const float *cos_t,
                                const float *sin_t);
 /* Causal GQA attention backward, recomputing the softmax (no stored attention matrix).
- * Inputs as tqk_attention (Q [T x H*D] post-RoPE, K,V [T x KVH*D], the same window), dO [T x H*D].
+ * Inputs as tqk_attention (Q [T x H*D] post-RoPE, K,V [T x KVH*D], the same window and softcap), dO [T x H*D].
  * Outputs dQ [T x H*D], dK, dV [T x KVH*D] (overwritten, not accumulated). Race-free: per query
  * row for dQ, per (kv head, key block) for dK/dV; results do not depend on the thread count. */
 TQK_API void tqk_attention_backward(const float *Q, const float *K, const float *V, const float *dO, float *dQ,
                                     float *dK, float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale,
-                                    int64_t window);
+                                    int64_t window, float softcap);
 /* out = silu(g) * u; given dout: dg, du (all distinct buffers). */
 TQK_API void tqk_swiglu_backward(const float *g, const float *u, const float *dout, float *dg, float *du, int64_t n);
+/* out = gelu_tanh(g) * u as tqk_geglu; given dout: dg, du (all distinct buffers). */
+TQK_API void tqk_geglu_backward(const float *g, const float *u, const float *dout, float *dg, float *du, int64_t n);
 /* L = sum((y - target)^2) / rows; dy = 2 (y - target) / rows (dy may be NULL). Returns L (accumulated in double). */
 TQK_API double tqk_l2_loss(const float *y, const float *target, int64_t rows, int64_t dim, float *dy);
 

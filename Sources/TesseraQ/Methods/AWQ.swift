@@ -104,12 +104,12 @@ final class AWQProbe {
         linearForward(attention.attn.p, rows: rows, weight: wo, out: config.hidden, in: config.qDim, into: out.p)
     }
 
-    /// out = down(silu(gate(n2)) * up(n2)) with the given weights.
+    /// out = down(act(gate(n2)) * up(n2)) with the given weights.
     func mlp(_ n2: UnsafePointer<Float>, gate wg: UnsafePointer<Float>, up wu: UnsafePointer<Float>, down wd: UnsafePointer<Float>) {
         let c = config, T = rows
         linearForward(n2, rows: T, weight: wg, out: c.intermediate, in: c.hidden, into: g.p)
         linearForward(n2, rows: T, weight: wu, out: c.intermediate, in: c.hidden, into: u.p)
-        tqk_swiglu(g.p, u.p, act.p, Int64(T * c.intermediate))
+        c.activation.forward(g.p, u.p, into: act.p, count: T * c.intermediate)
         linearForward(act.p, rows: T, weight: wd, out: c.hidden, in: c.intermediate, into: out.p)
     }
 

@@ -5,8 +5,11 @@ import TQKernels
 ///
 ///   attn = attention(rope(qnorm(n1 Wq^T + bq)), rope(knorm(n1 Wk^T + bk)), n1 Wv^T + bv)
 ///
-/// causal, within the block's sliding window if it has one; the biases are Qwen2's and the per-head norms Qwen3's (an RMSNorm over each head's
-/// head_dim values, so the norm kernel runs on rows of head_dim). Keeps what the backward pass needs.
+/// causal, within the block's sliding window if it has one, scores scaled by `attentionScale` and
+/// soft-capped where the model caps them (Gemma 2); the biases are Qwen2's and the per-head norms
+/// Qwen3's and Gemma 3's (an RMSNorm over each head's head_dim values, so the norm kernel runs on rows
+/// of head_dim). Gemma 3's sliding layers rotate with their own RoPE tables. Keeps what the backward
+/// pass needs.
 final class AttentionActivations: @unchecked Sendable {
     let config: LlamaConfig
     let sequences: Int
@@ -28,7 +31,6 @@ final class AttentionActivations: @unchecked Sendable {
     }
 
     var rows: Int { sequences * length }
-    var scale: Float { 1 / Float(config.headDim).squareRoot() }
 
     /// attn from n1 [rows x hidden], with the projection weights given (float, or quantized
     /// stand-ins) and the block's biases and q/k norms.
@@ -48,12 +50,13 @@ final class AttentionActivations: @unchecked Sendable {
             tqk_rmsnorm(qPre.p, n[0].p, q.p, rowsI * Int64(c.heads), Int64(c.headDim), c.rmsEps)
             tqk_rmsnorm(kPre.p, n[1].p, k.p, rowsI * Int64(c.kvHeads), Int64(c.headDim), c.rmsEps)
         }
+        let rope = rope.forBlock(w)
         for s in 0..<sequences {
             let qs = q.p + s * length * c.qDim, ks = k.p + s * length * c.kvDim, vs = v.p + s * length * c.kvDim
             tqk_rope(qs, Int64(length), Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_rope(ks, Int64(length), Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_attention(qs, ks, vs, attn.p + s * length * c.qDim, Int64(length), Int64(c.heads), Int64(c.kvHeads),
-                          Int64(c.headDim), scale, Int64(w.attentionWindow ?? 0))
+                          Int64(c.headDim), c.attentionScale, Int64(w.attentionWindow ?? 0), c.attentionSoftcap ?? 0)
         }
     }
 
@@ -62,11 +65,12 @@ final class AttentionActivations: @unchecked Sendable {
     /// of the last `forward`.
     func backward(_ dAttn: UnsafePointer<Float>, block w: BlockWeights, rope: RopeTables, dq: FloatBuffer, dk: FloatBuffer,
                   dv: FloatBuffer) {
-        let c = config, qd = c.qDim, kd = c.kvDim, L = Int64(length)
+        let c = config, qd = c.qDim, kd = c.kvDim, L = Int64(length), rope = rope.forBlock(w)
         for s in 0..<sequences {
             let oq = s * length * qd, ok = s * length * kd
             tqk_attention_backward(q.p + oq, k.p + ok, v.p + ok, dAttn + oq, dq.p + oq, dk.p + ok, dv.p + ok, L,
-                                   Int64(c.heads), Int64(c.kvHeads), Int64(c.headDim), scale, Int64(w.attentionWindow ?? 0))
+                                   Int64(c.heads), Int64(c.kvHeads), Int64(c.headDim), c.attentionScale,
+                                   Int64(w.attentionWindow ?? 0), c.attentionSoftcap ?? 0)
             tqk_rope_backward(dq.p + oq, L, Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_rope_backward(dk.p + ok, L, Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
         }

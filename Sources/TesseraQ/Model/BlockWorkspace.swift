@@ -5,8 +5,10 @@ import TQKernels
 /// needs; backward turns dL/dY into dL/dW for the seven linears.
 ///
 ///   h = x + o(attn(rope(q(n1)), rope(k(n1)), v(n1))),  n1 = rmsnorm1(x)
-///   y = h + down(silu(gate(n2)) * up(n2)),              n2 = rmsnorm2(h)
-/// (q/k/v biases and per-head q/k norms where the model has them: `AttentionActivations`).
+///   y = h + down(act(gate(n2)) * up(n2)),               n2 = rmsnorm2(h)
+/// act silu or Gemma's tanh GELU; q/k/v biases and per-head q/k norms where the model has them
+/// (`AttentionActivations`). With Gemma's sandwich norms the two sub-layer outputs are normed before
+/// the adds: h = x + rmsnorm(o(...)), y = h + rmsnorm(down(...)).
 public final class BlockWorkspace: @unchecked Sendable {
     public let config: LlamaConfig
     public let sequences: Int
@@ -15,6 +17,8 @@ public final class BlockWorkspace: @unchecked Sendable {
     let rope: RopeTables
     let attention: AttentionActivations
     let n1, h, n2, g, u, act: FloatBuffer
+    /// o_proj's and down_proj's outputs before their post-norms (sandwich-norm blocks only).
+    let attnOut, mlpOut: FloatBuffer?
     /// The attention output before o_proj (o_proj's input).
     var attn: FloatBuffer { attention.attn }
 
@@ -28,6 +32,8 @@ public final class BlockWorkspace: @unchecked Sendable {
         attention = AttentionActivations(config: c, sequences: sequences, length: length)
         g = FloatBuffer(count: T * c.intermediate); u = FloatBuffer(count: T * c.intermediate)
         act = FloatBuffer(count: T * c.intermediate)
+        attnOut = c.sandwichNorms ? FloatBuffer(count: T * c.hidden) : nil
+        mlpOut = c.sandwichNorms ? FloatBuffer(count: T * c.hidden) : nil
     }
 
     /// x [rows x hidden] -> y, written to `y` (which may be `x`).
@@ -36,13 +42,15 @@ public final class BlockWorkspace: @unchecked Sendable {
         tqk_rmsnorm(x, w.attnNorm.p, n1.p, rowsI, Int64(d), c.rmsEps)
         attention.forward(n1.p, q: w[.q].p, k: w[.k].p, v: w[.v].p, block: w, rope: rope)
         // h = x + o(attn); computed in h so that y may alias x.
-        linearForward(attn.p, rows: T, weight: w[.o].p, out: d, in: c.qDim, into: h.p)
+        linearForward(attn.p, rows: T, weight: w[.o].p, out: d, in: c.qDim, into: (attnOut ?? h).p)
+        if let post = w.postNorms, let attnOut { tqk_rmsnorm(attnOut.p, post[0].p, h.p, rowsI, Int64(d), c.rmsEps) }
         tqk_add(h.p, x, rowsI * Int64(d))
         tqk_rmsnorm(h.p, w.mlpNorm.p, n2.p, rowsI, Int64(d), c.rmsEps)
         linearForward(n2.p, rows: T, weight: w[.gate].p, out: c.intermediate, in: d, into: g.p)
         linearForward(n2.p, rows: T, weight: w[.up].p, out: c.intermediate, in: d, into: u.p)
-        tqk_swiglu(g.p, u.p, act.p, rowsI * Int64(c.intermediate))
-        linearForward(act.p, rows: T, weight: w[.down].p, out: d, in: c.intermediate, into: y)
+        c.activation.forward(g.p, u.p, into: act.p, count: T * c.intermediate)
+        linearForward(act.p, rows: T, weight: w[.down].p, out: d, in: c.intermediate, into: mlpOut?.p ?? y)
+        if let post = w.postNorms, let mlpOut { tqk_rmsnorm(mlpOut.p, post[1].p, y, rowsI, Int64(d), c.rmsEps) }
         tqk_add(y, h.p, rowsI * Int64(d))
     }
 }
@@ -52,6 +60,8 @@ public final class BlockGradients: @unchecked Sendable {
     /// dL/dW per linear (out x in), indexed by `LinearKind.rawValue`.
     public let dW: [FloatBuffer]
     let dact, dg, du, dn2, dh, dattn, dq, dk, dv: FloatBuffer
+    /// dL/d of down_proj's and o_proj's outputs before their post-norms (sandwich-norm blocks only).
+    let dMlpOut, dAttnOut: FloatBuffer?
 
     public init(config c: LlamaConfig, rows T: Int) {
         dW = LinearKind.allCases.map { let (o, i) = $0.shape(c); return FloatBuffer(count: o * i) }
@@ -60,6 +70,8 @@ public final class BlockGradients: @unchecked Sendable {
         dn2 = FloatBuffer(count: T * c.hidden); dh = FloatBuffer(count: T * c.hidden)
         dattn = FloatBuffer(count: T * c.qDim); dq = FloatBuffer(count: T * c.qDim)
         dk = FloatBuffer(count: T * c.kvDim); dv = FloatBuffer(count: T * c.kvDim)
+        dMlpOut = c.sandwichNorms ? FloatBuffer(count: T * c.hidden) : nil
+        dAttnOut = c.sandwichNorms ? FloatBuffer(count: T * c.hidden) : nil
     }
 
     public subscript(kind: LinearKind) -> FloatBuffer { dW[kind.rawValue] }
@@ -71,10 +83,15 @@ extension BlockWorkspace {
     public func backward(_ dY: UnsafePointer<Float>, weights w: BlockWeights, into grads: BlockGradients) {
         let c = config, d = c.hidden, f = c.intermediate, qd = c.qDim, kd = c.kvDim
         let T = Int64(rows), D = Int64(d), F = Int64(f), QD = Int64(qd), KD = Int64(kd)
-        // y = h + act Wd^T
-        tqk_sgemm(1, 0, D, F, T, 1, dY, D, act.p, F, 0, grads[.down].p, F)
-        tqk_sgemm(0, 0, T, F, D, 1, dY, D, w[.down].p, F, 0, grads.dact.p, F)
-        tqk_swiglu_backward(g.p, u.p, grads.dact.p, grads.dg.p, grads.du.p, T * F)
+        // y = h + m (m = act Wd^T, or its post-norm)
+        var dm = dY
+        if let post = w.postNorms, let mlpOut, let dOut = grads.dMlpOut {
+            tqk_rmsnorm_backward(mlpOut.p, post[1].p, dY, dOut.p, T, D, c.rmsEps)
+            dm = UnsafePointer(dOut.p)
+        }
+        tqk_sgemm(1, 0, D, F, T, 1, dm, D, act.p, F, 0, grads[.down].p, F)
+        tqk_sgemm(0, 0, T, F, D, 1, dm, D, w[.down].p, F, 0, grads.dact.p, F)
+        c.activation.backward(g.p, u.p, dout: grads.dact.p, dg: grads.dg.p, du: grads.du.p, count: rows * f)
         // g = n2 Wg^T, u = n2 Wu^T
         tqk_sgemm(1, 0, F, D, T, 1, grads.dg.p, F, n2.p, D, 0, grads[.gate].p, D)
         tqk_sgemm(1, 0, F, D, T, 1, grads.du.p, F, n2.p, D, 0, grads[.up].p, D)
@@ -83,9 +100,14 @@ extension BlockWorkspace {
         // n2 = rmsnorm(h); dh = dY + d(rmsnorm)
         tqk_rmsnorm_backward(h.p, w.mlpNorm.p, grads.dn2.p, grads.dh.p, T, D, c.rmsEps)
         tqk_add(grads.dh.p, dY, T * D)
-        // h = x + attn Wo^T
-        tqk_sgemm(1, 0, D, QD, T, 1, grads.dh.p, D, attn.p, QD, 0, grads[.o].p, QD)
-        tqk_sgemm(0, 0, T, QD, D, 1, grads.dh.p, D, w[.o].p, QD, 0, grads.dattn.p, QD)
+        // h = x + a (a = attn Wo^T, or its post-norm)
+        var da = UnsafePointer(grads.dh.p)
+        if let post = w.postNorms, let attnOut, let dOut = grads.dAttnOut {
+            tqk_rmsnorm_backward(attnOut.p, post[0].p, grads.dh.p, dOut.p, T, D, c.rmsEps)
+            da = UnsafePointer(dOut.p)
+        }
+        tqk_sgemm(1, 0, D, QD, T, 1, da, D, attn.p, QD, 0, grads[.o].p, QD)
+        tqk_sgemm(0, 0, T, QD, D, 1, da, D, w[.o].p, QD, 0, grads.dattn.p, QD)
         attention.backward(grads.dattn.p, block: w, rope: rope, dq: grads.dq, dk: grads.dk, dv: grads.dv)
         // q, k, v = n1 W^T
         tqk_sgemm(1, 0, QD, D, T, 1, grads.dq.p, QD, n1.p, D, 0, grads[.q].p, D)

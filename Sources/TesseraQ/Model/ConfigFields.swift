@@ -37,6 +37,22 @@ struct ConfigFields {
         return d
     }
 
+    /// A positive finite number, or the default when absent.
+    func positiveNumber(_ key: String, default def: Double) throws -> Double {
+        guard has(key) else { return def }
+        let v = try number(key)
+        guard v > 0 else { throw TQError.format("\(path): \(name(key)) must be positive") }
+        return v
+    }
+
+    /// A positive number; nil when the field is null, `def` when it is missing (a null is how
+    /// transformers switches off a setting whose default is on, e.g. Gemma 2's soft-capping).
+    func optionalPositiveNumber(_ key: String, default def: Double?) throws -> Double? {
+        guard let v = json[key] else { return def }
+        if v.isNull { return nil }
+        return try positiveNumber(key, default: 0)
+    }
+
     func flag(_ key: String, default def: Bool) throws -> Bool {
         guard let v = value(key) else { return def }
         guard let b = v.bool else { throw TQError.format("\(path): \(name(key)) must be true or false") }

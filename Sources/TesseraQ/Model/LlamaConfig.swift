@@ -16,7 +16,7 @@ public struct LlamaConfig: Sendable, Equatable {
     public var ropeScaling: RopeScaling
     public var tiedEmbeddings: Bool
     public var qkvBias: Bool
-    /// Per-head RMSNorm on q and k after the projection, before RoPE (Qwen3).
+    /// Per-head RMSNorm on q and k after the projection, before RoPE (Qwen3, Gemma 3).
     public var qkNorm: Bool
     /// q, k, v stored as one qkv_proj and gate, up as one gate_up_proj (Phi-3).
     public var fusedLinears: Bool
@@ -25,6 +25,36 @@ public struct LlamaConfig: Sendable, Equatable {
     public var slidingWindow: Int?
     /// Per layer: true when that layer's attention is limited to `slidingWindow` keys.
     public var slidingLayers: [Bool]
+    /// Gemma 3: the RoPE of the sliding-window layers (its own base, `rope_local_base_freq`); nil when
+    /// every layer uses `ropeTheta` and `ropeScaling`.
+    public var slidingRope: Rope?
+    /// What the checkpoint's norm weights are offsets from: Gemma's RMSNorm multiplies by 1 + w, so 1;
+    /// 0 elsewhere. Added when a block is loaded (the kernels and AWQ's folding see the multiplier),
+    /// taken off again on export.
+    public var normWeightOffset: Float
+    /// Gemma: token embeddings are multiplied by sqrt(hidden_size).
+    public var scalesEmbeddings: Bool
+    public var activation: MLPActivation
+    /// Gemma 2/3: RMSNorms on the attention and MLP outputs before the residual adds
+    /// (post_attention_layernorm, post_feedforward_layernorm); the MLP's input norm is then
+    /// pre_feedforward_layernorm.
+    public var sandwichNorms: Bool
+    /// Attention scores are q.k times this: head_dim^-0.5, or query_pre_attn_scalar^-0.5 (Gemma).
+    public var attentionScale: Float
+    /// Gemma 2: attention scores become cap tanh(s / cap) before the mask (nil: not capped).
+    public var attentionSoftcap: Float?
+    /// Gemma 2: output logits become cap tanh(l / cap) (nil: not capped).
+    public var finalSoftcap: Float?
+
+    public struct Rope: Sendable, Equatable {
+        public var theta: Double
+        public var scaling: RopeScaling
+    }
+
+    /// The gate activation of the MLP: SwiGLU (LLaMA) or GeGLU with the tanh GELU (Gemma).
+    public enum MLPActivation: Sendable, Equatable {
+        case silu, geluTanh
+    }
 
     public enum RopeScaling: Sendable, Equatable {
         case none
@@ -33,10 +63,11 @@ public struct LlamaConfig: Sendable, Equatable {
     }
 
     static let supportedArchitectures = ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM",
-                                         "Phi3ForCausalLM"]
-    static let supportedModelTypes = ["llama", "qwen2", "qwen3", "mistral", "phi3"]
+                                         "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"]
+    static let supportedModelTypes = ["llama", "qwen2", "qwen3", "mistral", "phi3", "gemma2", "gemma3_text"]
     /// transformers' max_position_embeddings for a config that omits it (it only bounds seq_len here).
-    static let defaultMaxPositions = ["llama": 2048, "qwen2": 32768, "qwen3": 32768, "mistral": 131072, "phi3": 4096]
+    static let defaultMaxPositions = ["llama": 2048, "qwen2": 32768, "qwen3": 32768, "mistral": 131072, "phi3": 4096,
+                                      "gemma2": 8192, "gemma3_text": 131072]
 
     /// Reads and validates `dir/config.json`.
     public init(directory: String) throws {
@@ -49,6 +80,10 @@ public struct LlamaConfig: Sendable, Equatable {
     public init(json: JSONValue, path: String) throws {
         guard json.object != nil else { throw TQError.format("\(path): not a JSON object") }
         let f = ConfigFields(json: json, path: path)
+        // Checked before the architectures so that the message says what to do instead.
+        if json["model_type"]?.string == "gemma3" {
+            throw TQError.unsupported("\(path): model_type gemma3 is the multimodal Gemma 3 (vision tower and text_config); only its text model (model_type gemma3_text, Gemma3ForCausalLM) is supported")
+        }
         if let archs = json["architectures"]?.array {
             let names = archs.compactMap(\.string)
             guard names.contains(where: Self.supportedArchitectures.contains) else {
@@ -59,11 +94,8 @@ public struct LlamaConfig: Sendable, Equatable {
         guard Self.supportedModelTypes.contains(modelType) else {
             throw TQError.unsupported("\(path): unsupported model_type \(modelType)")
         }
-        // transformers maps "swish" to the same SiLU module.
-        let act = try f.string("hidden_act", default: "silu")
-        guard act == "silu" || act == "swish" else {
-            throw TQError.unsupported("\(path): unsupported hidden_act \(act) (only silu)")
-        }
+        let gemma = modelType.hasPrefix("gemma")
+        activation = try Self.activation(f, gemma: gemma)
         hidden = try f.positiveInt("hidden_size")
         intermediate = try f.positiveInt("intermediate_size")
         layers = try f.positiveInt("num_hidden_layers")
@@ -77,20 +109,53 @@ public struct LlamaConfig: Sendable, Equatable {
         let eps = try f.number("rms_norm_eps", default: modelType == "phi3" ? 1e-5 : 1e-6)
         guard eps >= 0 else { throw TQError.format("\(path): rms_norm_eps must not be negative") }
         rmsEps = Float(eps)
-        let rope = try RopeParameters(f)
+        let rope = try RopeParameters(f, perLayerType: modelType == "gemma3_text")
         ropeTheta = rope.theta
         ropeScaling = rope.scaling
-        tiedEmbeddings = try f.flag("tie_word_embeddings", default: false)
+        slidingRope = rope.sliding
+        tiedEmbeddings = try f.flag("tie_word_embeddings", default: gemma)
         qkvBias = try Self.attentionBias(f, modelType: modelType)
-        qkNorm = modelType == "qwen3"
+        qkNorm = modelType == "qwen3" || modelType == "gemma3_text"
         fusedLinears = modelType == "phi3"
         if try f.flag("mlp_bias", default: false) {
             throw TQError.unsupported("\(path): mlp_bias is not supported")
         }
-        try f.refuse("attn_logit_softcapping", because: "attention logits are not soft-capped")
-        try f.refuse("final_logit_softcapping", because: "output logits are not soft-capped")
+        normWeightOffset = gemma ? 1 : 0
+        scalesEmbeddings = gemma
+        sandwichNorms = gemma
+        attentionScale = gemma ? Float(1 / (try f.positiveNumber("query_pre_attn_scalar", default: 256)).squareRoot())
+                               : 1 / Float(headDim).squareRoot()
+        // Gemma 2 caps both unless the field is null; elsewhere a cap is opt-in (Gemma 3) or unknown.
+        let caps = modelType == "gemma2" ? (attention: 50.0, final: 30.0) : nil
+        if gemma {
+            attentionSoftcap = try f.optionalPositiveNumber("attn_logit_softcapping", default: caps?.attention).map(Float.init)
+            finalSoftcap = try f.optionalPositiveNumber("final_logit_softcapping", default: caps?.final).map(Float.init)
+            try f.refuse("use_bidirectional_attention", unless: .bool(false), because: "attention is causal")
+        } else {
+            try f.refuse("attn_logit_softcapping", because: "attention logits are not soft-capped")
+            try f.refuse("final_logit_softcapping", because: "output logits are not soft-capped")
+            attentionSoftcap = nil
+            finalSoftcap = nil
+        }
         torchDtype = try f.string("torch_dtype", default: try f.string("dtype", default: "float32"))
         (slidingWindow, slidingLayers) = try Self.slidingWindows(f, modelType: modelType, layers: layers)
+    }
+
+    /// The MLP's gate activation: `hidden_act` (silu; transformers maps "swish" to the same module),
+    /// or Gemma's `hidden_activation` (only gelu_pytorch_tanh; transformers ignores hidden_act there).
+    private static func activation(_ f: ConfigFields, gemma: Bool) throws -> MLPActivation {
+        if gemma {
+            let act = try f.string("hidden_activation", default: "gelu_pytorch_tanh")
+            guard act == "gelu_pytorch_tanh" else {
+                throw TQError.unsupported("\(f.path): unsupported hidden_activation \(act) (only gelu_pytorch_tanh)")
+            }
+            return .geluTanh
+        }
+        let act = try f.string("hidden_act", default: "silu")
+        guard act == "silu" || act == "swish" else {
+            throw TQError.unsupported("\(f.path): unsupported hidden_act \(act) (only silu)")
+        }
+        return .silu
     }
 
     /// Bias on q, k, v: Qwen2 always has it (transformers hard-codes it, whatever `attention_bias`
@@ -104,7 +169,8 @@ public struct LlamaConfig: Sendable, Equatable {
     /// Which layers use sliding-window attention, as transformers decides: Mistral on every layer
     /// (`sliding_window`, 4096 when absent, null for none); Phi-3 on every layer when `sliding_window`
     /// is set; Qwen2 and Qwen3 only with `use_sliding_window`, on layers from `max_window_layers` on;
-    /// an explicit `layer_types` list overrides these. LLaMA has none.
+    /// Gemma 2 on every other layer from layer 0, Gemma 3 on all but every `sliding_window_pattern`-th
+    /// (6); an explicit `layer_types` list overrides these. LLaMA has none.
     private static func slidingWindows(_ f: ConfigFields, modelType: String, layers: Int) throws -> (Int?, [Bool]) {
         var sliding = [Bool](repeating: false, count: layers)
         var window: Int?
@@ -122,6 +188,10 @@ public struct LlamaConfig: Sendable, Equatable {
             window = try f.positiveInt("sliding_window", default: 4096)
             let from = try f.positiveInt("max_window_layers", default: 28)
             sliding = (0..<layers).map { $0 >= from }
+        case "gemma2", "gemma3_text":
+            window = try f.positiveInt("sliding_window", default: 4096)
+            let pattern = modelType == "gemma2" ? 2 : try f.positiveInt("sliding_window_pattern", default: 6)
+            sliding = (0..<layers).map { ($0 + 1) % pattern != 0 }
         default:
             return (nil, sliding)
         }
@@ -146,11 +216,14 @@ public struct LlamaConfig: Sendable, Equatable {
         slidingLayers[layer] ? slidingWindow : nil
     }
 
-    /// RoPE inverse frequencies as Hugging Face computes them (in float32).
-    public var inverseFrequencies: [Float] {
+    /// RoPE inverse frequencies as Hugging Face computes them (in float32), of the full-attention layers.
+    public var inverseFrequencies: [Float] { inverseFrequencies(Rope(theta: ropeTheta, scaling: ropeScaling)) }
+
+    /// The inverse frequencies of a RoPE with this head_dim.
+    func inverseFrequencies(_ rope: Rope) -> [Float] {
         let half = headDim / 2
-        var inv = (0..<half).map { i in Double(1 / powf(Float(ropeTheta), Float(2 * i) / Float(headDim))) }
-        switch ropeScaling {
+        var inv = (0..<half).map { i in Double(1 / powf(Float(rope.theta), Float(2 * i) / Float(headDim))) }
+        switch rope.scaling {
         case .none: break
         case .linear(let factor): inv = inv.map { $0 / factor }
         case .llama3(let factor, let low, let high, let orig):

@@ -15,6 +15,9 @@ public final class LlamaModel: @unchecked Sendable {
     let embed: FloatBuffer
     let finalNorm: FloatBuffer
     let lmHead: FloatBuffer
+    /// Gemma's embedding multiplier sqrt(hidden), rounded to the embedding's dtype as transformers
+    /// rounds it (its `normalizer`); nil for models that do not scale embeddings.
+    let embedScale: Float?
 
     public init(directory: String) throws {
         try Runtime.requireSupportedCPU()
@@ -29,8 +32,9 @@ public final class LlamaModel: @unchecked Sendable {
         try store.requireFloat("model.embed_tokens.weight", shape: [c.vocab, c.hidden])
         try store.requireFloat("model.norm.weight", shape: [c.hidden])
         for l in 0..<c.layers {
-            try store.requireFloat("model.layers.\(l).input_layernorm.weight", shape: [c.hidden])
-            try store.requireFloat("model.layers.\(l).post_attention_layernorm.weight", shape: [c.hidden])
+            for name in BlockWeights.normNames(sandwich: c.sandwichNorms) {
+                try store.requireFloat("model.layers.\(l)." + name, shape: [c.hidden])
+            }
             for kind in LinearKind.allCases {
                 let i = kind.shape(c).in, (prefix, _, o) = kind.storage(layer: l, config: c)
                 if let p = packed?.linear(named: prefix) {
@@ -51,7 +55,9 @@ public final class LlamaModel: @unchecked Sendable {
             }
         }
         embed = FloatBuffer(try store.floats("model.embed_tokens.weight"))
-        finalNorm = FloatBuffer(try store.floats("model.norm.weight"))
+        finalNorm = FloatBuffer(try Self.norm(store, "model.norm.weight", config: c))
+        embedScale = c.scalesEmbeddings
+            ? Self.rounded(Float(Double(c.hidden).squareRoot()), to: store.info("model.embed_tokens.weight")!.dtype) : nil
         if store.info("lm_head.weight") != nil {
             try store.requireFloat("lm_head.weight", shape: [c.vocab, c.hidden])
             lmHead = FloatBuffer(try store.floats("lm_head.weight"))
@@ -60,6 +66,24 @@ public final class LlamaModel: @unchecked Sendable {
         } else {
             throw TQError.format("\(directory): missing tensor lm_head.weight (tie_word_embeddings is false)")
         }
+    }
+
+    /// A norm weight as the kernels use it: the multiplier, i.e. 1 + w where the checkpoint stores
+    /// offsets from 1 (Gemma; in float32, as transformers adds them).
+    static func norm(_ store: TensorStore, _ name: String, config: LlamaConfig) throws -> [Float] {
+        let w = try store.floats(name)
+        return config.normWeightOffset == 0 ? w : w.map { $0 + config.normWeightOffset }
+    }
+
+    /// x rounded to a float dtype (bf16, f16) and back; f32 and others unchanged.
+    static func rounded(_ x: Float, to dtype: DType) -> Float {
+        var v = x, h: UInt16 = 0
+        switch dtype {
+        case .bf16: tqk_f32_to_bf16(&v, &h, 1); tqk_bf16_to_f32(&h, &v, 1)
+        case .f16: tqk_f32_to_f16(&v, &h, 1); tqk_f16_to_f32(&h, &v, 1)
+        default: break
+        }
+        return v
     }
 
     /// Block `layer`'s weights in float32 (packed linears dequantised), after `blockTransform`.
@@ -83,10 +107,11 @@ public final class LlamaModel: @unchecked Sendable {
         let biases = config.qkvBias
             ? try [LinearKind.q, .k, .v].map { FloatBuffer(try store.floats($0.prefix(layer: layer) + ".bias")) }
             : nil
-        let qkNorms = config.qkNorm ? try BlockWeights.qkNormNames.map { FloatBuffer(try store.floats(p + $0)) } : nil
-        let block = BlockWeights(attnNorm: FloatBuffer(try store.floats(p + "input_layernorm.weight")),
-                                 mlpNorm: FloatBuffer(try store.floats(p + "post_attention_layernorm.weight")),
-                                 linears: linears, biases: biases, qkNorms: qkNorms, attentionWindow: config.window(layer: layer))
+        let norm = { (name: String) in FloatBuffer(try Self.norm(self.store, p + name, config: self.config)) }
+        let qkNorms = config.qkNorm ? try BlockWeights.qkNormNames.map(norm) : nil
+        let norms = try BlockWeights.normNames(sandwich: config.sandwichNorms).map(norm)
+        let block = BlockWeights(attnNorm: norms[0], mlpNorm: norms[1], linears: linears, biases: biases, qkNorms: qkNorms,
+                                 attentionWindow: config.window(layer: layer), postNorms: norms.count > 2 ? Array(norms[2...]) : nil)
         try blockTransform?(layer, block)
         return block
     }
@@ -98,10 +123,11 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
-    /// Token embeddings [T x hidden] of one sequence.
+    /// Token embeddings [T x hidden] of one sequence (times `embedScale` where the model scales them).
     public func embed(_ tokens: UnsafeBufferPointer<UInt32>) -> FloatBuffer {
         let x = FloatBuffer(count: tokens.count * config.hidden)
         tqk_embed(embed.p, tokens.baseAddress, Int64(tokens.count), Int64(config.hidden), x.p)
+        if let embedScale { for i in 0..<x.count { x.p[i] *= embedScale } }
         return x
     }
 
@@ -118,10 +144,11 @@ public final class LlamaModel: @unchecked Sendable {
         return x
     }
 
-    /// Logits of rows [row, row + n) of `hidden` into out [n x vocab].
+    /// Logits of rows [row, row + n) of `hidden` into out [n x vocab], soft-capped where the model caps them.
     func head(_ hidden: FloatBuffer, row: Int, count n: Int, into out: UnsafeMutablePointer<Float>) {
         linearForward(hidden.p + row * config.hidden, rows: n, weight: lmHead.p, out: config.vocab,
                       in: config.hidden, into: out)
+        if let cap = config.finalSoftcap { tqk_softcap(out, Int64(n * config.vocab), cap) }
     }
 
     /// Logits [T x vocab] of one sequence.

@@ -8,29 +8,49 @@ struct RopeParameters: Equatable {
 
     var theta: Double
     var scaling: LlamaConfig.RopeScaling
+    /// The sliding-window layers' own RoPE (Gemma 3), else nil.
+    var sliding: LlamaConfig.Rope?
 
-    init(_ f: ConfigFields) throws {
-        let legacyTheta = f.has("rope_theta") ? try f.number("rope_theta") : nil
-        let legacyScaling = try f.object("rope_scaling").map(Self.scaling)
+    /// `perLayerType` (Gemma 3): full-attention layers use `rope_theta` (default 1e6) and
+    /// `rope_scaling`, sliding-window layers `rope_local_base_freq` (default 1e4) unscaled;
+    /// transformers 5 writes them as `rope_parameters.full_attention` and `.sliding_attention`.
+    init(_ f: ConfigFields, perLayerType: Bool = false) throws {
         try Self.refusePartialRotary(f)
-        guard let p = try f.object("rope_parameters") else {
-            theta = legacyTheta ?? Self.defaultTheta
-            scaling = legacyScaling ?? .none
+        let p = try f.object("rope_parameters")
+        let nested = ["full_attention", "sliding_attention"].first { p?.has($0) == true }
+        if perLayerType {
+            if let p, nested == nil {
+                throw TQError.format("\(f.path): rope_parameters must hold full_attention and sliding_attention parameters")
+            }
+            let full = try Self.resolve(f, try p?.object("full_attention"), thetaKey: "rope_theta", defaultTheta: 1_000_000,
+                                        scalingKey: "rope_scaling")
+            sliding = try Self.resolve(f, try p?.object("sliding_attention"), thetaKey: "rope_local_base_freq",
+                                       defaultTheta: Self.defaultTheta, scalingKey: nil)
+            (theta, scaling) = (full.theta, full.scaling)
             return
         }
-        // Gemma 3 style: one parameter set per attention layer type.
-        if let nested = ["full_attention", "sliding_attention"].first(where: p.has) {
+        if let p, let nested {
             throw TQError.unsupported("\(f.path): \(p.name(nested)): RoPE parameters per layer type are not supported")
         }
+        let rope = try Self.resolve(f, p, thetaKey: "rope_theta", defaultTheta: Self.defaultTheta, scalingKey: "rope_scaling")
+        (theta, scaling, sliding) = (rope.theta, rope.scaling, nil)
+    }
+
+    /// One RoPE from its top-level (4.x) fields and its `rope_parameters` object (5.x), which must agree.
+    private static func resolve(_ f: ConfigFields, _ p: ConfigFields?, thetaKey thetaKey: String, defaultTheta: Double,
+                                scalingKey: String?) throws -> LlamaConfig.Rope {
+        let legacyTheta = f.has(thetaKey) ? try f.number(thetaKey) : nil
+        let legacyScaling = try scalingKey.flatMap { try f.object($0) }.map(Self.scaling)
+        guard let p else { return LlamaConfig.Rope(theta: legacyTheta ?? defaultTheta, scaling: legacyScaling ?? .none) }
         try Self.refusePartialRotary(p)
-        theta = try p.number("rope_theta", default: legacyTheta ?? Self.defaultTheta)
-        scaling = try Self.scaling(p)
-        if let legacyTheta, legacyTheta != theta {
-            throw TQError.format("\(f.path): rope_theta \(legacyTheta) disagrees with rope_parameters.rope_theta \(theta)")
+        let rope = LlamaConfig.Rope(theta: try p.number("rope_theta", default: legacyTheta ?? defaultTheta), scaling: try Self.scaling(p))
+        if let legacyTheta, legacyTheta != rope.theta {
+            throw TQError.format("\(f.path): \(thetaKey) \(legacyTheta) disagrees with \(p.name("rope_theta")) \(rope.theta)")
         }
-        if let legacyScaling, legacyScaling != scaling {
-            throw TQError.format("\(f.path): rope_scaling disagrees with rope_parameters")
+        if let scalingKey, let legacyScaling, legacyScaling != rope.scaling {
+            throw TQError.format("\(f.path): \(scalingKey) disagrees with \(p.scope.dropLast())")
         }
+        return rope
     }
 
     /// Only part of each head rotated (Phi, StableLM): not implemented.

@@ -5,13 +5,25 @@ public final class RopeTables: @unchecked Sendable {
     public let cos: FloatBuffer
     public let sin: FloatBuffer
     public let positions: Int
+    /// The tables of the sliding-window layers when they have their own RoPE (Gemma 3), else nil.
+    public let sliding: RopeTables?
 
-    public init(config: LlamaConfig, positions: Int) {
-        let half = config.headDim / 2
+    public convenience init(config: LlamaConfig, positions: Int) {
+        self.init(inverseFrequencies: config.inverseFrequencies, positions: positions,
+                  sliding: config.slidingRope.map { RopeTables(inverseFrequencies: config.inverseFrequencies($0), positions: positions) })
+    }
+
+    init(inverseFrequencies inv: [Float], positions: Int, sliding: RopeTables? = nil) {
+        let half = inv.count
         self.positions = positions
+        self.sliding = sliding
         cos = FloatBuffer(count: positions * half)
         sin = FloatBuffer(count: positions * half)
-        let inv = config.inverseFrequencies
         inv.withUnsafeBufferPointer { tqk_rope_tables($0.baseAddress, Int64(half), Int64(positions), cos.p, sin.p) }
+    }
+
+    /// The tables a block uses: the sliding layers' own when the block has a window and they exist.
+    func forBlock(_ w: BlockWeights) -> RopeTables {
+        w.attentionWindow != nil ? sliding ?? self : self
     }
 }

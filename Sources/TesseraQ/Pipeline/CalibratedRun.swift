@@ -76,7 +76,7 @@ struct CalibratedRun {
                 try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers))
             }
             linears += packed
-            floats.merge(BlockFloats(fp, layer: layer).tensors) { $1 }
+            floats.merge(BlockFloats(fp, layer: layer).stored(normWeightOffset: c.normWeightOffset)) { $1 }
         }
         return (linears, reports, floats)
     }
@@ -112,6 +112,15 @@ struct BlockFloats {
 
     init(_ block: BlockWeights, layer: Int) {
         tensors = Dictionary(uniqueKeysWithValues: block.floatTensors(layer: layer).map { ($0.name, $0.buffer.array) })
+    }
+
+    /// The values as the checkpoint stores them: norm weights held as multipliers 1 + w (Gemma:
+    /// what the kernels use and AWQ divides) go back to offsets w, so a re-load adds 1 again.
+    func stored(normWeightOffset offset: Float) -> [String: [Float]] {
+        guard offset != 0 else { return tensors }
+        return Dictionary(uniqueKeysWithValues: tensors.map { name, v in
+            (name, BlockWeights.isNormWeight(name) ? v.map { $0 - offset } : v)
+        })
     }
 
     /// Overwrites the block's tensors with these values; every one of them must be present.

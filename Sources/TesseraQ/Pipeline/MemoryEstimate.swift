@@ -20,6 +20,7 @@ public struct MemoryEstimate: Sendable {
             + 3 * c.intermediate + 2 * c.hidden + 2 * c.qDim + 2 * c.kvDim             // backward
             + 4 * c.hidden                                                             // inputs, targets, outputs, dY
             + (c.qkNorm ? c.qDim + c.kvDim : 0)                                        // q, k before their norms
+            + (c.sandwichNorms ? 4 * c.hidden : 0)                                     // sub-layer outputs before post-norms, and their gradients
         activationBytes = batch * seqLen * perRow * 4
         residentBytes = c.vocab * c.hidden * 4 * (c.tiedEmbeddings ? 1 : 2)
         resultBytes = c.layers * blockParams * (bits + 1) / 8
