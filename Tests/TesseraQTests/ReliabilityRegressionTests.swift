@@ -2,6 +2,9 @@
 // crashed the process; now it must fail with a status.
 
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import TesseraQ
 
@@ -36,5 +39,34 @@ struct ReliabilityRegressionTests {
         #expect(saturatingProduct(0, Int.max, Int.max) == 0)
         #expect(saturatingSum(1, 2, 3) == 6)
         #expect(saturatingSum(Int.max, 1) == Int.max)
+    }
+
+    /// FileManager.contents(atPath:) leaked 4 KB per empty file (LeakSanitizer, config_json
+    /// fuzzer on an empty input); readWholeFile replaces it for every untrusted file.
+    @Test("readWholeFile: content, empty file, missing file, FIFO")
+    func readWholeFileCases() throws {
+        let dir = temporaryDirectory("read")
+        let bytes = Data([0, 1, 2, 255])
+        try bytes.write(to: URL(fileURLWithPath: dir + "/four"))
+        try Data().write(to: URL(fileURLWithPath: dir + "/empty"))
+        #expect(mkfifo(dir + "/fifo", 0o600) == 0)
+        #expect(readWholeFile(dir + "/four") == bytes)
+        #expect(readWholeFile(dir + "/empty") == Data())
+        #expect(readWholeFile(dir + "/missing") == nil)
+        #expect(readWholeFile(dir + "/fifo") == nil)   // would block waiting for a writer
+        #expect(readWholeFile(dir) == nil)
+    }
+
+    @Test("an empty config.json, tokenizer.json or token file is a format error")
+    func emptyFiles() throws {
+        let dir = temporaryDirectory("empty")
+        try Data().write(to: URL(fileURLWithPath: dir + "/config.json"))
+        try Data().write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
+        try Data().write(to: URL(fileURLWithPath: dir + "/tokens.bin"))
+        let model = #expect(throws: TQError.self) { try LlamaModel(directory: dir) }
+        #expect(model?.kind == .format)
+        let tokenizer = #expect(throws: TQError.self) { try Tokenizer(path: dir) }
+        #expect(tokenizer?.kind == .format)
+        #expect(try readTokenFile(dir + "/tokens.bin") == [])
     }
 }
