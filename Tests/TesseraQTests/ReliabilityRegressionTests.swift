@@ -69,4 +69,22 @@ struct ReliabilityRegressionTests {
         #expect(tokenizer?.kind == .format)
         #expect(try readTokenFile(dir + "/tokens.bin") == [])
     }
+
+    /// With iters 0 no TesseraQ step runs and the block report held last_step_loss = NaN, which
+    /// JSONSerialization refuses: the run failed with TQ_ERR_INTERNAL (quantize_config fuzzer).
+    @Test("TesseraQ with iters 0 quantizes; its report has no last_step_loss")
+    func tesseraqWithoutSteps() throws {
+        let model = try LlamaModel(directory: Fixtures.model("stories260K"))
+        let config = try QuantizeConfig.parse("""
+            {"method": "tesseraq", "bits": 3, "group_size": 32, "preset": "ci", "init": "awq",
+             "n_samples": 1, "batch": 1, "seq_len": 16, "iters": 0}
+            """)
+        let out = temporaryDirectory("iters0") + "/ckpt"
+        let tokens = (0..<200).map { UInt32($0 * 7 % 500) }
+        let report = try quantizeModel(model, config: config, outDir: out, calibration: tokens)
+        let blocks = try #require(report["blocks"] as? [[String: Any]])
+        #expect(blocks.count == model.config.layers)
+        #expect(blocks.allSatisfy { $0["last_step_loss"] == nil && $0["final_loss"] is Double })
+        #expect(FileManager.default.fileExists(atPath: out + "/quantize_report.json"))
+    }
 }
