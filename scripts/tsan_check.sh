@@ -10,13 +10,8 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 STORIES="$PWD/Tests/Fixtures/models/stories260K"
 .build/debug/tesseraq-cli quantize --model "$STORIES" --out "$WORK/w4" --bits 4 --group-size 32 >/dev/null
-soname_link() {  # build dir -> a folder holding libtesseraq.so under its SONAME too
-  local lib="$1/libtesseraq.so" dir="$WORK/lib-$(basename "$(dirname "$1")")-$(basename "$1")"
-  mkdir -p "$dir"
-  ln -sf "$(readlink -f "$lib")" "$dir/libtesseraq.so"
-  ln -sf "$(readlink -f "$lib")" "$dir/$(readelf -d "$lib" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')"
-  echo "$dir"
-}
+# shellcheck source=scripts/soname_link.sh
+source scripts/soname_link.sh
 
 # 1. Plain build: the checks themselves.
 LIB="$(soname_link .build/debug)"

@@ -3,26 +3,31 @@
 #include <immintrin.h>
 #include <string.h>
 
-void tqk_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+/* src may be misaligned: it is only read through unaligned vector loads and memcpy. */
+void tqk_f16_to_f32(const void *src, float *dst, int64_t n) {
+    const uint8_t *bytes = src;
     #pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (int64_t b = 0; b < (n + 7) / 8; b++) {
         int64_t i = b * 8;
         if (i + 8 <= n) {
-            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bytes + i * 2))));
         } else {
             uint16_t tmp[8] = {0};
             float out[8];
-            memcpy(tmp, src + i, (size_t)(n - i) * 2);
+            memcpy(tmp, bytes + i * 2, (size_t)(n - i) * 2);
             _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tmp)));
             memcpy(dst + i, out, (size_t)(n - i) * 4);
         }
     }
 }
 
-void tqk_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+void tqk_bf16_to_f32(const void *src, float *dst, int64_t n) {
+    const uint8_t *bytes = src;
     #pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (int64_t i = 0; i < n; i++) {
-        uint32_t bits = (uint32_t)src[i] << 16;
+        uint16_t half;
+        memcpy(&half, bytes + i * 2, 2);
+        uint32_t bits = (uint32_t)half << 16;
         memcpy(dst + i, &bits, 4);
     }
 }

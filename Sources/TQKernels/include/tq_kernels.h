@@ -46,8 +46,10 @@ TQK_API void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, 
                        float *C, int64_t ldc);
 
 /* ---- element-wise and conversions ---- */
-TQK_API void tqk_f16_to_f32(const uint16_t *src, float *dst, int64_t n);
-TQK_API void tqk_bf16_to_f32(const uint16_t *src, float *dst, int64_t n);
+/* The sources are raw bytes of any alignment (a safetensors file places a 2-byte tensor at any
+ * offset), read as little-endian 16-bit values. */
+TQK_API void tqk_f16_to_f32(const void *src, float *dst, int64_t n);
+TQK_API void tqk_bf16_to_f32(const void *src, float *dst, int64_t n);
 TQK_API void tqk_f32_to_f16(const float *src, uint16_t *dst, int64_t n);
 TQK_API void tqk_f32_to_bf16(const float *src, uint16_t *dst, int64_t n);
 /* y[i] += x[i] */

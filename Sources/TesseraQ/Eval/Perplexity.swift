@@ -39,7 +39,7 @@ public func evaluatePerplexity(model: LlamaModel, tokens: UnsafeBufferPointer<UI
 
 /// Reads a little-endian uint32 token file.
 public func readTokenFile(_ path: String) throws -> [UInt32] {
-    guard let data = FileManager.default.contents(atPath: path) else { throw TQError.io("\(path): cannot read") }
+    guard let data = readWholeFile(path) else { throw TQError.io("\(path): cannot read") }
     guard data.count % 4 == 0 else { throw TQError.format("\(path): size \(data.count) is not a multiple of 4 (uint32 tokens)") }
     return data.withUnsafeBytes { raw in (0..<(data.count / 4)).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) } }
 }

@@ -52,7 +52,7 @@ public enum JSONValue: Decodable, Equatable, Sendable {
     }
 
     public static func parseFile(_ path: String) throws -> JSONValue {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = readWholeFile(path) else {
             throw TQError.io("\(path): cannot read (missing or unreadable)")
         }
         return try parse(data, what: path)

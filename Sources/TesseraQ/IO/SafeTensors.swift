@@ -115,8 +115,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         let n = Int64(t.count)
         switch t.dtype {
         case .f32: memcpy(out, src, t.count * 4)
-        case .f16: tqk_f16_to_f32(src.assumingMemoryBound(to: UInt16.self), out, n)
-        case .bf16: tqk_bf16_to_f32(src.assumingMemoryBound(to: UInt16.self), out, n)
+        // Raw pointers: a 2-byte tensor may start at an odd offset, so it is no UInt16 array.
+        case .f16: tqk_f16_to_f32(src, out, n)
+        case .bf16: tqk_bf16_to_f32(src, out, n)
         default: throw TQError.unsupported("\(path): tensor \(t.name) has dtype \(t.dtype.rawValue); expected F32, F16 or BF16")
         }
     }

@@ -75,10 +75,12 @@ struct TesseraQBlock {
         let changed = zip(linears, grids).reduce(0) { acc, p in acc + zip(p.0.codes, p.1.codes).filter { $0 != $1 }.count }
         let total = linears.reduce(0) { $0 + $1.codes.count }
         let ranges = fq.map(\.dstRange)
-        return (linears, [
+        var report: [String: Any] = [
             "changed_from_nearest": Double(changed) / Double(total),
             "dst_min": Double(ranges.map(\.0).min()!), "dst_max": Double(ranges.map(\.1).max()!),
-            "last_step_loss": lastLoss,
-        ])
+        ]
+        // Absent when no step ran (iters 0): the report is JSON, which has no NaN.
+        if !lastLoss.isNaN { report["last_step_loss"] = lastLoss }
+        return (linears, report)
     }
 }

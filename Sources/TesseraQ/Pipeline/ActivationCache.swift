@@ -56,6 +56,6 @@ public final class ActivationCache: @unchecked Sendable {
     }
 
     public static func bytes(samples: Int, rowsPerSample: Int, width: Int, dtype: CacheDType) -> Int {
-        samples * rowsPerSample * width * dtype.bytes
+        saturatingProduct(samples, rowsPerSample, width, dtype.bytes)
     }
 }

@@ -9,19 +9,19 @@ public struct MemoryEstimate: Sendable {
     public var activationBytes: Int
     public var residentBytes: Int
     public var resultBytes: Int
-    public var total: Int { blockBytes + cacheBytes + activationBytes + residentBytes + resultBytes }
+    public var total: Int { saturatingSum(blockBytes, cacheBytes, activationBytes, residentBytes, resultBytes) }
 
     public init(config c: LlamaConfig, samples: Int, seqLen: Int, batch: Int, cache: CacheDType, bits: Int) {
         let blockParams = LinearKind.allCases.reduce(0) { let (o, i) = $1.shape(c); return $0 + o * i }
         // fp32 weight, floor, rounding variable, soft weight, its gradient, dL/dW, Adam m and v, hard/soft state.
         blockBytes = blockParams * (8 * 4 + 1)
-        cacheBytes = 2 * ActivationCache.bytes(samples: samples, rowsPerSample: seqLen, width: c.hidden, dtype: cache)
+        cacheBytes = saturatingProduct(2, ActivationCache.bytes(samples: samples, rowsPerSample: seqLen, width: c.hidden, dtype: cache))
         let perRow = 3 * c.hidden + 2 * c.qDim + 2 * c.kvDim + 3 * c.intermediate   // forward
             + 3 * c.intermediate + 2 * c.hidden + 2 * c.qDim + 2 * c.kvDim             // backward
             + 4 * c.hidden                                                             // inputs, targets, outputs, dY
             + (c.qkNorm ? c.qDim + c.kvDim : 0)                                        // q, k before their norms
             + (c.sandwichNorms ? 4 * c.hidden : 0)                                     // sub-layer outputs before post-norms, and their gradients
-        activationBytes = batch * seqLen * perRow * 4
+        activationBytes = saturatingProduct(batch, seqLen, perRow, 4)
         residentBytes = c.vocab * c.hidden * 4 * (c.tiedEmbeddings ? 1 : 2)
         resultBytes = c.layers * blockParams * (bits + 1) / 8
     }

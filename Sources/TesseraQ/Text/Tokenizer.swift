@@ -36,7 +36,7 @@ public final class Tokenizer: @unchecked Sendable {
             throw TQError.io("\(path): no such file or directory")
         }
         let file = isDir.boolValue ? (path as NSString).appendingPathComponent("tokenizer.json") : path
-        guard let data = FileManager.default.contents(atPath: file) else {
+        guard let data = readWholeFile(file) else {
             throw TQError.io(isDir.boolValue ? "\(path): the directory has no readable tokenizer.json"
                                              : "\(file): cannot read (missing or unreadable)")
         }
@@ -144,7 +144,7 @@ public final class Tokenizer: @unchecked Sendable {
     /// Encodes a whole UTF-8 text file as one string (its bytes as they are: no newline
     /// translation, a byte-order mark is kept).
     public func encode(file path: String, addSpecialTokens: Bool = true) throws -> [UInt32] {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = readWholeFile(path) else {
             throw TQError.io("\(path): cannot read (missing or unreadable)")
         }
         do {
