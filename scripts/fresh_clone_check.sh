@@ -10,7 +10,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 git clone -q --no-local "$PWD" "$WORK/libtesseraq"
 cd "$WORK/libtesseraq"
-if [ -e ../shared ] || [ -e models ]; then
+if [ -e "$WORK/shared" ] || [ -e models ]; then  # nothing beside the clone, no models/
   echo "error: the clone in $WORK is not alone" >&2; exit 1
 fi
 echo "fresh clone of $(git rev-parse --short HEAD) in $PWD (nothing beside it): $*"
