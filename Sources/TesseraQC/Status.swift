@@ -25,10 +25,8 @@ private func setLastError(_ message: String?) {
 /// success clears the last error.
 func guarded(_ body: () throws -> Void) -> Int32 {
     Runtime.applyThreads()
-    let allocations = Runtime.allocationFailures
     do {
-        try body()
-        try Runtime.checkAllocations(since: allocations, "out of memory")
+        try Runtime.checkingAllocations("out of memory", body)
         setLastError(nil)
         return 0
     } catch let e as TQError {

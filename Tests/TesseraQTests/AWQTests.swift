@@ -16,14 +16,14 @@ private func outputError(_ x: [Float], tokens: Int, _ w: [Float], _ wHat: [Float
     return e.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(tokens)
 }
 
-private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec) -> [Float] {
-    w.withUnsafeBufferPointer { QuantizedLinear.roundToNearest($0.baseAddress!, out: out, inFeatures: inF, spec: spec).dequantized().array }
+private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec) throws -> [Float] {
+    try w.withUnsafeBufferPointer { try QuantizedLinear.roundToNearest($0.baseAddress!, out: out, inFeatures: inF, spec: spec).dequantized().array }
 }
 
 @Suite struct AWQKernelTests {
     @Test(arguments: [QuantSpec(bits: 2, groupSize: 8), QuantSpec(bits: 3, groupSize: 12), QuantSpec(bits: 4, groupSize: 16, sym: true),
                       QuantSpec(bits: 3, groupSize: -1)])
-    func fakeQuantIsRTNOfTheScaledWeight(spec: QuantSpec) {
+    func fakeQuantIsRTNOfTheScaledWeight(spec: QuantSpec) throws {
         var rng = SeededGenerator(seed: 1)
         let out = 13, inF = 40, group = spec.group(forInput: inF)
         let w = randomFloats(out * inF, 0.7, &rng)
@@ -31,10 +31,10 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         var y = [Float](repeating: 0, count: out * inF)
         // Without scales: exactly RTN's dequantised weight.
         tqk_awq_fake_quant(w, nil, Int64(out), Int64(inF), Int64(group), Int32(spec.bits), spec.sym ? 1 : 0, &y)
-        #expect(y == rtnDequantized(w, out: out, in: inF, spec: spec))
+        #expect(try y == rtnDequantized(w, out: out, in: inF, spec: spec))
         // With scales: RTN of W * s, divided by s.
         let ws = (0..<(out * inF)).map { w[$0] * s[$0 % inF] }
-        let ref = rtnDequantized(ws, out: out, in: inF, spec: spec).enumerated().map { $0.element / s[$0.offset % inF] }
+        let ref = try rtnDequantized(ws, out: out, in: inF, spec: spec).enumerated().map { $0.element / s[$0.offset % inF] }
         tqk_awq_fake_quant(w, s, Int64(out), Int64(inF), Int64(group), Int32(spec.bits), spec.sym ? 1 : 0, &y)
         #expect(y == ref)
     }
@@ -63,21 +63,21 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
     /// The Gram-block search and the per-candidate GEMM search pick the same clips, their errors
     /// are the true output errors, and the best is never worse than no clipping.
     @Test(arguments: [QuantSpec(bits: 2, groupSize: 16), QuantSpec(bits: 3, groupSize: 12), QuantSpec(bits: 3, groupSize: -1, sym: true)])
-    func clipSearchGramEqualsDirect(spec: QuantSpec) {
+    func clipSearchGramEqualsDirect(spec: QuantSpec) throws {
         var rng = SeededGenerator(seed: 3)
         let out = 24, inF = 48, tokens = 64, group = spec.group(forInput: inF), nGroups = (inF + group - 1) / group
         let w = randomFloats(out * inF, 0.5, &rng)
         let x = (0..<(tokens * inF)).map { j in Float.random(in: -1...1, using: &rng) * (j % inF == 5 ? 8 : 1) }
         let shrinks = AWQSettings().shrinks
         #expect(shrinks.count == 10 && shrinks.first == 1 && abs(shrinks.last! - 0.55) < 1e-6)
-        func run(_ mode: Int32) -> (w: [Float], c: [Float], first: [Float], best: [Float]) {
+        func run(_ mode: Int32) throws -> (w: [Float], c: [Float], first: [Float], best: [Float]) {
             var wc = w
             var c = [Float](repeating: 0, count: out * nGroups), f = c, b = c
             tqk_awq_clip_search(&wc, Int64(out), Int64(inF), Int64(group), Int32(spec.bits), spec.sym ? 1 : 0, x, Int64(tokens),
                                 shrinks, Int64(shrinks.count), mode, &c, &f, &b)
             return (wc, c, f, b)
         }
-        let gram = run(1), direct = run(2)
+        let gram = try run(1), direct = try run(2)
         #expect(gram.c == direct.c)
         #expect(gram.w == direct.w)
         for j in 0..<(out * nGroups) {
@@ -85,8 +85,8 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
             #expect(gram.best[j] <= gram.first[j])
         }
         // Whole-layer errors: no clipping = RTN; the clipped layer quantized by RTN is no worse.
-        let rtnErr = outputError(x, tokens: tokens, w, rtnDequantized(w, out: out, in: inF, spec: spec), out: out, in: inF)
-        let clipErr = outputError(x, tokens: tokens, w, rtnDequantized(gram.w, out: out, in: inF, spec: spec), out: out, in: inF)
+        let rtnErr = outputError(x, tokens: tokens, w, try rtnDequantized(w, out: out, in: inF, spec: spec), out: out, in: inF)
+        let clipErr = outputError(x, tokens: tokens, w, try rtnDequantized(gram.w, out: out, in: inF, spec: spec), out: out, in: inF)
         let firstSum = gram.first.reduce(0.0) { $0 + Double($1) }, bestSum = gram.best.reduce(0.0) { $0 + Double($1) }
         if spec.groupSize == -1 {   // one group per row: the per-group errors add up to the layer's
             #expect(abs(firstSum / rtnErr - 1) < 1e-3)
@@ -104,7 +104,7 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
     /// AWQ's motivation: a few input channels with large activations. The searched scales lower
     /// the quantized output error against RTN, and the clipping lowers it further.
     @Test(arguments: [2, 3])
-    func scalesThenClipsBeatRTNOnOneLinear(bits: Int) {
+    func scalesThenClipsBeatRTNOnOneLinear(bits: Int) throws {
         var rng = SeededGenerator(seed: 4)
         let out = 32, inF = 64, tokens = 512, spec = QuantSpec(bits: bits, groupSize: 32)
         let salient: Set<Int> = [3, 17, 40, 41]
@@ -115,7 +115,7 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         tqk_awq_abs_sum(x, Int64(tokens), Int64(inF), &xMean)
         var wMean = [Float](repeating: 0, count: inF)
         tqk_awq_weight_mean(w, Int64(out), Int64(inF), 32, &wMean)
-        let rtnErr = outputError(x, tokens: tokens, w, rtnDequantized(w, out: out, in: inF, spec: spec), out: out, in: inF)
+        let rtnErr = outputError(x, tokens: tokens, w, try rtnDequantized(w, out: out, in: inF, spec: spec), out: out, in: inF)
         // The scale search as AWQTransform runs it for a group whose inspected module is the linear.
         var best = (err: Double.infinity, ratio: Float(-1), s: [Float]())
         var fq = [Float](repeating: 0, count: out * inF)
@@ -130,12 +130,12 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         // Fold: W' = W * s sees inputs X / s; clip W' on them, quantize, and compare in the original basis.
         var ws = (0..<(out * inF)).map { w[$0] * best.s[$0 % inF] }
         let xs = (0..<(tokens * inF)).map { x[$0] / best.s[$0 % inF] }
-        let scaledErr = outputError(xs, tokens: tokens, ws, rtnDequantized(ws, out: out, in: inF, spec: spec), out: out, in: inF)
+        let scaledErr = outputError(xs, tokens: tokens, ws, try rtnDequantized(ws, out: out, in: inF, spec: spec), out: out, in: inF)
         #expect(abs(scaledErr / best.err - 1) < 1e-3)
         let unclipped = ws
         tqk_awq_clip_search(&ws, Int64(out), Int64(inF), 32, Int32(bits), 0, xs, Int64(tokens), settings.shrinks,
                             Int64(settings.shrinks.count), 0, nil, nil, nil)
-        let clipErr = outputError(xs, tokens: tokens, unclipped, rtnDequantized(ws, out: out, in: inF, spec: spec), out: out, in: inF)
+        let clipErr = outputError(xs, tokens: tokens, unclipped, try rtnDequantized(ws, out: out, in: inF, spec: spec), out: out, in: inF)
         print("one linear W\(bits) g32: RTN \(rtnErr), AWQ scales (ratio \(best.ratio)) \(best.err), + clip \(clipErr)")
         #expect(clipErr <= scaledErr)
     }
@@ -176,18 +176,18 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
     ])
     let c = try LlamaConfig(json: json, path: "tiny")
     var rng = SeededGenerator(seed: 11)
-    func buf(_ n: Int, _ scale: Float, offset: Float = 0) -> FloatBuffer {
-        FloatBuffer((0..<n).map { _ in offset + Float.random(in: -scale...scale, using: &rng) })
+    func buf(_ n: Int, _ scale: Float, offset: Float = 0) throws -> FloatBuffer {
+        try FloatBuffer((0..<n).map { _ in offset + Float.random(in: -scale...scale, using: &rng) })
     }
-    let linears = LinearKind.allCases.map { k -> FloatBuffer in let (o, i) = k.shape(c); return buf(o * i, 0.4) }
-    let block = BlockWeights(attnNorm: buf(16, 0.2, offset: 1), mlpNorm: buf(16, 0.2, offset: 1), linears: linears,
-                             biases: [buf(16, 0.3), buf(16, 0.3), buf(16, 0.3)])
+    let linears = try LinearKind.allCases.map { k -> FloatBuffer in let (o, i) = k.shape(c); return try buf(o * i, 0.4) }
+    let block = BlockWeights(attnNorm: try buf(16, 0.2, offset: 1), mlpNorm: try buf(16, 0.2, offset: 1), linears: linears,
+                             biases: [try buf(16, 0.3), try buf(16, 0.3), try buf(16, 0.3)])
     let S = 3, L = 6
-    let cache = ActivationCache(samples: S, rowsPerSample: L, width: c.hidden, dtype: .f32)
-    let x = FloatBuffer((0..<(S * L * c.hidden)).map { j in Float.random(in: -1...1, using: &rng) * (j % 16 == 2 ? 6 : 1) })
+    let cache = try ActivationCache(samples: S, rowsPerSample: L, width: c.hidden, dtype: .f32)
+    let x = try FloatBuffer((0..<(S * L * c.hidden)).map { j in Float.random(in: -1...1, using: &rng) * (j % 16 == 2 ? 6 : 1) })
     for s in 0..<S { cache.write(s, from: x.p + s * L * c.hidden) }
-    let work = BlockWorkspace(config: c, sequences: S, length: L)
-    let y0 = FloatBuffer(count: S * L * c.hidden), y1 = FloatBuffer(count: S * L * c.hidden)
+    let work = try BlockWorkspace(config: c, sequences: S, length: L)
+    let y0 = try FloatBuffer(count: S * L * c.hidden), y1 = try FloatBuffer(count: S * L * c.hidden)
     work.forward(x.p, weights: block, into: y0.p)
     var settings = AWQSettings()
     settings.clip = false
@@ -213,13 +213,13 @@ struct AWQStoriesTests {
         let tokens = try Fixtures.storiesTokens("valid")
         let n = 8, L = 64
         let windows = try calibrationWindows(tokens, samples: n, length: L, seed: 7)
-        let cache = ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: .f32)
-        windows.withUnsafeBufferPointer { w in
-            for i in 0..<n { cache.write(i, from: original.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)])).p) }
+        let cache = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: .f32)
+        try windows.withUnsafeBufferPointer { w in
+            for i in 0..<n { cache.write(i, from: try original.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)])).p) }
         }
         var settings = AWQSettings()
         settings.clip = false
-        let runner = BlockRunner(config: c, length: L, chunk: 4)
+        let runner = try BlockRunner(config: c, length: L, chunk: 4)
         var transformed: [BlockWeights] = []
         var rng = SeededGenerator(seed: 5)
         var spread: Float = 1
@@ -239,7 +239,7 @@ struct AWQStoriesTests {
                 let r = zip(block.attnNorm.array + block.mlpNorm.array, before).map { $1 / $0 }
                 spread = max(spread, r.max()! / r.min()!)   // s = old norm / new norm
             }
-            runner.run(block, inputs: cache, targets: nil, advance: true)
+            try runner.run(block, inputs: cache, targets: nil, advance: true)
             transformed.append(block)
         }
         if !random { #expect(spread > 1.5, "searched scales should be non-trivial (max/min \(spread))") }
@@ -251,7 +251,7 @@ struct AWQStoriesTests {
             for k in LinearKind.allCases { block[k] = t[k] }
         }
         let test = Array(try Fixtures.storiesTokens("test.raw").prefix(256))
-        let a = FloatBuffer(count: test.count * c.vocab), b = FloatBuffer(count: test.count * c.vocab)
+        let a = try FloatBuffer(count: test.count * c.vocab), b = try FloatBuffer(count: test.count * c.vocab)
         try test.withUnsafeBufferPointer { try original.logits($0, into: a.p); try folded.logits($0, into: b.p) }
         let diff = zip(a.array, b.array).map { abs($0 - $1) }.max()!
         print("folded \(random ? "random" : "searched") scales: max logit difference \(diff)")

@@ -70,7 +70,7 @@ func expectAWQExportMatchesInMemory(_ src: String, spec: QuantSpec, calibration:
         for (dst, src) in zip(block.floatTensors(layer: l), done.floatTensors(layer: l)) {
             dst.buffer.p.update(from: src.buffer.p, count: src.buffer.count)
         }
-        block.linears = try roundToNearest(block: done, layer: l, config: c, spec: spec).map { $0.dequantized() }
+        block.linears = try roundToNearest(block: done, layer: l, config: c, spec: spec).map { try $0.dequantized() }
     }
     let exported = try LlamaModel(directory: out)
     #expect(exported.packed != nil, sourceLocation: sourceLocation)

@@ -23,17 +23,17 @@ import Testing
             var c = [UInt8](repeating: 0, count: p.out * inFeatures)
             p.unpack(into: &c)
             expectedCodes += c
-            expectedW += p.dequantized().array
+            expectedW += try p.dequantized().array
             let z = p.unpackZeros()
             for g in 0..<p.nGroups { zeros[g] += z[(g * p.out)..<((g + 1) * p.out)] }
         }
         #expect(codes == expectedCodes)
         #expect(fused.unpackZeros() == zeros.flatMap { $0 })
-        #expect(fused.dequantized().array == expectedW)
+        #expect(try fused.dequantized().array == expectedW)
         // A part's rows read back from the stacked tensor, as loading a fused checkpoint does.
-        let w = FloatBuffer(count: 7 * inFeatures)
+        let w = try FloatBuffer(count: 7 * inFeatures)
         fused.dequantize(rows: 5..<12, into: w.p)
-        #expect(w.array == parts[1].dequantized().array)
+        #expect(try w.array == parts[1].dequantized().array)
     }
 
     @Test func partsWithDifferentGroupsAreRefused() throws {

@@ -137,7 +137,7 @@ private func naiveGPTQ(_ w0: [Float], out: Int, n: Int, u: [Float], spec: QuantS
 }
 
 /// sum over rows of ||x W^T - x W_hat^T||^2.
-private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: [Float], out: Int) -> Double {
+private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: [Float], out: Int) throws -> Double {
     let diff = zip(w, wHat).map { $0 - $1 }
     var y = [Float](repeating: 0, count: rows * out)
     tqk_sgemm(0, 1, Int64(rows), Int64(out), Int64(n), 1, x, Int64(n), diff, Int64(n), 0, &y, Int64(out))
@@ -182,7 +182,7 @@ private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: 
         }
     }
 
-    @Test func notPositiveDefiniteIsReported() {
+    @Test func notPositiveDefiniteIsReported() throws {
         let n = 80
         var a = randomSPD(n, seed: 5)
         a[70 * n + 70] = -1
@@ -198,7 +198,7 @@ private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: 
         }
     }
 
-    @Test func deadInputsGetUnitDiagonal() {
+    @Test func deadInputsGetUnitDiagonal() throws {
         let n = 5
         var h = [Float](repeating: 0, count: n * n)
         for i in [0, 2, 3] { h[i * n + i] = 4; h[i * n + (i + 1) % n] = 1; h[((i + 1) % n) * n + i] = 1 }
@@ -220,7 +220,7 @@ private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: 
     @Test(arguments: [LoopCase(bits: 3, group: 8, block: 5, sym: false), LoopCase(bits: 2, group: 12, block: 16, sym: false),
                       LoopCase(bits: 4, group: -1, block: 7, sym: false), LoopCase(bits: 3, group: 10, block: 128, sym: true),
                       LoopCase(bits: 2, group: 6, block: 1, sym: false), LoopCase(bits: 8, group: 16, block: 16, sym: false)])
-    func columnLoopMatchesNaive(_ c: LoopCase) {
+    func columnLoopMatchesNaive(_ c: LoopCase) throws {
         let out = 7, n = 43, rows = 300
         let x = correlatedInputs(rows: rows, n: n, seed: 11)
         let (_, u) = hessianAndFactor(x, rows: rows, n: n)
@@ -230,7 +230,7 @@ private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: 
         let ref = naiveGPTQ(w0, out: out, n: n, u: u, spec: spec)
         let g = spec.group(forInput: n), nG = (n + g - 1) / g
         for threads: Int32 in [1, 2] {
-            withThreads(threads) {
+            try withThreads(threads) {
                 var w = w0
                 var codes = [UInt8](repeating: 0, count: out * n), zeros = [UInt8](repeating: 0, count: nG * out)
                 var scales = [Float](repeating: 0, count: nG * out)
@@ -242,7 +242,8 @@ private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: 
                 #expect(abs(loss - ref.loss) <= 1e-4 * ref.loss)
                 // W comes back as the dequantised weights of the exported grid.
                 let q = QuantizedLinear(out: out, inFeatures: n, spec: spec, codes: codes, scales: scales, zeros: zeros)
-                #expect(w == q.dequantized().array)
+                let dequantized = try q.dequantized().array
+                #expect(w == dequantized)
             }
         }
     }
@@ -256,15 +257,15 @@ private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: 
         let out = 48, n = 160, rows = 2048, spec = QuantSpec(bits: 3, groupSize: 32)
         let x = correlatedInputs(rows: rows, n: n, seed: 21)
         var rng = SeededGenerator(seed: 22)
-        let w = FloatBuffer((0..<(out * n)).map { _ in Float.random(in: -0.1...0.1, using: &rng) })
-        let h = FloatBuffer(count: n * n)
+        let w = try FloatBuffer((0..<(out * n)).map { _ in Float.random(in: -0.1...0.1, using: &rng) })
+        let h = try FloatBuffer(count: n * n)
         tqk_gptq_accumulate(h.p, x, Int64(rows), Int64(n))
         let diag = (0..<n).map { h.p[$0 * n + $0] }
         let solver = try GPTQSolver(hessian: h, n: n, tokens: rows, damp: 0.01, actOrder: actOrder, name: "test")
-        let (q, proxy) = solver.quantize(w.p, out: out, spec: spec, blockSize: 128)
+        let (q, proxy) = try solver.quantize(w.p, out: out, spec: spec, blockSize: 128)
         let rtn = QuantizedLinear.roundToNearest(w.p, out: out, inFeatures: n, spec: spec)
-        let eG = outputError(x, rows: rows, n: n, w.array, q.dequantized().array, out: out)
-        let eR = outputError(x, rows: rows, n: n, w.array, rtn.dequantized().array, out: out)
+        let eG = try outputError(x, rows: rows, n: n, w.array, try q.dequantized().array, out: out)
+        let eR = try outputError(x, rows: rows, n: n, w.array, try rtn.dequantized().array, out: out)
         print("single linear W3 g32, act_order \(actOrder): output error GPTQ \(eG), RTN \(eR), ratio \(eG / eR); proxy \(proxy)")
         #expect(eG < 0.8 * eR)
         // The proxy is the output error per token (H = 2 X^T X / tokens), up to the damping.
@@ -283,7 +284,7 @@ private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: 
             #expect(!packed.trivialGIdx)
         }
         // The packed reader dequantises exactly the simulated weights, also through a file.
-        #expect(packed.dequantized().array == q.dequantized().array)
+        #expect(try packed.dequantized().array == q.dequantized().array)
         let dir = temporaryDirectory("gptq-linear")
         var writer = SafeTensorsWriter()
         packed.addTensors(to: &writer, zeros: packed.qzeros)
@@ -292,11 +293,11 @@ private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: 
                                         quantization: GPTQConfig(bits: 3, groupSize: 32, sym: false, descAct: actOrder))
         let read = try #require(ckpt.linear(named: packed.name))
         #expect(read.gIdx == q.groupIndex)
-        #expect(read.dequantized().array == q.dequantized().array)
+        #expect(try read.dequantized().array == q.dequantized().array)
         // ... and its GEMM on the packed words gives x W_hat^T.
         var y = [Float](repeating: 0, count: 16 * out), yRef = [Float](repeating: 0, count: 16 * out)
         read.gemm(x, batch: 16, &y)
-        let wHat = q.dequantized()
+        let wHat = try q.dequantized()
         tqk_sgemm(0, 1, 16, Int64(out), Int64(n), 1, x, Int64(n), wHat.p, Int64(n), 0, &yRef, Int64(out))
         #expect(maxAbsDiff(y, yRef) <= 1e-4 * maxAbs(yRef))
     }
@@ -306,31 +307,31 @@ private func outputError(_ x: [Float], rows: Int, n: Int, _ w: [Float], _ wHat: 
         var x = correlatedInputs(rows: rows, n: n, seed: 31)
         for r in 0..<rows { x[r * n + 5] = 0; x[r * n + 17] = 0 }
         var rng = SeededGenerator(seed: 32)
-        let w = FloatBuffer((0..<(out * n)).map { _ in Float.random(in: -0.1...0.1, using: &rng) })
-        let h = FloatBuffer(count: n * n)
+        let w = try FloatBuffer((0..<(out * n)).map { _ in Float.random(in: -0.1...0.1, using: &rng) })
+        let h = try FloatBuffer(count: n * n)
         tqk_gptq_accumulate(h.p, x, Int64(rows), Int64(n))
         let solver = try GPTQSolver(hessian: h, n: n, tokens: rows, damp: 0.01, actOrder: true, name: "test")
         #expect(solver.deadCount == 2)
-        let (q, _) = solver.quantize(w.p, out: out, spec: QuantSpec(bits: 4, groupSize: 8), blockSize: 16)
-        let wq = q.dequantized()
+        let (q, _) = try solver.quantize(w.p, out: out, spec: QuantSpec(bits: 4, groupSize: 8), blockSize: 16)
+        let wq = try q.dequantized()
         for o in 0..<out { #expect(abs(wq.p[o * n + 5]) < 1e-2 && abs(wq.p[o * n + 17]) < 1e-2) }
     }
 
     /// The Hessian of a linear's inputs, accumulated in chunks, equals X^T X of one forward over every sample.
-    @Test func hessianAccumulatesInChunks() {
-        let (c, block) = tinyBlock(seed: 41)
+    @Test func hessianAccumulatesInChunks() throws {
+        let (c, block) = try tinyBlock(seed: 41)
         let samples = 5, L = 6
-        let cache = ActivationCache(samples: samples, rowsPerSample: L, width: c.hidden, dtype: .f32)
+        let cache = try ActivationCache(samples: samples, rowsPerSample: L, width: c.hidden, dtype: .f32)
         var rng = SeededGenerator(seed: 42)
         for s in 0..<samples { cache.write(s, from: (0..<(L * c.hidden)).map { _ in Float.random(in: -1...1, using: &rng) }) }
-        let all = FloatBuffer(count: samples * L * c.hidden)
+        let all = try FloatBuffer(count: samples * L * c.hidden)
         cache.gather(Array(0..<samples), into: all.p)
-        let work = BlockWorkspace(config: c, sequences: samples, length: L)
-        let y = FloatBuffer(count: samples * L * c.hidden)
+        let work = try BlockWorkspace(config: c, sequences: samples, length: L)
+        let y = try FloatBuffer(count: samples * L * c.hidden)
         work.forward(all.p, weights: block, into: y.p)
         for kind in [LinearKind.q, .o, .up, .down] {
             let n = kind.shape(c).in
-            let h = GPTQHessians(config: c, inputs: cache, batch: 2).accumulate(input: kind, weights: block)
+            let h = try GPTQHessians(config: c, inputs: cache, batch: 2).accumulate(input: kind, weights: block)
             let xs = GPTQHessians.input(of: kind, in: work)
             var ref = [Double](repeating: 0, count: n * n)
             for r in 0..<(samples * L) { for i in 0..<n { for j in 0..<n { ref[i * n + j] += Double(xs[r * n + i]) * Double(xs[r * n + j]) } } }

@@ -43,7 +43,7 @@ func randomWeights(_ n: Int, seed: UInt64, scale: Float = 0.05) -> [Float] {
     static let cases: [(Int, Int, Bool)] = [(2, 32, false), (3, 64, false), (4, 128, false), (8, -1, false), (4, 48, true), (2, -1, true), (3, 100, false)]
 
     @Test(arguments: cases)
-    func roundToNearestMatchesReference(bits: Int, group: Int, sym: Bool) {
+    func roundToNearestMatchesReference(bits: Int, group: Int, sym: Bool) throws {
         let out = 13, inF = 172
         let w = randomWeights(out * inF, seed: UInt64(bits * 1000 + group))
         let spec = QuantSpec(bits: bits, groupSize: group, sym: sym)
@@ -55,7 +55,7 @@ func randomWeights(_ n: Int, seed: UInt64, scale: Float = 0.05) -> [Float] {
         #expect(q.nGroups == (group <= 0 ? 1 : (inF + group - 1) / group))
         // Dequantisation is (code - zero) * scale, and the error is within half a step per group
         // except where clamping to the grid's ends applies.
-        let wh = q.dequantized().array
+        let wh = try q.dequantized().array
         for o in 0..<out {
             for i in 0..<inF {
                 let gi = i / q.group
@@ -66,13 +66,13 @@ func randomWeights(_ n: Int, seed: UInt64, scale: Float = 0.05) -> [Float] {
         }
     }
 
-    @Test func moreBitsLessError() {
+    @Test func moreBitsLessError() throws {
         let out = 32, inF = 256
         let w = randomWeights(out * inF, seed: 7)
         var last = Double.infinity
         for bits in [2, 3, 4, 8] {
             let q = w.withUnsafeBufferPointer { QuantizedLinear.roundToNearest($0.baseAddress!, out: out, inFeatures: inF, spec: QuantSpec(bits: bits, groupSize: 64)) }
-            let err = zip(q.dequantized().array, w).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }
+            let err = zip(try q.dequantized().array, w).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }
             #expect(err < last / 3, "bits \(bits): \(err) vs \(last)")
             last = err
         }

@@ -5,7 +5,7 @@ import TQKernels
 
 /// A tiny random block (GQA, partial groups) for gradient checks; with `qkNorm`, a Qwen3 block
 /// (per-head q/k RMSNorm, weights away from 1 so that they matter).
-func tinyBlock(seed: UInt64, qkNorm: Bool = false) -> (LlamaConfig, BlockWeights) {
+func tinyBlock(seed: UInt64, qkNorm: Bool = false) throws -> (LlamaConfig, BlockWeights) {
     var fields: [String: JSONValue] = [
         "hidden_size": .int(16), "intermediate_size": .int(24), "num_hidden_layers": .int(1), "num_attention_heads": .int(4),
         "num_key_value_heads": .int(2), "head_dim": .int(4), "vocab_size": .int(8), "rms_norm_eps": .double(1e-5),
@@ -13,12 +13,12 @@ func tinyBlock(seed: UInt64, qkNorm: Bool = false) -> (LlamaConfig, BlockWeights
     if qkNorm { fields["model_type"] = .string("qwen3") }
     let c = try! LlamaConfig(json: .object(fields), path: "tiny")
     var rng = SeededGenerator(seed: seed)
-    func buf(_ n: Int, _ scale: Float, offset: Float = 0) -> FloatBuffer {
-        FloatBuffer((0..<n).map { _ in offset + Float.random(in: -scale...scale, using: &rng) })
+    func buf(_ n: Int, _ scale: Float, offset: Float = 0) throws -> FloatBuffer {
+        try FloatBuffer((0..<n).map { _ in offset + Float.random(in: -scale...scale, using: &rng) })
     }
-    let linears = LinearKind.allCases.map { k -> FloatBuffer in let (o, i) = k.shape(c); return buf(o * i, 0.4) }
-    let norms = qkNorm ? [buf(c.headDim, 0.5, offset: 1), buf(c.headDim, 0.5, offset: 1)] : nil
-    return (c, BlockWeights(attnNorm: buf(16, 0.2, offset: 1), mlpNorm: buf(16, 0.2, offset: 1), linears: linears, biases: nil,
+    let linears = try LinearKind.allCases.map { k -> FloatBuffer in let (o, i) = k.shape(c); return try buf(o * i, 0.4) }
+    let norms = qkNorm ? [try buf(c.headDim, 0.5, offset: 1), try buf(c.headDim, 0.5, offset: 1)] : nil
+    return (c, BlockWeights(attnNorm: try buf(16, 0.2, offset: 1), mlpNorm: try buf(16, 0.2, offset: 1), linears: linears, biases: nil,
                             qkNorms: norms))
 }
 
@@ -28,12 +28,12 @@ func tinyBlock(seed: UInt64, qkNorm: Bool = false) -> (LlamaConfig, BlockWeights
     /// With `qkNorm`, the q and k variables' gradients also pass through the per-head norms' backward.
     @Test(arguments: [false, true])
     func wholeBlockGradientMatchesFiniteDifferences(qkNorm: Bool) throws {
-        let (c, fp) = tinyBlock(seed: 3, qkNorm: qkNorm)
+        let (c, fp) = try tinyBlock(seed: 3, qkNorm: qkNorm)
         let spec = QuantSpec(bits: 3, groupSize: 12)
-        let fq = LinearKind.allCases.map { k -> FakeQuantLinear in
+        let fq = try LinearKind.allCases.map { k -> FakeQuantLinear in
             let (o, i) = k.shape(c)
             let grid = QuantizedLinear.roundToNearest(fp[k].p, out: o, inFeatures: i, spec: spec)
-            return FakeQuantLinear(weight: fp[k].p, grid: grid)
+            return try FakeQuantLinear(weight: fp[k].p, grid: grid)
         }
         // Move the variables off their initial values so DST and rounding both matter.
         var rng = SeededGenerator(seed: 9)
@@ -43,10 +43,10 @@ func tinyBlock(seed: UInt64, qkNorm: Bool = false) -> (LlamaConfig, BlockWeights
         }
         let train = fp.replacingLinears(fq.map(\.wHat))
         let S = 2, L = 5, d = c.hidden
-        let work = BlockWorkspace(config: c, sequences: S, length: L)
-        let x = FloatBuffer((0..<(S * L * d)).map { _ in Float.random(in: -1...1, using: &rng) })
-        let target = FloatBuffer((0..<(S * L * d)).map { _ in Float.random(in: -1...1, using: &rng) })
-        let y = FloatBuffer(count: S * L * d), dY = FloatBuffer(count: S * L * d)
+        let work = try BlockWorkspace(config: c, sequences: S, length: L)
+        let x = try FloatBuffer((0..<(S * L * d)).map { _ in Float.random(in: -1...1, using: &rng) })
+        let target = try FloatBuffer((0..<(S * L * d)).map { _ in Float.random(in: -1...1, using: &rng) })
+        let y = try FloatBuffer(count: S * L * d), dY = try FloatBuffer(count: S * L * d)
         func loss() -> Double {
             for l in fq { l.materialize() }
             work.forward(x.p, weights: train, into: y.p)
@@ -55,7 +55,7 @@ func tinyBlock(seed: UInt64, qkNorm: Bool = false) -> (LlamaConfig, BlockWeights
         tqk_set_num_threads(1)
         defer { tqk_set_num_threads(2) }
         _ = loss()
-        let grads = BlockGradients(config: c, rows: S * L)
+        let grads = try BlockGradients(config: c, rows: S * L)
         work.backward(dY.p, weights: train, into: grads)
         for (k, l) in fq.enumerated() { l.backward(grads.dW[k].p) }
 
@@ -90,12 +90,12 @@ func tinyBlock(seed: UInt64, qkNorm: Bool = false) -> (LlamaConfig, BlockWeights
         }
     }
 
-    @Test func softWeightsStartAtTheOriginals() {
-        let (c, fp) = tinyBlock(seed: 5)
+    @Test func softWeightsStartAtTheOriginals() throws {
+        let (c, fp) = try tinyBlock(seed: 5)
         for k in LinearKind.allCases {
             let (o, i) = k.shape(c)
             let grid = QuantizedLinear.roundToNearest(fp[k].p, out: o, inFeatures: i, spec: QuantSpec(bits: 2, groupSize: 8))
-            let l = FakeQuantLinear(weight: fp[k].p, grid: grid)
+            let l = try FakeQuantLinear(weight: fp[k].p, grid: grid)
             l.materialize()
             // Exact up to float rounding, except where the min/max grid clamps a group's extreme
             // weight (its zero point is rounded): there within half a step.

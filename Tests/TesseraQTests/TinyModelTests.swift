@@ -43,7 +43,7 @@ struct TinyFixture: CustomTestStringConvertible, Sendable {
     /// The fixture opened, its reference, and the reference block input [T x hidden] of the long sequence.
     func blockCase() throws -> (model: LlamaModel, reference: Reference, length: Int, input: FloatBuffer) {
         let ref = try reference()
-        return (try LlamaModel(directory: directory), ref, ref.sequences[0].count, FloatBuffer(ref.input))
+        return (try LlamaModel(directory: directory), ref, ref.sequences[0].count, try FloatBuffer(ref.input))
     }
 
     /// Calibration tokens for the fixture's vocabulary (random, seeded).
@@ -99,14 +99,14 @@ func expectConfigKept(_ out: String, original: String, sourceLocation: SourceLoc
         let model = try LlamaModel(directory: f.directory)
         let ref = try f.reference()
         let c = model.config, T = ref.sequences[0].count
-        let work = BlockWorkspace(config: c, sequences: 1, length: T)
+        let work = try BlockWorkspace(config: c, sequences: 1, length: T)
         let w = try model.loadBlock(ref.layer)
-        let y = FloatBuffer(count: T * c.hidden), dY = FloatBuffer(count: T * c.hidden)
-        let x = FloatBuffer(ref.input), target = FloatBuffer(ref.target)
+        let y = try FloatBuffer(count: T * c.hidden), dY = try FloatBuffer(count: T * c.hidden)
+        let x = try FloatBuffer(ref.input), target = try FloatBuffer(ref.target)
         work.forward(x.p, weights: w, into: y.p)
         let loss = tqk_l2_loss(y.p, target.p, Int64(T), Int64(c.hidden), dY.p)
         #expect(abs(loss / ref.loss - 1) < 1e-5, "\(f.name): loss \(loss) vs \(ref.loss)")
-        let grads = BlockGradients(config: c, rows: T)
+        let grads = try BlockGradients(config: c, rows: T)
         work.backward(dY.p, weights: w, into: grads)
         for kind in LinearKind.allCases {
             let g = grads[kind].array.map(Double.init)
@@ -206,9 +206,9 @@ func expectConfigKept(_ out: String, original: String, sourceLocation: SourceLoc
     @Test(arguments: ["tiny-gemma2", "tiny-gemma3"])
     func gemmaBlockGradientsMatchFiniteDifferences(_ name: String) throws {
         let (model, ref, T, x) = try TinyFixture(name: name).blockCase()
-        let c = model.config, target = FloatBuffer(ref.target)
-        let work = BlockWorkspace(config: c, sequences: 1, length: T)
-        let y = FloatBuffer(count: T * c.hidden), dY = FloatBuffer(count: T * c.hidden)
+        let c = model.config, target = try FloatBuffer(ref.target)
+        let work = try BlockWorkspace(config: c, sequences: 1, length: T)
+        let y = try FloatBuffer(count: T * c.hidden), dY = try FloatBuffer(count: T * c.hidden)
         for layer in 0..<c.layers {
             let w = try model.loadBlock(layer)
             func loss() -> Double {
@@ -217,7 +217,7 @@ func expectConfigKept(_ out: String, original: String, sourceLocation: SourceLoc
             }
             work.forward(x.p, weights: w, into: y.p)
             _ = tqk_l2_loss(y.p, target.p, Int64(T), Int64(c.hidden), dY.p)
-            let grads = BlockGradients(config: c, rows: T)
+            let grads = try BlockGradients(config: c, rows: T)
             work.backward(dY.p, weights: w, into: grads)
             var rng = TestRNG(UInt64(layer + 5))
             for kind in LinearKind.allCases {
@@ -245,10 +245,10 @@ func expectConfigKept(_ out: String, original: String, sourceLocation: SourceLoc
     func awqFoldingIsExactOnGemmaBlocks(_ name: String) throws {
         let (model, _, T, x) = try TinyFixture(name: name).blockCase()
         let c = model.config
-        let cache = ActivationCache(samples: 1, rowsPerSample: T, width: c.hidden, dtype: .f32)
+        let cache = try ActivationCache(samples: 1, rowsPerSample: T, width: c.hidden, dtype: .f32)
         cache.write(0, from: x.p)
-        let work = BlockWorkspace(config: c, sequences: 1, length: T)
-        let y0 = FloatBuffer(count: T * c.hidden), y1 = FloatBuffer(count: T * c.hidden)
+        let work = try BlockWorkspace(config: c, sequences: 1, length: T)
+        let y0 = try FloatBuffer(count: T * c.hidden), y1 = try FloatBuffer(count: T * c.hidden)
         var settings = AWQSettings()
         settings.clip = false
         for layer in 0..<c.layers {

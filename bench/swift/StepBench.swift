@@ -24,25 +24,25 @@ struct StepBench {
             "max_position_embeddings": .int(seq), "rms_norm_eps": .double(1e-5),
         ]), path: "synthetic")
         var rng = SeededGenerator(seed: 1)
-        func random(_ n: Int, _ scale: Float) -> FloatBuffer {
-            FloatBuffer((0..<n).map { _ in Float.random(in: -scale...scale, using: &rng) })
+        func random(_ n: Int, _ scale: Float) throws -> FloatBuffer {
+            try FloatBuffer((0..<n).map { _ in Float.random(in: -scale...scale, using: &rng) })
         }
-        let fp = BlockWeights(attnNorm: FloatBuffer([Float](repeating: 1, count: hidden)),
+        let fp = try BlockWeights(attnNorm: FloatBuffer([Float](repeating: 1, count: hidden)),
                               mlpNorm: FloatBuffer([Float](repeating: 1, count: hidden)),
-                              linears: LinearKind.allCases.map { let (o, i) = $0.shape(config); return random(o * i, 0.05) },
+                              linears: LinearKind.allCases.map { let (o, i) = $0.shape(config); return try random(o * i, 0.05) },
                               biases: nil)
         let spec = QuantSpec(bits: bits, groupSize: group)
-        let fq = LinearKind.allCases.map { k -> FakeQuantLinear in
+        let fq = try LinearKind.allCases.map { k -> FakeQuantLinear in
             let (o, i) = k.shape(config)
-            return FakeQuantLinear(weight: fp[k].p, grid: QuantizedLinear.roundToNearest(fp[k].p, out: o, inFeatures: i, spec: spec))
+            return try FakeQuantLinear(weight: fp[k].p, grid: QuantizedLinear.roundToNearest(fp[k].p, out: o, inFeatures: i, spec: spec))
         }
         for l in fq { l.harden(quantile: 0.8) }
         let train = BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: fq.map(\.wHat), biases: nil)
         let rows = batch * seq
-        let work = BlockWorkspace(config: config, sequences: batch, length: seq)
-        let grads = BlockGradients(config: config, rows: rows)
-        let x = random(rows * hidden, 1), target = random(rows * hidden, 1)
-        let y = FloatBuffer(count: rows * hidden), dY = FloatBuffer(count: rows * hidden)
+        let work = try BlockWorkspace(config: config, sequences: batch, length: seq)
+        let grads = try BlockGradients(config: config, rows: rows)
+        let x = try random(rows * hidden, 1), target = try random(rows * hidden, 1)
+        let y = try FloatBuffer(count: rows * hidden), dY = try FloatBuffer(count: rows * hidden)
         var t = [String: Double]()
         func timed(_ key: String, _ body: () -> Void) {
             let t0 = DispatchTime.now().uptimeNanoseconds

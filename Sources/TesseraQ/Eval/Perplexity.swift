@@ -26,9 +26,9 @@ public func evaluatePerplexity(model: LlamaModel, tokens: UnsafeBufferPointer<UI
     var nll = 0.0
     try checkProgress(progress, 0, windows)
     for w in 0..<windows {
-        let allocations = Runtime.allocationFailures
-        nll += try model.nextTokenNLL(UnsafeBufferPointer(rebasing: tokens[(w * seqLen)..<((w + 1) * seqLen)]))
-        try Runtime.checkAllocations(since: allocations, "perplexity window \(w)")
+        nll += try Runtime.checkingAllocations("perplexity window \(w)") {
+            try model.nextTokenNLL(UnsafeBufferPointer(rebasing: tokens[(w * seqLen)..<((w + 1) * seqLen)]))
+        }
         try checkProgress(progress, w + 1, windows)
     }
     let count = windows * (seqLen - 1)

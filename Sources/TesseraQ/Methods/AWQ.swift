@@ -65,15 +65,15 @@ final class AWQProbe {
     let attention: AttentionActivations
     let g, u, act, out, attnFP, mlpFP, y: FloatBuffer
 
-    init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables) {
+    init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables) throws {
         config = c
-        work = BlockWorkspace(config: c, sequences: sequences, length: length, rope: rope)
+        work = try BlockWorkspace(config: c, sequences: sequences, length: length, rope: rope)
         let T = sequences * length
-        attention = AttentionActivations(config: c, sequences: sequences, length: length)
-        g = FloatBuffer(count: T * c.intermediate); u = FloatBuffer(count: T * c.intermediate)
-        act = FloatBuffer(count: T * c.intermediate)
-        out = FloatBuffer(count: T * c.hidden); attnFP = FloatBuffer(count: T * c.hidden)
-        mlpFP = FloatBuffer(count: T * c.hidden); y = FloatBuffer(count: T * c.hidden)
+        attention = try AttentionActivations(config: c, sequences: sequences, length: length)
+        g = try FloatBuffer(count: T * c.intermediate); u = try FloatBuffer(count: T * c.intermediate)
+        act = try FloatBuffer(count: T * c.intermediate)
+        out = try FloatBuffer(count: T * c.hidden); attnFP = try FloatBuffer(count: T * c.hidden)
+        mlpFP = try FloatBuffer(count: T * c.hidden); y = try FloatBuffer(count: T * c.hidden)
     }
 
     var rows: Int { work.rows }
@@ -142,14 +142,14 @@ struct AWQTransform {
 
     /// Runs `body` on every chunk of `batch` samples of `inputs` after the full-precision forward.
     func forEachChunk(_ inputs: ActivationCache, _ block: BlockWeights, rope: RopeTables,
-                      _ body: (AWQProbe, _ firstSample: Int) throws -> Void) rethrows {
+                      _ body: (AWQProbe, _ firstSample: Int) throws -> Void) throws {
         let L = inputs.rowsPerSample, n = sampleCount(inputs)
-        let x = FloatBuffer(count: min(batch, n) * L * config.hidden)
+        let x = try FloatBuffer(count: min(batch, n) * L * config.hidden)
         var probes: [Int: AWQProbe] = [:]
         var start = 0
         while start < n {
             let m = min(batch, n - start)
-            let probe = probes[m] ?? AWQProbe(config: config, sequences: m, length: L, rope: rope)
+            let probe = try probes[m] ?? AWQProbe(config: config, sequences: m, length: L, rope: rope)
             probes[m] = probe
             inputs.gather(Array(start..<(start + m)), into: x.p)
             probe.forwardFP(x.p, block)
@@ -163,17 +163,17 @@ struct AWQTransform {
         let t0 = Date()
         let c = config
         guard settings.scale || settings.clip else { return ["awq_seconds": 0.0] }
-        let rope = RopeTables(config: c, positions: inputs.rowsPerSample)
+        let rope = try RopeTables(config: c, positions: inputs.rowsPerSample)
         let L = inputs.rowsPerSample, total = sampleCount(inputs) * L
         // Clip subsample: every stride-th token of the calibration set (reference: x[0::n // n_sample]).
         let stride = max(1, total / settings.clipSamples)
         let nSub = (total + stride - 1) / stride
         let clipGroups: [AWQGroup] = settings.clip ? [.qkv, .vo, .gateUp, .upDown] : []
-        let sub = Dictionary(uniqueKeysWithValues: clipGroups.map { ($0, FloatBuffer(count: nSub * $0.width(c))) })
+        let sub = Dictionary(uniqueKeysWithValues: try clipGroups.map { ($0, try FloatBuffer(count: nSub * $0.width(c))) })
 
         // Pass 1: mean |x| per input channel of every group, and the clip subsample.
         var absSum = Dictionary(uniqueKeysWithValues: groups.map { ($0, [Double](repeating: 0, count: $0.width(c))) })
-        forEachChunk(inputs, block, rope: rope) { probe, first in
+        try forEachChunk(inputs, block, rope: rope) { probe, first in
             if settings.scale {
                 for gr in groups { tqk_awq_abs_sum(probe.input(gr), Int64(probe.rows), Int64(gr.width(c)), &absSum[gr]!) }
             }
@@ -231,13 +231,13 @@ struct AWQTransform {
             candidates[gr] = ratios.map { Self.scales(xMean: xMean, wMean: wMean, ratio: $0) }
         }
         var losses = Dictionary(uniqueKeysWithValues: groups.map { ($0, [Double](repeating: 0, count: ratios.count)) })
-        let fq = LinearKind.allCases.map { k -> FloatBuffer in let (o, i) = k.shape(c); return FloatBuffer(count: o * i) }
+        let fq = try LinearKind.allCases.map { k -> FloatBuffer in let (o, i) = k.shape(c); return try FloatBuffer(count: o * i) }
         func fakeQuant(_ kind: LinearKind, _ s: [Float]) {
             let (o, i) = kind.shape(c)
             tqk_awq_fake_quant(block[kind].p, s, Int64(o), Int64(i), Int64(spec.group(forInput: i)), Int32(spec.bits),
                                spec.sym ? 1 : 0, fq[kind.rawValue].p)
         }
-        forEachChunk(inputs, block, rope: rope) { probe, _ in
+        try forEachChunk(inputs, block, rope: rope) { probe, _ in
             for (k, _) in ratios.enumerated() {
                 for gr in groups {
                     let s = candidates[gr]![k]

@@ -19,15 +19,15 @@ public final class FakeQuantLinear: @unchecked Sendable {
 
     /// Starts from `weight` (out x in) on the grid of `grid` (e.g. RTN's): soft weights equal
     /// the originals, DST factors are 1.
-    public init(weight: UnsafePointer<Float>, grid: QuantizedLinear) {
+    public init(weight: UnsafePointer<Float>, grid: QuantizedLinear) throws {
         out = grid.out
         inFeatures = grid.inFeatures
         spec = grid.spec
         group = grid.group
         nGroups = grid.nGroups
         let n = out * inFeatures, ng = out * nGroups
-        fl = FloatBuffer(count: n); a = FloatBuffer(count: n); state = [UInt8](repeating: 0, count: n)
-        s = FloatBuffer(count: ng); z = FloatBuffer(count: ng); v = FloatBuffer(count: ng)
+        fl = try FloatBuffer(count: n); a = try FloatBuffer(count: n); state = [UInt8](repeating: 0, count: n)
+        s = try FloatBuffer(count: ng); z = try FloatBuffer(count: ng); v = try FloatBuffer(count: ng)
         for o in 0..<out {
             for g in 0..<nGroups {
                 s.p[o * nGroups + g] = grid.scales[g * out + o]
@@ -35,9 +35,9 @@ public final class FakeQuantLinear: @unchecked Sendable {
             }
         }
         // h(v) = 0.5 gives the factor 2 h(v) = 1: v = logit((0.5 + 0.1) / 1.2) = 0.
-        wHat = FloatBuffer(count: n)
-        da = FloatBuffer(count: n); dv = FloatBuffer(count: ng)
-        adamA = AdamState(count: n); adamV = AdamState(count: ng)
+        wHat = try FloatBuffer(count: n)
+        da = try FloatBuffer(count: n); dv = try FloatBuffer(count: ng)
+        adamA = try AdamState(count: n); adamV = try AdamState(count: ng)
         tqk_fq_init(weight, s.p, Int64(out), Int64(inFeatures), Int64(group), fl.p, a.p, &state)
     }
 
@@ -102,9 +102,9 @@ func dstFactor(_ v: Float) -> Float {
 final class AdamState: @unchecked Sendable {
     let m: FloatBuffer, v: FloatBuffer
 
-    init(count: Int) {
-        m = FloatBuffer(count: count)
-        v = FloatBuffer(count: count)
+    init(count: Int) throws {
+        m = try FloatBuffer(count: count)
+        v = try FloatBuffer(count: count)
     }
 
     func reset() {

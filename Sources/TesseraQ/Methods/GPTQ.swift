@@ -18,22 +18,22 @@ struct GPTQMethod: BlockQuantizer {
         let t0 = Date()
         // The block as quantized so far: float linears replaced group by group (`block` stays float).
         let current = block.replacingLinears(block.linears)
-        let hessians = GPTQHessians(config: c, inputs: inputs, batch: options.calibration.batch)
+        let hessians = try GPTQHessians(config: c, inputs: inputs, batch: options.calibration.batch)
         var result = [QuantizedLinear?](repeating: nil, count: LinearKind.allCases.count)
         var errors: [String: Double] = [:]
         var total = 0.0, dead = 0, dampUsed = options.damp
         for (step, kinds) in Self.sequence.enumerated() {
-            let h = hessians.accumulate(input: kinds[0], weights: current)
+            let h = try hessians.accumulate(input: kinds[0], weights: current)
             let name = kinds.map { $0.prefix(layer: layer) }.joined(separator: ", ")
             let solver = try GPTQSolver(hessian: h, n: kinds[0].shape(c).in, tokens: hessians.tokens, damp: options.damp,
                                         actOrder: options.actOrder, name: name)
             dead += solver.deadCount
             dampUsed = max(dampUsed, solver.damp)
             for kind in kinds {
-                let (q, err) = solver.quantize(block[kind].p, out: kind.shape(c).out, spec: spec, blockSize: options.blockSize)
+                let (q, err) = try solver.quantize(block[kind].p, out: kind.shape(c).out, spec: spec, blockSize: options.blockSize)
                 guard err.isFinite else { throw TQError(.numeric, "\(kind.prefix(layer: layer)): GPTQ error is \(err)") }
                 result[kind.rawValue] = q
-                current[kind] = q.dequantized()
+                current[kind] = try q.dequantized()
                 errors[kind.module] = err
                 total += err
             }
@@ -53,25 +53,25 @@ struct GPTQHessians {
     let batch: Int
     let rope: RopeTables
 
-    init(config: LlamaConfig, inputs: ActivationCache, batch: Int) {
+    init(config: LlamaConfig, inputs: ActivationCache, batch: Int) throws {
         self.config = config
         self.inputs = inputs
         self.batch = max(1, min(batch, inputs.samples))
-        rope = RopeTables(config: config, positions: inputs.rowsPerSample)
+        rope = try RopeTables(config: config, positions: inputs.rowsPerSample)
     }
 
     var tokens: Int { inputs.samples * inputs.rowsPerSample }
 
     /// sum over every calibration token of x x^T, x the input of `kind` in the block `weights`.
-    func accumulate(input kind: LinearKind, weights: BlockWeights) -> FloatBuffer {
+    func accumulate(input kind: LinearKind, weights: BlockWeights) throws -> FloatBuffer {
         let c = config, L = inputs.rowsPerSample, n = kind.shape(c).in
-        let h = FloatBuffer(count: n * n)
-        let x = FloatBuffer(count: batch * L * c.hidden), y = FloatBuffer(count: batch * L * c.hidden)
+        let h = try FloatBuffer(count: n * n)
+        let x = try FloatBuffer(count: batch * L * c.hidden), y = try FloatBuffer(count: batch * L * c.hidden)
         var works: [Int: BlockWorkspace] = [:]
         var start = 0
         while start < inputs.samples {
             let m = min(batch, inputs.samples - start)
-            let work = works[m] ?? BlockWorkspace(config: c, sequences: m, length: L, rope: rope)
+            let work = try works[m] ?? BlockWorkspace(config: c, sequences: m, length: L, rope: rope)
             works[m] = work
             inputs.gather(Array(start..<(start + m)), into: x.p)
             if kind == .q || kind == .k || kind == .v {
@@ -127,7 +127,7 @@ struct GPTQSolver {
         } else {
             perm = nil
         }
-        let order = perm, factor = FloatBuffer(count: n * n)
+        let order = perm, factor = try FloatBuffer(count: n * n)
         u = factor
         var d = damp
         while true {
@@ -145,8 +145,8 @@ struct GPTQSolver {
 
     /// Quantizes `weight` [out x n]; returns the layer (codes in input order, g_idx under act-order)
     /// and the reference's error proxy.
-    func quantize(_ weight: UnsafePointer<Float>, out: Int, spec: QuantSpec, blockSize: Int) -> (QuantizedLinear, Double) {
-        let w = FloatBuffer(count: out * n)
+    func quantize(_ weight: UnsafePointer<Float>, out: Int, spec: QuantSpec, blockSize: Int) throws -> (QuantizedLinear, Double) {
+        let w = try FloatBuffer(count: out * n)
         if let perm {
             tqk_gptq_gather_columns(weight, perm, Int64(out), Int64(n), w.p)
         } else {

@@ -37,13 +37,13 @@ struct TesseraQBlock {
     /// `grids`, on inputs `xq` towards targets `yfp`. Returns the hard, exported layers.
     func run(fp: BlockWeights, grids: [QuantizedLinear], xq: ActivationCache, yfp: ActivationCache,
              progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
-        let fq = LinearKind.allCases.map { FakeQuantLinear(weight: fp[$0].p, grid: grids[$0.rawValue]) }
+        let fq = try LinearKind.allCases.map { try FakeQuantLinear(weight: fp[$0].p, grid: grids[$0.rawValue]) }
         let train = fp.replacingLinears(fq.map(\.wHat))
         let B = options.calibration.batch, L = options.calibration.seqLen, d = config.hidden
-        let work = BlockWorkspace(config: config, sequences: B, length: L)
-        let grads = BlockGradients(config: config, rows: B * L)
-        let x = FloatBuffer(count: B * L * d), target = FloatBuffer(count: B * L * d)
-        let y = FloatBuffer(count: B * L * d), dY = FloatBuffer(count: B * L * d)
+        let work = try BlockWorkspace(config: config, sequences: B, length: L)
+        let grads = try BlockGradients(config: config, rows: B * L)
+        let x = try FloatBuffer(count: B * L * d), target = try FloatBuffer(count: B * L * d)
+        let y = try FloatBuffer(count: B * L * d), dY = try FloatBuffer(count: B * L * d)
         var lastLoss = Double.nan
         let rounds = options.thresholds.count
         for (r, quantile) in options.thresholds.enumerated() {

@@ -19,15 +19,15 @@ final class AttentionActivations: @unchecked Sendable {
     /// q and k before the per-head norms (models with q/k norms only): the norms' backward reads them.
     let qPre, kPre: FloatBuffer?
 
-    init(config c: LlamaConfig, sequences: Int, length: Int) {
+    init(config c: LlamaConfig, sequences: Int, length: Int) throws {
         config = c
         self.sequences = sequences
         self.length = length
         let T = sequences * length
-        q = FloatBuffer(count: T * c.qDim); attn = FloatBuffer(count: T * c.qDim)
-        k = FloatBuffer(count: T * c.kvDim); v = FloatBuffer(count: T * c.kvDim)
-        qPre = c.qkNorm ? FloatBuffer(count: T * c.qDim) : nil
-        kPre = c.qkNorm ? FloatBuffer(count: T * c.kvDim) : nil
+        q = try FloatBuffer(count: T * c.qDim); attn = try FloatBuffer(count: T * c.qDim)
+        k = try FloatBuffer(count: T * c.kvDim); v = try FloatBuffer(count: T * c.kvDim)
+        qPre = c.qkNorm ? try FloatBuffer(count: T * c.qDim) : nil
+        kPre = c.qkNorm ? try FloatBuffer(count: T * c.kvDim) : nil
     }
 
     var rows: Int { sequences * length }

@@ -22,18 +22,18 @@ public final class BlockWorkspace: @unchecked Sendable {
     /// The attention output before o_proj (o_proj's input).
     var attn: FloatBuffer { attention.attn }
 
-    public init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables? = nil) {
+    public init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables? = nil) throws {
         config = c
         self.sequences = sequences
         self.length = length
-        self.rope = rope ?? RopeTables(config: c, positions: length)
+        self.rope = try rope ?? RopeTables(config: c, positions: length)
         let T = sequences * length
-        n1 = FloatBuffer(count: T * c.hidden); h = FloatBuffer(count: T * c.hidden); n2 = FloatBuffer(count: T * c.hidden)
-        attention = AttentionActivations(config: c, sequences: sequences, length: length)
-        g = FloatBuffer(count: T * c.intermediate); u = FloatBuffer(count: T * c.intermediate)
-        act = FloatBuffer(count: T * c.intermediate)
-        attnOut = c.sandwichNorms ? FloatBuffer(count: T * c.hidden) : nil
-        mlpOut = c.sandwichNorms ? FloatBuffer(count: T * c.hidden) : nil
+        n1 = try FloatBuffer(count: T * c.hidden); h = try FloatBuffer(count: T * c.hidden); n2 = try FloatBuffer(count: T * c.hidden)
+        attention = try AttentionActivations(config: c, sequences: sequences, length: length)
+        g = try FloatBuffer(count: T * c.intermediate); u = try FloatBuffer(count: T * c.intermediate)
+        act = try FloatBuffer(count: T * c.intermediate)
+        attnOut = c.sandwichNorms ? try FloatBuffer(count: T * c.hidden) : nil
+        mlpOut = c.sandwichNorms ? try FloatBuffer(count: T * c.hidden) : nil
     }
 
     /// x [rows x hidden] -> y, written to `y` (which may be `x`).
@@ -63,15 +63,15 @@ public final class BlockGradients: @unchecked Sendable {
     /// dL/d of down_proj's and o_proj's outputs before their post-norms (sandwich-norm blocks only).
     let dMlpOut, dAttnOut: FloatBuffer?
 
-    public init(config c: LlamaConfig, rows T: Int) {
-        dW = LinearKind.allCases.map { let (o, i) = $0.shape(c); return FloatBuffer(count: o * i) }
-        dact = FloatBuffer(count: T * c.intermediate); dg = FloatBuffer(count: T * c.intermediate)
-        du = FloatBuffer(count: T * c.intermediate)
-        dn2 = FloatBuffer(count: T * c.hidden); dh = FloatBuffer(count: T * c.hidden)
-        dattn = FloatBuffer(count: T * c.qDim); dq = FloatBuffer(count: T * c.qDim)
-        dk = FloatBuffer(count: T * c.kvDim); dv = FloatBuffer(count: T * c.kvDim)
-        dMlpOut = c.sandwichNorms ? FloatBuffer(count: T * c.hidden) : nil
-        dAttnOut = c.sandwichNorms ? FloatBuffer(count: T * c.hidden) : nil
+    public init(config c: LlamaConfig, rows T: Int) throws {
+        dW = try LinearKind.allCases.map { let (o, i) = $0.shape(c); return try FloatBuffer(count: o * i) }
+        dact = try FloatBuffer(count: T * c.intermediate); dg = try FloatBuffer(count: T * c.intermediate)
+        du = try FloatBuffer(count: T * c.intermediate)
+        dn2 = try FloatBuffer(count: T * c.hidden); dh = try FloatBuffer(count: T * c.hidden)
+        dattn = try FloatBuffer(count: T * c.qDim); dq = try FloatBuffer(count: T * c.qDim)
+        dk = try FloatBuffer(count: T * c.kvDim); dv = try FloatBuffer(count: T * c.kvDim)
+        dMlpOut = c.sandwichNorms ? try FloatBuffer(count: T * c.hidden) : nil
+        dAttnOut = c.sandwichNorms ? try FloatBuffer(count: T * c.hidden) : nil
     }
 
     public subscript(kind: LinearKind) -> FloatBuffer { dW[kind.rawValue] }

@@ -54,13 +54,13 @@ public final class LlamaModel: @unchecked Sendable {
                 for name in BlockWeights.qkNormNames { try store.requireFloat("model.layers.\(l)." + name, shape: [c.headDim]) }
             }
         }
-        embed = FloatBuffer(try store.floats("model.embed_tokens.weight"))
-        finalNorm = FloatBuffer(try Self.norm(store, "model.norm.weight", config: c))
+        embed = try FloatBuffer(try store.floats("model.embed_tokens.weight"))
+        finalNorm = try FloatBuffer(try Self.norm(store, "model.norm.weight", config: c))
         embedScale = c.scalesEmbeddings
             ? Self.rounded(Float(Double(c.hidden).squareRoot()), to: store.info("model.embed_tokens.weight")!.dtype) : nil
         if store.info("lm_head.weight") != nil {
             try store.requireFloat("lm_head.weight", shape: [c.vocab, c.hidden])
-            lmHead = FloatBuffer(try store.floats("lm_head.weight"))
+            lmHead = try FloatBuffer(try store.floats("lm_head.weight"))
         } else if c.tiedEmbeddings {
             lmHead = embed
         } else {
@@ -94,20 +94,20 @@ public final class LlamaModel: @unchecked Sendable {
         for kind in LinearKind.allCases {
             let (o, i) = kind.shape(config), (prefix, offset, rows) = kind.storage(layer: layer, config: config)
             if let q = packed?.linear(named: prefix) {
-                let w = FloatBuffer(count: o * i)
+                let w = try FloatBuffer(count: o * i)
                 q.dequantize(rows: offset..<(offset + o), into: w.p)
                 linears.append(w)
             } else if rows == o {
-                linears.append(FloatBuffer(try store.floats(prefix + ".weight")))
+                linears.append(try FloatBuffer(try store.floats(prefix + ".weight")))
             } else {
                 if fused[prefix] == nil { fused[prefix] = try store.floats(prefix + ".weight") }
-                linears.append(FloatBuffer(Array(fused[prefix]![(offset * i)..<((offset + o) * i)])))
+                linears.append(try FloatBuffer(Array(fused[prefix]![(offset * i)..<((offset + o) * i)])))
             }
         }
         let biases = config.qkvBias
-            ? try [LinearKind.q, .k, .v].map { FloatBuffer(try store.floats($0.prefix(layer: layer) + ".bias")) }
+            ? try [LinearKind.q, .k, .v].map { try FloatBuffer(try store.floats($0.prefix(layer: layer) + ".bias")) }
             : nil
-        let norm = { (name: String) in FloatBuffer(try Self.norm(self.store, p + name, config: self.config)) }
+        let norm = { (name: String) in try FloatBuffer(try Self.norm(self.store, p + name, config: self.config)) }
         let qkNorms = config.qkNorm ? try BlockWeights.qkNormNames.map(norm) : nil
         let norms = try BlockWeights.normNames(sandwich: config.sandwichNorms).map(norm)
         let block = BlockWeights(attnNorm: norms[0], mlpNorm: norms[1], linears: linears, biases: biases, qkNorms: qkNorms,
@@ -124,8 +124,8 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// Token embeddings [T x hidden] of one sequence (times `embedScale` where the model scales them).
-    public func embed(_ tokens: UnsafeBufferPointer<UInt32>) -> FloatBuffer {
-        let x = FloatBuffer(count: tokens.count * config.hidden)
+    public func embed(_ tokens: UnsafeBufferPointer<UInt32>) throws -> FloatBuffer {
+        let x = try FloatBuffer(count: tokens.count * config.hidden)
         tqk_embed(embed.p, tokens.baseAddress, Int64(tokens.count), Int64(config.hidden), x.p)
         if let embedScale { for i in 0..<x.count { x.p[i] *= embedScale } }
         return x
@@ -135,8 +135,8 @@ public final class LlamaModel: @unchecked Sendable {
     public func finalHidden(_ tokens: UnsafeBufferPointer<UInt32>) throws -> FloatBuffer {
         try validate(tokens: tokens)
         let T = tokens.count
-        let x = embed(tokens)
-        let work = BlockWorkspace(config: config, sequences: 1, length: T)
+        let x = try embed(tokens)
+        let work = try BlockWorkspace(config: config, sequences: 1, length: T)
         for l in 0..<config.layers {
             work.forward(x.p, weights: try loadBlock(l), into: x.p)
         }
@@ -161,7 +161,7 @@ public final class LlamaModel: @unchecked Sendable {
     public func nextTokenNLL(_ tokens: UnsafeBufferPointer<UInt32>) throws -> Double {
         let h = try finalHidden(tokens)
         let chunk = 256
-        let buf = FloatBuffer(count: chunk * config.vocab)
+        let buf = try FloatBuffer(count: chunk * config.vocab)
         var total = 0.0
         var r = 0
         while r < tokens.count - 1 {

@@ -8,17 +8,17 @@ public final class RopeTables: @unchecked Sendable {
     /// The tables of the sliding-window layers when they have their own RoPE (Gemma 3), else nil.
     public let sliding: RopeTables?
 
-    public convenience init(config: LlamaConfig, positions: Int) {
-        self.init(inverseFrequencies: config.inverseFrequencies, positions: positions,
-                  sliding: config.slidingRope.map { RopeTables(inverseFrequencies: config.inverseFrequencies($0), positions: positions) })
+    public convenience init(config: LlamaConfig, positions: Int) throws {
+        try self.init(inverseFrequencies: config.inverseFrequencies, positions: positions,
+                  sliding: config.slidingRope.map { try RopeTables(inverseFrequencies: config.inverseFrequencies($0), positions: positions) })
     }
 
-    init(inverseFrequencies inv: [Float], positions: Int, sliding: RopeTables? = nil) {
+    init(inverseFrequencies inv: [Float], positions: Int, sliding: RopeTables? = nil) throws {
         let half = inv.count
         self.positions = positions
         self.sliding = sliding
-        cos = FloatBuffer(count: positions * half)
-        sin = FloatBuffer(count: positions * half)
+        cos = try FloatBuffer(count: positions * half)
+        sin = try FloatBuffer(count: positions * half)
         inv.withUnsafeBufferPointer { tqk_rope_tables($0.baseAddress, Int64(half), Int64(positions), cos.p, sin.p) }
     }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import TQKernels
 
 /// Calibration activations [samples x length x hidden] kept between blocks, in float32 or,
@@ -10,23 +13,22 @@ public final class ActivationCache: @unchecked Sendable {
     private let f32: FloatBuffer?
     private let half: UnsafeMutablePointer<UInt16>?
 
-    public init(samples: Int, rowsPerSample: Int, width: Int, dtype: CacheDType) {
+    public init(samples: Int, rowsPerSample: Int, width: Int, dtype: CacheDType) throws {
         self.samples = samples
         self.rowsPerSample = rowsPerSample
         self.width = width
         self.dtype = dtype
         let n = samples * rowsPerSample * width
         if dtype == .f32 {
-            f32 = FloatBuffer(count: n)
+            f32 = try FloatBuffer(count: n)
             half = nil
         } else {
             f32 = nil
-            half = .allocate(capacity: n)
-            half!.initialize(repeating: 0, count: n)
+            half = try allocateZeroed(n, of: UInt16.self)
         }
     }
 
-    deinit { half?.deallocate() }
+    deinit { free(half) }
 
     var sampleCount: Int { rowsPerSample * width }
 

@@ -7,26 +7,26 @@ struct BlockRunner {
     let chunk: Int
     let rope: RopeTables
 
-    init(config: LlamaConfig, length: Int, chunk: Int) {
+    init(config: LlamaConfig, length: Int, chunk: Int) throws {
         self.config = config
         self.length = length
         self.chunk = chunk
-        rope = RopeTables(config: config, positions: length)
+        rope = try RopeTables(config: config, positions: length)
     }
 
     /// Mean over tokens of the squared error of block(inputs) against `targets` (if given);
     /// with `advance`, the outputs replace the inputs in the cache.
     @discardableResult
-    func run(_ weights: BlockWeights, inputs: ActivationCache, targets: ActivationCache?, advance: Bool) -> Double {
+    func run(_ weights: BlockWeights, inputs: ActivationCache, targets: ActivationCache?, advance: Bool) throws -> Double {
         let d = config.hidden, rowsPer = length
-        let x = FloatBuffer(count: chunk * rowsPer * d), t = FloatBuffer(count: chunk * rowsPer * d)
+        let x = try FloatBuffer(count: chunk * rowsPer * d), t = try FloatBuffer(count: chunk * rowsPer * d)
         var works: [Int: BlockWorkspace] = [:]
         var sum = 0.0
         var start = 0
         while start < inputs.samples {
             let m = min(chunk, inputs.samples - start)
             let idx = Array(start..<(start + m))
-            let work = works[m] ?? BlockWorkspace(config: config, sequences: m, length: length, rope: rope)
+            let work = try works[m] ?? BlockWorkspace(config: config, sequences: m, length: length, rope: rope)
             works[m] = work
             inputs.gather(idx, into: x.p)
             work.forward(x.p, weights: weights, into: x.p)

@@ -32,37 +32,37 @@ struct CalibratedRun {
         }
         let windows = try calibrationWindows(tokens, samples: n, length: L, seed: calibration.seed)
         let resume = try ResumeState(staging: staging, fingerprint: fingerprint(tokens), quantization: quantization)
-        let xfp = ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)
-        let xq = ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)
-        windows.withUnsafeBufferPointer { w in
+        let xfp = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)
+        let xq = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)
+        try windows.withUnsafeBufferPointer { w in
             for i in 0..<n {
-                let x = model.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)]))
+                let x = try model.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)]))
                 xfp.write(i, from: x.p)
                 xq.write(i, from: x.p)
             }
         }
-        let runner = BlockRunner(config: c, length: L, chunk: calibration.batch)
+        let runner = try BlockRunner(config: c, length: L, chunk: calibration.batch)
         var linears: [PackedLinear] = []
         var reports: [[String: Any]] = []
         var floats: [String: [Float]] = [:]
         for layer in 0..<c.layers {
             let t0 = Date(), allocations = Runtime.allocationFailures
             let fp = try model.loadBlock(layer)
-            runner.run(fp, inputs: xfp, targets: nil, advance: true)   // X_fp now holds Y_fp
+            try runner.run(fp, inputs: xfp, targets: nil, advance: true)   // X_fp now holds Y_fp
             let packed: [PackedLinear]
             if let done = try resume.load(layer, floats: fp.floatTensors(layer: layer).map(\.name)) {
                 packed = done.linears
                 try done.floats.apply(to: fp, layer: layer)
                 reports.append(done.report)
-                runner.run(quantizedBlock(fp, packed), inputs: xq, targets: nil, advance: true)
+                try runner.run(quantizedBlock(fp, packed), inputs: xq, targets: nil, advance: true)
                 try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers))
             } else {
                 let rtn = try roundToNearest(block: fp, layer: layer, config: c, spec: config.spec)
-                let rtnLoss = runner.run(dequantizedBlock(fp, rtn), inputs: xq, targets: xfp, advance: false)
+                let rtnLoss = try runner.run(dequantizedBlock(fp, rtn), inputs: xq, targets: xfp, advance: false)
                 let (q, stats) = try method.quantize(layer: layer, model: c, block: fp, inputs: xq, targets: xfp,
                                                      spec: config.spec, progress: progress)
                 packed = zip(LinearKind.allCases, q).map { PackedLinear(name: $0.prefix(layer: layer), $1, groupSize: config.spec.groupSize) }
-                let finalLoss = runner.run(quantizedBlock(fp, packed), inputs: xq, targets: xfp, advance: true)
+                let finalLoss = try runner.run(quantizedBlock(fp, packed), inputs: xq, targets: xfp, advance: true)
                 guard finalLoss.isFinite else { throw TQError(.numeric, "block \(layer): final loss is \(finalLoss)") }
                 var report = stats
                 report["block"] = layer
@@ -82,12 +82,12 @@ struct CalibratedRun {
     }
 
     /// The float block with its linears replaced by the exported (packed) ones.
-    func quantizedBlock(_ fp: BlockWeights, _ packed: [PackedLinear]) -> BlockWeights {
-        fp.replacingLinears(packed.map { $0.dequantized() })
+    func quantizedBlock(_ fp: BlockWeights, _ packed: [PackedLinear]) throws -> BlockWeights {
+        fp.replacingLinears(try packed.map { try $0.dequantized() })
     }
 
-    func dequantizedBlock(_ fp: BlockWeights, _ q: [QuantizedLinear]) -> BlockWeights {
-        fp.replacingLinears(q.map { $0.dequantized() })
+    func dequantizedBlock(_ fp: BlockWeights, _ q: [QuantizedLinear]) throws -> BlockWeights {
+        fp.replacingLinears(try q.map { try $0.dequantized() })
     }
 
     /// What must match for a persisted block to be reused.

@@ -147,8 +147,8 @@ public struct PackedLinear: Sendable {
         }
     }
 
-    public func dequantized() -> FloatBuffer {
-        let w = FloatBuffer(count: out * inFeatures)
+    public func dequantized() throws -> FloatBuffer {
+        let w = try FloatBuffer(count: out * inFeatures)
         dequantize(rows: 0..<out, into: w.p)
         return w
     }

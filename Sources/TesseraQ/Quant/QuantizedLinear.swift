@@ -69,8 +69,8 @@ public struct QuantizedLinear: Sendable {
     }
 
     /// W_hat [out x in] in float32.
-    public func dequantized() -> FloatBuffer {
-        let w = FloatBuffer(count: out * inFeatures)
+    public func dequantized() throws -> FloatBuffer {
+        let w = try FloatBuffer(count: out * inFeatures)
         if let gIdx {
             tqk_dequant_codes_gidx(codes, scales, zeros, gIdx, Int64(out), Int64(inFeatures), w.p)
         } else {

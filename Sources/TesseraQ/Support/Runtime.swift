@@ -34,4 +34,19 @@ public enum Runtime {
             throw TQError(.outOfMemory, "\(what()): a kernel could not allocate its working memory")
         }
     }
+
+    /// Runs `body`, then `checkAllocations`. Also when `body` throws: a kernel that failed to
+    /// allocate leaves its output incomplete, so whatever went wrong next (a NaN loss, say) is a
+    /// consequence and the caller is told TQ_ERR_OUT_OF_MEMORY, the cause.
+    public static func checkingAllocations<T>(_ what: @autoclosure () -> String, _ body: () throws -> T) throws -> T {
+        let mark = allocationFailures
+        do {
+            let result = try body()
+            try checkAllocations(since: mark, what())
+            return result
+        } catch {
+            try checkAllocations(since: mark, what())
+            throw error
+        }
+    }
 }
