@@ -51,7 +51,7 @@ public struct CheckpointWriter {
                 writer.add(name, info.dtype, info.shape, Data(bytes: file.bytes(info), count: info.end - info.begin))
             }
         }
-        try writer.write(to: staging + "/model.safetensors")
+        try writer.write(to: staging + "/model.safetensors", crashPoint: .checkpointWrite)
 
         let configPath = model.directory + "/config.json"
         guard let data = fm.contents(atPath: configPath),
@@ -75,6 +75,14 @@ public struct CheckpointWriter {
                 throw TQError.io("\(staging)/\(name): cannot write")
             }
         }
+        // What else the staging directory holds (a resumable run's blocks) goes before the rename,
+        // so the checkpoint never appears with it. A kill between this and the rename costs a
+        // recomputation, never a wrong or littered result.
+        let written = Set(["model.safetensors", "config.json"] + Self.copiedFiles + extraFiles.keys)
+        for entry in (try? fm.contentsOfDirectory(atPath: staging)) ?? [] where !written.contains(entry) {
+            try? fm.removeItem(atPath: staging + "/" + entry)
+        }
+        CrashPoint.checkpointRename.reach()
         try Self.moveIntoPlace(staging, outDir)
     }
 

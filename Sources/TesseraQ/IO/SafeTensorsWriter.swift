@@ -25,7 +25,10 @@ public struct SafeTensorsWriter {
     }
 
     /// Writes the file at `path` (the caller renames a temporary file into place).
-    public func write(to path: String) throws {
+    public func write(to path: String) throws { try write(to: path, crashPoint: nil) }
+
+    /// `crashPoint` is reached halfway through the tensor data (see CrashPoint).
+    func write(to path: String, crashPoint: CrashPoint?) throws {
         let ordered = entries.sorted { ($1.dtype.size, $0.name) < ($0.dtype.size, $1.name) }
         var header: [String: Any] = ["__metadata__": metadata]
         var offset = 0
@@ -44,7 +47,13 @@ public struct SafeTensorsWriter {
             var len = UInt64(json.count).littleEndian
             try fh.write(contentsOf: Data(bytes: &len, count: 8))
             try fh.write(contentsOf: json)
-            for e in ordered { try fh.write(contentsOf: e.data) }
+            for (i, e) in ordered.enumerated() {
+                if i == ordered.count / 2, crashPoint != nil {
+                    try fh.synchronize()
+                    crashPoint?.reach()
+                }
+                try fh.write(contentsOf: e.data)
+            }
             try fh.synchronize()
         } catch {
             throw TQError.io("\(path): write failed (\(error))")

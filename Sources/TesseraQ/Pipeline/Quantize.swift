@@ -59,7 +59,9 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
         let method = try makeBlockQuantizer(config)
         let tokens = try calibration ?? calibrationFile(config)
         let run = CalibratedRun(model: model, config: config, method: method, quantization: quantization, staging: staging)
-        (linears, report["blocks"], floats) = try run.quantize(tokens: tokens, progress: progress)
+        (linears, report["blocks"], floats) = try Runtime.checkingAllocations("quantize") {
+            try run.quantize(tokens: tokens, progress: progress)
+        }
         report["options"] = method.optionsJSON
         report["memory"] = run.memory.json
     }
@@ -70,7 +72,6 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
     writer.extraFiles["quantize_report.json"] = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
     try Runtime.checkAllocations(since: allocations, "quantize")  // nothing incomplete is written
     try writer.write(linears: linears, to: outDir, staging: staging, overwrite: config.overwrite)
-    ResumeState.clean(outDir)
     return report
 }
 

@@ -96,10 +96,4 @@ struct ResumeState {
             throw TQError.io("\(path): cannot write")
         }
     }
-
-    /// Removes the resume files from a finished checkpoint directory.
-    static func clean(_ dir: String) {
-        try? FileManager.default.removeItem(atPath: dir + "/blocks")
-        try? FileManager.default.removeItem(atPath: dir + "/run.json")
-    }
 }
