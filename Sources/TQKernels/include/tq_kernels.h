@@ -76,6 +76,14 @@ TQK_API void tqk_rope(float *x, int64_t n_tokens, int64_t n_heads, int64_t head_
  * One (head, query) row per task, rows in parallel. */
 TQK_API void tqk_attention(const float *Q, const float *K, const float *V, float *O, int64_t T,
                            int64_t H, int64_t KVH, int64_t D, float scale, int64_t window, float softcap);
+/* Attention of n new queries over a KV cache (decoding). Q/O [n x H*D], query i at absolute position
+ * pos + i; K/V the cache [(pos + n) x KVH*D], post-RoPE keys, rows 0 .. pos + n - 1 valid (the new
+ * tokens' rows already written). Query pos + i attends keys tqk_window_start(pos + i, window) .. pos + i,
+ * with the scale, softcap and GQA mapping of tqk_attention and the same arithmetic in the same order,
+ * so a row equals tqk_attention's row for the same q and keys. One (head, query) pair per task, heads
+ * outermost, in parallel. */
+TQK_API void tqk_attention_cached(const float *Q, const float *K, const float *V, float *O, int64_t n, int64_t pos,
+                                  int64_t H, int64_t KVH, int64_t D, float scale, int64_t window, float softcap);
 /* out = silu(g) * u */
 TQK_API void tqk_swiglu(const float *g, const float *u, float *out, int64_t n);
 /* out = gelu_tanh(g) * u, gelu_tanh(x) = x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2 (PyTorch's
