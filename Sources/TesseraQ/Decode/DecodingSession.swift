@@ -76,10 +76,11 @@ public final class DecodingSession: @unchecked Sendable {
     /// is unchanged when the call is refused.
     public func prefill(_ tokens: UnsafeBufferPointer<UInt32>, allLogits: Bool = false,
                         into logits: UnsafeMutablePointer<Float>) throws {
-        try model.validate(tokens: tokens)
+        // The capacity first: a count larger than the cache is refused before any token is read.
         guard tokens.count <= capacity - position else {
             throw TQError.invalid("\(tokens.count) tokens do not fit: the session holds \(position) of \(capacity) positions")
         }
+        try model.validate(tokens: tokens)
         let start = position, vocab = model.config.vocab
         let mark = Runtime.allocationFailures
         var done = 0
