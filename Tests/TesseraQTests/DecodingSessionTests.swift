@@ -178,3 +178,33 @@ import Testing
         #expect(packed.weightBytes < s.weightBytes)
     }
 }
+
+/// The text side of generation: incremental detokenization, ChatML prompts, EOS ids.
+@Suite struct GenerationTests {
+    /// stories260K spells characters outside its vocabulary as UTF-8 byte tokens: pushed one at a
+    /// time, the pieces never hold a partial character and join to the whole text.
+    @Test func streamEmitsWholeCharacters() throws {
+        let tok = try Tokenizer(path: Fixtures.model("stories260K"))
+        let ids = Array(try tok.encode("Lily saw a café, a naïve dragon ✓ and 🙂!").dropFirst())
+        var stream = TextStream(tokenizer: tok), pieces: [String] = [], held = 0
+        for id in ids {
+            if let p = stream.push(id) { pieces.append(p) } else { held += 1 }
+        }
+        if let rest = stream.finish() { pieces.append(rest) }
+        #expect(held > 0 && pieces.allSatisfy { !$0.contains("\u{FFFD}") })
+        #expect(pieces.joined() == tok.decode(ids))
+    }
+
+    @Test func chatPromptAndEOS() throws {
+        let dir = temporaryDirectory("chat")
+        let smol = "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are SmolLM<|im_end|>\\n' }}{% endif %}"
+        let config = try JSONSerialization.data(withJSONObject: ["chat_template": smol])
+        try config.write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+        #expect(try Generation.chatPrompt(directory: dir, prompt: "Hi")
+                == "<|im_start|>system\nYou are SmolLM<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+        #expect(throws: TQError.self) { try Generation.chatPrompt(directory: Fixtures.model("stories260K"), prompt: "Hi") }
+        #expect(try Generation.eosTokens(directory: Fixtures.model("stories260K")) == [2])
+        try Data(#"{"eos_token_id": [2, 7]}"#.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        #expect(try Generation.eosTokens(directory: dir) == [2, 7])
+    }
+}
