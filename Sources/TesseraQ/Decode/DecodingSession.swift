@@ -68,7 +68,7 @@ public final class DecodingSession: @unchecked Sendable {
         let a = activations, f = MemoryLayout<Float>.size
         let bufs = [a.n1, a.h, a.n2, a.g, a.u, a.act, q, attn] + [a.attnOut, a.mlpOut, qPre, kPre, fusedScratch].compactMap { $0 }
         let tables = [rope.cos, rope.sin] + [rope.sliding?.cos, rope.sliding?.sin].compactMap { $0 }
-        return (bufs + tables).reduce(0) { $0 + $1.count * f } + chunk * model.config.vocab * f
+        return (bufs + tables).reduce(0) { $0 + $1.count * f }
     }
 
     /// Runs `tokens` at the next positions. `logits` receives the last position's logits (vocab

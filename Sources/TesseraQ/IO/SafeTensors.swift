@@ -120,5 +120,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         case .bf16: tqk_bf16_to_f32(src, out, n)
         default: throw TQError.unsupported("\(path): tensor \(t.name) has dtype \(t.dtype.rawValue); expected F32, F16 or BF16")
         }
+        releasePages(t)
     }
+
+    /// Lets the kernel drop the map's pages of a tensor that has been copied out (see MappedFile.release).
+    public func releasePages(_ t: TensorInfo) { file.release(t.begin, t.end) }
 }
