@@ -57,7 +57,6 @@ struct Generate: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             Runtime.setThreads(threads)
-            let baseline = peakRSS()
             let text: String
             switch (prompt, promptFile) {
             case (let p?, nil): text = p
@@ -67,8 +66,10 @@ struct Generate: ParsableCommand {
             default: throw TQError(.invalidArgument, "give exactly one of --prompt or --prompt-file")
             }
             guard maxTokens > 0 else { throw TQError(.invalidArgument, "--max-tokens must be positive (got \(maxTokens))") }
-            let m = try LlamaModel(directory: model)
             let tokenizer = try Tokenizer(path: model)
+            // What the process holds before the model: the runtime and the tokenizer, outside the budget.
+            let baseline = peakRSS()
+            let m = try LlamaModel(directory: model)
             let ids = try tokenizer.encode(chat ? try Generation.chatPrompt(directory: model, prompt: text) : text)
             var stop = Set(try Generation.eosTokens(directory: model))
             if chat, let end = tokenizer.tokenID("<|im_end|>") { stop.insert(end) }
@@ -103,7 +104,7 @@ struct Generate: ParsableCommand {
                                                             ids.count, promptRate, r.tokens.count, genRate)
                     + " · peak memory: \(mib(peak)) MiB (budget \(mib(budget)) MiB: weights \(mib(session.weightBytes)), "
                     + "KV cache \(mib(session.kvCacheBytes)), activations \(mib(session.activationBytes)); "
-                    + "before loading \(mib(baseline)) MiB)\n").utf8))
+                    + "runtime and tokenizer before the model \(mib(baseline)) MiB)\n").utf8))
             }
         }
     }

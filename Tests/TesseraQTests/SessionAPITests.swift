@@ -64,7 +64,8 @@ import TesseraQC
         Self.expectInvalid(tq_session_prefill(session, prompt, 3, &row), "3 tokens do not fit: the session holds 6 of 8")
         #expect(tq_session_reset(session) == 0)
         #expect(tq_session_prefill(session, prompt, Int64(prompt.count), &row) == 0)
-        #expect(Array(row) == Array(all[((prompt.count - 1) * V)...]))
+        // The last row alone goes through the GEMV, all rows through the GEMM: equal up to rounding.
+        #expect(DecodingSessionTests.relativeError(row[...], all[((prompt.count - 1) * V)...]) <= 1e-5)
 
         // Wrong handles.
         var sampler: OpaquePointer?

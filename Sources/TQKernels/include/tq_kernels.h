@@ -45,6 +45,10 @@ TQK_API void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, 
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc);
 
+/* y[out] = W x[in], W row-major out x in (the Hugging Face layout): one dot product per output,
+ * outputs in parallel above 32K weights. For a single row of activations, where tqk_sgemm would pack W. */
+TQK_API void tqk_sgemv(const float *W, const float *x, float *y, int64_t out, int64_t in);
+
 /* ---- element-wise and conversions ---- */
 /* The sources are raw bytes of any alignment (a safetensors file places a 2-byte tensor at any
  * offset), read as little-endian 16-bit values. */

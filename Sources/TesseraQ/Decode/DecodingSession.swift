@@ -193,7 +193,7 @@ final class SessionBlock: BlockLinears {
                 run(p, x, rows: rows, into: y)
             } else {
                 let (o, i) = kind.shape(c)
-                linearForward(x, rows: rows, weight: float[kind.rawValue]!.p, out: o, in: i, into: y)
+                linearApply(x, rows: rows, weight: float[kind.rawValue]!.p, out: o, in: i, into: y)
             }
         }
     }

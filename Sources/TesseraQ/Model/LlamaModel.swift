@@ -54,13 +54,13 @@ public final class LlamaModel: @unchecked Sendable {
                 for name in BlockWeights.qkNormNames { try store.requireFloat("model.layers.\(l)." + name, shape: [c.headDim]) }
             }
         }
-        embed = FloatBuffer(try store.floats("model.embed_tokens.weight"))
+        embed = try store.floatBuffer("model.embed_tokens.weight")
         finalNorm = FloatBuffer(try Self.norm(store, "model.norm.weight", config: c))
         embedScale = c.scalesEmbeddings
             ? Self.rounded(Float(Double(c.hidden).squareRoot()), to: store.info("model.embed_tokens.weight")!.dtype) : nil
         if store.info("lm_head.weight") != nil {
             try store.requireFloat("lm_head.weight", shape: [c.vocab, c.hidden])
-            lmHead = FloatBuffer(try store.floats("lm_head.weight"))
+            lmHead = try store.floatBuffer("lm_head.weight")
         } else if c.tiedEmbeddings {
             lmHead = embed
         } else {
@@ -104,7 +104,7 @@ public final class LlamaModel: @unchecked Sendable {
             q.dequantize(rows: offset..<(offset + o), into: w.p)
             return w
         } else if rows == o {
-            return FloatBuffer(try store.floats(prefix + ".weight"))
+            return try store.floatBuffer(prefix + ".weight")
         }
         if fused[prefix] == nil { fused[prefix] = try store.floats(prefix + ".weight") }
         return FloatBuffer(Array(fused[prefix]![(offset * i)..<((offset + o) * i)]))
@@ -163,7 +163,7 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Logits of n hidden rows into out [n x vocab].
     func head(_ hidden: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>) {
-        linearForward(hidden, rows: n, weight: lmHead.p, out: config.vocab,
+        linearApply(hidden, rows: n, weight: lmHead.p, out: config.vocab,
                       in: config.hidden, into: out)
         if let cap = config.finalSoftcap { tqk_softcap(out, Int64(n * config.vocab), cap) }
     }
