@@ -19,6 +19,14 @@ final class SamplerHandle: HandleObject, @unchecked Sendable {
     init(_ sampler: Sampler) { self.sampler = sampler }
 }
 
+/// The body of a call on a sampler: checks the handle, then runs `body` under the sampler's lock.
+private func onSampler(_ sampler: TQSamplerHandle?, _ body: (Sampler) throws -> Void) -> Int32 {
+    guarded {
+        let h = try borrowHandle(sampler, "sampler", as: SamplerHandle.self)
+        try h.lock.withLock { try body(h.sampler) }
+    }
+}
+
 /// Opens a sampler; free with tq_sampler_free. temperature must be finite, top_p in (0, 1] (above 1
 /// counts as 1) and repetition_penalty positive.
 @c public func tq_sampler_open(_ temperature: Float, _ top_k: Int32, _ top_p: Float, _ repetition_penalty: Float,
@@ -36,27 +44,20 @@ final class SamplerHandle: HandleObject, @unchecked Sendable {
 
 /// Adds a token to the history the repetition penalty reads (the prompt's tokens, say).
 @c public func tq_sampler_accept(_ sampler: TQSamplerHandle?, _ token: UInt32) -> Int32 {
-    guarded {
-        let h = try borrowHandle(sampler, "sampler", as: SamplerHandle.self)
-        h.lock.withLock { h.sampler.accept(token) }
-    }
+    onSampler(sampler) { $0.accept(token) }
 }
 
 /// Picks a token from logits (vocab floats, none NaN) into *token and accepts it.
 @c public func tq_sampler_sample(_ sampler: TQSamplerHandle?, _ logits: UnsafePointer<Float>?, _ vocab: Int64,
                                  _ token: UnsafeMutablePointer<UInt32>?) -> Int32 {
-    guarded {
-        let h = try borrowHandle(sampler, "sampler", as: SamplerHandle.self)
+    onSampler(sampler) { s in
         let l = try required(logits, "logits"), out = try required(token, "token")
         guard vocab > 0 else { throw invalid("vocab must be positive (got \(vocab))") }
-        out.pointee = try h.lock.withLock { try h.sampler.sample(UnsafeBufferPointer(start: l, count: Int(vocab))) }
+        out.pointee = try s.sample(UnsafeBufferPointer(start: l, count: Int(vocab)))
     }
 }
 
 /// Clears the history and restarts the generator from the seed.
 @c public func tq_sampler_reset(_ sampler: TQSamplerHandle?) -> Int32 {
-    guarded {
-        let h = try borrowHandle(sampler, "sampler", as: SamplerHandle.self)
-        h.lock.withLock { h.sampler.reset() }
-    }
+    onSampler(sampler) { $0.reset() }
 }

@@ -26,6 +26,13 @@ final class SessionHandle: HandleObject, @unchecked Sendable {
     }
 }
 
+/// The body of a call on a session: checks the handle, then runs `body` under the session's lock.
+private func onSession(_ session: TQSessionHandle?, _ body: (DecodingSession) throws -> Void) -> Int32 {
+    guarded {
+        try borrowHandle(session, "session", as: SessionHandle.self).withSession(body)
+    }
+}
+
 /// The tokens of a call as a buffer, after the NULL and count checks.
 private func tokenBuffer(_ tokens: UnsafePointer<UInt32>?, _ n: Int64) throws -> UnsafeBufferPointer<UInt32> {
     let t = try required(tokens, "tokens")
@@ -53,71 +60,52 @@ private func tokenBuffer(_ tokens: UnsafePointer<UInt32>?, _ n: Int64) throws ->
 /// vocabulary or the tokens do not fit in the remaining positions.
 @c public func tq_session_prefill(_ session: TQSessionHandle?, _ tokens: UnsafePointer<UInt32>?, _ n: Int64,
                                   _ logits_out: UnsafeMutablePointer<Float>?) -> Int32 {
-    guarded {
-        let h = try borrowHandle(session, "session", as: SessionHandle.self)
+    onSession(session) { s in
         let t = try tokenBuffer(tokens, n), out = try required(logits_out, "logits_out")
-        try h.withSession { try $0.prefill(t, into: out) }
+        try s.prefill(t, into: out)
     }
 }
 
 /// As tq_session_prefill, with every position's logits: logits_out receives n x vocab floats.
 @c public func tq_session_prefill_all(_ session: TQSessionHandle?, _ tokens: UnsafePointer<UInt32>?, _ n: Int64,
                                       _ logits_out: UnsafeMutablePointer<Float>?) -> Int32 {
-    guarded {
-        let h = try borrowHandle(session, "session", as: SessionHandle.self)
+    onSession(session) { s in
         let t = try tokenBuffer(tokens, n), out = try required(logits_out, "logits_out")
-        try h.withSession { try $0.prefill(t, allLogits: true, into: out) }
+        try s.prefill(t, allLogits: true, into: out)
     }
 }
 
 /// Runs one token at the next position; logits_out receives its vocab logits.
 @c public func tq_session_decode(_ session: TQSessionHandle?, _ token: UInt32,
                                  _ logits_out: UnsafeMutablePointer<Float>?) -> Int32 {
-    guarded {
-        let h = try borrowHandle(session, "session", as: SessionHandle.self)
-        let out = try required(logits_out, "logits_out")
-        try h.withSession { try $0.decode(token, into: out) }
-    }
+    onSession(session) { try $0.decode(token, into: try required(logits_out, "logits_out")) }
 }
 
 /// Keeps the first n_keep positions (0 ... the current position); the next calls continue from there.
 @c public func tq_session_rewind(_ session: TQSessionHandle?, _ n_keep: Int64) -> Int32 {
-    guarded {
-        let h = try borrowHandle(session, "session", as: SessionHandle.self)
-        try h.withSession { try $0.rewind(to: Int(clamping: n_keep)) }
-    }
+    onSession(session) { try $0.rewind(to: Int(clamping: n_keep)) }
 }
 
 /// Empties the session (tq_session_rewind to 0).
 @c public func tq_session_reset(_ session: TQSessionHandle?) -> Int32 {
-    guarded {
-        try borrowHandle(session, "session", as: SessionHandle.self).withSession { try $0.rewind(to: 0) }
-    }
+    onSession(session) { try $0.rewind(to: 0) }
 }
 
 /// The number of positions filled so far (the next token's position).
 @c public func tq_session_position(_ session: TQSessionHandle?, _ position: UnsafeMutablePointer<Int64>?) -> Int32 {
-    guarded {
-        let h = try borrowHandle(session, "session", as: SessionHandle.self)
-        let out = try required(position, "position")
-        out.pointee = Int64(h.withSession { $0.position })
-    }
+    onSession(session) { try required(position, "position").pointee = Int64($0.position) }
 }
 
 /// The number of positions the KV cache holds (max_tokens at open).
 @c public func tq_session_capacity(_ session: TQSessionHandle?, _ capacity: UnsafeMutablePointer<Int64>?) -> Int32 {
-    guarded {
-        let h = try borrowHandle(session, "session", as: SessionHandle.self)
-        try required(capacity, "capacity").pointee = Int64(h.session.capacity)
-    }
+    onSession(session) { try required(capacity, "capacity").pointee = Int64($0.capacity) }
 }
 
 /// Resident bytes the session runs on: its KV cache, and the weights (block linears packed or
 /// float32, norms, embeddings, LM head). Either pointer may be NULL.
 @c public func tq_session_memory(_ session: TQSessionHandle?, _ kv_bytes: UnsafeMutablePointer<Int64>?,
                                  _ weight_bytes: UnsafeMutablePointer<Int64>?) -> Int32 {
-    guarded {
-        let s = try borrowHandle(session, "session", as: SessionHandle.self).session
+    onSession(session) { s in
         kv_bytes?.pointee = Int64(s.kvCacheBytes)
         weight_bytes?.pointee = Int64(s.weightBytes)
     }

@@ -48,11 +48,11 @@ struct Generate: ParsableCommand {
     @Flag(help: "Wrap the prompt in the model's ChatML chat template (SmolLM2, Qwen2); other templates are refused.")
     var chat = false
 
-    @Option(parsing: .unconditional, help: "OpenMP threads (0 or negative = one per core).")
-    var threads: Int = 0
-
     @Flag(help: "Print one JSON object (text and figures) instead of streaming the text.")
     var json = false
+
+    @Option(parsing: .unconditional, help: "OpenMP threads (0 or negative = one per core).")
+    var threads: Int = 0
 
     func run() throws {
         try runReportingErrors {
