@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import TesseraQ
 
@@ -118,6 +119,19 @@ import Testing
         let perChannel = try LlamaModel(directory: try quantizeStories(QuantSpec(bits: 8, groupSize: -1)).out)
         let g = try Self.greedy(perChannel, prompt: [1], count: 200)
         #expect(g[..<71] == golden[..<71] && g[71] != golden[71])
+    }
+
+    /// Many sessions over one (packed) model at once: each gives what it gives alone.
+    @Test func concurrentSessionsOverOneModel() throws {
+        let packed = try LlamaModel(directory: try quantizeStories(QuantSpec(bits: 4, groupSize: 32)).out)
+        let prompts: [[UInt32]] = [[1], [1, 403, 407], [1, 261, 378, 400]]
+        let alone = try prompts.map { try Self.greedy(packed, prompt: $0, count: 60) }
+        let results = Mutex<[[UInt32]?]>(Array(repeating: nil, count: prompts.count))
+        DispatchQueue.concurrentPerform(iterations: prompts.count) { i in
+            let r = try? Self.greedy(packed, prompt: prompts[i], count: 60)
+            results.withLock { $0[i] = r }
+        }
+        #expect(results.withLock { $0 } == alone.map { Optional($0) })
     }
 
     @Test func rewindThenDecodeEqualsFresh() throws {
