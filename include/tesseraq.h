@@ -47,6 +47,8 @@ typedef enum tq_status {
 typedef struct tq_model tq_model;         /* a checkpoint opened with tq_model_open */
 typedef struct tq_packed tq_packed;       /* the packed tensors of a GPTQ checkpoint, tq_packed_open */
 typedef struct tq_tokenizer tq_tokenizer; /* a tokenizer.json, tq_tokenizer_open */
+typedef struct tq_session tq_session;     /* a decoding session (KV cache) over a model, tq_session_open */
+typedef struct tq_sampler tq_sampler;     /* a token sampler, tq_sampler_open */
 
 /* Progress callbacks: return non-zero to cancel the job (TQ_ERR_CANCELLED). */
 typedef int32_t (*tq_progress_fn)(int64_t done, int64_t total, void *user);
@@ -282,6 +284,116 @@ int32_t tq_tokenize(tq_tokenizer *tok, const char *text, int64_t text_len, uint3
  */
 int32_t tq_detokenize(tq_tokenizer *tok, const uint32_t *ids, int64_t n, char *text_out,
                       int64_t capacity, int64_t *n_bytes);
+
+/* ---------------------------------------------------------------------------------------
+ * Decoding sessions: run a model token by token with a KV cache
+ *
+ * A tq_session runs one sequence over a tq_model (float or packed): tq_session_prefill feeds a
+ * prompt, tq_session_decode one token at a time, each giving logits. Its KV cache (keys after RoPE,
+ * and values, in float32: 2 x layers x max_tokens x kv_heads x head_dim x 4 bytes) is allocated
+ * once by tq_session_open; a call that would go past max_tokens is refused and writes nothing.
+ * Packed linears stay packed (packed GEMV per token, packed GEMM for prompts); a float model's
+ * linears are converted to float32 once per session. The session keeps its model alive: the
+ * model may be freed with tq_model_free before the session, which goes on working.
+ * Thread safety: one session per thread (calls on one session are serialised by a lock, but
+ * interleaved calls from several threads make its position meaningless); many sessions may run
+ * concurrently over one tq_model.
+ * ------------------------------------------------------------------------------------- */
+
+/*
+ * Opens a session over model with a KV cache for max_tokens positions (1 ... the model's
+ * max_position_embeddings); free with tq_session_free.
+ */
+int32_t tq_session_open(tq_model *model, int64_t max_tokens, tq_session **session);
+
+/*
+ * Frees a session and its KV cache; NULL is accepted.
+ */
+void tq_session_free(tq_session *session);
+
+/*
+ * Runs n tokens at the session's next positions; logits_out receives the last position's logits
+ * (vocab floats). Refused (nothing written, position unchanged) when a token is outside the
+ * vocabulary or the tokens do not fit in the remaining positions.
+ */
+int32_t tq_session_prefill(tq_session *session, const uint32_t *tokens, int64_t n,
+                           float *logits_out);
+
+/*
+ * As tq_session_prefill, with every position's logits: logits_out receives n x vocab floats.
+ */
+int32_t tq_session_prefill_all(tq_session *session, const uint32_t *tokens, int64_t n,
+                               float *logits_out);
+
+/*
+ * Runs one token at the next position; logits_out receives its vocab logits.
+ */
+int32_t tq_session_decode(tq_session *session, uint32_t token, float *logits_out);
+
+/*
+ * Keeps the first n_keep positions (0 ... the current position); the next calls continue from there.
+ */
+int32_t tq_session_rewind(tq_session *session, int64_t n_keep);
+
+/*
+ * Empties the session (tq_session_rewind to 0).
+ */
+int32_t tq_session_reset(tq_session *session);
+
+/*
+ * The number of positions filled so far (the next token's position).
+ */
+int32_t tq_session_position(tq_session *session, int64_t *position);
+
+/*
+ * The number of positions the KV cache holds (max_tokens at open).
+ */
+int32_t tq_session_capacity(tq_session *session, int64_t *capacity);
+
+/*
+ * Resident bytes the session runs on: its KV cache, and the weights (block linears packed or
+ * float32, norms, embeddings, LM head). Either pointer may be NULL.
+ */
+int32_t tq_session_memory(tq_session *session, int64_t *kv_bytes, int64_t *weight_bytes);
+
+/* ---------------------------------------------------------------------------------------
+ * Samplers: pick the next token from a logits row
+ *
+ * A tq_sampler applies, in order: the repetition penalty over the tokens accepted so far (a
+ * positive logit divided by the penalty, a negative one multiplied; 1 is off), then greedy argmax
+ * when temperature <= 0 (lowest id on ties), otherwise logits / temperature, top-k (top_k <= 0 is
+ * off), softmax, top-p (top_p >= 1 is off) and one draw from a SplitMix64 generator seeded with
+ * seed. Ties in the ordering go to the lower id: the same seed and the same logits give the same
+ * tokens, whatever the thread count. Thread safety: a sampler per thread (calls on one sampler are
+ * serialised by a lock, but interleaving them changes the draws).
+ * ------------------------------------------------------------------------------------- */
+
+/*
+ * Opens a sampler; free with tq_sampler_free. temperature must be finite, top_p in (0, 1] (above 1
+ * counts as 1) and repetition_penalty positive.
+ */
+int32_t tq_sampler_open(float temperature, int32_t top_k, float top_p, float repetition_penalty,
+                        uint64_t seed, tq_sampler **sampler);
+
+/*
+ * Frees a sampler; NULL is accepted.
+ */
+void tq_sampler_free(tq_sampler *sampler);
+
+/*
+ * Adds a token to the history the repetition penalty reads (the prompt's tokens, say).
+ */
+int32_t tq_sampler_accept(tq_sampler *sampler, uint32_t token);
+
+/*
+ * Picks a token from logits (vocab floats, none NaN) into *token and accepts it.
+ */
+int32_t tq_sampler_sample(tq_sampler *sampler, const float *logits, int64_t vocab, uint32_t *token);
+
+/*
+ * Clears the history and restarts the generator from the seed.
+ */
+int32_t tq_sampler_reset(tq_sampler *sampler);
 
 #ifdef __cplusplus
 }

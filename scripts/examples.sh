@@ -16,7 +16,7 @@ ln -s "$PWD/.build/debug/libtesseraq.so" "$WORK/lib/libtesseraq.so"
 ln -s "$PWD/.build/debug/libtesseraq.so" "$WORK/lib/$SONAME"
 LINK=(-L"$WORK/lib" -ltesseraq -Wl,-rpath,"$WORK/lib" -lm)
 for cc in gcc clang; do
-  for ex in quantize packed_gemv; do
+  for ex in quantize packed_gemv generate; do
     $cc -std=c11 "${WARN[@]}" -I include "examples/c/$ex.c" -o "$WORK/$ex-$cc" "${LINK[@]}"
   done
 done
@@ -27,6 +27,19 @@ done
 "$WORK/packed_gemv-clang" "$WORK/w3" | tail -n 2
 "$WORK/cpp-g++" "$STORIES" "$WORK/w4"
 "$WORK/cpp-clang++" "$STORIES" "$WORK/w4"
+# The engine loop on a W8 checkpoint the CLI writes (groups of 32 keep stories260K's golden greedy
+# path): from BOS alone ("" encodes to it), 200 greedy tokens must be the golden continuation.
+.build/debug/tesseraq-cli quantize --model "$STORIES" --out "$WORK/w8" --method rtn --bits 8 --group-size 32 >/dev/null
+[ -f "$WORK/w8/tokenizer.json" ] || { echo "error: the packed checkpoint lacks tokenizer.json" >&2; exit 1; }
+for cc in gcc clang; do
+  "$WORK/generate-$cc" "$WORK/w8" "" 200 >"$WORK/generated.txt"
+  python3 -c 'import json, sys
+expected = json.load(open(sys.argv[1]))["expected_text"]
+got = open(sys.argv[2], encoding="utf-8").read()
+if got != expected + "\n":
+    sys.exit("error: generate printed %r, not the golden continuation %r" % (got[:80], expected[:80]))' \
+    "$STORIES/golden.json" "$WORK/generated.txt"
+done
 
 # The installed layout, found through pkg-config. Each step says what failed: the build log is
 # shown when the install fails, and ldd's output when the example links the wrong library.
@@ -53,4 +66,4 @@ if [ -n "$EXPORTED" ]; then
 fi
 env -u LD_LIBRARY_PATH "$WORK/packed_gemv_pc" "$WORK/w3" | tail -n 1
 "$WORK/prefix/bin/tesseraq" inspect "$WORK/w3" | tail -n 2
-echo "examples: 5 passed, 0 failed"
+echo "examples: 6 passed, 0 failed"

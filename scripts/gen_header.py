@@ -26,8 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SWIFT_DIR = ROOT / "Sources" / "TesseraQC"
 HEADER = ROOT / "include" / "tesseraq.h"
 # Sections of the header, in order: one Swift file each.
-SECTION_FILES = ["Status.swift", "ModelAPI.swift", "QuantizeAPI.swift", "PackedAPI.swift", "TokenizerAPI.swift"]
-HANDLES = {"TQModelHandle": "tq_model", "TQPackedHandle": "tq_packed", "TQTokenizerHandle": "tq_tokenizer"}
+SECTION_FILES = ["Status.swift", "ModelAPI.swift", "QuantizeAPI.swift", "PackedAPI.swift", "TokenizerAPI.swift",
+                 "SessionAPI.swift", "SamplerAPI.swift"]
+HANDLES = {"TQModelHandle": "tq_model", "TQPackedHandle": "tq_packed", "TQTokenizerHandle": "tq_tokenizer",
+           "TQSessionHandle": "tq_session", "TQSamplerHandle": "tq_sampler"}
 CALLBACKS = {"TQProgressCallback": "tq_progress_fn", "TQQuantProgressCallback": "tq_quant_progress_fn"}
 
 
@@ -270,6 +272,8 @@ typedef enum tq_status {{
 typedef struct tq_model tq_model;         /* a checkpoint opened with tq_model_open */
 typedef struct tq_packed tq_packed;       /* the packed tensors of a GPTQ checkpoint, tq_packed_open */
 typedef struct tq_tokenizer tq_tokenizer; /* a tokenizer.json, tq_tokenizer_open */
+typedef struct tq_session tq_session;     /* a decoding session (KV cache) over a model, tq_session_open */
+typedef struct tq_sampler tq_sampler;     /* a token sampler, tq_sampler_open */
 
 /* Progress callbacks: return non-zero to cancel the job (TQ_ERR_CANCELLED). */
 {chr(10).join(typedefs)}

@@ -8,10 +8,12 @@ import TesseraQ
 public typealias TQModelHandle = OpaquePointer
 public typealias TQPackedHandle = OpaquePointer
 public typealias TQTokenizerHandle = OpaquePointer
+public typealias TQSessionHandle = OpaquePointer
+public typealias TQSamplerHandle = OpaquePointer
 
 /// What a handle is; the raw value is its type in the header.
 enum HandleKind: String {
-    case model = "tq_model", packed = "tq_packed", tokenizer = "tq_tokenizer"
+    case model = "tq_model", packed = "tq_packed", tokenizer = "tq_tokenizer", session = "tq_session", sampler = "tq_sampler"
 }
 
 /// An object a handle of one kind stands for.
@@ -65,10 +67,17 @@ private let registry = HandleRegistry()
 /// stores a handle to the object `make` builds from the path.
 func openHandle<T: HandleObject>(_ path: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?,
                                  _ outName: String, _ make: (String) throws -> T) -> Int32 {
+    createHandle(out, outName) { try make(String(cString: try required(path, "path"))) }
+}
+
+/// The body of an `*_open` that takes no path: checks and clears `*out`, then stores a handle to
+/// the object `make` builds.
+func createHandle<T: HandleObject>(_ out: UnsafeMutablePointer<OpaquePointer?>?, _ outName: String,
+                                   _ make: () throws -> T) -> Int32 {
     guarded {
         let o = try required(out, outName)
         o.pointee = nil
-        o.pointee = registry.insert(try make(String(cString: try required(path, "path"))), T.handleKind)
+        o.pointee = registry.insert(try make(), T.handleKind)
     }
 }
 

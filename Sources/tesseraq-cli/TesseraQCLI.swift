@@ -8,7 +8,7 @@ struct TesseraQCLI: ParsableCommand {
         commandName: "tesseraq",
         abstract: "Ultra-low-bit post-training quantization of LLaMA-family models (TesseraQ).",
         version: Runtime.version,
-        subcommands: [Eval.self, Quantize.self, Inspect.self]
+        subcommands: [Eval.self, Quantize.self, Inspect.self, Generate.self]
     )
 
     static func main() {

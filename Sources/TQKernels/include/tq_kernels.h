@@ -45,6 +45,10 @@ TQK_API void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, 
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc);
 
+/* y[out] = W x[in], W row-major out x in (the Hugging Face layout): one dot product per output,
+ * outputs in parallel above 32K weights. For a single row of activations, where tqk_sgemm would pack W. */
+TQK_API void tqk_sgemv(const float *W, const float *x, float *y, int64_t out, int64_t in);
+
 /* ---- element-wise and conversions ---- */
 /* The sources are raw bytes of any alignment (a safetensors file places a 2-byte tensor at any
  * offset), read as little-endian 16-bit values. */
@@ -76,6 +80,14 @@ TQK_API void tqk_rope(float *x, int64_t n_tokens, int64_t n_heads, int64_t head_
  * One (head, query) row per task, rows in parallel. */
 TQK_API void tqk_attention(const float *Q, const float *K, const float *V, float *O, int64_t T,
                            int64_t H, int64_t KVH, int64_t D, float scale, int64_t window, float softcap);
+/* Attention of n new queries over a KV cache (decoding). Q/O [n x H*D], query i at absolute position
+ * pos + i; K/V the cache [(pos + n) x KVH*D], post-RoPE keys, rows 0 .. pos + n - 1 valid (the new
+ * tokens' rows already written). Query pos + i attends keys tqk_window_start(pos + i, window) .. pos + i,
+ * with the scale, softcap and GQA mapping of tqk_attention and the same arithmetic in the same order,
+ * so a row equals tqk_attention's row for the same q and keys. One (head, query) pair per task, heads
+ * outermost, in parallel. */
+TQK_API void tqk_attention_cached(const float *Q, const float *K, const float *V, float *O, int64_t n, int64_t pos,
+                                  int64_t H, int64_t KVH, int64_t D, float scale, int64_t window, float softcap);
 /* out = silu(g) * u */
 TQK_API void tqk_swiglu(const float *g, const float *u, float *out, int64_t n);
 /* out = gelu_tanh(g) * u, gelu_tanh(x) = x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2 (PyTorch's

@@ -31,6 +31,16 @@ final class MappedFile: @unchecked Sendable {
         base = UnsafeRawPointer(p)
     }
 
+    /// Drops the resident pages of bytes [begin, end) (whole pages within the map): a tensor copied
+    /// out of the map no longer counts in the process's memory twice. Later reads fault the pages
+    /// back in from the page cache, so this is safe while other threads read the same bytes.
+    func release(_ begin: Int, _ end: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = begin / page * page, hi = min((end + page - 1) / page * page, (size + page - 1) / page * page)
+        guard size > 0, hi > lo else { return }
+        madvise(UnsafeMutableRawPointer(mutating: base + lo), hi - lo, MADV_DONTNEED)
+    }
+
     deinit {
         if size == 0 {
             UnsafeMutableRawPointer(mutating: base).deallocate()

@@ -109,16 +109,28 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Raw bytes of a tensor inside the map (valid while this object lives).
     public func bytes(_ t: TensorInfo) -> UnsafeRawPointer { file.base + t.begin }
 
-    /// Converts a float tensor (F32, F16, BF16) into `out`, which holds `t.count` floats.
+    /// Converts a float tensor (F32, F16, BF16) into `out`, which holds `t.count` floats. The tensor
+    /// is read in slices whose mapped pages are dropped as soon as they are converted, so a large
+    /// tensor (an embedding) is never resident twice.
     public func readFloats(_ t: TensorInfo, into out: UnsafeMutablePointer<Float>) throws {
-        let src = bytes(t)
-        let n = Int64(t.count)
-        switch t.dtype {
-        case .f32: memcpy(out, src, t.count * 4)
-        // Raw pointers: a 2-byte tensor may start at an odd offset, so it is no UInt16 array.
-        case .f16: tqk_f16_to_f32(src, out, n)
-        case .bf16: tqk_bf16_to_f32(src, out, n)
-        default: throw TQError.unsupported("\(path): tensor \(t.name) has dtype \(t.dtype.rawValue); expected F32, F16 or BF16")
+        guard let width = [DType.f32: 4, .f16: 2, .bf16: 2][t.dtype] else {
+            throw TQError.unsupported("\(path): tensor \(t.name) has dtype \(t.dtype.rawValue); expected F32, F16 or BF16")
+        }
+        let slice = 1 << 20
+        var done = 0
+        while done < t.count {
+            let n = min(slice, t.count - done), src = bytes(t) + done * width
+            switch t.dtype {
+            case .f32: memcpy(out + done, src, n * 4)
+            // Raw pointers: a 2-byte tensor may start at an odd offset, so it is no UInt16 array.
+            case .f16: tqk_f16_to_f32(src, out + done, Int64(n))
+            default: tqk_bf16_to_f32(src, out + done, Int64(n))
+            }
+            file.release(t.begin + done * width, t.begin + (done + n) * width)
+            done += n
         }
     }
+
+    /// Lets the kernel drop the map's pages of a tensor that has been copied out (see MappedFile.release).
+    public func releasePages(_ t: TensorInfo) { file.release(t.begin, t.end) }
 }

@@ -67,6 +67,15 @@ public final class TensorStore: @unchecked Sendable {
         }
     }
 
+    /// The tensor converted to float32, read straight into a buffer (no intermediate array: large
+    /// tensors such as embeddings are not held twice while loading).
+    public func floatBuffer(_ name: String) throws -> FloatBuffer {
+        let (file, info) = try require(name)
+        let out = try FloatBuffer(count: info.count)
+        try file.readFloats(info, into: out.p)
+        return out
+    }
+
     /// The tensor converted to float32.
     public func floats(_ name: String) throws -> [Float] {
         let (file, info) = try require(name)

@@ -36,19 +36,11 @@ final class AttentionActivations: @unchecked Sendable {
     /// stand-ins) and the block's biases and q/k norms.
     func forward(_ n1: UnsafePointer<Float>, q wq: UnsafePointer<Float>, k wk: UnsafePointer<Float>,
                  v wv: UnsafePointer<Float>, block w: BlockWeights, rope: RopeTables) {
-        let c = config, d = c.hidden, T = rows, rowsI = Int64(T)
-        let qOut = qPre ?? q, kOut = kPre ?? k
-        linearForward(n1, rows: T, weight: wq, out: c.qDim, in: d, into: qOut.p)
-        linearForward(n1, rows: T, weight: wk, out: c.kvDim, in: d, into: kOut.p)
-        linearForward(n1, rows: T, weight: wv, out: c.kvDim, in: d, into: v.p)
-        if let b = w.biases {
-            tqk_add_bias(qOut.p, b[0].p, rowsI, Int64(c.qDim))
-            tqk_add_bias(kOut.p, b[1].p, rowsI, Int64(c.kvDim))
-            tqk_add_bias(v.p, b[2].p, rowsI, Int64(c.kvDim))
-        }
-        if let n = w.qkNorms, let qPre, let kPre {
-            tqk_rmsnorm(qPre.p, n[0].p, q.p, rowsI * Int64(c.heads), Int64(c.headDim), c.rmsEps)
-            tqk_rmsnorm(kPre.p, n[1].p, k.p, rowsI * Int64(c.kvHeads), Int64(c.headDim), c.rmsEps)
+        let c = config, d = c.hidden
+        Self.projectQKV(rows: rows, config: c, block: w, q: q.p, k: k.p, v: v.p, qPre: qPre?.p, kPre: kPre?.p) { outs in
+            linearForward(n1, rows: rows, weight: wq, out: c.qDim, in: d, into: outs[0])
+            linearForward(n1, rows: rows, weight: wk, out: c.kvDim, in: d, into: outs[1])
+            linearForward(n1, rows: rows, weight: wv, out: c.kvDim, in: d, into: outs[2])
         }
         let rope = rope.forBlock(w)
         for s in 0..<sequences {
@@ -57,6 +49,25 @@ final class AttentionActivations: @unchecked Sendable {
             tqk_rope(ks, Int64(length), Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_attention(qs, ks, vs, attn.p + s * length * c.qDim, Int64(length), Int64(c.heads), Int64(c.kvHeads),
                           Int64(c.headDim), c.attentionScale, Int64(w.attentionWindow ?? 0), c.attentionSoftcap ?? 0)
+        }
+    }
+
+    /// q and k before RoPE, and v, for `rows` rows: `project` writes the three projections into the
+    /// outputs it is given (q and k land in qPre and kPre when the model has q/k norms), then the
+    /// biases are added and the per-head norms applied (into q and k).
+    static func projectQKV(rows T: Int, config c: LlamaConfig, block w: BlockWeights, q: UnsafeMutablePointer<Float>,
+                           k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, qPre: UnsafeMutablePointer<Float>?,
+                           kPre: UnsafeMutablePointer<Float>?, project: ([UnsafeMutablePointer<Float>]) -> Void) {
+        let rowsI = Int64(T), qOut = qPre ?? q, kOut = kPre ?? k
+        project([qOut, kOut, v])
+        if let b = w.biases {
+            tqk_add_bias(qOut, b[0].p, rowsI, Int64(c.qDim))
+            tqk_add_bias(kOut, b[1].p, rowsI, Int64(c.kvDim))
+            tqk_add_bias(v, b[2].p, rowsI, Int64(c.kvDim))
+        }
+        if let n = w.qkNorms, let qPre, let kPre {
+            tqk_rmsnorm(qPre, n[0].p, q, rowsI * Int64(c.heads), Int64(c.headDim), c.rmsEps)
+            tqk_rmsnorm(kPre, n[1].p, k, rowsI * Int64(c.kvHeads), Int64(c.headDim), c.rmsEps)
         }
     }
 

@@ -16,9 +16,15 @@ public final class BlockWorkspace: @unchecked Sendable {
     public var rows: Int { sequences * length }
     let rope: RopeTables
     let attention: AttentionActivations
-    let n1, h, n2, g, u, act: FloatBuffer
-    /// o_proj's and down_proj's outputs before their post-norms (sandwich-norm blocks only).
-    let attnOut, mlpOut: FloatBuffer?
+    let activations: BlockActivations
+    var n1: FloatBuffer { activations.n1 }
+    var h: FloatBuffer { activations.h }
+    var n2: FloatBuffer { activations.n2 }
+    var g: FloatBuffer { activations.g }
+    var u: FloatBuffer { activations.u }
+    var act: FloatBuffer { activations.act }
+    var attnOut: FloatBuffer? { activations.attnOut }
+    var mlpOut: FloatBuffer? { activations.mlpOut }
     /// The attention output before o_proj (o_proj's input).
     var attn: FloatBuffer { attention.attn }
 
@@ -27,29 +33,72 @@ public final class BlockWorkspace: @unchecked Sendable {
         self.sequences = sequences
         self.length = length
         self.rope = try rope ?? RopeTables(config: c, positions: length)
-        let T = sequences * length
-        n1 = try FloatBuffer(count: T * c.hidden); h = try FloatBuffer(count: T * c.hidden); n2 = try FloatBuffer(count: T * c.hidden)
         attention = try AttentionActivations(config: c, sequences: sequences, length: length)
+        activations = try BlockActivations(config: c, rows: sequences * length)
+    }
+
+    /// x [rows x hidden] -> y, written to `y` (which may be `x`).
+    public func forward(_ x: UnsafePointer<Float>, weights w: BlockWeights, into y: UnsafeMutablePointer<Float>) {
+        activations.forward(x, rows: rows, block: w, linears: w, into: y) { n1 in
+            attention.forward(n1, q: w[.q].p, k: w[.k].p, v: w[.v].p, block: w, rope: rope)
+            return UnsafePointer(attention.attn.p)
+        }
+    }
+}
+
+/// How a block's linears run: float weights through the GEMM (`BlockWeights`), or packed ones
+/// (`DecodingSession`).
+protocol BlockLinears {
+    /// ys[k] [rows x out_k] = x [rows x in] W_k^T for `kinds`, which share their input x.
+    func project(_ kinds: [LinearKind], _ x: UnsafePointer<Float>, rows: Int, config: LlamaConfig,
+                 into ys: [UnsafeMutablePointer<Float>])
+}
+
+extension BlockWeights: BlockLinears {
+    func project(_ kinds: [LinearKind], _ x: UnsafePointer<Float>, rows: Int, config: LlamaConfig,
+                 into ys: [UnsafeMutablePointer<Float>]) {
+        for (kind, y) in zip(kinds, ys) {
+            let (o, i) = kind.shape(config)
+            linearForward(x, rows: rows, weight: self[kind].p, out: o, in: i, into: y)
+        }
+    }
+}
+
+/// The activations of a block outside attention, for up to `capacity` rows, and the block's
+/// residual structure around the attention (shared by training, evaluation and decoding).
+final class BlockActivations: @unchecked Sendable {
+    let config: LlamaConfig
+    let capacity: Int
+    let n1, h, n2, g, u, act: FloatBuffer
+    /// o_proj's and down_proj's outputs before their post-norms (sandwich-norm blocks only).
+    let attnOut, mlpOut: FloatBuffer?
+
+    init(config c: LlamaConfig, rows T: Int) throws {
+        config = c
+        capacity = T
+        n1 = try FloatBuffer(count: T * c.hidden); h = try FloatBuffer(count: T * c.hidden); n2 = try FloatBuffer(count: T * c.hidden)
         g = try FloatBuffer(count: T * c.intermediate); u = try FloatBuffer(count: T * c.intermediate)
         act = try FloatBuffer(count: T * c.intermediate)
         attnOut = c.sandwichNorms ? try FloatBuffer(count: T * c.hidden) : nil
         mlpOut = c.sandwichNorms ? try FloatBuffer(count: T * c.hidden) : nil
     }
 
-    /// x [rows x hidden] -> y, written to `y` (which may be `x`).
-    public func forward(_ x: UnsafePointer<Float>, weights w: BlockWeights, into y: UnsafeMutablePointer<Float>) {
-        let c = config, d = c.hidden, T = rows, rowsI = Int64(T)
+    /// y = block(x) for `rows` rows (y may be x): `attention` maps n1 to o_proj's input; `w` gives
+    /// the norms, `linears` runs o, gate, up and down.
+    func forward(_ x: UnsafePointer<Float>, rows T: Int, block w: BlockWeights, linears: some BlockLinears,
+                 into y: UnsafeMutablePointer<Float>, attention: (UnsafePointer<Float>) -> UnsafePointer<Float>) {
+        precondition(T <= capacity, "more rows than the activations hold")
+        let c = config, d = c.hidden, rowsI = Int64(T)
         tqk_rmsnorm(x, w.attnNorm.p, n1.p, rowsI, Int64(d), c.rmsEps)
-        attention.forward(n1.p, q: w[.q].p, k: w[.k].p, v: w[.v].p, block: w, rope: rope)
+        let attn = attention(n1.p)
         // h = x + o(attn); computed in h so that y may alias x.
-        linearForward(attn.p, rows: T, weight: w[.o].p, out: d, in: c.qDim, into: (attnOut ?? h).p)
+        linears.project([.o], attn, rows: T, config: c, into: [(attnOut ?? h).p])
         if let post = w.postNorms, let attnOut { tqk_rmsnorm(attnOut.p, post[0].p, h.p, rowsI, Int64(d), c.rmsEps) }
         tqk_add(h.p, x, rowsI * Int64(d))
         tqk_rmsnorm(h.p, w.mlpNorm.p, n2.p, rowsI, Int64(d), c.rmsEps)
-        linearForward(n2.p, rows: T, weight: w[.gate].p, out: c.intermediate, in: d, into: g.p)
-        linearForward(n2.p, rows: T, weight: w[.up].p, out: c.intermediate, in: d, into: u.p)
+        linears.project([.gate, .up], n2.p, rows: T, config: c, into: [g.p, u.p])
         c.activation.forward(g.p, u.p, into: act.p, count: T * c.intermediate)
-        linearForward(act.p, rows: T, weight: w[.down].p, out: d, in: c.intermediate, into: mlpOut?.p ?? y)
+        linears.project([.down], act.p, rows: T, config: c, into: [mlpOut?.p ?? y])
         if let post = w.postNorms, let mlpOut { tqk_rmsnorm(mlpOut.p, post[1].p, y, rowsI, Int64(d), c.rmsEps) }
         tqk_add(y, h.p, rowsI * Int64(d))
     }

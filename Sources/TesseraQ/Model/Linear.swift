@@ -37,3 +37,15 @@ func linearForward(_ x: UnsafePointer<Float>, rows: Int, weight w: UnsafePointer
                    into y: UnsafeMutablePointer<Float>) {
     tqk_sgemm(0, 1, Int64(rows), Int64(out), Int64(inF), 1, x, Int64(inF), w, Int64(inF), 0, y, Int64(out))
 }
+
+/// As `linearForward`, with a single row taken by the GEMV (a decoding step: the GEMM would pack
+/// the whole weight for one row).
+@inline(__always)
+func linearApply(_ x: UnsafePointer<Float>, rows: Int, weight w: UnsafePointer<Float>, out: Int, in inF: Int,
+                 into y: UnsafeMutablePointer<Float>) {
+    if rows == 1 {
+        tqk_sgemv(w, x, y, Int64(out), Int64(inF))
+    } else {
+        linearForward(x, rows: rows, weight: w, out: out, in: inF, into: y)
+    }
+}

@@ -54,13 +54,13 @@ public final class LlamaModel: @unchecked Sendable {
                 for name in BlockWeights.qkNormNames { try store.requireFloat("model.layers.\(l)." + name, shape: [c.headDim]) }
             }
         }
-        embed = try FloatBuffer(try store.floats("model.embed_tokens.weight"))
+        embed = try store.floatBuffer("model.embed_tokens.weight")
         finalNorm = try FloatBuffer(try Self.norm(store, "model.norm.weight", config: c))
         embedScale = c.scalesEmbeddings
             ? Self.rounded(Float(Double(c.hidden).squareRoot()), to: store.info("model.embed_tokens.weight")!.dtype) : nil
         if store.info("lm_head.weight") != nil {
             try store.requireFloat("lm_head.weight", shape: [c.vocab, c.hidden])
-            lmHead = try FloatBuffer(try store.floats("lm_head.weight"))
+            lmHead = try store.floatBuffer("lm_head.weight")
         } else if c.tiedEmbeddings {
             lmHead = embed
         } else {
@@ -88,32 +88,39 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Block `layer`'s weights in float32 (packed linears dequantised), after `blockTransform`.
     public func loadBlock(_ layer: Int) throws -> BlockWeights {
-        let p = "model.layers.\(layer)."
-        var linears: [FloatBuffer] = []
         var fused: [String: [Float]] = [:]   // a fused tensor is read once for all its parts
-        for kind in LinearKind.allCases {
-            let (o, i) = kind.shape(config), (prefix, offset, rows) = kind.storage(layer: layer, config: config)
-            if let q = packed?.linear(named: prefix) {
-                let w = try FloatBuffer(count: o * i)
-                q.dequantize(rows: offset..<(offset + o), into: w.p)
-                linears.append(w)
-            } else if rows == o {
-                linears.append(try FloatBuffer(try store.floats(prefix + ".weight")))
-            } else {
-                if fused[prefix] == nil { fused[prefix] = try store.floats(prefix + ".weight") }
-                linears.append(try FloatBuffer(Array(fused[prefix]![(offset * i)..<((offset + o) * i)])))
-            }
+        let linears = try LinearKind.allCases.map { try floatLinear($0, layer: layer, fused: &fused) }
+        let block = try blockTensors(layer, linears: linears)
+        try blockTransform?(layer, block)
+        return block
+    }
+
+    /// One linear of block `layer` in float32: dequantised when packed, cut from its fused tensor
+    /// (read once into `fused`) when the model fuses it.
+    func floatLinear(_ kind: LinearKind, layer: Int, fused: inout [String: [Float]]) throws -> FloatBuffer {
+        let (o, i) = kind.shape(config), (prefix, offset, rows) = kind.storage(layer: layer, config: config)
+        if let q = packed?.linear(named: prefix) {
+            let w = try FloatBuffer(count: o * i)
+            q.dequantize(rows: offset..<(offset + o), into: w.p)
+            return w
+        } else if rows == o {
+            return try store.floatBuffer(prefix + ".weight")
         }
+        if fused[prefix] == nil { fused[prefix] = try store.floats(prefix + ".weight") }
+        return try FloatBuffer(Array(fused[prefix]![(offset * i)..<((offset + o) * i)]))
+    }
+
+    /// Block `layer` with the given linears and its own norms, biases, q/k norms and window.
+    func blockTensors(_ layer: Int, linears: [FloatBuffer]) throws -> BlockWeights {
+        let p = "model.layers.\(layer)."
         let biases = config.qkvBias
             ? try [LinearKind.q, .k, .v].map { try FloatBuffer(try store.floats($0.prefix(layer: layer) + ".bias")) }
             : nil
         let norm = { (name: String) in try FloatBuffer(try Self.norm(self.store, p + name, config: self.config)) }
         let qkNorms = config.qkNorm ? try BlockWeights.qkNormNames.map(norm) : nil
         let norms = try BlockWeights.normNames(sandwich: config.sandwichNorms).map(norm)
-        let block = BlockWeights(attnNorm: norms[0], mlpNorm: norms[1], linears: linears, biases: biases, qkNorms: qkNorms,
-                                 attentionWindow: config.window(layer: layer), postNorms: norms.count > 2 ? Array(norms[2...]) : nil)
-        try blockTransform?(layer, block)
-        return block
+        return BlockWeights(attnNorm: norms[0], mlpNorm: norms[1], linears: linears, biases: biases, qkNorms: qkNorms,
+                            attentionWindow: config.window(layer: layer), postNorms: norms.count > 2 ? Array(norms[2...]) : nil)
     }
 
     func validate(tokens: UnsafeBufferPointer<UInt32>) throws {
@@ -140,13 +147,23 @@ public final class LlamaModel: @unchecked Sendable {
         for l in 0..<config.layers {
             work.forward(x.p, weights: try loadBlock(l), into: x.p)
         }
-        tqk_rmsnorm(x.p, finalNorm.p, x.p, Int64(T), Int64(config.hidden), config.rmsEps)
+        applyFinalNorm(x.p, rows: T)
         return x
+    }
+
+    /// The last RMSNorm, in place on `rows` hidden states.
+    func applyFinalNorm(_ x: UnsafeMutablePointer<Float>, rows: Int) {
+        tqk_rmsnorm(x, finalNorm.p, x, Int64(rows), Int64(config.hidden), config.rmsEps)
     }
 
     /// Logits of rows [row, row + n) of `hidden` into out [n x vocab], soft-capped where the model caps them.
     func head(_ hidden: FloatBuffer, row: Int, count n: Int, into out: UnsafeMutablePointer<Float>) {
-        linearForward(hidden.p + row * config.hidden, rows: n, weight: lmHead.p, out: config.vocab,
+        head(hidden.p + row * config.hidden, count: n, into: out)
+    }
+
+    /// Logits of n hidden rows into out [n x vocab].
+    func head(_ hidden: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>) {
+        linearApply(hidden, rows: n, weight: lmHead.p, out: config.vocab,
                       in: config.hidden, into: out)
         if let cap = config.finalSoftcap { tqk_softcap(out, Int64(n * config.vocab), cap) }
     }

@@ -44,6 +44,7 @@ public final class PackedCheckpoint: @unchecked Sendable {
         [T](unsafeUninitializedCapacity: info.count) { buf, n in
             memcpy(buf.baseAddress!, file.bytes(info), info.end - info.begin)
             n = info.count
+            file.releasePages(info)
         }
     }
 

@@ -45,6 +45,21 @@ _SIGNATURES = {
     "tq_tokenizer_token_id": ([c_void_p, c_char_p, P(ctypes.c_uint32)], c_int32),
     "tq_tokenize": ([c_void_p, c_char_p, c_int64, c_void_p, c_int64, P(c_int64)], c_int32),
     "tq_detokenize": ([c_void_p, c_void_p, c_int64, c_void_p, c_int64, P(c_int64)], c_int32),
+    "tq_session_open": ([c_void_p, c_int64, P(c_void_p)], c_int32),
+    "tq_session_free": ([c_void_p], None),
+    "tq_session_prefill": ([c_void_p, c_void_p, c_int64, c_void_p], c_int32),
+    "tq_session_prefill_all": ([c_void_p, c_void_p, c_int64, c_void_p], c_int32),
+    "tq_session_decode": ([c_void_p, ctypes.c_uint32, c_void_p], c_int32),
+    "tq_session_rewind": ([c_void_p, c_int64], c_int32),
+    "tq_session_reset": ([c_void_p], c_int32),
+    "tq_session_position": ([c_void_p, P(c_int64)], c_int32),
+    "tq_session_capacity": ([c_void_p, P(c_int64)], c_int32),
+    "tq_session_memory": ([c_void_p, P(c_int64), P(c_int64)], c_int32),
+    "tq_sampler_open": ([ctypes.c_float, c_int32, ctypes.c_float, ctypes.c_float, ctypes.c_uint64, P(c_void_p)], c_int32),
+    "tq_sampler_free": ([c_void_p], None),
+    "tq_sampler_accept": ([c_void_p, ctypes.c_uint32], c_int32),
+    "tq_sampler_sample": ([c_void_p, c_void_p, c_int64, P(ctypes.c_uint32)], c_int32),
+    "tq_sampler_reset": ([c_void_p], c_int32),
 }
 
 

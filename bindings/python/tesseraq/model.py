@@ -4,7 +4,7 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -33,9 +33,14 @@ class _Handle:
 
     def __init__(self, path: "os.PathLike[str] | str", open_name: str) -> None:
         self.path = os.fspath(path)
+        self._open(open_name, self.path.encode())
+
+    def _open(self, open_name: str, *args) -> None:
+        """Calls open_name(*args, &handle) and owns the handle."""
+        self._handle: Optional[ctypes.c_void_p] = None
         handle = ctypes.c_void_p()
-        _lib.call(open_name, self.path.encode(), ctypes.byref(handle))
-        self._handle: Optional[ctypes.c_void_p] = handle
+        _lib.call(open_name, *args, ctypes.byref(handle))
+        self._handle = handle
 
     @property
     def handle(self) -> ctypes.c_void_p:
@@ -115,3 +120,18 @@ class Model(_Handle):
                     raise KeyboardInterrupt from None
                 raise
         return ppl.value
+
+    def stream(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+               repetition_penalty: float = 1.0, seed: int = 0, chat: bool = False) -> Iterator[str]:
+        """Text pieces as they are generated after `prompt` (at most max_tokens tokens; stops at the
+        model's end-of-text tokens). Pieces hold whole characters only. `chat` wraps the prompt in
+        the model's ChatML template (refused for other templates)."""
+        from .generate import stream
+        return stream(self, prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                      repetition_penalty=repetition_penalty, seed=seed, chat=chat)
+
+    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                 repetition_penalty: float = 1.0, seed: int = 0, chat: bool = False) -> str:
+        """The text generated after `prompt`: the pieces of `stream` joined."""
+        return "".join(self.stream(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                   repetition_penalty=repetition_penalty, seed=seed, chat=chat))

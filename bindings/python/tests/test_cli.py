@@ -148,3 +148,42 @@ def test_sigterm_cancels_eval(cli, fixtures):
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 4 and "cancelled" in err
+
+
+def test_generate_help_examples_run(cli, fixtures):
+    for example in help_examples(cli, "generate"):
+        p = run(cli, substitute(example, fixtures, ""))
+        if "--json" in example:
+            r = json.loads(p.stdout)
+            assert r["generated_tokens"] == int(example[example.index("--max-tokens") + 1]) and r["stop_reason"] == "max_tokens"
+            assert r["text"] and r["peak_rss_bytes"] >= r["baseline_rss_bytes"] > 0
+            assert r["budget_bytes"] == r["weight_bytes"] + r["kv_cache_bytes"] + r["activation_bytes"]
+        else:
+            assert p.stdout.strip()
+            assert re.match(r"prompt: \d+ tokens, [\d.]+ tok/s · generated: \d+ tokens, [\d.]+ tok/s · peak memory: [\d.]+ MiB",
+                            p.stderr.splitlines()[-1])
+
+
+def test_generate_golden_greedy_text_and_refusals(cli, fixtures, tmp_path):
+    model = fixtures.model("stories260K")
+    with open(os.path.join(model, "golden.json")) as f:
+        golden = json.load(f)
+    (tmp_path / "prompt.txt").write_text("")
+    p = run(cli, ["generate", "--model", model, "--prompt-file", str(tmp_path / "prompt.txt"), "--max-tokens", "200"])
+    assert p.stdout == golden["expected_text"] + "\n"
+    p = run(cli, ["generate", "--model", model, "--prompt", "Hi", "--chat"], ok=False)
+    assert p.returncode == 2 and "not ChatML-shaped" in p.stderr
+    p = run(cli, ["generate", "--model", model], ok=False)
+    assert p.returncode == 2 and "exactly one of --prompt or --prompt-file" in p.stderr
+    p = run(cli, ["generate", "--model", model, "--prompt", "Hi", "--top-p", "0"], ok=False)
+    assert p.returncode == 2 and "top_p" in p.stderr
+
+
+def test_sigint_cancels_generate(cli, fixtures):
+    """Ctrl-C while text streams: exit status 4 and "cancelled", the text so far on stdout."""
+    p = subprocess.Popen([cli, "generate", "--model", fixtures.model("stories260K"), "--prompt", "Once", "--max-tokens", "500",
+                          "--temperature", "1", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = p.stdout.read(1)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 4 and b"cancelled" in err and first

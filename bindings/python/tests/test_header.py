@@ -143,11 +143,13 @@ def test_status_codes_agree_everywhere():
 
 # What each ctypes type may stand for in a C signature.
 CTYPES = {
-    ctypes.c_int32: {"int32_t"}, ctypes.c_int64: {"int64_t"}, ctypes.c_double: {"double"},
+    ctypes.c_int32: {"int32_t"}, ctypes.c_int64: {"int64_t"}, ctypes.c_double: {"double"}, ctypes.c_float: {"float"},
+    ctypes.c_uint32: {"uint32_t"}, ctypes.c_uint64: {"uint64_t"},
     ctypes.c_char_p: {"const char *", "char *"},
-    ctypes.c_void_p: {"tq_model *", "tq_packed *", "tq_tokenizer *", "float *", "const float *", "const uint32_t *",
+    ctypes.c_void_p: {"tq_model *", "tq_packed *", "tq_tokenizer *", "tq_session *", "tq_sampler *", "float *", "const float *", "const uint32_t *",
                       "uint32_t *", "uint8_t *", "char *", "void *", "const int64_t *"},
-    ctypes.POINTER(ctypes.c_void_p): {"tq_model **", "tq_packed **", "tq_tokenizer **", "float *const *"},
+    ctypes.POINTER(ctypes.c_void_p): {"tq_model **", "tq_packed **", "tq_tokenizer **", "tq_session **", "tq_sampler **",
+                                      "float *const *"},
     ctypes.POINTER(ctypes.c_int64): {"int64_t *", "const int64_t *"},
     ctypes.POINTER(ctypes.c_int32): {"int32_t *"}, ctypes.POINTER(ctypes.c_double): {"double *"},
     ctypes.POINTER(ctypes.c_uint32): {"uint32_t *"}, ctypes.POINTER(ctypes.c_char_p): {"const char **"},
