@@ -286,8 +286,13 @@ def main(argv=None) -> int:
             bench_bin = None
         if bench_bin:
             for t in LLAMA_TYPES:
-                rows[f"llama.cpp {t}"] = {"engine": "llama.cpp", "key": t, "path": str(ggufs[t]),
+                types = llama_cpp_build.gguf_tensor_types(Path(llama["src"]), ggufs[t])
+                rows[f"llama.cpp {t}"] = {"engine": "llama.cpp", "key": t, "path": str(ggufs[t]), "tensor_types": types,
                                           "size_bytes": ggufs[t].stat().st_size, "pp": [], "tg": []}
+                if types and t.endswith("_K") and sum(types.values()) and types.get(t, 0) < sum(types.values()) / 2:
+                    notes.append(f"llama.cpp {t} is mostly other types on this model (matrices: "
+                                 + ", ".join(f"{k} x{v}" for k, v in types.items())
+                                 + "): k-quants need rows that are a multiple of 256 and llama-quantize falls back")
 
     if not rows:
         log("nothing to measure")

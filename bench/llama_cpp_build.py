@@ -300,6 +300,29 @@ def ensure_ggufs(llama: Dict[str, object], hf_model: Path, gguf_dir: Path, name:
     return out
 
 
+def gguf_tensor_types(src: Path, gguf_file: Path) -> Optional[Dict[str, int]]:
+    """{type name: count} of the 2-D tensors of a GGUF file, read with the vendored gguf-py (None when
+    it cannot be read). Shows what llama-quantize really wrote (k-quants fall back to Q4_0 / Q8_0 on
+    rows that are not a multiple of 256)."""
+    path = str(Path(src) / "gguf-py")
+    added = path not in sys.path
+    if added:
+        sys.path.insert(0, path)
+    try:
+        import gguf  # noqa: WPS433
+        reader = gguf.GGUFReader(str(gguf_file))
+        counts: Dict[str, int] = {}
+        for t in reader.tensors:
+            if len(t.shape) >= 2:
+                counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+    except Exception:
+        return None
+    finally:
+        if added:
+            sys.path.remove(path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=None, help="cache folder (default ~/.cache/tesseraq/llama.cpp)")
