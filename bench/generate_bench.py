@@ -142,13 +142,18 @@ class Ours:
             s = self.tq.Session(m, self.args.prompt_tokens + self.args.gen_tokens)
         except Exception as e:
             return f"{path}: {type(e).__name__}: {e}"
-        self.models[key], self.sessions[key] = m, s
         # warm-up: a short prefill and a few decodes (page in the weights, start the threads)
-        s.reset()
-        s.prefill(self.prompt(m)[:64])
-        for _ in range(4):
-            s.decode(1)
-        s.reset()
+        try:
+            s.reset()
+            s.prefill(self.prompt(m)[:64])
+            for _ in range(4):
+                s.decode(1)
+            s.reset()
+        except Exception as e:
+            s.close()
+            m.close()
+            return f"{path}: warm-up failed: {type(e).__name__}: {e}"
+        self.models[key], self.sessions[key] = m, s
         return None
 
     def prompt(self, model):
