@@ -29,10 +29,16 @@ machine's own speed); --json keeps every sample.
 
 Model directories under --models-dir (override each with --fp/--w4/--w3/--w2):
     smollm2-bf16     python3 scripts/convert_smollm2.py --out DIR
-    smollm2-w4g128   tesseraq quantize --model FP --out DIR --method tesseraq --bits 4 --group-size 128 --preset fast
+    smollm2-w4g128   tesseraq quantize --model FP --out DIR --method tesseraq --bits 4 --group-size 128 \
+                         --preset fast --set init=rtn --calib-text data/wikitext2/valid.txt
     smollm2-w3g64    ... --bits 3 --group-size 64
     smollm2-w2g64    ... --bits 2 --group-size 64
-(the speed does not depend on the quantization method, only on bits and group size).
+(the speed does not depend on the quantization method, only on bits and group size: --method rtn
+makes the same layout in seconds).
+
+llama.cpp's Q2_K of this model is mostly Q4_0: k-quants need rows that are a multiple of 256 values,
+SmolLM2's hidden size is 576, and llama-quantize falls back (the script prints the tensor types of
+every GGUF and a note when a k-quant file is mostly other types).
 
 This is a benchmark, not a test: it reports the ratios against the issue's targets (our W4 and W2
 decode at least as fast as llama.cpp's Q4_0 and Q2_K, our W2 decode faster than our W4) and exits 0
