@@ -59,8 +59,8 @@ public final class DecodingSession: @unchecked Sendable {
     /// blocks' norms and biases, the embeddings and the LM head (once when tied).
     public var weightBytes: Int {
         let f = MemoryLayout<Float>.size
-        let head = model.lmHead === model.embed ? 0 : model.lmHead.count * f
-        return blocks.reduce(0) { $0 + $1.bytes } + (model.embed.count + model.finalNorm.count) * f + head
+        let head = model.lmHead === model.embed ? 0 : model.lmHead.bytes
+        return blocks.reduce(0) { $0 + $1.bytes } + model.embed.bytes + model.finalNorm.count * f + head
     }
 
     /// Bytes of the per-chunk activations (one layer's working set) and the RoPE tables.
@@ -90,10 +90,10 @@ public final class DecodingSession: @unchecked Sendable {
             forward(x.p, rows: n, at: start + done)
             if allLogits {
                 model.applyFinalNorm(x.p, rows: n)
-                model.head(x.p, count: n, into: logits + done * vocab)
+                try model.head(x.p, count: n, into: logits + done * vocab)
             } else if done + n == tokens.count {
                 model.applyFinalNorm(x.p + (n - 1) * model.config.hidden, rows: 1)
-                model.head(x.p + (n - 1) * model.config.hidden, count: 1, into: logits)
+                try model.head(x.p + (n - 1) * model.config.hidden, count: 1, into: logits)
             }
             done += n
         }

@@ -116,16 +116,29 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard let width = [DType.f32: 4, .f16: 2, .bf16: 2][t.dtype] else {
             throw TQError.unsupported("\(path): tensor \(t.name) has dtype \(t.dtype.rawValue); expected F32, F16 or BF16")
         }
-        let slice = 1 << 20
-        var done = 0
-        while done < t.count {
-            let n = min(slice, t.count - done), src = bytes(t) + done * width
+        forEachSlice(t, width: width) { done, n, src in
             switch t.dtype {
             case .f32: memcpy(out + done, src, n * 4)
             // Raw pointers: a 2-byte tensor may start at an odd offset, so it is no UInt16 array.
             case .f16: tqk_f16_to_f32(src, out + done, Int64(n))
             default: tqk_bf16_to_f32(src, out + done, Int64(n))
             }
+        }
+    }
+
+    /// Copies a tensor's bytes as stored into `out` (t.end - t.begin bytes), dropping the mapped
+    /// pages as it goes like `readFloats`.
+    public func copyBytes(_ t: TensorInfo, into out: UnsafeMutableRawPointer) {
+        forEachSlice(t, width: t.dtype.size) { done, n, src in memcpy(out + done * t.dtype.size, src, n * t.dtype.size) }
+    }
+
+    /// Calls `body(first, count, bytes)` on slices of 1M elements, then drops their mapped pages.
+    private func forEachSlice(_ t: TensorInfo, width: Int, _ body: (Int, Int, UnsafeRawPointer) -> Void) {
+        let slice = 1 << 20
+        var done = 0
+        while done < t.count {
+            let n = min(slice, t.count - done)
+            body(done, n, bytes(t) + done * width)
             file.release(t.begin + done * width, t.begin + (done + n) * width)
             done += n
         }

@@ -12,9 +12,9 @@ public final class LlamaModel: @unchecked Sendable {
     public let packed: PackedCheckpoint?
     /// Applied to each block's weights after loading (simulated quantization in tests, AWQ folding).
     public var blockTransform: ((Int, BlockWeights) throws -> Void)?
-    let embed: FloatBuffer
+    let embed: TokenMatrix
     let finalNorm: FloatBuffer
-    let lmHead: FloatBuffer
+    let lmHead: TokenMatrix
     /// Gemma's embedding multiplier sqrt(hidden), rounded to the embedding's dtype as transformers
     /// rounds it (its `normalizer`); nil for models that do not scale embeddings.
     let embedScale: Float?
@@ -54,13 +54,13 @@ public final class LlamaModel: @unchecked Sendable {
                 for name in BlockWeights.qkNormNames { try store.requireFloat("model.layers.\(l)." + name, shape: [c.headDim]) }
             }
         }
-        embed = try store.floatBuffer("model.embed_tokens.weight")
+        embed = try TokenMatrix(store, "model.embed_tokens.weight", rows: c.vocab, dim: c.hidden)
         finalNorm = try FloatBuffer(try Self.norm(store, "model.norm.weight", config: c))
         embedScale = c.scalesEmbeddings
             ? Self.rounded(Float(Double(c.hidden).squareRoot()), to: store.info("model.embed_tokens.weight")!.dtype) : nil
         if store.info("lm_head.weight") != nil {
             try store.requireFloat("lm_head.weight", shape: [c.vocab, c.hidden])
-            lmHead = try store.floatBuffer("lm_head.weight")
+            lmHead = try TokenMatrix(store, "lm_head.weight", rows: c.vocab, dim: c.hidden)
         } else if c.tiedEmbeddings {
             lmHead = embed
         } else {
@@ -133,7 +133,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// Token embeddings [T x hidden] of one sequence (times `embedScale` where the model scales them).
     public func embed(_ tokens: UnsafeBufferPointer<UInt32>) throws -> FloatBuffer {
         let x = try FloatBuffer(count: tokens.count * config.hidden)
-        tqk_embed(embed.p, tokens.baseAddress, Int64(tokens.count), Int64(config.hidden), x.p)
+        embed.gather(tokens, into: x.p)
         if let embedScale { for i in 0..<x.count { x.p[i] *= embedScale } }
         return x
     }
@@ -157,21 +157,20 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// Logits of rows [row, row + n) of `hidden` into out [n x vocab], soft-capped where the model caps them.
-    func head(_ hidden: FloatBuffer, row: Int, count n: Int, into out: UnsafeMutablePointer<Float>) {
-        head(hidden.p + row * config.hidden, count: n, into: out)
+    func head(_ hidden: FloatBuffer, row: Int, count n: Int, into out: UnsafeMutablePointer<Float>) throws {
+        try head(hidden.p + row * config.hidden, count: n, into: out)
     }
 
     /// Logits of n hidden rows into out [n x vocab].
-    func head(_ hidden: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>) {
-        linearApply(hidden, rows: n, weight: lmHead.p, out: config.vocab,
-                      in: config.hidden, into: out)
+    func head(_ hidden: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>) throws {
+        try lmHead.apply(hidden, rows: n, into: out)
         if let cap = config.finalSoftcap { tqk_softcap(out, Int64(n * config.vocab), cap) }
     }
 
     /// Logits [T x vocab] of one sequence.
     public func logits(_ tokens: UnsafeBufferPointer<UInt32>, into out: UnsafeMutablePointer<Float>) throws {
         let h = try finalHidden(tokens)
-        head(h, row: 0, count: tokens.count, into: out)
+        try head(h, row: 0, count: tokens.count, into: out)
     }
 
     /// Sum of next-token negative log-likelihoods over positions 0 ..< T-1 of one sequence.
@@ -183,7 +182,7 @@ public final class LlamaModel: @unchecked Sendable {
         var r = 0
         while r < tokens.count - 1 {
             let n = min(chunk, tokens.count - 1 - r)
-            head(h, row: r, count: n, into: buf.p)
+            try head(h, row: r, count: n, into: buf.p)
             total += tqk_nll_sum(buf.p, tokens.baseAddress! + r + 1, Int64(n), Int64(config.vocab))
             r += n
         }
