@@ -49,8 +49,9 @@ TQK_API void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, 
  * outputs in parallel above 32K weights. For a single row of activations, where tqk_sgemm would pack W. */
 TQK_API void tqk_sgemv(const float *W, const float *x, float *y, int64_t out, int64_t in);
 /* As tqk_sgemv with W in bfloat16 (raw bytes, any alignment), float32 products and sums: equal to
- * tqk_sgemv over the widened weights up to summation order. Halves the bytes a decoding step reads
- * for a bf16 LM head. */
+ * tqk_sgemv over the widened weights up to summation order (AVX-512 sums 32 lanes, AVX2 16, when
+ * tqk_use_avx512() says which). Outputs in parallel above 32K weights, as tqk_sgemv. Halves the
+ * bytes a decoding step reads for a bf16 LM head. */
 TQK_API void tqk_gemv_bf16(const void *W, const float *x, float *y, int64_t out, int64_t in);
 
 /* ---- element-wise and conversions ---- */

@@ -152,10 +152,10 @@ final class SessionBlock: BlockLinears {
     init(model: LlamaModel, layer: Int, scratch: FloatBuffer?) throws {
         let c = model.config
         var fused: [String: [Float]] = [:]
-        packed = LinearKind.allCases.map { model.packed?.linear(named: $0.storage(layer: layer, config: c).prefix) }
+        let packed = LinearKind.allCases.map { model.packed?.linear(named: $0.storage(layer: layer, config: c).prefix) }
+        self.packed = packed
         float = try LinearKind.allCases.map { kind in
-            model.packed?.linear(named: kind.storage(layer: layer, config: c).prefix) != nil
-                ? nil : try model.floatLinear(kind, layer: layer, fused: &fused)
+            packed[kind.rawValue] != nil ? nil : try model.floatLinear(kind, layer: layer, fused: &fused)
         }
         fusedScratch = scratch
         // The linears are in `packed` and `float`; `weights` carries the rest of the block.
