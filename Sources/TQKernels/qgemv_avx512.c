@@ -10,11 +10,11 @@
  * loads at byte offsets + 4 shifts + 8 permutes + 8 adds for 32/B values whatever B is (AVX2:
  * AND + CVT + FMA per value and 8 columns), and 3-bit values straddling words need nothing
  * special (nibbles never straddle). The tables (512 B per packed row) depend on x only; each
- * thread builds those of a tile (at most 16 KB, on its stack) just before sweeping the tile's
- * rows over all columns. Zero points and scales are applied per tile as in qgemv.c:
- * y += s * (acc - z * sum(x over the tile)).
- * Threads split the input dimension: no barrier (a thread needs only its own tables) and no
- * short column tails; thread 0 accumulates into y, the others into partial sums added at the
+ * thread builds those of two units at a time and runs their rows, in pairs, over all columns into
+ * an accumulator row in L1, so the packed words are read in memory order. At the end of a group's
+ * rows, zero points and scales are applied as in qgemv.c: y += s * (acc - z * sum(x over the rows)).
+ * Threads split the input dimension: no barrier (a thread needs only its own tables), one
+ * sequential stream each; thread 0 accumulates into y, the others into partial sums added at the
  * end. Small matrices (SmolLM2's are 28-440 KB) are bound by per-call costs, the fork and join
  * above all, so several tensors sharing x (q/k/v, gate/up) can go through one parallel region. */
 #include "qgemv_internal.h"
@@ -26,10 +26,9 @@
 
 enum {
     TABLE_FLOATS = 8 * 16, /* per packed row: 8 nibbles x 16 entries */
-    NV_MAX = 4,            /* 16-column vectors per block: 4 x 2 accumulators + 8 tables in zmm */
-    PF_TILES = 2,          /* tiles ahead of the words prefetched into L2 (one is also fine; 4 worse) */
-    TILE_ROWS = 32,        /* packed rows per tile at most: 16 KB of tables */
-    STACK_PARTIAL = 4096,  /* floats of partial sums kept on the stack (out <= 4096 on 2 threads) */
+    CHUNK_UNITS = 2,       /* units whose tables are built together: rows go through in pairs */
+    PF_BYTES = 4096,       /* prefetch distance in the stream of packed rows */
+    STACK_SCRATCH = 8192,  /* floats of partial sums and accumulators kept on the stack (32 KB) */
     /* packed bytes from which a second thread pays: the fork and join (~0.6 us) cost about what
      * a thread saves on a 192 x 576 3-bit matrix (41 KB) */
     PARALLEL_MIN_BYTES = 40 << 10,
@@ -86,50 +85,47 @@ AI void build_tables(const int B, const float *xf, int64_t n_units, float *T) {
     }
 }
 
-/* acc[v] = sum over `rows` packed rows from qw (tables T) of the table lookups of NV vectors of
- * 16 columns; `last` masks the columns of the last vector (0 words look up entry 0, which is 0), and
- * `edge` says it ends its row. Nibbles 2k and 2k + 1 of each word are the low and high nibble of
- * its byte k: a load k bytes further puts byte k in the low bits of each lane (vpermps ignores
- * the rest), so 3 loads and 4 shifts give the 8 indices instead of 7 shifts. The last vector of
- * a row loads only the bytes it uses (the load would run past the end of qweight). Each row
- * also prefetches its words `ahead` words further (the same words of a later tile). */
-AI void tile_acc(const int NV, __mmask16 last, int edge, const uint32_t *qw, int64_t out, int64_t ahead,
-                 const float *T, int64_t rows, __m512 *acc) {
-    const __mmask64 edge_bytes = _pdep_u64(last, 0x1111111111111111ull);
-    __m512 a[NV_MAX][2];
-    for (int v = 0; v < NV; v++) a[v][0] = a[v][1] = _mm512_setzero_ps();
-    for (int64_t r = 0; r < rows; r++) {
-        const float *t = T + r * TABLE_FLOATS;
-        __m512i w[NV_MAX][4];
-        for (int v = 0; v < NV; v++) {
-            const uint32_t *q = qw + r * out + 16 * v;
-            const int masked = edge && v == NV - 1;
-            for (int k = 0; k < 4; k++)
-                w[v][k] = masked ? _mm512_maskz_loadu_epi8(edge_bytes, (const char *)q + k)
-                                 : _mm512_loadu_si512((const char *)q + k);
-            _mm_prefetch((const char *)(q + ahead), _MM_HINT_T1);
+/* Sum of the table lookups of one 16-column vector of a packed row (w: its words loaded at byte
+ * offsets 0..3, t: the row's 8 tables). Nibbles 2k and 2k + 1 of each word are the low and high
+ * nibble of its byte k: a load k bytes further puts byte k in the low bits of each lane (vpermps
+ * ignores the rest), so 4 loads and 4 shifts give the 8 indices. Pairwise sums keep the chains short. */
+AI __m512 row_lookup(const __m512i *w, const __m512 *t) {
+    __m512 s[4];
+    for (int k = 0; k < 4; k++)
+        s[k] = _mm512_add_ps(_mm512_permutexvar_ps(w[k], t[2 * k]), _mm512_permutexvar_ps(_mm512_srli_epi32(w[k], 4), t[2 * k + 1]));
+    return _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]));
+}
+
+/* acc[0, out) += the lookups of R (1 or 2) consecutive packed rows from qw (out words each) in
+ * their tables T. Rows are read front to back, as the rows before and after them: the hardware
+ * prefetchers see one sequential stream per thread (a tile of rows swept column block by column
+ * block reached about half the bandwidth from DRAM), and a prefetch PF_BYTES ahead covers the
+ * latency the lookups' work leaves exposed. The last vector loads only the bytes of the row (the
+ * loads at byte offsets would run past the end of qweight); 0 words look up entry 0, which is 0. */
+AI void rows_acc(const int R, const uint32_t *qw, int64_t out, const float *T, float *acc) {
+    __m512 t[2][8];
+    for (int r = 0; r < R; r++)
+        for (int n = 0; n < 8; n++) t[r][n] = _mm512_load_ps(T + r * TABLE_FLOATS + 16 * n);
+    const int64_t full = (out - 1) / 16; /* vectors before the last */
+    __m512i w[4];
+    for (int64_t v = 0; v < full; v++) {
+        __m512 sum = _mm512_load_ps(acc + 16 * v);
+        for (int r = 0; r < R; r++) {
+            const char *q = (const char *)(qw + r * out + 16 * v);
+            for (int k = 0; k < 4; k++) w[k] = _mm512_loadu_si512(q + k);
+            _mm_prefetch(q + PF_BYTES, _MM_HINT_T0);
+            sum = _mm512_add_ps(sum, row_lookup(w, t[r]));
         }
-#pragma clang loop unroll(full)
-        for (int n = 0; n < 8; n++) {
-            const __m512 tn = _mm512_load_ps(t + 16 * n);
-#pragma clang loop unroll(full)
-            for (int v = 0; v < NV; v++) {
-                const __m512i idx = n & 1 ? _mm512_srli_epi32(w[v][n / 2], 4) : w[v][n / 2];
-                a[v][n & 1] = _mm512_add_ps(a[v][n & 1], _mm512_permutexvar_ps(idx, tn));
-            }
-        }
+        _mm512_store_ps(acc + 16 * v, sum);
     }
-    for (int v = 0; v < NV; v++) acc[v] = _mm512_add_ps(a[v][0], a[v][1]);
-}
-
-static void tile_acc_full(int edge, const uint32_t *qw, int64_t out, int64_t ahead, const float *T, int64_t rows,
-                          __m512 *acc) {
-    tile_acc(NV_MAX, 0xFFFF, edge, qw, out, ahead, T, rows, acc);
-}
-
-static void tile_acc_one(__mmask16 m, const uint32_t *qw, int64_t out, int64_t ahead, const float *T, int64_t rows,
-                         __m512 *acc) {
-    tile_acc(1, m, 1, qw, out, ahead, T, rows, acc);
+    const __mmask64 bytes = _pdep_u64((1u << (out - 16 * full)) - 1, 0x1111111111111111ull);
+    __m512 sum = _mm512_load_ps(acc + 16 * full);
+    for (int r = 0; r < R; r++) {
+        const char *q = (const char *)(qw + r * out + 16 * full);
+        for (int k = 0; k < 4; k++) w[k] = _mm512_maskz_loadu_epi8(bytes, q + k);
+        sum = _mm512_add_ps(sum, row_lookup(w, t[r]));
+    }
+    _mm512_store_ps(acc + 16 * full, sum);
 }
 
 /* Zero points of columns o..o+15 of one qzeros row (cols words), o a multiple of 16, as floats;
@@ -158,13 +154,17 @@ AI __m512 zeros16(const uint32_t *zrow, int64_t cols, const int B, int64_t o) {
     return _mm512_cvtepi32_ps(z);
 }
 
-/* y[o..o+16) += s * (acc - z * sx) for a tile of group g, columns masked by m */
-AI void tile_finish(const int B, const Problem *p, int64_t g, int64_t o, __mmask16 m, __m512 acc, float sx,
-                    float *y) {
-    const __m512 z = zeros16(p->qzeros + g * p->cols_z, p->cols_z, B, o);
-    const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p->scales + g * p->out + o));
-    const __m512 d = _mm512_fnmadd_ps(z, _mm512_set1_ps(sx), acc);
-    _mm512_mask_storeu_ps(y + o, m, _mm512_fmadd_ps(s, d, _mm512_maskz_loadu_ps(m, y + o)));
+/* y += s * (acc - z * sx) over the columns of a run of rows of group g (sx: the sum of x over the
+ * run), and acc = 0 for the next run */
+AI void group_finish(const int B, const Problem *p, int64_t g, float sx, float *acc, float *y) {
+    for (int64_t o = 0; o < p->out; o += 16) {
+        const __mmask16 m = (__mmask16)((1u << min64(16, p->out - o)) - 1);
+        const __m512 z = zeros16(p->qzeros + g * p->cols_z, p->cols_z, B, o);
+        const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p->scales + g * p->out + o));
+        const __m512 d = _mm512_fnmadd_ps(z, _mm512_set1_ps(sx), _mm512_load_ps(acc + o));
+        _mm512_mask_storeu_ps(y + o, m, _mm512_fmadd_ps(s, d, _mm512_maskz_loadu_ps(m, y + o)));
+        _mm512_store_ps(acc + o, _mm512_setzero_ps());
+    }
 }
 
 /* sum of x over values [i0, i1), in double */
@@ -177,58 +177,46 @@ static float sum_x(const float *x, int64_t i0, int64_t i1) {
     return (float)r;
 }
 
-/* y = the product of units [u0, u1) (all columns) with x. Tiles: runs of at most TILE_ROWS packed
- * rows inside one group. */
-AI void gemv_units_body(const int B, const Problem *p, const float *x, int64_t u0, int64_t u1, float *y) {
+/* y = the product of units [u0, u1) (all columns) with x; acc: padded_out zeroed floats of scratch
+ * (zero again on return). CHUNK_UNITS units at a time: their tables (x only), then their packed
+ * rows into acc; at the end of each group's run of units, acc scaled into y. */
+AI void gemv_units_body(const int B, const Problem *p, const float *x, int64_t u0, int64_t u1, float *acc, float *y) {
     const int64_t out = p->out, V = p->V, WPU = p->WPU;
-    float T[TILE_ROWS * TABLE_FLOATS] __attribute__((aligned(64)));
-    float xf[TILE_ROWS * 16] __attribute__((aligned(64))); /* a tile's values: at most 16 per row */
+    float T[CHUNK_UNITS * 3 * TABLE_FLOATS] __attribute__((aligned(64))); /* a chunk's tables: WPU <= 3 */
+    float xf[CHUNK_UNITS * 32] __attribute__((aligned(64)));              /* a chunk's values: V <= 32 */
     memset(y, 0, (size_t)out * sizeof(float));
     const int64_t GU = p->n_groups == 1 ? p->U : p->group_size / V; /* units per group */
-    const int64_t TU = max64(1, min64(GU, TILE_ROWS / WPU));
     for (int64_t a = u0; a < u1;) {
-        const int64_t g = a / GU, b = min64(min64(a + TU, (g + 1) * GU), u1);
-        const int64_t rows = (b - a) * WPU;
-        const uint32_t *qw = p->qweight + a * WPU * out;
-        flush_x(x, p->in, a * V, (b - a) * V, xf);
-        build_tables(B, xf, b - a, T);
-        const float sx = sum_x(x, a * V, min64(b * V, p->in));
-        /* From DRAM, the tile's rows (16 KB apart at out = 4096) are too many short streams for
-         * the hardware prefetchers: cold 4096^2 GEMV ~0.3 of the copy bandwidth without this
-         * prefetch of the same words PF_TILES tiles ahead, ~0.4 with it (pure reads reach ~0.5).
-         * None near the end: `ahead` 0 touches lines already in L1. */
-        const int64_t ahead = b + PF_TILES * TU <= u1 ? PF_TILES * TU * WPU * out : 0;
-        int64_t o = 0;
-        for (; o + 16 * NV_MAX <= out; o += 16 * NV_MAX) {
-            __m512 acc[NV_MAX];
-            tile_acc_full(o + 16 * NV_MAX == out, qw + o, out, ahead, T, rows, acc);
-            for (int k = 0; k < NV_MAX; k++) tile_finish(B, p, g, o + 16 * k, 0xFFFF, acc[k], sx, y);
+        const int64_t g = a / GU, b = min64((g + 1) * GU, u1);
+        for (int64_t u = a; u < b; u += CHUNK_UNITS) {
+            const int64_t units = min64(CHUNK_UNITS, b - u), rows = units * WPU;
+            const uint32_t *qw = p->qweight + u * WPU * out;
+            flush_x(x, p->in, u * V, units * V, xf);
+            build_tables(B, xf, units, T);
+            int64_t r = 0;
+            for (; r + 2 <= rows; r += 2) rows_acc(2, qw + r * out, out, T + r * TABLE_FLOATS, acc);
+            if (r < rows) rows_acc(1, qw + r * out, out, T + r * TABLE_FLOATS, acc);
         }
-        for (; o < out; o += 16) {
-            const __mmask16 m = (__mmask16)((1u << min64(16, out - o)) - 1);
-            __m512 acc;
-            tile_acc_one(m, qw + o, out, ahead, T, rows, &acc);
-            tile_finish(B, p, g, o, m, acc, sx, y);
-        }
+        group_finish(B, p, g, sum_x(x, a * V, min64(b * V, p->in)), acc, y);
         a = b;
     }
 }
 
 #define DEF_GEMV_UNITS(Bv)                                                                           \
-    static void gemv_units_##Bv(const Problem *p, const float *x, int64_t u0, int64_t u1, float *y) { \
-        gemv_units_body(Bv, p, x, u0, u1, y);                                                         \
+    static void gemv_units_##Bv(const Problem *p, const float *x, int64_t u0, int64_t u1, float *acc, float *y) { \
+        gemv_units_body(Bv, p, x, u0, u1, acc, y);                                                                \
     }
 DEF_GEMV_UNITS(2)
 DEF_GEMV_UNITS(3)
 DEF_GEMV_UNITS(4)
 DEF_GEMV_UNITS(8)
 
-static void gemv_units(const Problem *p, const float *x, int64_t u0, int64_t u1, float *y) {
+static void gemv_units(const Problem *p, const float *x, int64_t u0, int64_t u1, float *acc, float *y) {
     switch (p->bits) {
-    case 2: gemv_units_2(p, x, u0, u1, y); break;
-    case 3: gemv_units_3(p, x, u0, u1, y); break;
-    case 4: gemv_units_4(p, x, u0, u1, y); break;
-    default: gemv_units_8(p, x, u0, u1, y); break;
+    case 2: gemv_units_2(p, x, u0, u1, acc, y); break;
+    case 3: gemv_units_3(p, x, u0, u1, acc, y); break;
+    case 4: gemv_units_4(p, x, u0, u1, acc, y); break;
+    default: gemv_units_8(p, x, u0, u1, acc, y); break;
     }
 }
 
@@ -244,17 +232,20 @@ static void add_partial(float *y, const float *q, int64_t out) {
 }
 
 void tqk_packed_gemv_fast_avx512(const Problem *ps, int64_t n, const float *x) {
-    int64_t bytes = 0, per_thread = 0, min_units = INT64_MAX; /* per_thread: partial sums of every tensor */
+    /* per_thread: partial sums of every tensor; acc_len: the row accumulators of the widest */
+    int64_t bytes = 0, per_thread = 0, acc_len = 0, min_units = INT64_MAX;
     for (int64_t k = 0; k < n; k++) {
         bytes += ps[k].U * ps[k].WPU * ps[k].out * 4;
         per_thread += padded_out(&ps[k]);
+        acc_len = max64(acc_len, padded_out(&ps[k]));
         min_units = min64(min_units, ps[k].U);
     }
     const int64_t nt_max = bytes >= PARALLEL_MIN_BYTES ? min64(omp_get_max_threads(), min_units) : 1;
-    const int64_t partial_len = per_thread * (nt_max - 1); /* for threads 1 .. nt_max-1 */
-    float stack_partial[STACK_PARTIAL] __attribute__((aligned(64)));
-    float *partial = partial_len <= STACK_PARTIAL ? stack_partial : xmalloc((size_t)partial_len * sizeof(float));
-    if (!partial) {
+    /* threads 1 .. nt_max-1's partial sums, then every thread's accumulators */
+    const int64_t partial_len = per_thread * (nt_max - 1), scratch_len = partial_len + acc_len * nt_max;
+    float stack_scratch[STACK_SCRATCH] __attribute__((aligned(64)));
+    float *scratch = scratch_len <= STACK_SCRATCH ? stack_scratch : xmalloc((size_t)scratch_len * sizeof(float));
+    if (!scratch) {
         for (int64_t k = 0; k < n; k++)
             for (int64_t o = 0; o < ps[k].out; o++) ps[k].Y[o] = __builtin_nanf("");
         return;
@@ -264,23 +255,25 @@ void tqk_packed_gemv_fast_avx512(const Problem *ps, int64_t n, const float *x) {
     {
         const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
         if (t == 0) nt_used = nt;
+        float *acc = scratch + partial_len + t * acc_len;
+        memset(acc, 0, (size_t)acc_len * sizeof(float));
         int64_t off = (t - 1) * per_thread; /* of this thread's sums (t > 0) */
         for (int64_t k = 0; k < n; k++) {
             const Problem *p = &ps[k];
             const int64_t unit_words = p->WPU * p->out;
             const int64_t lead = nt > 1 && k == 0 ? min64(p->U / 2, (LEAD_WORDS + unit_words / 2) / unit_words) : 0;
             const int64_t rest = p->U - lead;
-            gemv_units(p, x, t ? lead + rest * t / nt : 0, lead + rest * (t + 1) / nt, t ? partial + off : p->Y);
+            gemv_units(p, x, t ? lead + rest * t / nt : 0, lead + rest * (t + 1) / nt, acc, t ? scratch + off : p->Y);
             off += padded_out(p);
         }
     }
-    const float *q = partial;
+    const float *q = scratch;
     for (int64_t t = 1; t < nt_used; t++)
         for (int64_t k = 0; k < n; k++) {
             add_partial(ps[k].Y, q, ps[k].out);
             q += padded_out(&ps[k]);
         }
-    if (partial != stack_partial) free(partial);
+    if (scratch != stack_scratch) free(scratch);
 }
 
 #pragma clang attribute pop
