@@ -115,6 +115,15 @@ int32_t tq_get_num_threads(void);
 int32_t tq_model_open(const char *path, tq_model **model);
 
 /*
+ * As tq_model_open, with options as a JSON object (NULL or "" for the defaults):
+ * {"lm_head": "w8"} holds the LM head rounded to nearest at 8 bits (groups of 128) and packed,
+ * half a bf16 head's bytes per decoding step, as llama.cpp's Q4_0 files hold theirs in Q8_0;
+ * "checkpoint" (the default) keeps it as stored. Every use of the model (logits, perplexity,
+ * sessions) then runs that head. Unknown keys or values: TQ_ERR_INVALID_ARGUMENT.
+ */
+int32_t tq_model_open_with(const char *path, const char *options_json, tq_model **model);
+
+/*
  * Frees a model handle; NULL is accepted.
  */
 void tq_model_free(tq_model *model);

@@ -15,6 +15,18 @@ extension LlamaModel: HandleObject {
     openHandle(path, model, "model") { try LlamaModel(directory: $0) }
 }
 
+/// As tq_model_open, with options as a JSON object (NULL or "" for the defaults):
+/// {"lm_head": "w8"} holds the LM head rounded to nearest at 8 bits (groups of 128) and packed,
+/// half a bf16 head's bytes per decoding step, as llama.cpp's Q4_0 files hold theirs in Q8_0;
+/// "checkpoint" (the default) keeps it as stored. Every use of the model (logits, perplexity,
+/// sessions) then runs that head. Unknown keys or values: TQ_ERR_INVALID_ARGUMENT.
+@c public func tq_model_open_with(_ path: UnsafePointer<CChar>?, _ options_json: UnsafePointer<CChar>?,
+                                  _ model: UnsafeMutablePointer<TQModelHandle?>?) -> Int32 {
+    openHandle(path, model, "model") { dir in
+        try LlamaModel(directory: dir, options: try ModelOptions.parse(options_json.map { String(cString: $0) } ?? ""))
+    }
+}
+
 /// Frees a model handle; NULL is accepted.
 @c public func tq_model_free(_ model: TQModelHandle?) {
     releaseHandle(model, as: LlamaModel.self)

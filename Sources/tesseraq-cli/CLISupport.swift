@@ -22,6 +22,19 @@ func runReportingErrors(_ body: () throws -> Void) throws {
     }
 }
 
+extension ModelOptions.LMHead: ExpressibleByArgument {}
+
+/// --lm-head, shared by the commands that run a model.
+struct ModelOpenOptions: ParsableArguments {
+    @Option(name: .customLong("lm-head"),
+            help: "The LM head: checkpoint (as stored) or w8 (rounded to 8 bits, groups of 128, and packed: half a bf16 head's bytes per decoding step, as llama.cpp's Q4_0 holds its head in Q8_0).")
+    var lmHead: ModelOptions.LMHead = .checkpoint
+
+    func open(_ directory: String) throws -> LlamaModel {
+        try LlamaModel(directory: directory, options: ModelOptions(lmHead: lmHead))
+    }
+}
+
 /// A one-line message on stderr, apart from the command's output.
 func note(_ message: String) {
     FileHandle.standardError.write(Data("note: \(message)\n".utf8))

@@ -33,13 +33,15 @@ struct Eval: ParsableCommand {
     @Option(parsing: .unconditional, help: "OpenMP threads (0 or negative = one per core).")
     var threads: Int = 0
 
+    @OptionGroup var open: ModelOpenOptions
+
     @Flag(help: "Print one JSON object: perplexity, tokens, windows, seconds.")
     var json = false
 
     func run() throws {
         try runReportingErrors {
             Runtime.setThreads(threads)
-            let m = try LlamaModel(directory: model)
+            let m = try open.open(model)
             let ids = try tokenInput(tokens: tokens, text: text, tokenizer: tokenizer ?? model, what: "--tokens or --text")
             let bar = ProgressBar("eval")
             let r = try ids.withUnsafeBufferPointer {

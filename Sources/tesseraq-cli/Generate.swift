@@ -54,6 +54,8 @@ struct Generate: ParsableCommand {
     @Option(parsing: .unconditional, help: "OpenMP threads (0 or negative = one per core).")
     var threads: Int = 0
 
+    @OptionGroup var open: ModelOpenOptions
+
     func run() throws {
         try runReportingErrors {
             Runtime.setThreads(threads)
@@ -69,7 +71,7 @@ struct Generate: ParsableCommand {
             let tokenizer = try Tokenizer(path: model)
             // What the process holds before the model: the runtime and the tokenizer, outside the budget.
             let baseline = peakRSS()
-            let m = try LlamaModel(directory: model)
+            let m = try open.open(model)
             let ids = try tokenizer.encode(chat ? try Generation.chatPrompt(directory: model, prompt: text) : text)
             var stop = Set(try Generation.eosTokens(directory: model))
             if chat, let end = tokenizer.tokenID("<|im_end|>") { stop.insert(end) }

@@ -19,9 +19,12 @@ public final class LlamaModel: @unchecked Sendable {
     /// rounds it (its `normalizer`); nil for models that do not scale embeddings.
     let embedScale: Float?
 
-    public init(directory: String) throws {
+    public let options: ModelOptions
+
+    public init(directory: String, options: ModelOptions = ModelOptions()) throws {
         try Runtime.requireSupportedCPU()
         self.directory = directory
+        self.options = options
         let configPath = directory + "/config.json"
         let json = try JSONValue.parseFile(configPath)
         config = try LlamaConfig(json: json, path: configPath)
@@ -58,13 +61,18 @@ public final class LlamaModel: @unchecked Sendable {
         finalNorm = try FloatBuffer(try Self.norm(store, "model.norm.weight", config: c))
         embedScale = c.scalesEmbeddings
             ? Self.rounded(Float(Double(c.hidden).squareRoot()), to: store.info("model.embed_tokens.weight")!.dtype) : nil
+        let head: TokenMatrix
         if store.info("lm_head.weight") != nil {
             try store.requireFloat("lm_head.weight", shape: [c.vocab, c.hidden])
-            lmHead = try TokenMatrix(store, "lm_head.weight", rows: c.vocab, dim: c.hidden)
+            head = try TokenMatrix(store, "lm_head.weight", rows: c.vocab, dim: c.hidden)
         } else if c.tiedEmbeddings {
-            lmHead = embed
+            head = embed
         } else {
             throw TQError.format("\(directory): missing tensor lm_head.weight (tie_word_embeddings is false)")
+        }
+        switch options.lmHead {
+        case .checkpoint: lmHead = head
+        case .w8: lmHead = try TokenMatrix(packing: head, spec: ModelOptions.headSpec, name: "lm_head")
         }
     }
 

@@ -7,14 +7,20 @@ import TQKernels
 /// that is bfloat16 (SmolLM2, most Hugging Face releases), else in float32. bf16 widens to float32
 /// exactly, so every result equals that of a float32 copy up to summation order, at half the memory
 /// and half the bytes a decoding step reads for the head (the largest single read of a small
-/// model's step).
+/// model's step). On request (`ModelOptions.lmHead`) an LM head is held packed at 8 bits instead,
+/// as llama.cpp holds it in Q8_0: a quarter of float32's bytes, at the cost of RTN's rounding.
 final class TokenMatrix: @unchecked Sendable {
     let rows: Int
     let dim: Int
-    private let f32: FloatBuffer?
-    private let bf16: UnsafeMutablePointer<UInt16>?
-    /// Rows widened at a time when a bf16 matrix multiplies many hidden rows (bounds the scratch).
-    private static let chunk = 1024
+    private enum Storage {
+        case f32(FloatBuffer)
+        case bf16(UnsafeMutablePointer<UInt16>)
+        case packed(PackedLinear)
+    }
+    private let storage: Storage
+    /// Rows widened (or quantized) at a time when a bf16 matrix multiplies many hidden rows or is
+    /// packed (bounds the scratch).
+    static let chunk = 1024
 
     init(_ store: TensorStore, _ name: String, rows: Int, dim: Int) throws {
         self.rows = rows
@@ -23,39 +29,89 @@ final class TokenMatrix: @unchecked Sendable {
         if info.dtype == .bf16 {
             let p = try allocateZeroed(info.count, of: UInt16.self)
             file.copyBytes(info, into: p)
-            bf16 = p
-            f32 = nil
+            storage = .bf16(p)
         } else {
-            f32 = try store.floatBuffer(name)
-            bf16 = nil
+            storage = .f32(try store.floatBuffer(name))
         }
     }
 
-    deinit { free(bf16) }
+    /// `source` rounded to nearest on the grid of `spec` (per row, groups along `dim`) and packed
+    /// as a GPTQ linear named `name`, `chunk` rows (output columns of the packed words) at a time:
+    /// beside the result, only one chunk is ever held in float32 or as codes.
+    init(packing source: TokenMatrix, spec: QuantSpec, name: String, chunk: Int = TokenMatrix.chunk) throws {
+        let rows = source.rows, dim = source.dim
+        self.rows = rows
+        self.dim = dim
+        let b = Int32(spec.bits), packedRows = Int(tqk_packed_len(Int64(dim), b))
+        let nGroups = (dim + spec.group(forInput: dim) - 1) / spec.group(forInput: dim)
+        var qweight = [UInt32](repeating: 0, count: packedRows * rows), scales = [UInt16](repeating: 0, count: nGroups * rows)
+        var zeros = [UInt8](repeating: 0, count: nGroups * rows)
+        let scratch = try FloatBuffer(count: min(chunk, rows) * dim)
+        var words = [UInt32](repeating: 0, count: packedRows * min(chunk, rows)), half = [UInt16](repeating: 0, count: min(chunk, rows))
+        for r0 in stride(from: 0, to: rows, by: chunk) {
+            let m = min(chunk, rows - r0)
+            source.widen(rows: r0..<(r0 + m), into: scratch.p)
+            let q = try roundToNearest(scratch, out: m, inFeatures: dim, spec: spec, name: name)
+            tqk_pack_qweight(q.codes, Int64(m), Int64(dim), b, &words)  // [packedRows x m]
+            for r in 0..<packedRows { qweight.replaceSubrange((r * rows + r0)..<(r * rows + r0 + m), with: words[(r * m)..<((r + 1) * m)]) }
+            for g in 0..<nGroups {
+                tqk_f32_to_f16(Array(q.scales[(g * m)..<((g + 1) * m)]), &half, Int64(m))
+                scales.replaceSubrange((g * rows + r0)..<(g * rows + r0 + m), with: half[..<m])
+                zeros.replaceSubrange((g * rows + r0)..<(g * rows + r0 + m), with: q.zeros[(g * m)..<((g + 1) * m)])
+            }
+        }
+        storage = .packed(PackedLinear(name: name, out: rows, inFeatures: dim, bits: spec.bits, groupSize: spec.groupSize,
+                                       sym: spec.sym, qweight: qweight,
+                                       qzeros: PackedLinear.packZeros(zeros, nGroups: nGroups, out: rows, bits: spec.bits),
+                                       scales: scales, gIdx: (0..<dim).map { Int32($0 / spec.group(forInput: dim)) }))
+    }
 
-    var bytes: Int { rows * dim * (bf16 == nil ? 4 : 2) }
+    deinit { if case .bf16(let p) = storage { free(p) } }
+
+    var bytes: Int {
+        switch storage {
+        case .f32: rows * dim * 4
+        case .bf16: rows * dim * 2
+        case .packed(let p): p.packedBytes
+        }
+    }
+
+    var isPacked: Bool { if case .packed = storage { true } else { false } }
+
+    /// Rows `range` into out [range.count x dim], as float32 (dequantized when packed).
+    private func widen(rows range: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        switch storage {
+        case .f32(let f): out.update(from: f.p + range.lowerBound * dim, count: range.count * dim)
+        case .bf16(let p): tqk_bf16_to_f32(p + range.lowerBound * dim, out, Int64(range.count * dim))
+        case .packed(let p): p.dequantize(rows: range, into: out)
+        }
+    }
 
     /// Rows `ids` into out [ids.count x dim], as float32.
     func gather(_ ids: UnsafeBufferPointer<UInt32>, into out: UnsafeMutablePointer<Float>) {
-        if let f32 {
-            tqk_embed(f32.p, ids.baseAddress, Int64(ids.count), Int64(dim), out)
-        } else if let bf16 {
-            for (t, id) in ids.enumerated() { tqk_bf16_to_f32(bf16 + Int(id) * dim, out + t * dim, Int64(dim)) }
+        if case .f32(let f) = storage {
+            tqk_embed(f.p, ids.baseAddress, Int64(ids.count), Int64(dim), out)
+        } else {
+            for (t, id) in ids.enumerated() { widen(rows: Int(id)..<(Int(id) + 1), into: out + t * dim) }
         }
     }
 
-    /// out [n x rows] = x [n x dim] M^T: one row by the GEMV (in bf16 for a bf16 matrix), several by
-    /// the GEMM (a bf16 matrix widened `chunk` rows at a time into scratch).
+    /// out [n x rows] = x [n x dim] M^T: one row by the GEMV (in bf16 for a bf16 matrix, on the
+    /// packed words for a packed one), several by the GEMM (a bf16 matrix widened `chunk` rows at a
+    /// time into scratch).
     func apply(_ x: UnsafePointer<Float>, rows n: Int, into out: UnsafeMutablePointer<Float>) throws {
-        if let f32 {
-            linearApply(x, rows: n, weight: f32.p, out: rows, in: dim, into: out)
-        } else if let bf16, n == 1 {
-            tqk_gemv_bf16(bf16, x, out, Int64(rows), Int64(dim))
-        } else if let bf16 {
+        switch storage {
+        case .f32(let f):
+            linearApply(x, rows: n, weight: f.p, out: rows, in: dim, into: out)
+        case .packed(let p):
+            if n == 1 { p.gemv(x, out) } else { p.gemm(x, batch: n, out) }
+        case .bf16(let p) where n == 1:
+            tqk_gemv_bf16(p, x, out, Int64(rows), Int64(dim))
+        case .bf16:
             let scratch = try FloatBuffer(count: min(Self.chunk, rows) * dim)
             for r0 in stride(from: 0, to: rows, by: Self.chunk) {
                 let m = min(Self.chunk, rows - r0)
-                tqk_bf16_to_f32(bf16 + r0 * dim, scratch.p, Int64(m * dim))
+                widen(rows: r0..<(r0 + m), into: scratch.p)
                 tqk_sgemm(0, 1, Int64(n), Int64(m), Int64(dim), 1, x, Int64(dim), scratch.p, Int64(dim), 0, out + r0, Int64(rows))
             }
         }

@@ -24,6 +24,7 @@ _SIGNATURES = {
     "tq_set_num_threads": ([c_int32], c_int32),
     "tq_get_num_threads": ([], c_int32),
     "tq_model_open": ([c_char_p, P(c_void_p)], c_int32),
+    "tq_model_open_with": ([c_char_p, c_char_p, P(c_void_p)], c_int32),
     "tq_model_free": ([c_void_p], None),
     "tq_model_info": ([c_void_p] + [P(c_int64)] * 8, c_int32),
     "tq_model_logits": ([c_void_p, c_void_p, c_int64, c_void_p], c_int32),

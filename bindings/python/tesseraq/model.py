@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -72,12 +73,20 @@ class Model(_Handle):
 
     >>> with Model("models/SmolLM2-135M-Instruct") as m:
     ...     m.info.vocab_size
+
+    lm_head="w8" holds the LM head rounded to nearest at 8 bits (groups of 128) and packed: half a
+    bf16 head's bytes per decoding step, as llama.cpp's Q4_0 files hold theirs in Q8_0; every use
+    of the model (logits, perplexity, sessions) runs that head. "checkpoint" keeps it as stored.
     """
 
     _free_name = "tq_model_free"
 
-    def __init__(self, path: "os.PathLike[str] | str") -> None:
-        super().__init__(path, "tq_model_open")
+    def __init__(self, path: "os.PathLike[str] | str", lm_head: str = "checkpoint") -> None:
+        if lm_head == "checkpoint":
+            super().__init__(path, "tq_model_open")
+        else:
+            self.path = os.fspath(path)
+            self._open("tq_model_open_with", self.path.encode(), json.dumps({"lm_head": lm_head}).encode())
 
     @property
     def info(self) -> ModelInfo:

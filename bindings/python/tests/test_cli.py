@@ -179,6 +179,20 @@ def test_generate_golden_greedy_text_and_refusals(cli, fixtures, tmp_path):
     assert p.returncode == 2 and "top_p" in p.stderr
 
 
+def test_lm_head_w8(cli, fixtures):
+    """--lm-head w8 runs the 8-bit head: a slightly different perplexity, a larger session (the
+    packed head beside the tied embedding), and other values refused as usage errors."""
+    model = fixtures.model("stories260K")
+    ev = ["eval", "--model", model, "--text", fixtures.text("test.raw"), "--seq-len", "128", "--max-windows", "2", "--json"]
+    base, w8 = json.loads(run(cli, ev).stdout)["perplexity"], json.loads(run(cli, ev + ["--lm-head", "w8"]).stdout)["perplexity"]
+    assert base != w8 and abs(w8 / base - 1) <= 0.02
+    gen = ["generate", "--model", model, "--prompt", "Once", "--max-tokens", "4", "--json"]
+    a, b = json.loads(run(cli, gen).stdout), json.loads(run(cli, gen + ["--lm-head", "w8"]).stdout)
+    assert b["weight_bytes"] > a["weight_bytes"]
+    p = run(cli, gen + ["--lm-head", "w4"], ok=False)
+    assert p.returncode == 64 and "lm-head" in p.stderr
+
+
 def test_sigint_cancels_generate(cli, fixtures):
     """Ctrl-C while text streams: exit status 4 and "cancelled", the text so far on stdout."""
     p = subprocess.Popen([cli, "generate", "--model", fixtures.model("stories260K"), "--prompt", "Once", "--max-tokens", "500",
