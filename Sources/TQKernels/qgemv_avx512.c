@@ -27,7 +27,7 @@
 enum {
     TABLE_FLOATS = 8 * 16, /* per packed row: 8 nibbles x 16 entries */
     CHUNK_UNITS = 2,       /* units whose tables are built together: rows go through in pairs */
-    PF_BYTES = 4096,       /* prefetch distance in the stream of packed rows */
+    PF_BYTES = 8192,       /* prefetch distance in the stream of packed rows */
     STACK_SCRATCH = 8192,  /* floats of partial sums and accumulators kept on the stack (32 KB) */
     /* packed bytes from which a second thread pays: the fork and join (~0.6 us) cost about what
      * a thread saves on a 192 x 576 3-bit matrix (41 KB) */
