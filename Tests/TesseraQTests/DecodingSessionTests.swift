@@ -209,6 +209,20 @@ import Testing
         #expect(pieces.joined() == tok.decode(ids))
     }
 
+    /// A long text through each tokenizer kind (stories260K's SentencePiece-style byte fallback and
+    /// SmolLM2's byte-level BPE): the pieces, each decoded from the previous piece's tokens on,
+    /// join to the decoding of all the ids.
+    @Test(arguments: ["stories260K", "SmolLM2-135M-Instruct"])
+    func longStreamJoinsToTheWholeText(_ name: String) throws {
+        let tok = try Tokenizer(path: name == "stories260K" ? Fixtures.model(name) : Fixtures.tokenizer(name))
+        let text = String(try String(contentsOfFile: Fixtures.text("valid"), encoding: .utf8).prefix(6000)) + " café 🙂 naïve"
+        let ids = try tok.encode(text)
+        var stream = TextStream(tokenizer: tok), joined = ""
+        for id in ids { if let p = stream.push(id) { joined += p } }
+        if let rest = stream.finish() { joined += rest }
+        #expect(ids.count > 1000 && joined == tok.decode(ids))
+    }
+
     @Test func chatPromptAndEOS() throws {
         let dir = temporaryDirectory("chat")
         let smol = "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are SmolLM<|im_end|>\\n' }}{% endif %}"

@@ -71,14 +71,17 @@ public enum Generation {
     }
 }
 
-/// Text of a growing token list, piece by piece. The ids are decoded together (a token alone loses
-/// the spaces and the UTF-8 bytes it shares with its neighbours); a piece is the text beyond what
-/// was handed out, held back while it ends in an incomplete UTF-8 character (decoded as U+FFFD
-/// until the token with its remaining bytes arrives).
+/// Text of a growing token list, piece by piece. A token alone loses the spaces and the UTF-8 bytes
+/// it shares with its neighbours, so ids are decoded from the last handed-out piece's first token
+/// (the context that fixes its spacing): the new text is what decoding ids[prefix...] adds to
+/// decoding ids[prefix..<read], held back while it ends in an incomplete UTF-8 character (decoded as
+/// U+FFFD until the token with its remaining bytes arrives). Each step decodes a few tokens, not the
+/// whole list (the streaming detokenizer of Hugging Face's text-generation-inference).
 public struct TextStream {
     let tokenizer: Tokenizer
     public private(set) var ids: [UInt32] = []
-    private var emitted = 0   // UTF-8 bytes handed out
+    private var prefix = 0  // first token of the context decoded with the new ones
+    private var read = 0    // tokens whose text has been handed out
 
     public init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
 
@@ -92,11 +95,13 @@ public struct TextStream {
     public mutating func finish() -> String? { piece(final: true) }
 
     private mutating func piece(final: Bool) -> String? {
-        let text = tokenizer.decode(ids)
+        let before = Array(tokenizer.decode(Array(ids[prefix..<read])).utf8)
+        let text = tokenizer.decode(Array(ids[prefix...]))
         guard final || !text.hasSuffix("\u{FFFD}") else { return nil }
         let bytes = Array(text.utf8)
-        guard bytes.count > emitted else { return nil }
-        defer { emitted = bytes.count }
-        return String(decoding: bytes[emitted...], as: UTF8.self)
+        guard bytes.count > before.count else { return nil }
+        prefix = read
+        read = ids.count
+        return String(decoding: bytes[before.count...], as: UTF8.self)
     }
 }
