@@ -49,6 +49,7 @@ typedef struct tq_packed tq_packed;       /* the packed tensors of a GPTQ checkp
 typedef struct tq_tokenizer tq_tokenizer; /* a tokenizer.json, tq_tokenizer_open */
 typedef struct tq_session tq_session;     /* a decoding session (KV cache) over a model, tq_session_open */
 typedef struct tq_sampler tq_sampler;     /* a token sampler, tq_sampler_open */
+typedef struct tq_text_stream tq_text_stream; /* generated ids to text pieces, tq_text_stream_open */
 
 /* Progress callbacks: return non-zero to cancel the job (TQ_ERR_CANCELLED). */
 typedef int32_t (*tq_progress_fn)(int64_t done, int64_t total, void *user);
@@ -403,6 +404,61 @@ int32_t tq_sampler_sample(tq_sampler *sampler, const float *logits, int64_t voca
  * Clears the history and restarts the generator from the seed.
  */
 int32_t tq_sampler_reset(tq_sampler *sampler);
+
+/* ---------------------------------------------------------------------------------------
+ * Text generation: chat prompts, stop tokens, streamed text
+ *
+ * What an engine's loop around tq_session and tq_sampler needs besides them, the code tesseraq
+ * generate and the Python bindings run. tq_chat_prompt wraps a prompt as one user turn of the
+ * model's ChatML chat template; tq_stop_tokens lists the ids generation stops at; a tq_text_stream
+ * turns generated ids into text pieces that hold only whole UTF-8 characters and join to the text
+ * of all the ids, each step decoding a few tokens rather than all of them. Thread safety: the
+ * functions without a handle may run on any thread; a text stream per thread (calls on one stream
+ * are serialised by a lock).
+ * ------------------------------------------------------------------------------------- */
+
+/*
+ * Opens a text stream over a tokenizer (which it keeps alive); free with tq_text_stream_free.
+ */
+int32_t tq_text_stream_open(tq_tokenizer *tok, tq_text_stream **stream);
+
+/*
+ * Frees a text stream; NULL is accepted.
+ */
+void tq_text_stream_free(tq_text_stream *stream);
+
+/*
+ * Adds one generated id. *piece receives the new text it completes (UTF-8, NUL-terminated,
+ * *n_bytes long; "" while the text ends in an incomplete character or the id adds none), valid
+ * until the next call on this stream. Special tokens decode to nothing, as in tq_detokenize.
+ */
+int32_t tq_text_stream_push(tq_text_stream *stream, uint32_t token, const char **piece,
+                            int64_t *n_bytes);
+
+/*
+ * The text still held back (an incomplete character at the end, decoded as U+FFFD), as
+ * tq_text_stream_push returns pieces; call once after the last id. The pieces of all calls join to
+ * tq_detokenize of all the ids.
+ */
+int32_t tq_text_stream_finish(tq_text_stream *stream, const char **piece, int64_t *n_bytes);
+
+/*
+ * prompt as one user turn of the chat template in model_dir/tokenizer_config.json, which must
+ * be ChatML-shaped (it holds <|im_start|>: SmolLM2, Qwen2), with the system message the template
+ * hard-codes, if any; other templates give TQ_ERR_UNSUPPORTED (no general Jinja engine). The text
+ * comes back under tq_detokenize's capacity convention.
+ */
+int32_t tq_chat_prompt(const char *model_dir, const char *prompt, char *text_out,
+                       int64_t capacity, int64_t *n_bytes);
+
+/*
+ * The ids generation stops at: model_dir/config.json's eos_token_id (one id or a list), and with
+ * chat non-zero also the tokenizer's <|im_end|>. *count always receives how many; with
+ * ids_out NULL nothing else is written, and a capacity below the count fails with
+ * TQ_ERR_INVALID_ARGUMENT.
+ */
+int32_t tq_stop_tokens(const char *model_dir, tq_tokenizer *tok, int32_t chat, uint32_t *ids_out,
+                       int64_t capacity, int64_t *count);
 
 #ifdef __cplusplus
 }

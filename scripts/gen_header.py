@@ -27,9 +27,9 @@ SWIFT_DIR = ROOT / "Sources" / "TesseraQC"
 HEADER = ROOT / "include" / "tesseraq.h"
 # Sections of the header, in order: one Swift file each.
 SECTION_FILES = ["Status.swift", "ModelAPI.swift", "QuantizeAPI.swift", "PackedAPI.swift", "TokenizerAPI.swift",
-                 "SessionAPI.swift", "SamplerAPI.swift"]
+                 "SessionAPI.swift", "SamplerAPI.swift", "GenerationAPI.swift"]
 HANDLES = {"TQModelHandle": "tq_model", "TQPackedHandle": "tq_packed", "TQTokenizerHandle": "tq_tokenizer",
-           "TQSessionHandle": "tq_session", "TQSamplerHandle": "tq_sampler"}
+           "TQSessionHandle": "tq_session", "TQSamplerHandle": "tq_sampler", "TQTextStreamHandle": "tq_text_stream"}
 CALLBACKS = {"TQProgressCallback": "tq_progress_fn", "TQQuantProgressCallback": "tq_quant_progress_fn"}
 
 
@@ -274,6 +274,7 @@ typedef struct tq_packed tq_packed;       /* the packed tensors of a GPTQ checkp
 typedef struct tq_tokenizer tq_tokenizer; /* a tokenizer.json, tq_tokenizer_open */
 typedef struct tq_session tq_session;     /* a decoding session (KV cache) over a model, tq_session_open */
 typedef struct tq_sampler tq_sampler;     /* a token sampler, tq_sampler_open */
+typedef struct tq_text_stream tq_text_stream; /* generated ids to text pieces, tq_text_stream_open */
 
 /* Progress callbacks: return non-zero to cancel the job (TQ_ERR_CANCELLED). */
 {chr(10).join(typedefs)}

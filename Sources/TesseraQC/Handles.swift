@@ -10,10 +10,12 @@ public typealias TQPackedHandle = OpaquePointer
 public typealias TQTokenizerHandle = OpaquePointer
 public typealias TQSessionHandle = OpaquePointer
 public typealias TQSamplerHandle = OpaquePointer
+public typealias TQTextStreamHandle = OpaquePointer
 
 /// What a handle is; the raw value is its type in the header.
 enum HandleKind: String {
     case model = "tq_model", packed = "tq_packed", tokenizer = "tq_tokenizer", session = "tq_session", sampler = "tq_sampler"
+    case textStream = "tq_text_stream"
 }
 
 /// An object a handle of one kind stands for.

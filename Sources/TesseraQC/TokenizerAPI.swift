@@ -133,19 +133,22 @@ final class TokenizerHandle: HandleObject, @unchecked Sendable {
         count.pointee = 0
         guard n >= 0 else { throw invalid("n must be non-negative (got \(n))") }
         let list = UnsafeBufferPointer(start: n == 0 ? ids : try required(ids, "ids"), count: Int(n))
-        var text = h.decode(list)
-        let written: Int64? = try text.withUTF8 { u -> Int64? in
-            count.pointee = Int64(u.count)
-            guard let out = text_out else { return nil }
-            guard capacity >= Int64(u.count) else {
-                throw invalid("text_out holds \(capacity) bytes but the text needs \(u.count) (+1 for the NUL; *n_bytes is set to the length)")
-            }
-            if u.count > 0 {
-                UnsafeMutableRawPointer(out).copyMemory(from: u.baseAddress!, byteCount: u.count)
-            }
-            if capacity > Int64(u.count) { out[u.count] = 0 }
-            return Int64(u.count)
+        try writeText(h.decode(list), text_out, capacity, count)
+    }
+}
+
+/// `text` into `out` under the capacity convention of tq_detokenize: `*count` always receives the
+/// length in bytes; with `out` NULL nothing else happens; a `capacity` below the length writes
+/// nothing and throws; the text is NUL-terminated when `capacity` exceeds the length.
+func writeText(_ text: String, _ out: UnsafeMutablePointer<CChar>?, _ capacity: Int64, _ count: UnsafeMutablePointer<Int64>) throws {
+    var text = text
+    try text.withUTF8 { u in
+        count.pointee = Int64(u.count)
+        guard let out else { return }
+        guard capacity >= Int64(u.count) else {
+            throw invalid("text_out holds \(capacity) bytes but the text needs \(u.count) (+1 for the NUL; *n_bytes is set to the length)")
         }
-        _ = written
+        if u.count > 0 { UnsafeMutableRawPointer(out).copyMemory(from: u.baseAddress!, byteCount: u.count) }
+        if capacity > Int64(u.count) { out[u.count] = 0 }
     }
 }

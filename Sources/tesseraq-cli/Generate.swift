@@ -73,8 +73,7 @@ struct Generate: ParsableCommand {
             let baseline = peakRSS()
             let m = try open.open(model)
             let ids = try tokenizer.encode(chat ? try Generation.chatPrompt(directory: model, prompt: text) : text)
-            var stop = Set(try Generation.eosTokens(directory: model))
-            if chat, let end = tokenizer.tokenID("<|im_end|>") { stop.insert(end) }
+            let stop = Set(try Generation.stopTokens(directory: model, tokenizer: tokenizer, chat: chat))
             let capacity = min(ids.count + maxTokens, m.config.maxPositions)
             guard ids.count < capacity else {
                 throw TQError(.invalidArgument, "the prompt's \(ids.count) tokens leave no room in the model's \(m.config.maxPositions) positions")

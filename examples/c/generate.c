@@ -4,12 +4,10 @@
  *
  *   generate CKPT_DIR PROMPT [MAX_NEW_TOKENS [TEMPERATURE [SEED]]]
  *
- * Greedy by default (temperature 0). Stops after MAX_NEW_TOKENS (default 64) or at an end-of-text
- * token the tokenizer names (</s>, <|endoftext|>, <|im_end|>; the model's config.json may name
- * others, which a full engine would read). */
+ * Greedy by default (temperature 0). Stops after MAX_NEW_TOKENS (default 64) or at the model's
+ * end-of-text ids (tq_stop_tokens: config.json's eos_token_id). */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 #include "tesseraq.h"
 
@@ -22,12 +20,6 @@ static double now(void) {
 static int fail(const char *what) {
     fprintf(stderr, "%s: %s\n", what, tq_last_error());
     return 1;
-}
-
-/* Whether the last bytes of text[0..n) are an incomplete UTF-8 character, which the tokenizer
- * decodes as U+FFFD (EF BF BD) until the token holding its remaining bytes arrives. */
-static int ends_incomplete(const char *text, int64_t n) {
-    return n >= 3 && memcmp(text + n - 3, "\xEF\xBF\xBD", 3) == 0;
 }
 
 int main(int argc, char **argv) {
@@ -47,16 +39,14 @@ int main(int argc, char **argv) {
     if (tq_model_info(model, &vocab, NULL, NULL, NULL, NULL, NULL, NULL, &max_positions) != 0) return fail("info");
     /* Count first, then fill (the tokenizer keeps the result, so this encodes once). */
     if (tq_tokenize(tok, argv[2], -1, NULL, 0, &n_prompt) != 0) return fail("tokenize");
-    uint32_t *ids = malloc(sizeof(uint32_t) * (size_t)(n_prompt + max_new));
+    uint32_t *ids = malloc(sizeof(uint32_t) * (size_t)n_prompt);
     float *logits = malloc(sizeof(float) * (size_t)vocab);
     if (!ids || !logits) return 1;
     if (tq_tokenize(tok, argv[2], -1, ids, n_prompt, &n_prompt) != 0) return fail("tokenize");
 
-    uint32_t eos[3];
-    int n_eos = 0;
-    const char *eos_names[] = {"</s>", "<|endoftext|>", "<|im_end|>"};
-    for (int i = 0; i < 3; i++)
-        if (tq_tokenizer_token_id(tok, eos_names[i], &eos[n_eos]) == 0) n_eos++;
+    uint32_t stop[8];
+    int64_t n_stop = 0;
+    if (tq_stop_tokens(argv[1], tok, 0, stop, 8, &n_stop) != 0) return fail("stop tokens");
 
     int64_t capacity = n_prompt + max_new < max_positions ? n_prompt + max_new : max_positions;
     tq_session *session = NULL;
@@ -68,35 +58,27 @@ int main(int argc, char **argv) {
     double t0 = now();
     if (tq_session_prefill(session, ids, n_prompt, logits) != 0) return fail("prefill");
     double t1 = now();
-    /* Generated ids are decoded together each step (a token alone loses the spaces and the UTF-8
-     * bytes it shares with its neighbours); what is new since the last print is printed. */
-    uint32_t *gen = ids + n_prompt;
-    int64_t n_gen = 0, printed = 0, cap = 256;
-    char *text = malloc((size_t)cap);
-    if (!text) return 1;
+    /* A text stream hands out the text each token completes, whole UTF-8 characters only (a token
+     * alone may hold half a character, or lose the space it shares with its neighbour). */
+    tq_text_stream *text = NULL;
+    if (tq_text_stream_open(tok, &text) != 0) return fail("text stream");
+    const char *piece = NULL;
+    int64_t n_gen = 0, len = 0;
     while (n_gen < max_new && n_prompt + n_gen < capacity) {
         uint32_t next = 0;
         if (tq_sampler_sample(sampler, logits, vocab, &next) != 0) return fail("sample");
-        int stop = 0;
-        for (int i = 0; i < n_eos; i++) stop |= next == eos[i];
-        if (stop) break;
-        gen[n_gen++] = next;
-        int64_t len = 0;
-        if (tq_detokenize(tok, gen, n_gen, NULL, 0, &len) != 0) return fail("detokenize");
-        if (len + 1 > cap) {
-            cap = 2 * (len + 1);
-            text = realloc(text, (size_t)cap);
-            if (!text) return 1;
-        }
-        if (tq_detokenize(tok, gen, n_gen, text, cap, &len) != 0) return fail("detokenize");
-        if (!ends_incomplete(text, len) && len > printed) {
-            fwrite(text + printed, 1, (size_t)(len - printed), stdout);
-            fflush(stdout);
-            printed = len;
-        }
+        int is_stop = 0;
+        for (int64_t i = 0; i < n_stop; i++) is_stop |= next == stop[i];
+        if (is_stop) break;
+        n_gen++;
+        if (tq_text_stream_push(text, next, &piece, &len) != 0) return fail("text");
+        fwrite(piece, 1, (size_t)len, stdout);
+        fflush(stdout);
         if (n_gen < max_new && n_prompt + n_gen < capacity && tq_session_decode(session, next, logits) != 0)
             return fail("decode");
     }
+    if (tq_text_stream_finish(text, &piece, &len) != 0) return fail("text");
+    fwrite(piece, 1, (size_t)len, stdout);
     double t2 = now();
     printf("\n");
     int64_t kv = 0, weights = 0;
@@ -104,7 +86,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "prompt: %lld tokens, %.1f tok/s; generated: %lld tokens, %.1f tok/s; kv cache %lld bytes, weights %lld bytes\n",
             (long long)n_prompt, (double)n_prompt / (t1 - t0), (long long)n_gen, (double)n_gen / (t2 - t1),
             (long long)kv, (long long)weights);
-    free(text);
+    tq_text_stream_free(text);
     free(logits);
     free(ids);
     tq_sampler_free(sampler);

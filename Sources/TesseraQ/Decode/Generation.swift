@@ -30,6 +30,14 @@ public enum Generation {
         return ids.compactMap { $0.int.flatMap { $0 >= 0 ? UInt32($0) : nil } }
     }
 
+    /// The ids generation stops at: eosTokens, and in chat mode the tokenizer's <|im_end|> (the end of
+    /// a ChatML turn) when it has one.
+    public static func stopTokens(directory: String, tokenizer: Tokenizer, chat: Bool) throws -> [UInt32] {
+        var ids = try eosTokens(directory: directory)
+        if chat, let end = tokenizer.tokenID("<|im_end|>"), !ids.contains(end) { ids.append(end) }
+        return ids
+    }
+
     public enum StopReason: String { case eos, maxTokens = "max_tokens" }
 
     public struct Result {

@@ -15,7 +15,7 @@ from . import _lib
 from .errors import (CancelledError, CPUError, FormatError, InternalError, InvalidArgumentError, LibraryNotFoundError,
                      NumericError, OutOfMemoryError, TesseraQError, TesseraQIOError, UnsupportedError)
 from .model import Model, ModelInfo
-from .generate import Sampler, Session
+from .generate import Sampler, Session, TextStream
 from .packed import PackedCheckpoint, PackedTensor
 from .quantize import quantize
 from .tokenizer import Tokenizer
@@ -37,6 +37,6 @@ def read_tokens(path: str):
     return np.fromfile(path, dtype="<u4").astype(np.uint32, copy=False)
 
 
-__all__ = ["Tokenizer", "Model", "ModelInfo", "Session", "Sampler", "PackedCheckpoint", "PackedTensor", "quantize", "version", "set_num_threads", "read_tokens",
+__all__ = ["Tokenizer", "Model", "ModelInfo", "Session", "Sampler", "TextStream", "PackedCheckpoint", "PackedTensor", "quantize", "version", "set_num_threads", "read_tokens",
            "TesseraQError", "InvalidArgumentError", "TesseraQIOError", "FormatError", "UnsupportedError", "OutOfMemoryError",
            "CancelledError", "NumericError", "CPUError", "InternalError", "LibraryNotFoundError"]

@@ -61,6 +61,12 @@ _SIGNATURES = {
     "tq_sampler_accept": ([c_void_p, ctypes.c_uint32], c_int32),
     "tq_sampler_sample": ([c_void_p, c_void_p, c_int64, P(ctypes.c_uint32)], c_int32),
     "tq_sampler_reset": ([c_void_p], c_int32),
+    "tq_text_stream_open": ([c_void_p, P(c_void_p)], c_int32),
+    "tq_text_stream_free": ([c_void_p], None),
+    "tq_text_stream_push": ([c_void_p, ctypes.c_uint32, P(c_void_p), P(c_int64)], c_int32),
+    "tq_text_stream_finish": ([c_void_p, P(c_void_p), P(c_int64)], c_int32),
+    "tq_chat_prompt": ([c_char_p, c_char_p, c_void_p, c_int64, P(c_int64)], c_int32),
+    "tq_stop_tokens": ([c_char_p, c_void_p, c_int32, c_void_p, c_int64, P(c_int64)], c_int32),
 }
 
 

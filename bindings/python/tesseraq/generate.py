@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import ctypes
-import json
 import os
-import re
-from typing import Iterator, List, Sequence
+from typing import Iterator, List
 
 import numpy as np
 
 from . import _lib
 from ._arrays import Tokens, require, tokens_array
-from .errors import InvalidArgumentError, UnsupportedError
+from .errors import InvalidArgumentError
 from .model import Model, _Handle
 from .tokenizer import Tokenizer
 
@@ -111,41 +109,52 @@ class Sampler(_Handle):
         _lib.call("tq_sampler_reset", self.handle)
 
 
-def _json(path: str) -> dict:
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+class TextStream(_Handle):
+    """Generated ids to text pieces that hold only whole UTF-8 characters and join to the text of
+    all the ids (tq_text_stream: each step decodes from the previous piece's tokens, not all ids).
+
+    >>> with TextStream(tok) as ts:
+    ...     pieces = [ts.push(i) for i in ids] + [ts.finish()]
+    """
+
+    _free_name = "tq_text_stream_free"
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._open("tq_text_stream_open", tokenizer.handle)
+
+    def push(self, token: int) -> str:
+        """The text `token` completes ("" while it ends in an incomplete character)."""
+        return self._piece("tq_text_stream_push", int(token))
+
+    def finish(self) -> str:
+        """Whatever is held back (an incomplete character at the end, as U+FFFD)."""
+        return self._piece("tq_text_stream_finish")
+
+    def _piece(self, name: str, *args) -> str:
+        piece, n = ctypes.c_void_p(), ctypes.c_int64()
+        _lib.call(name, self.handle, *args, ctypes.byref(piece), ctypes.byref(n))
+        return ctypes.string_at(piece.value, n.value).decode("utf-8") if n.value else ""
 
 
 def chat_prompt(directory: str, prompt: str) -> str:
     """`prompt` as one user turn of the model's ChatML template (with the system message the
-    template hard-codes, if any); other templates are refused."""
-    template = _json(os.path.join(directory, "tokenizer_config.json")).get("chat_template") or ""
-    if "<|im_start|>" not in template:
-        raise UnsupportedError(f"{directory}: the chat template is not ChatML-shaped (no <|im_start|>); "
-                               "only ChatML templates are supported (no general Jinja engine)")
-    m = re.search(r"<\|im_start\|>system(?:\\n|\n)(.*?)<\|im_end\|>", template, re.S)
-    system = f"<|im_start|>system\n{m.group(1)}<|im_end|>\n" if m else ""
-    return f"{system}<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    template hard-codes, if any); other templates raise UnsupportedError (tq_chat_prompt)."""
+    args = (os.fspath(directory).encode(), prompt.encode())
+    n = ctypes.c_int64()
+    _lib.call("tq_chat_prompt", *args, None, 0, ctypes.byref(n))
+    buf = ctypes.create_string_buffer(n.value + 1)
+    _lib.call("tq_chat_prompt", *args, buf, n.value + 1, ctypes.byref(n))
+    return buf.raw[:n.value].decode("utf-8")
 
 
-def eos_ids(directory: str, tokenizer: Tokenizer, chat: bool) -> List[int]:
-    """config.json's eos_token_id (one id or a list), and <|im_end|> in chat mode."""
-    eos = _json(os.path.join(directory, "config.json")).get("eos_token_id")
-    ids = [] if eos is None else list(eos) if isinstance(eos, list) else [eos]
-    if chat:
-        ids.append(tokenizer.token_id("<|im_end|>"))
-    return ids
-
-
-def incremental_text(tokenizer: Tokenizer, ids: Sequence[int], emitted: int, final: bool) -> str:
-    """The text of `ids` beyond its first `emitted` characters, or "" while it ends in an incomplete
-    UTF-8 character (decoded as U+FFFD until its remaining bytes arrive), unless `final`."""
-    text = tokenizer.decode(ids)
-    if text.endswith("\ufffd") and not final:
-        return ""
-    return text[emitted:]
+def stop_tokens(directory: str, tokenizer: Tokenizer, chat: bool) -> List[int]:
+    """config.json's eos_token_id (one id or a list), and <|im_end|> in chat mode (tq_stop_tokens)."""
+    args = (os.fspath(directory).encode(), tokenizer.handle, int(chat))
+    n = ctypes.c_int64()
+    _lib.call("tq_stop_tokens", *args, None, 0, ctypes.byref(n))
+    ids = np.zeros(n.value, dtype=np.uint32)
+    _lib.call("tq_stop_tokens", *args, ids.ctypes.data, ids.size, ctypes.byref(n))
+    return [int(i) for i in ids]
 
 
 def stream(model: Model, prompt: str, max_tokens: int, temperature: float, top_k: int, top_p: float,
@@ -154,7 +163,7 @@ def stream(model: Model, prompt: str, max_tokens: int, temperature: float, top_k
         raise InvalidArgumentError(f"max_tokens must be positive (got {max_tokens})")
     with Tokenizer(model.path) as tok:
         ids = tok.encode(chat_prompt(model.path, prompt) if chat else prompt)
-        stop = set(eos_ids(model.path, tok, chat))
+        stop = set(stop_tokens(model.path, tok, chat))
         capacity = min(ids.size + max_tokens, model.info.max_positions)
         if ids.size >= capacity:
             raise InvalidArgumentError(f"the prompt's {ids.size} tokens leave no room in the model's "
@@ -163,20 +172,19 @@ def stream(model: Model, prompt: str, max_tokens: int, temperature: float, top_k
             for t in ids:
                 sampler.accept(int(t))
             logits = session.prefill(ids)
-            generated: List[int] = []
-            emitted = 0
-            while True:
-                token = sampler.sample(logits)
-                if token in stop:
-                    break
-                generated.append(token)
-                piece = incremental_text(tok, generated, emitted, final=False)
-                if piece:
-                    emitted += len(piece)
-                    yield piece
-                if len(generated) == max_tokens or session.position == capacity:
-                    break
-                logits = session.decode(token)
-            rest = incremental_text(tok, generated, emitted, final=True)
-            if rest:
-                yield rest
+            with TextStream(tok) as text:
+                generated = 0
+                while True:
+                    token = sampler.sample(logits)
+                    if token in stop:
+                        break
+                    generated += 1
+                    piece = text.push(token)
+                    if piece:
+                        yield piece
+                    if generated == max_tokens or session.position == capacity:
+                        break
+                    logits = session.decode(token)
+                rest = text.finish()
+                if rest:
+                    yield rest

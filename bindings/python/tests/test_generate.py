@@ -1,6 +1,7 @@
 """Session, Sampler, Model.generate and Model.stream: decoding equals the full forward, the
 sampler equals a plain re-implementation here (SplitMix64 and the filters in float64), streaming
 emits whole characters, and bad input raises typed errors."""
+import ctypes
 import json
 import math
 import os
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import tesseraq
-from tesseraq.generate import chat_prompt, incremental_text
+from tesseraq.generate import chat_prompt, stop_tokens
 
 
 @pytest.fixture(scope="module")
@@ -190,18 +191,45 @@ def test_stream_pieces_join_to_generate(stories):
 
 def test_streaming_emits_whole_characters(fixtures):
     """stories260K spells characters outside its vocabulary as UTF-8 byte tokens: fed one token at a
-    time, the pieces never hold a partial character and join to the whole text."""
+    time, the pieces never hold a partial character and join to the whole text, also over a long
+    text (each step decodes from the previous piece's tokens)."""
     with tesseraq.Tokenizer(fixtures.model("stories260K")) as tok:
         text = "Lily saw a café, a naïve dragon ✓ and 🙂!"
         ids = [int(i) for i in tok.encode(text)[1:]]
-        emitted, pieces, held = 0, [], 0
-        for n in range(1, len(ids) + 1):
-            piece = incremental_text(tok, ids[:n], emitted, final=n == len(ids))
-            held += piece == "" and tok.decode(ids[:n]).endswith("\ufffd")
-            emitted += len(piece)
-            pieces.append(piece)
-        assert held > 0 and all("\ufffd" not in p for p in pieces)
+        with tesseraq.TextStream(tok) as ts:
+            pieces = [ts.push(i) for i in ids]
+            pieces.append(ts.finish())
+        assert pieces.count("") > 0 and all("\ufffd" not in p for p in pieces)
         assert "".join(pieces) == tok.decode(ids)
+        with open(fixtures.text("valid")) as f:
+            long_ids = [int(i) for i in tok.encode(f.read()[:5000] + " 🙂")]
+        with tesseraq.TextStream(tok) as ts:
+            joined = "".join(ts.push(i) for i in long_ids) + ts.finish()
+        assert len(long_ids) > 1000 and joined == tok.decode(long_ids)
+        # an incomplete character at the very end comes out of finish as U+FFFD, as decode gives it
+        with tesseraq.TextStream(tok) as ts:
+            head = [ts.push(i) for i in ids[:-1]]
+            tail = ts.finish()
+        assert "".join(head) + tail == tok.decode(ids[:-1])
+
+
+def test_stop_tokens_and_stream_errors(fixtures, tmp_path):
+    model = fixtures.model("stories260K")
+    with tesseraq.Tokenizer(model) as tok:
+        assert stop_tokens(model, tok, chat=False) == [2] and stop_tokens(model, tok, chat=True) == [2]  # no <|im_end|>
+        lib = tesseraq._lib.lib()
+        piece, n, handle = ctypes.c_void_p(), ctypes.c_int64(), ctypes.c_void_p()
+        assert lib.tq_text_stream_open(tok.handle, None) == -1
+        assert lib.tq_text_stream_push(None, 1, ctypes.byref(piece), ctypes.byref(n)) == -1
+        assert b"stream is NULL" in lib.tq_last_error()
+        assert lib.tq_text_stream_open(tok.handle, ctypes.byref(handle)) == 0
+        assert lib.tq_text_stream_push(handle, 1, None, ctypes.byref(n)) == -1
+        assert lib.tq_text_stream_push(tok.handle, 1, ctypes.byref(piece), ctypes.byref(n)) == -1
+        assert b"tq_text_stream" in lib.tq_last_error()
+        lib.tq_text_stream_free(handle)
+        ids = (ctypes.c_uint32 * 1)()
+        assert lib.tq_stop_tokens(model.encode(), tok.handle, 0, ids, 0, ctypes.byref(n)) == -1 and n.value == 1
+        assert lib.tq_stop_tokens(str(tmp_path / "missing").encode(), tok.handle, 0, None, 0, ctypes.byref(n)) == -2
 
 
 def test_chat_template(tmp_path, stories):
