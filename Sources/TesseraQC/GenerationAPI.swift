@@ -48,7 +48,8 @@ private func onTextStream(_ stream: TQTextStreamHandle?, _ piece: UnsafeMutableP
 }
 
 /// Adds one generated id. `*piece` receives the new text it completes (UTF-8, NUL-terminated,
-/// `*n_bytes` long; "" while the text ends in an incomplete character or the id adds none), valid
+/// `*n_bytes` long; "" while the text ends in an incomplete character or in a run of ByteFallback
+/// byte tokens, which a later byte can still turn into U+FFFDs, or when the id adds none), valid
 /// until the next call on this stream. Special tokens decode to nothing, as in tq_detokenize.
 @c public func tq_text_stream_push(_ stream: TQTextStreamHandle?, _ token: UInt32,
                                    _ piece: UnsafeMutablePointer<UnsafePointer<CChar>?>?,

@@ -209,6 +209,21 @@ import Testing
         #expect(pieces.joined() == tok.decode(ids))
     }
 
+    /// ByteFallback decodes a run of byte tokens together: "~" (<0x7E>) followed by the lone
+    /// continuation byte <0xAD> becomes two U+FFFDs. The stream holds the run until a text token
+    /// ends it (found by the tokenize fuzz target), so the pieces still join to the decoded text.
+    @Test func byteRunIsHeldUntilItEnds() throws {
+        let tok = try Tokenizer(path: Fixtures.model("stories260K"))
+        let tilde = try #require(tok.tokenID("<0x7E>")), lone = try #require(tok.tokenID("<0xAD>"))
+        let word = try tok.encode("Lily").last!
+        let ids = [word, tilde, lone, word]
+        var stream = TextStream(tokenizer: tok), pieces: [String?] = ids.map { stream.push($0) }
+        pieces.append(stream.finish())
+        #expect(tok.decode(ids).contains("\u{FFFD}\u{FFFD}") && !tok.decode(ids).contains("~"))
+        #expect(pieces[1] == nil && pieces[2] == nil && pieces.compactMap { $0 }.joined() == tok.decode(ids))
+        #expect(tok.isFallbackByte(tilde) == true && tok.isFallbackByte(word) == false && tok.isFallbackByte(999_999) == nil)
+    }
+
     /// A long text through each tokenizer kind (stories260K's SentencePiece-style byte fallback and
     /// SmolLM2's byte-level BPE): the pieces, each decoded from the previous piece's tokens on,
     /// join to the decoding of all the ids.

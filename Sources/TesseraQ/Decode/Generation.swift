@@ -82,21 +82,25 @@ public enum Generation {
 /// Text of a growing token list, piece by piece. A token alone loses the spaces and the UTF-8 bytes
 /// it shares with its neighbours, so ids are decoded from the last handed-out piece's first token
 /// (the context that fixes its spacing): the new text is what decoding ids[prefix...] adds to
-/// decoding ids[prefix..<read], held back while it ends in an incomplete UTF-8 character (decoded as
-/// U+FFFD until the token with its remaining bytes arrives). Each step decodes a few tokens, not the
-/// whole list (the streaming detokenizer of Hugging Face's text-generation-inference).
+/// decoding ids[prefix..<read] (the streaming detokenizer of Hugging Face's
+/// text-generation-inference), so each step decodes a few tokens, not the whole list. It is held
+/// back while it ends in an incomplete UTF-8 character (decoded as U+FFFD until the token with its
+/// remaining bytes arrives) or in a ByteFallback run of byte tokens (which the next byte can still
+/// turn into U+FFFDs), so the pieces join to the decoding of all the ids.
 public struct TextStream {
     let tokenizer: Tokenizer
     public private(set) var ids: [UInt32] = []
     private var prefix = 0  // first token of the context decoded with the new ones
     private var read = 0    // tokens whose text has been handed out
+    private var inByteRun = false  // the last decoded id is a ByteFallback byte
 
     public init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
 
     /// The new complete text after `id`, or nil when there is none yet.
     public mutating func push(_ id: UInt32) -> String? {
         ids.append(id)
-        return piece(final: false)
+        if let byte = tokenizer.isFallbackByte(id) { inByteRun = byte }
+        return inByteRun ? nil : piece(final: false)
     }
 
     /// Whatever is left, incomplete characters included.

@@ -47,6 +47,15 @@ indirect enum TextDecoder {
         }
     }
 
+    /// Whether ByteFallback is one of the steps.
+    var hasByteFallback: Bool {
+        switch self {
+        case .sequence(let ds): ds.contains { $0.hasByteFallback }
+        case .byteFallback: true
+        default: false
+        }
+    }
+
     func decodeChain(_ tokens: [[UInt8]]) -> [[UInt8]] {
         switch self {
         case .sequence(let ds):

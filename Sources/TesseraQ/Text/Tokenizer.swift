@@ -154,6 +154,16 @@ public final class Tokenizer: @unchecked Sendable {
         }
     }
 
+    /// Whether `id` decodes as one byte of a ByteFallback run (a `<0xNN>` token under a decoder with
+    /// ByteFallback): consecutive such bytes are decoded together, a run that is not valid UTF-8
+    /// becoming one U+FFFD per byte, so the text of a run is final only once an id of another kind
+    /// follows. nil for the ids decode skips (unknown ones, special ones), which do not end a run.
+    public func isFallbackByte(_ id: UInt32) -> Bool? {
+        let i = Int(id)
+        guard i < decodeTable.count, let t = decodeTable[i], !specialID[i] else { return nil }
+        return decoder?.hasByteFallback == true && TextDecoder.byteToken(t) != nil
+    }
+
     /// Decodes ids to text as `tokenizers`' decode: unknown ids are skipped, special added
     /// tokens too when `skipSpecialTokens`, the rest goes through the decoder (or is joined
     /// with spaces when there is none).
