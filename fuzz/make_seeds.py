@@ -167,6 +167,10 @@ def text_seeds():
                      "n_samples": 2, "batch": 1, "iters": 3},
     }.items():
         write(FUZZ / "corpus" / "quantize_config" / f"{name}.json", json.dumps(cfg))
+    # Model options (tq_model_open_with): the two heads, the defaults, and a refused key.
+    for name, text in {"w8": '{"lm_head": "w8"}', "checkpoint": '{"lm_head": "checkpoint"}', "empty": "{}",
+                       "unknown": '{"lm_head": "w4", "kv": 8}'}.items():
+        write(FUZZ / "corpus" / "model_options" / f"{name}.json", text)
     # Calibration token files for the tiny model (32 tokens): the real ids folded into its
     # vocabulary, a file shorter than one window, and the real ids (past its vocabulary).
     ids = story_ids()

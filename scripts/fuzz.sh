@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing (libFuzzer) of one parser or loader, through the C ABI:
 #   bash scripts/fuzz.sh TARGET SECONDS [libFuzzer options ...]
 # TARGET is a harness of fuzz/: safetensors, config_json, packed, tokenizer_json, tokenize,
-# quantize_config, calib_tokens. Runs SECONDS seconds from the committed seeds
+# quantize_config, calib_tokens, model_options. Runs SECONDS seconds from the committed seeds
 # (fuzz/corpus/TARGET) plus what earlier runs found (.build-fuzz/corpus/TARGET); fails on any
 # crash, hang (-timeout), out-of-memory or sanitizer report, leaving the input in
 # .build-fuzz/artifacts/TARGET/.
