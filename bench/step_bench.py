@@ -1,17 +1,22 @@
 """Time per TesseraQ optimisation step on a SmolLM2-135M-shaped block (hidden 576, 9 heads,
 3 KV heads, FFN 1536, batch 4 x 512 tokens, synthetic weights), with a breakdown, beside numpy
-(OpenBLAS) GEMM GFLOP/s on the block's forward shapes measured in the same run.
+(OpenBLAS) GEMM GFLOP/s on the block's forward shapes and the same step in PyTorch (fp32, and
+under bf16 autocast), measured in the same run (bench/torch_step.py; skipped with a note when
+torch is not installed: `pip install torch`, a CPU wheel).
 
     swift build -c release --product tesseraq-bench
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/step_bench.py [--steps 5]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/step_bench.py [--steps 5] [--no-torch]
 """
 import argparse
 import json
 import os
 import subprocess
+import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,6 +43,7 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "tesseraq-bench"))
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     args = ap.parse_args()
     out = subprocess.run([args.bin, "--steps", str(args.steps), "--threads", str(args.threads)], check=True,
                          capture_output=True, text=True).stdout
@@ -51,6 +57,19 @@ def main():
     print(f"  {'total':<10} {r['total']:8.1f} ms per step  ({r['gflops_per_step']:.1f} GFLOP)")
     print(f"achieved {r['gflop_per_s']:.1f} GFLOP/s; numpy GEMM on the block's shapes {ref:.1f} GFLOP/s; "
           f"ratio {r['gflop_per_s'] / ref:.2f}")
+    if args.no_torch:
+        return
+    try:
+        import torch
+        import torch_step
+    except ImportError as e:
+        print(f"PyTorch reference skipped: {e}")
+        return
+    shape = (s["hidden"], s["heads"], s["kv_heads"], s["ffn"], s["batch"], s["seq"], s["bits"], s["group"])
+    for name, bf16 in (("fp32", False), ("bf16 autocast", True)):
+        ms = torch_step.step_ms(*shape, threads=r["threads"], steps=args.steps, bf16=bf16)
+        print(f"PyTorch {torch.__version__} {name}: {ms:.1f} ms per step; ours (fp32) / PyTorch {name}: "
+              f"{r['total'] / ms:.2f}")
 
 
 if __name__ == "__main__":
