@@ -40,7 +40,7 @@ enum {
 
 /* xf[0, n) = x[i0, i0 + n), 0 past `in`; subnormals flushed (microcode assists in the hot loop;
  * they contribute < 2^-100), and so are NaNs, as qgemv.c's prescale does: NaN in x reaches y
- * through the tile sums. */
+ * through the sums of x over each run of a group (sum_x). */
 static void flush_x(const float *x, int64_t in, int64_t i0, int64_t n, float *xf) {
     const __m512 tiny = _mm512_set1_ps(FLT_MIN);
     for (int64_t k = 0; k < n; k += 16) {
