@@ -554,6 +554,34 @@ struct KernelTests {
         }
     }
 
+    /// The cached attention of decoding: its header promises tqk_attention's arithmetic in the same
+    /// order, so the last n rows of a full attention over pos + n positions must come out bit for
+    /// bit, for every split (prefill of all, chunks, one token), windows and soft-caps included
+    /// (tqk_attention itself is checked against double precision above).
+    @Test("attention_cached: equals tqk_attention's rows exactly", arguments: attnCases, threadCounts)
+    func attentionCached(_ c: AttnCase, _ threads: Int32) {
+        let T = c.t, H = c.h, KVH = c.kvh, D = c.d, W = c.w
+        var rng = TestRNG(UInt64(T * 10_000 + H * 1000 + KVH * 100 + D + W * 100_000 + 7))
+        let Q = rng.floats(T * H * D, -2, 2), K = rng.floats(T * KVH * D, -2, 2), V = rng.floats(T * KVH * D, -3, 3)
+        for softcap: Float in [0, 5] {
+            let scale = 1 / Float(D).squareRoot()
+            var full = [Float](repeating: .nan, count: T * H * D)
+            withThreads(threads) { tqk_attention(Q, K, V, &full, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W), softcap) }
+            for pos in Set([0, T / 2, T - 1]) {
+                let n = T - pos
+                var O = [Float](repeating: .nan, count: n * H * D + 1)
+                Array(Q[(pos * H * D)...]).withUnsafeBufferPointer { q in
+                    withThreads(threads) {
+                        tqk_attention_cached(q.baseAddress, K, V, &O, Int64(n), Int64(pos), Int64(H), Int64(KVH), Int64(D),
+                                             scale, Int64(W), softcap)
+                    }
+                }
+                #expect(O[n * H * D].isNaN, "\(c.testDescription) pos=\(pos): wrote past O")
+                #expect(Array(O[..<(n * H * D)]) == Array(full[(pos * H * D)...]), "\(c.testDescription) pos=\(pos) softcap=\(softcap)")
+            }
+        }
+    }
+
     @Test("swiglu: silu(g) * u (also in place, extreme g)", arguments: threadCounts)
     func swiglu(_ threads: Int32) {
         var rng = TestRNG(10)
