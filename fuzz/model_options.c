@@ -3,7 +3,6 @@
 // other input is refused with a documented status and a message.
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "support.h"
 #include "tesseraq.h"
@@ -15,10 +14,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char *json = malloc(size + 1);
-    if (!json) abort();
-    memcpy(json, data, size);
-    json[size] = '\0';
+    char *json = input_string(data, size);
     tq_model *model = NULL;
     int32_t status = tq_model_open_with(TQ_REPO "/" TINY_MODEL, json, &model);
     check_status(status, "tq_model_open_with");

@@ -43,10 +43,7 @@ static int cheap(const char *json) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char *json = malloc(size + 1);
-    if (!json) abort();
-    memcpy(json, data, size);
-    json[size] = '\0';
+    char *json = input_string(data, size);
     const char *out = scratch_path(0, "out"), *partial = scratch_path(1, "out.partial");
     int32_t status = tq_quantize_tokens(tiny_packed, json, tokens, N_TOKENS, out, cancel_at_first_progress, NULL);
     check_status(status, "tq_quantize_tokens (packed model)");

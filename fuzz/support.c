@@ -102,3 +102,11 @@ struct tq_model *open_staged_model(const char *name, const uint8_t *data, size_t
     check_status(tq_model_open(scratch_path(0, "model"), &model), "tq_model_open");
     return model;
 }
+
+char *input_string(const uint8_t *data, size_t size) {
+    char *s = malloc(size + 1);
+    if (!s) abort();
+    memcpy(s, data, size);
+    s[size] = '\0';
+    return s;
+}

@@ -16,6 +16,9 @@
 // Returned in a static buffer per slot: slot 0..3 may be held at once.
 const char *scratch_path(int slot, const char *name);
 
+// The input as a NUL-terminated string (a copy to free; any NUL inside ends it early, as C sees it).
+char *input_string(const uint8_t *data, size_t size);
+
 // Replaces the file at path with size bytes of data; aborts when it cannot (a harness fault).
 void write_file(const char *path, const uint8_t *data, size_t size);
 

@@ -9,16 +9,28 @@
 import Foundation
 import TesseraQ
 
-/// A text stream, the last piece it handed out (NUL-terminated, valid until the next call on the
-/// stream) and the lock that serialises calls on it.
+/// A text stream, the last piece it handed out (NUL-terminated, in memory the handle owns until the
+/// next call on the stream) and the lock that serialises calls on it.
 final class TextStreamHandle: HandleObject, @unchecked Sendable {
     static let handleKind = HandleKind.textStream
 
     var stream: TextStream
-    var piece: [CChar] = [0]
+    private var piece = UnsafeMutablePointer<CChar>.allocate(capacity: 1)
     let lock = NSLock()
 
     init(_ tokenizer: Tokenizer) { stream = TextStream(tokenizer: tokenizer) }
+
+    deinit { piece.deallocate() }
+
+    /// `text` copied (NUL bytes inside included) into the piece buffer, which it returns with its length.
+    func keep(_ text: String) -> (UnsafePointer<CChar>, Int) {
+        let bytes = Array(text.utf8)
+        piece.deallocate()
+        piece = .allocate(capacity: bytes.count + 1)
+        for (i, b) in bytes.enumerated() { piece[i] = CChar(bitPattern: b) }
+        piece[bytes.count] = 0
+        return (UnsafePointer(piece), bytes.count)
+    }
 }
 
 /// The body of tq_text_stream_push / _finish: `next` gives the new piece (nil: none yet), which is
@@ -28,11 +40,10 @@ private func onTextStream(_ stream: TQTextStreamHandle?, _ piece: UnsafeMutableP
     guarded {
         let h = try borrowHandle(stream, "stream", as: TextStreamHandle.self)
         let out = try required(piece, "piece"), count = try required(n_bytes, "n_bytes")
-        try h.lock.withLock {
-            let text = next(&h.stream) ?? ""
-            h.piece = Array(text.utf8CString)
-            count.pointee = Int64(h.piece.count - 1)
-            out.pointee = h.piece.withUnsafeBufferPointer { UnsafePointer($0.baseAddress!) }
+        h.lock.withLock {
+            let (p, n) = h.keep(next(&h.stream) ?? "")
+            out.pointee = p
+            count.pointee = Int64(n)
         }
     }
 }

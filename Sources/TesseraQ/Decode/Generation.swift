@@ -93,6 +93,7 @@ public struct TextStream {
     private var prefix = 0  // first token of the context decoded with the new ones
     private var read = 0    // tokens whose text has been handed out
     private var inByteRun = false  // the last decoded id is a ByteFallback byte
+    private var readBytes: Int? = nil  // UTF-8 length of decoding ids[prefix..<read], once known
 
     public init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
 
@@ -107,13 +108,15 @@ public struct TextStream {
     public mutating func finish() -> String? { piece(final: true) }
 
     private mutating func piece(final: Bool) -> String? {
-        let before = Array(tokenizer.decode(Array(ids[prefix..<read])).utf8)
+        let before = readBytes ?? tokenizer.decode(Array(ids[prefix..<read])).utf8.count
+        readBytes = before
         let text = tokenizer.decode(Array(ids[prefix...]))
         guard final || !text.hasSuffix("\u{FFFD}") else { return nil }
         let bytes = Array(text.utf8)
-        guard bytes.count > before.count else { return nil }
+        guard bytes.count > before else { return nil }
         prefix = read
         read = ids.count
-        return String(decoding: bytes[before.count...], as: UTF8.self)
+        readBytes = nil
+        return String(decoding: bytes[before...], as: UTF8.self)
     }
 }

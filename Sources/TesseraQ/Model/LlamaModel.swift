@@ -19,12 +19,9 @@ public final class LlamaModel: @unchecked Sendable {
     /// rounds it (its `normalizer`); nil for models that do not scale embeddings.
     let embedScale: Float?
 
-    public let options: ModelOptions
-
     public init(directory: String, options: ModelOptions = ModelOptions()) throws {
         try Runtime.requireSupportedCPU()
         self.directory = directory
-        self.options = options
         let configPath = directory + "/config.json"
         let json = try JSONValue.parseFile(configPath)
         config = try LlamaConfig(json: json, path: configPath)

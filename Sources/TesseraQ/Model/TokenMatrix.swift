@@ -42,28 +42,31 @@ final class TokenMatrix: @unchecked Sendable {
         let rows = source.rows, dim = source.dim
         self.rows = rows
         self.dim = dim
-        let b = Int32(spec.bits), packedRows = Int(tqk_packed_len(Int64(dim), b))
-        let nGroups = (dim + spec.group(forInput: dim) - 1) / spec.group(forInput: dim)
+        let b = Int32(spec.bits), packedRows = Int(tqk_packed_len(Int64(dim), b)), width = min(chunk, rows)
+        let group = spec.group(forInput: dim), nGroups = (dim + group - 1) / group
+        // Per-group arrays are [nGroups x rows] (GPTQ's orientation): a chunk fills columns r0 ..< r0 + m.
         var qweight = [UInt32](repeating: 0, count: packedRows * rows), scales = [UInt16](repeating: 0, count: nGroups * rows)
         var zeros = [UInt8](repeating: 0, count: nGroups * rows)
-        let scratch = try FloatBuffer(count: min(chunk, rows) * dim)
-        var words = [UInt32](repeating: 0, count: packedRows * min(chunk, rows)), half = [UInt16](repeating: 0, count: min(chunk, rows))
+        let scratch = try FloatBuffer(count: width * dim)
+        var words = [UInt32](repeating: 0, count: packedRows * width), half = [UInt16](repeating: 0, count: nGroups * width)
+        func place<T>(_ part: ArraySlice<T>, rows n: Int, at r0: Int, into whole: inout [T]) {
+            let m = part.count / n
+            for r in 0..<n { whole.replaceSubrange((r * rows + r0)..<(r * rows + r0 + m), with: part[(part.startIndex + r * m)...].prefix(m)) }
+        }
         for r0 in stride(from: 0, to: rows, by: chunk) {
             let m = min(chunk, rows - r0)
             source.widen(rows: r0..<(r0 + m), into: scratch.p)
             let q = try roundToNearest(scratch, out: m, inFeatures: dim, spec: spec, name: name)
             tqk_pack_qweight(q.codes, Int64(m), Int64(dim), b, &words)  // [packedRows x m]
-            for r in 0..<packedRows { qweight.replaceSubrange((r * rows + r0)..<(r * rows + r0 + m), with: words[(r * m)..<((r + 1) * m)]) }
-            for g in 0..<nGroups {
-                tqk_f32_to_f16(Array(q.scales[(g * m)..<((g + 1) * m)]), &half, Int64(m))
-                scales.replaceSubrange((g * rows + r0)..<(g * rows + r0 + m), with: half[..<m])
-                zeros.replaceSubrange((g * rows + r0)..<(g * rows + r0 + m), with: q.zeros[(g * m)..<((g + 1) * m)])
-            }
+            tqk_f32_to_f16(q.scales, &half, Int64(nGroups * m))         // [nGroups x m]
+            place(words[..<(packedRows * m)], rows: packedRows, at: r0, into: &qweight)
+            place(half[..<(nGroups * m)], rows: nGroups, at: r0, into: &scales)
+            place(q.zeros[...], rows: nGroups, at: r0, into: &zeros)
         }
         storage = .packed(PackedLinear(name: name, out: rows, inFeatures: dim, bits: spec.bits, groupSize: spec.groupSize,
                                        sym: spec.sym, qweight: qweight,
                                        qzeros: PackedLinear.packZeros(zeros, nGroups: nGroups, out: rows, bits: spec.bits),
-                                       scales: scales, gIdx: (0..<dim).map { Int32($0 / spec.group(forInput: dim)) }))
+                                       scales: scales, gIdx: (0..<dim).map { Int32($0 / group) }))
     }
 
     deinit { if case .bf16(let p) = storage { free(p) } }

@@ -82,11 +82,8 @@ class Model(_Handle):
     _free_name = "tq_model_free"
 
     def __init__(self, path: "os.PathLike[str] | str", lm_head: str = "checkpoint") -> None:
-        if lm_head == "checkpoint":
-            super().__init__(path, "tq_model_open")
-        else:
-            self.path = os.fspath(path)
-            self._open("tq_model_open_with", self.path.encode(), json.dumps({"lm_head": lm_head}).encode())
+        self.path = os.fspath(path)
+        self._open("tq_model_open_with", self.path.encode(), json.dumps({"lm_head": lm_head}).encode())
 
     @property
     def info(self) -> ModelInfo:
