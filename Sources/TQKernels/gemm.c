@@ -5,6 +5,8 @@
  * counter. A task walks the K blocks: it packs its rows of op(A) for that K block (L2) and runs
  * an MR x NR FMA micro-kernel over each B strip (L1), adding into C.
  * Transposes are absorbed by the packing routines, so NN/NT/TN/TT share one micro-kernel.
+ * tqk_gemm_bf16 runs the same driver with operands rounded to bfloat16 as they are packed: into
+ * bf16 pairs for the AVX512_BF16 kernel, else into float32 values for the float32 kernels.
  * The micro-kernel and blocking come from a tqk_sgemm_arch: the 6x16 AVX2 one here, or the
  * 14x32 AVX-512 one (gemm_avx512.c) when tqk_use_avx512(). Packing is AVX2 for both: it moves
  * O(MK + KN) floats against O(MNK) flops.
@@ -172,7 +174,32 @@ static void micro_kernel(int64_t kc, const float *Ap, const float *Bp, float *C,
     }
 }
 
-static const tqk_sgemm_arch sgemm_avx2 = {MR, NR, KC, MC, TASKS_PER_THREAD, micro_kernel};
+static const tqk_sgemm_arch sgemm_avx2 = {MR, NR, KC, MC, TASKS_PER_THREAD, micro_kernel, NULL};
+static const tqk_sgemm_arch sgemm_avx2_rounded = {MR, NR, KC, MC, TASKS_PER_THREAD, micro_kernel, tqk_pack_round_bf16};
+
+void tqk_pack_round_bf16(float *strip, int64_t kc, int64_t width) {
+    int64_t n = kc * width, i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_si256((__m256i *)(strip + i), tqk_bf16_round8(_mm256_loadu_ps(strip + i)));
+    if (i < n) {
+        __m256i m = tqk_lanes_below(n - i);
+        _mm256_maskstore_ps(strip + i, m, _mm256_castsi256_ps(tqk_bf16_round8(_mm256_maskload_ps(strip + i, m))));
+    }
+}
+
+/* In place: pair p's words [p*width, (p+1)*width) lie at or before its rows' floats
+ * [2p*width, (2p+2)*width), and both rows are read before the words are written. */
+void tqk_pack_bf16_pairs(float *strip, int64_t kc, int64_t width) {
+    uint32_t *words = (uint32_t *)strip;
+    for (int64_t k = 0; k < kc; k += 2) {
+        const float *r0 = strip + k * width, *r1 = r0 + width;
+        for (int64_t c = 0; c < width; c += 8) {
+            __m256i m = tqk_lanes_below(width - c);
+            __m256i lo = tqk_bf16_round8(_mm256_maskload_ps(r0 + c, m));
+            __m256i hi = k + 1 < kc ? tqk_bf16_round8(_mm256_maskload_ps(r1 + c, m)) : _mm256_setzero_si256();
+            _mm256_maskstore_epi32((int *)(words + k / 2 * width + c), m, _mm256_or_si256(_mm256_srli_epi32(lo, 16), hi));
+        }
+    }
+}
 
 static float *alloc_floats(int64_t n) { return tqk_alloc((size_t)n * sizeof(float)); }
 
@@ -182,16 +209,15 @@ static void scale_c(float *C, int64_t ldc, int64_t M, int64_t N, float beta) {
         for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
-void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
-               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-               int64_t ldc) {
+static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, int64_t N, int64_t K,
+                 float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                 int64_t ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(C, ldc, M, N, beta);
         return;
     }
     /* Micro-tile tm x tn and blocking bk (K), bm (rows) of the instruction set in use. */
-    const tqk_sgemm_arch *arch = tqk_use_avx512() ? &tqk_sgemm_avx512 : &sgemm_avx2;
     const int64_t tm = arch->mr, tn = arch->nr, bk = arch->kc, bm = arch->mc;
     /* K blocks of equal size (multiple of 8 for the transposing packers), no thin tail. */
     int64_t kc_max = min64(K, cdiv(cdiv(K, cdiv(K, bk)), 8) * 8);
@@ -241,8 +267,11 @@ void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float al
                 if (u >= n_kb * n_groups) break;
                 int64_t p0 = (u / n_groups) * kc_max, s = (u % n_groups) * PACK_STRIPS;
                 int64_t kc = min64(K - p0, kc_max);
-                pack_b(transB, B, ldb, p0, kc, jc + s * tn, min64(nc - s * tn, PACK_STRIPS * tn), (int)tn,
-                       Bp + p0 * n_strips * tn + s * tn * kc);
+                int64_t width = min64(nc - s * tn, PACK_STRIPS * tn);
+                float *dst = Bp + p0 * n_strips * tn + s * tn * kc;
+                pack_b(transB, B, ldb, p0, kc, jc + s * tn, width, (int)tn, dst);
+                if (arch->finish)
+                    for (int64_t c = 0; c < width; c += tn) arch->finish(dst + c * kc, kc, tn);
             }
             #pragma omp barrier /* B is packed */
             for (;;) {
@@ -257,6 +286,8 @@ void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float al
                     float b = p0 == 0 ? beta : 1.0f;
                     const float *Bk = Bp + p0 * n_strips * tn;
                     pack_a(transA, A, lda, i0, i1 - i0, p0, kc, (int)tm, Ap);
+                    if (arch->finish)
+                        for (int64_t ir = 0; ir < i1 - i0; ir += tm) arch->finish(Ap + ir * kc, kc, tm);
                     for (int64_t s = s0; s < s1; s++) {
                         int64_t nr = min64(nc - s * tn, tn);
                         for (int64_t ir = 0; ir < i1 - i0; ir += tm)
@@ -271,4 +302,20 @@ void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float al
     }
     free(Bp);
     free(Apool);
+}
+
+void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+               int64_t ldc) {
+    gemm(tqk_use_avx512() ? &tqk_sgemm_avx512 : &sgemm_avx2, transA, transB, M, N, K, alpha, A, lda, B, ldb,
+         beta, C, ldc);
+}
+
+void tqk_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                   int64_t ldc) {
+    const tqk_sgemm_arch *arch = tqk_use_avx512_bf16() ? &tqk_sgemm_avx512_bf16
+                               : tqk_use_avx512()      ? &tqk_sgemm_avx512_rounded
+                                                       : &sgemm_avx2_rounded;
+    gemm(arch, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

@@ -10,6 +10,10 @@
 typedef void (*tqk_sgemm_kernel_fn)(int64_t kc, const float *Ap, const float *Bp, float *C,
                                     int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta);
 
+/* Rewrites, in place, a packed strip of kc x width floats (d[k*width + c]) into what the kernel
+ * reads (below). */
+typedef void (*tqk_pack_finish_fn)(float *strip, int64_t kc, int64_t width);
+
 /* A micro-kernel and the blocking tuned for it. nr is a multiple of 16 and mc of mr. */
 typedef struct {
     int mr, nr;  /* micro-tile */
@@ -17,9 +21,20 @@ typedef struct {
     int mc;      /* rows per task: the packed mc x kc block of A stays in L2 */
     int tasks_per_thread; /* thin M: split N too, into about this many tasks per thread */
     tqk_sgemm_kernel_fn kernel;
+    tqk_pack_finish_fn finish; /* run on every packed strip of A and B; NULL: none */
 } tqk_sgemm_arch;
 
-/* 14x32 zmm kernel (gemm_avx512.c); use only when tqk_use_avx512(). */
+/* Packed strips rounded to bfloat16 values, kept as float32: a float32 kernel then computes the
+ * bf16 GEMM where the CPU has no bf16 dot product. */
+TQK_API void tqk_pack_round_bf16(float *strip, int64_t kc, int64_t width);
+/* Packed strips turned into bf16 pairs: 32-bit word p*width + c holds rows 2p (low half) and
+ * 2p+1 (high half, 0 past kc) of column c, each rounded to bfloat16, as vdpbf16ps reads them. */
+TQK_API void tqk_pack_bf16_pairs(float *strip, int64_t kc, int64_t width);
+
+/* 14x32 zmm kernels (gemm_avx512.c); use only when tqk_use_avx512(): float32, the same on
+ * bf16-rounded strips, and the vdpbf16ps one (only when tqk_use_avx512_bf16()). */
 TQK_API extern const tqk_sgemm_arch tqk_sgemm_avx512;
+TQK_API extern const tqk_sgemm_arch tqk_sgemm_avx512_rounded;
+TQK_API extern const tqk_sgemm_arch tqk_sgemm_avx512_bf16;
 
 #endif

@@ -35,6 +35,16 @@ int tqk_use_avx512(void) {
     return tqk_avx512;
 }
 
+/* Checked on top of tqk_use_avx512(), so TESSERAQ_NO_AVX512 and tqk_set_avx512(0) turn it off too. */
+int tqk_use_avx512_bf16(void) {
+    static int has = -1;
+    if (has < 0) {
+        __builtin_cpu_init();
+        has = __builtin_cpu_supports("avx512bf16");
+    }
+    return has && tqk_use_avx512();
+}
+
 int tqk_set_avx512(int enabled) {
     tqk_avx512_thread = enabled < 0 ? -1 : enabled && cpu_has_avx512();
     return tqk_use_avx512();

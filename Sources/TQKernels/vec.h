@@ -44,4 +44,16 @@ static inline void tqk_transpose8(__m256 r[8]) {
     r[3] = _mm256_permute2f128_ps(s3, s7, 0x20); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
+/* The 8 floats rounded to bfloat16 (to nearest, ties to even; NaN stays NaN, quiet), as float32
+ * bit patterns whose low 16 bits are zero. Denormals are kept, not flushed. */
+static inline __m256i tqk_bf16_round8(__m256 x) {
+    const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
+    __m256i b = _mm256_castps_si256(x);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_and_si256(_mm256_add_epi32(b, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), hi);
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    __m256i quiet = _mm256_or_si256(_mm256_and_si256(b, hi), _mm256_set1_epi32(0x00400000));
+    return _mm256_blendv_epi8(r, quiet, nan);
+}
+
 #endif

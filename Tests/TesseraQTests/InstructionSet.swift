@@ -16,3 +16,10 @@ func withAVX512<R>(_ on: Bool, _ body: () throws -> R) rethrows -> R {
     defer { tqk_set_avx512(-1) }
     return try body()
 }
+
+/// x rounded to bfloat16 (to nearest, ties to even), written independently of the kernels.
+func bf16Rounded(_ x: Float) -> Float {
+    let b = x.bitPattern
+    let up: UInt32 = (b & 0xFFFF) > 0x8000 || ((b & 0xFFFF) == 0x8000 && (b & 0x1_0000) != 0) ? 0x1_0000 : 0
+    return Float(bitPattern: (b & 0xFFFF_0000) &+ up)
+}

@@ -120,18 +120,59 @@ struct KernelTests {
         withAVX512(true) { checkSgemm(shape) }
     }
 
+    @Test("gemm_bf16, AVX2 path (float32 kernel on rounded operands): as sgemm on bf16-rounded operands",
+          arguments: gemmShapes)
+    func gemmBF16AVX2(_ shape: GemmShape) {
+        withAVX512(false) { checkSgemm(shape, bf16: true) }
+    }
+
+    @Test("gemm_bf16, AVX-512 path (vdpbf16ps where the CPU has AVX512_BF16): as sgemm on bf16-rounded operands",
+          .enabled(if: cpuHasAVX512, noAVX512), arguments: gemmShapes)
+    func gemmBF16AVX512(_ shape: GemmShape) {
+        withAVX512(true) {
+            if tqk_use_avx512_bf16() == 0 { print("note: no AVX512_BF16 here: the vdpbf16ps kernel is NOT tested") }
+            checkSgemm(shape, bf16: true)
+        }
+    }
+
+    /// Rounding to bfloat16 is to nearest with ties to even, and NaN stays NaN: with K = 1 the
+    /// product of two rounded values is exact, so C shows each operand's rounding.
+    @Test("gemm_bf16 rounds operands to nearest, ties to even; NaN propagates", arguments: [false, true])
+    func gemmBF16Rounding(_ avx512: Bool) {
+        guard !avx512 || cpuHasAVX512 else { return }
+        let tie = Float(bitPattern: 0x3F80_8000)      // 1 + 2^-8: halfway, rounds down to even 1
+        let tieUp = Float(bitPattern: 0x3F81_8000)    // 1 + 3 * 2^-8: halfway, rounds up to even 1 + 2^-6
+        let above = Float(bitPattern: 0x3F80_8001)    // just above halfway: 1 + 2^-7
+        let cases: [(Float, Float)] = [(tie, 1), (tieUp, 1 + 0x1p-6), (above, 1 + 0x1p-7), (-tie, -1),
+                                       (1.0e-3, bf16Rounded(1.0e-3))]
+        withAVX512(avx512) {
+            for (a, want) in cases {
+                var c: [Float] = [0]
+                tqk_gemm_bf16(0, 0, 1, 1, 1, 1, [a], 1, [Float(1)], 1, 0, &c, 1)
+                #expect(c[0] == want, "bf16(\(a)) gave \(c[0]), want \(want)")
+            }
+            var c: [Float] = [0, 0]
+            tqk_gemm_bf16(0, 0, 1, 2, 1, 1, [Float.nan], 1, [Float(1), 2], 2, 0, &c, 2)
+            #expect(c[0].isNaN && c[1].isNaN)
+        }
+    }
+
     /// For one shape: builds logical op(A) [M x K] and op(B) [K x N], a double reference of
     /// op(A)op(B) and of |op(A)||op(B)|, then runs all four transpose variants, beta 0 and 0.5,
     /// with 1 and 2 threads, storing A and B in padded (ld > width) buffers in the layout each
     /// variant reads. Padding holds NaN, so reading it would poison the result; C's padding
     /// must come back untouched.
-    private func checkSgemm(_ shape: GemmShape) {
+    /// `bf16`: tqk_gemm_bf16 against the reference of the bf16-rounded operands (their products
+    /// are exact, so the float32 summation bound still holds).
+    private func checkSgemm(_ shape: GemmShape, bf16: Bool = false) {
         let M = shape.m, N = shape.n, K = shape.k
         var rng = TestRNG(UInt64(M * 1_000_003 + N * 1009 + K))
         let opA = rng.floats(M * K), opB = rng.floats(K * N)
+        let gemm = bf16 ? tqk_gemm_bf16 : tqk_sgemm
+        let refA = bf16 ? opA.map(bf16Rounded) : opA, refB = bf16 ? opB.map(bf16Rounded) : opB
         var ref = [Double](repeating: 0, count: M * N), absRef = ref
-        opA.withUnsafeBufferPointer { a in
-            opB.withUnsafeBufferPointer { b in
+        refA.withUnsafeBufferPointer { a in
+            refB.withUnsafeBufferPointer { b in
                 for i in 0..<M {
                     for p in 0..<K {
                         let x = Double(a[i * K + p])
@@ -164,8 +205,8 @@ struct KernelTests {
                         var C = [Float](repeating: beta == 0 ? .nan : sentinel, count: M * ldc)
                         if beta != 0 { for i in 0..<M { for j in 0..<N { C[i * ldc + j] = c0[i * N + j] } } }
                         withThreads(threads) {
-                            tqk_sgemm(transA ? 1 : 0, transB ? 1 : 0, Int64(M), Int64(N), Int64(K), alpha,
-                                      A, Int64(lda), B, Int64(ldb), beta, &C, Int64(ldc))
+                            gemm(transA ? 1 : 0, transB ? 1 : 0, Int64(M), Int64(N), Int64(K), alpha,
+                                 A, Int64(lda), B, Int64(ldb), beta, &C, Int64(ldc))
                         }
                         let tag = "trans=(\(transA),\(transB)) beta=\(beta) threads=\(threads)"
                         var bad = 0

@@ -165,6 +165,20 @@ struct TesseraQPipelineTests {
         #expect(!FileManager.default.fileExists(atPath: dir + "/blocks"))
     }
 
+    /// compute_dtype bf16 trains the same problem in bf16 GEMMs: every block still beats RTN, and
+    /// the perplexity stays within 2% of the float32 run's (the bound issue 12 asks for).
+    @Test func bf16TrainingMatchesFloat32() throws {
+        let (f32Dir, _) = try runTesseraQ(bits: 2, group: 32)
+        let (bf16Dir, report) = try runTesseraQ(bits: 2, group: 32, extra: ["compute_dtype": .string("bf16")])
+        #expect((report["options"] as? [String: Any])?["compute_dtype"] as? String == "bf16")
+        for b in report["blocks"] as! [[String: Any]] {
+            #expect((b["final_loss"] as! Double) < (b["rtn_loss"] as! Double), "block \(b["block"]!)")
+        }
+        let p32 = try perplexity(try LlamaModel(directory: f32Dir)), p16 = try perplexity(try LlamaModel(directory: bf16Dir))
+        print("stories260K W2 g32 ci preset: TesseraQ f32 \(p32), bf16 \(p16), ratio \(p16 / p32)")
+        #expect(abs(p16 / p32 - 1) < 0.02)
+    }
+
     static let quick: [String: JSONValue] = ["iters": .int(4), "n_samples": .int(8)]
 
     /// A quick W2 run cancelled once blocks 0-2 are persisted (as a kill would leave it), in `tag`.
@@ -242,7 +256,7 @@ struct TesseraQPipelineTests {
         (#"{"method": "tesseraq", "iters": -1}"#, "iters"), (#"{"method": "tesseraq", "thresholds": [2]}"#, "thresholds"),
         (#"{"method": "tesseraq", "preset": "slow"}"#, "preset"), (#"{"method": "tesseraq", "init": "gptq"}"#, "init"),
         (#"{"method": "tesseraq", "cache_dtype": "f8"}"#, "cache_dtype"), (#"{"method": "tesseraq", "batch": 9, "n_samples": 4}"#, "batch"),
-        (#"{"method": "tesseraq", "lr": "fast"}"#, "lr"), (#"{"method": "rtn", "iters": 3}"#, "iters"),
+        (#"{"method": "tesseraq", "lr": "fast"}"#, "lr"), (#"{"method": "tesseraq", "compute_dtype": "f16"}"#, "compute_dtype"), (#"{"method": "rtn", "iters": 3}"#, "iters"),
     ])
     func rejectsBadTesseraQKeys(json: String, key: String) {
         #expect { try QuantizeConfig.parse(json) } throws: { ($0 as? TQError)?.message.contains(key) == true }

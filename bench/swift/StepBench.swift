@@ -16,6 +16,7 @@ struct StepBench {
         let hidden = value("--hidden", 576), heads = value("--heads", 9), kvHeads = value("--kv-heads", 3)
         let ffn = value("--ffn", 1536), batch = value("--batch", 4), seq = value("--seq", 512)
         let steps = value("--steps", 5), threads = value("--threads", 0), bits = value("--bits", 2), group = value("--group", 64)
+        let dtype: ComputeDType = args.contains("--bf16") ? .bf16 : .f32
         args = []
         Runtime.setThreads(threads)
         let config = try LlamaConfig(json: .object([
@@ -39,7 +40,7 @@ struct StepBench {
         for l in fq { l.harden(quantile: 0.8) }
         let train = BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: fq.map(\.wHat), biases: nil)
         let rows = batch * seq
-        let work = try BlockWorkspace(config: config, sequences: batch, length: seq)
+        let work = try BlockWorkspace(config: config, sequences: batch, length: seq, compute: dtype)
         let grads = try BlockGradients(config: config, rows: rows)
         let x = try random(rows * hidden, 1), target = try random(rows * hidden, 1)
         let y = try FloatBuffer(count: rows * hidden), dY = try FloatBuffer(count: rows * hidden)
@@ -73,6 +74,7 @@ struct StepBench {
         out["gflops_per_step"] = (linearFlops + attnFlops) / 1e9
         out["gflop_per_s"] = (linearFlops + attnFlops) / 1e9 / (total / 1000)
         out["threads"] = Runtime.threads
+        out["compute_dtype"] = dtype.rawValue
         out["shape"] = ["hidden": hidden, "heads": heads, "kv_heads": kvHeads, "ffn": ffn, "batch": batch, "seq": seq, "bits": bits, "group": group]
         let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))

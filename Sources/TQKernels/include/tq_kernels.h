@@ -25,6 +25,8 @@ TQK_API int tqk_use_avx512(void);
 /* For the calling thread only: AVX-512 variants on (1, where the CPU has them), off (0), or back to
  * the process-wide choice (-1). Returns the calling thread's new state. */
 TQK_API int tqk_set_avx512(int enabled);
+/* 1 when tqk_gemm_bf16 runs the AVX512_BF16 dot-product kernel (tqk_use_avx512() and CPU support). */
+TQK_API int tqk_use_avx512_bf16(void);
 
 /* ---- allocation ----
  * Every kernel allocates through tqk_alloc (64-byte aligned, released with free). When an
@@ -44,6 +46,16 @@ TQK_API int64_t tqk_alloc_failures(void);
 TQK_API void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc);
+
+/* As tqk_sgemm with every element of op(A) and op(B) rounded to bfloat16 (to nearest, ties to
+ * even; NaN stays NaN) and the products summed in float32, C float32 as in tqk_sgemm. Products of
+ * bf16 values are exact in float32, so the result is tqk_sgemm of the rounded operands up to
+ * summation order: pairs of k summed first by vdpbf16ps where tqk_use_avx512_bf16() (which also
+ * treats denormal inputs as zero), else the float32 kernels on the rounded values. Twice
+ * tqk_sgemm's multiply rate on AVX512_BF16; threads as tqk_sgemm. */
+TQK_API void tqk_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                           float *C, int64_t ldc);
 
 /* y[out] = W x[in], W row-major out x in (the Hugging Face layout): one dot product per output,
  * outputs in parallel above 32K weights. For a single row of activations, where tqk_sgemm would pack W. */

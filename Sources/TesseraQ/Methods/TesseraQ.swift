@@ -40,7 +40,7 @@ struct TesseraQBlock {
         let fq = try LinearKind.allCases.map { try FakeQuantLinear(weight: fp[$0].p, grid: grids[$0.rawValue]) }
         let train = fp.replacingLinears(fq.map(\.wHat))
         let B = options.calibration.batch, L = options.calibration.seqLen, d = config.hidden
-        let work = try BlockWorkspace(config: config, sequences: B, length: L)
+        let work = try BlockWorkspace(config: config, sequences: B, length: L, compute: options.computeDType)
         let grads = try BlockGradients(config: config, rows: B * L)
         let x = try FloatBuffer(count: B * L * d), target = try FloatBuffer(count: B * L * d)
         let y = try FloatBuffer(count: B * L * d), dY = try FloatBuffer(count: B * L * d)

@@ -14,6 +14,9 @@ public struct TesseraQOptions: Sendable, Equatable {
     /// Calibration sequences AWQ's searches use under `"init": "awq"` (0: all n_samples). AWQ's scale
     /// search runs 20 forward passes of the inspected modules over them, so the presets cap it.
     public var awqSamples: Int
+    /// The block GEMMs' precision in training (`compute_dtype`): the rounding and DST variables,
+    /// the loss and Adam stay float32 either way.
+    public var computeDType: ComputeDType = .f32
 
     public static let defaultThresholds = [0.8, 0.65, 0.5, 0.43, 0.38, 0.34, 0.3, 0.27, 0.24, 0.21, 0.18, 0.15, 0.12, 0.10,
                                            0.08, 0.06, 0.04, 0.02, 0.01, 0.005]
@@ -38,7 +41,8 @@ public struct TesseraQOptions: Sendable, Equatable {
 
     public static let presets = ["paper": paper, "fast": fast, "ci": ci]
 
-    public static let keys = CalibrationOptions.keys + ["preset", "iters", "thresholds", "lr", "scale_lr", "scale_wd", "init", "awq_samples"]
+    public static let keys = CalibrationOptions.keys + ["preset", "iters", "thresholds", "lr", "scale_lr", "scale_wd", "init", "awq_samples",
+                                                               "compute_dtype"]
 
     /// Reads the keys over the preset (default "fast"); every value is range-checked.
     public init(options o: [String: JSONValue]) throws {
@@ -55,6 +59,11 @@ public struct TesseraQOptions: Sendable, Equatable {
         scaleWD = try r.double("scale_wd", default: scaleWD)
         initMethod = try r.string("init", default: initMethod)
         awqSamples = try r.int("awq_samples", default: awqSamples)
+        let dtype = try r.string("compute_dtype", default: computeDType.rawValue)
+        guard let compute = ComputeDType(rawValue: dtype) else {
+            throw TQError.invalid("config key compute_dtype: must be \"f32\" or \"bf16\" (got \"\(dtype)\")")
+        }
+        computeDType = compute
         guard iters >= 0 else { throw TQError.invalid("config key iters: must be >= 0") }
         guard lr >= 0, scaleLR >= 0, scaleWD >= 0 else { throw TQError.invalid("config keys lr, scale_lr, scale_wd: must be >= 0") }
         guard awqSamples >= 0 else { throw TQError.invalid("config key awq_samples: must be >= 0 (0: all n_samples)") }
@@ -84,7 +93,8 @@ public struct TesseraQOptions: Sendable, Equatable {
 
     public var json: [String: Any] {
         calibration.json.merging(["iters": iters, "thresholds": thresholds, "lr": lr, "scale_lr": scaleLR,
-                                  "scale_wd": scaleWD, "init": initMethod, "awq_samples": awqSamples]) { $1 }
+                                  "scale_wd": scaleWD, "init": initMethod, "awq_samples": awqSamples,
+                                  "compute_dtype": computeDType.rawValue]) { $1 }
     }
 }
 

@@ -33,14 +33,14 @@ final class AttentionActivations: @unchecked Sendable {
     var rows: Int { sequences * length }
 
     /// attn from n1 [rows x hidden], with the projection weights given (float, or quantized
-    /// stand-ins) and the block's biases and q/k norms.
+    /// stand-ins) and the block's biases and q/k norms; the projections' GEMMs at `dtype`.
     func forward(_ n1: UnsafePointer<Float>, q wq: UnsafePointer<Float>, k wk: UnsafePointer<Float>,
-                 v wv: UnsafePointer<Float>, block w: BlockWeights, rope: RopeTables) {
+                 v wv: UnsafePointer<Float>, block w: BlockWeights, rope: RopeTables, dtype: ComputeDType = .f32) {
         let c = config, d = c.hidden
         Self.projectQKV(rows: rows, config: c, block: w, q: q.p, k: k.p, v: v.p, qPre: qPre?.p, kPre: kPre?.p) { outs in
-            linearForward(n1, rows: rows, weight: wq, out: c.qDim, in: d, into: outs[0])
-            linearForward(n1, rows: rows, weight: wk, out: c.kvDim, in: d, into: outs[1])
-            linearForward(n1, rows: rows, weight: wv, out: c.kvDim, in: d, into: outs[2])
+            linearForward(n1, rows: rows, weight: wq, out: c.qDim, in: d, into: outs[0], dtype: dtype)
+            linearForward(n1, rows: rows, weight: wk, out: c.kvDim, in: d, into: outs[1], dtype: dtype)
+            linearForward(n1, rows: rows, weight: wv, out: c.kvDim, in: d, into: outs[2], dtype: dtype)
         }
         let rope = rope.forBlock(w)
         for s in 0..<sequences {

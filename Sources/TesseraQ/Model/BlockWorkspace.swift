@@ -13,6 +13,8 @@ public final class BlockWorkspace: @unchecked Sendable {
     public let config: LlamaConfig
     public let sequences: Int
     public let length: Int
+    /// The GEMMs' precision (forward and backward).
+    public let compute: ComputeDType
     public var rows: Int { sequences * length }
     let rope: RopeTables
     let attention: AttentionActivations
@@ -28,10 +30,12 @@ public final class BlockWorkspace: @unchecked Sendable {
     /// The attention output before o_proj (o_proj's input).
     var attn: FloatBuffer { attention.attn }
 
-    public init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables? = nil) throws {
+    public init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables? = nil,
+                compute: ComputeDType = .f32) throws {
         config = c
         self.sequences = sequences
         self.length = length
+        self.compute = compute
         self.rope = try rope ?? RopeTables(config: c, positions: length)
         attention = try AttentionActivations(config: c, sequences: sequences, length: length)
         activations = try BlockActivations(config: c, rows: sequences * length)
@@ -39,14 +43,14 @@ public final class BlockWorkspace: @unchecked Sendable {
 
     /// x [rows x hidden] -> y, written to `y` (which may be `x`).
     public func forward(_ x: UnsafePointer<Float>, weights w: BlockWeights, into y: UnsafeMutablePointer<Float>) {
-        activations.forward(x, rows: rows, block: w, linears: w, into: y) { n1 in
-            attention.forward(n1, q: w[.q].p, k: w[.k].p, v: w[.v].p, block: w, rope: rope)
+        activations.forward(x, rows: rows, block: w, linears: FloatLinears(weights: w, dtype: compute), into: y) { n1 in
+            attention.forward(n1, q: w[.q].p, k: w[.k].p, v: w[.v].p, block: w, rope: rope, dtype: compute)
             return UnsafePointer(attention.attn.p)
         }
     }
 }
 
-/// How a block's linears run: float weights through the GEMM (`BlockWeights`), or packed ones
+/// How a block's linears run: float weights through the GEMM (`FloatLinears`), or packed ones
 /// (`DecodingSession`).
 protocol BlockLinears {
     /// ys[k] [rows x out_k] = x [rows x in] W_k^T for `kinds`, which share their input x.
@@ -54,12 +58,16 @@ protocol BlockLinears {
                  into ys: [UnsafeMutablePointer<Float>])
 }
 
-extension BlockWeights: BlockLinears {
+/// A block's float weights through the GEMM of `dtype`.
+struct FloatLinears: BlockLinears {
+    let weights: BlockWeights
+    let dtype: ComputeDType
+
     func project(_ kinds: [LinearKind], _ x: UnsafePointer<Float>, rows: Int, config: LlamaConfig,
                  into ys: [UnsafeMutablePointer<Float>]) {
         for (kind, y) in zip(kinds, ys) {
             let (o, i) = kind.shape(config)
-            linearForward(x, rows: rows, weight: self[kind].p, out: o, in: i, into: y)
+            linearForward(x, rows: rows, weight: weights[kind].p, out: o, in: i, into: y, dtype: dtype)
         }
     }
 }
@@ -130,7 +138,7 @@ extension BlockWorkspace {
     /// dL/dW of every linear from dL/dY, using the activations of the last `forward`.
     /// (The block input's gradient is not needed: inputs are data, not parameters.)
     public func backward(_ dY: UnsafePointer<Float>, weights w: BlockWeights, into grads: BlockGradients) {
-        let c = config, d = c.hidden, f = c.intermediate, qd = c.qDim, kd = c.kvDim
+        let c = config, d = c.hidden, f = c.intermediate, qd = c.qDim, kd = c.kvDim, gemm = compute.gemm
         let T = Int64(rows), D = Int64(d), F = Int64(f), QD = Int64(qd), KD = Int64(kd)
         // y = h + m (m = act Wd^T, or its post-norm)
         var dm = dY
@@ -138,14 +146,14 @@ extension BlockWorkspace {
             tqk_rmsnorm_backward(mlpOut.p, post[1].p, dY, dOut.p, T, D, c.rmsEps)
             dm = UnsafePointer(dOut.p)
         }
-        tqk_sgemm(1, 0, D, F, T, 1, dm, D, act.p, F, 0, grads[.down].p, F)
-        tqk_sgemm(0, 0, T, F, D, 1, dm, D, w[.down].p, F, 0, grads.dact.p, F)
+        gemm(1, 0, D, F, T, 1, dm, D, act.p, F, 0, grads[.down].p, F)
+        gemm(0, 0, T, F, D, 1, dm, D, w[.down].p, F, 0, grads.dact.p, F)
         c.activation.backward(g.p, u.p, dout: grads.dact.p, dg: grads.dg.p, du: grads.du.p, count: rows * f)
         // g = n2 Wg^T, u = n2 Wu^T
-        tqk_sgemm(1, 0, F, D, T, 1, grads.dg.p, F, n2.p, D, 0, grads[.gate].p, D)
-        tqk_sgemm(1, 0, F, D, T, 1, grads.du.p, F, n2.p, D, 0, grads[.up].p, D)
-        tqk_sgemm(0, 0, T, D, F, 1, grads.dg.p, F, w[.gate].p, D, 0, grads.dn2.p, D)
-        tqk_sgemm(0, 0, T, D, F, 1, grads.du.p, F, w[.up].p, D, 1, grads.dn2.p, D)
+        gemm(1, 0, F, D, T, 1, grads.dg.p, F, n2.p, D, 0, grads[.gate].p, D)
+        gemm(1, 0, F, D, T, 1, grads.du.p, F, n2.p, D, 0, grads[.up].p, D)
+        gemm(0, 0, T, D, F, 1, grads.dg.p, F, w[.gate].p, D, 0, grads.dn2.p, D)
+        gemm(0, 0, T, D, F, 1, grads.du.p, F, w[.up].p, D, 1, grads.dn2.p, D)
         // n2 = rmsnorm(h); dh = dY + d(rmsnorm)
         tqk_rmsnorm_backward(h.p, w.mlpNorm.p, grads.dn2.p, grads.dh.p, T, D, c.rmsEps)
         tqk_add(grads.dh.p, dY, T * D)
@@ -155,12 +163,12 @@ extension BlockWorkspace {
             tqk_rmsnorm_backward(attnOut.p, post[0].p, grads.dh.p, dOut.p, T, D, c.rmsEps)
             da = UnsafePointer(dOut.p)
         }
-        tqk_sgemm(1, 0, D, QD, T, 1, da, D, attn.p, QD, 0, grads[.o].p, QD)
-        tqk_sgemm(0, 0, T, QD, D, 1, da, D, w[.o].p, QD, 0, grads.dattn.p, QD)
+        gemm(1, 0, D, QD, T, 1, da, D, attn.p, QD, 0, grads[.o].p, QD)
+        gemm(0, 0, T, QD, D, 1, da, D, w[.o].p, QD, 0, grads.dattn.p, QD)
         attention.backward(grads.dattn.p, block: w, rope: rope, dq: grads.dq, dk: grads.dk, dv: grads.dv)
         // q, k, v = n1 W^T
-        tqk_sgemm(1, 0, QD, D, T, 1, grads.dq.p, QD, n1.p, D, 0, grads[.q].p, D)
-        tqk_sgemm(1, 0, KD, D, T, 1, grads.dk.p, KD, n1.p, D, 0, grads[.k].p, D)
-        tqk_sgemm(1, 0, KD, D, T, 1, grads.dv.p, KD, n1.p, D, 0, grads[.v].p, D)
+        gemm(1, 0, QD, D, T, 1, grads.dq.p, QD, n1.p, D, 0, grads[.q].p, D)
+        gemm(1, 0, KD, D, T, 1, grads.dk.p, KD, n1.p, D, 0, grads[.k].p, D)
+        gemm(1, 0, KD, D, T, 1, grads.dv.p, KD, n1.p, D, 0, grads[.v].p, D)
     }
 }

@@ -34,8 +34,8 @@ public enum LinearKind: Int, CaseIterable, Sendable {
 /// y[rows x out] = x[rows x in] * W^T, W stored out x in (the Hugging Face layout).
 @inline(__always)
 func linearForward(_ x: UnsafePointer<Float>, rows: Int, weight w: UnsafePointer<Float>, out: Int, in inF: Int,
-                   into y: UnsafeMutablePointer<Float>) {
-    tqk_sgemm(0, 1, Int64(rows), Int64(out), Int64(inF), 1, x, Int64(inF), w, Int64(inF), 0, y, Int64(out))
+                   into y: UnsafeMutablePointer<Float>, dtype: ComputeDType = .f32) {
+    dtype.gemm(0, 1, Int64(rows), Int64(out), Int64(inF), 1, x, Int64(inF), w, Int64(inF), 0, y, Int64(out))
 }
 
 /// As `linearForward`, with a single row taken by the GEMV (a decoding step: the GEMM would pack
