@@ -2,6 +2,7 @@
  * block-output L2 loss. Weights of these ops are frozen during TesseraQ, so only input
  * gradients are computed. Layouts match the forward kernels (norm.c, rope.c, attention.c, mlp.c). */
 #include "tq_kernels.h"
+#include "attention_internal.h"
 #include "mlp_internal.h"
 #include "vec.h"
 #include <immintrin.h>
@@ -69,55 +70,6 @@ void tqk_rope_backward(float *dx, int64_t n_tokens, int64_t n_heads, int64_t hea
 #define KB 16 /* keys per tile */
 #define NT 32 /* queries per rank update in pass 2 */
 
-/* exp on 8 lanes: Cephes' expf polynomial, about 1 ulp; input clamped to [-87.3, 88.3] (the
- * float range), so -inf gives a tiny positive value: callers mask out-of-range lanes to 0. */
-static inline __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x); /* ln 2 split hi + lo */
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
-
-/* tanh on 8 lanes as 1 - 2 / (exp(2x) + 1): exp8's clamp saturates it to +-1 (no overflow). */
-static inline __m256 tanh8(__m256 x) {
-    __m256 one = _mm256_set1_ps(1.0f), e = exp8(_mm256_add_ps(x, x));
-    return _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
-}
-
-/* Scaled scores s (8 lanes) soft-capped to cap tanh(s / cap) when cap > 0, with their derivative
- * dc/ds = 1 - tanh^2 in *slope (1 without a cap). */
-static inline __m256 softcap8(__m256 s, float cap, __m256 *slope) {
-    if (cap <= 0.0f) {
-        *slope = _mm256_set1_ps(1.0f);
-        return s;
-    }
-    __m256 t = tanh8(_mm256_mul_ps(s, _mm256_set1_ps(1.0f / cap)));
-    *slope = _mm256_fnmadd_ps(t, t, _mm256_set1_ps(1.0f));
-    return _mm256_mul_ps(t, _mm256_set1_ps(cap));
-}
-
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-
-static inline float hmax8(__m256 v) {
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
-}
-
 /* Lanes [0, 8) and [8, 16) of the 16-key block starting at key j0 that hold keys lo <= j <= t,
  * i.e. lanes [lo - j0, t - j0 + 1). */
 static inline void key_masks(int64_t j0, int64_t lo, int64_t t, __m256 *m0, __m256 *m1) {
@@ -155,32 +107,6 @@ static inline void dots16(const float *q, const float *g, const float *kt, const
     }
     *s0 = _mm256_add_ps(a0, c0); *s1 = _mm256_add_ps(a1, c1);
     *p0 = _mm256_add_ps(b0, e0); *p1 = _mm256_add_ps(b1, e1);
-}
-
-/* out[d] = sum_{j < n} c[j] * rows[j * stride + d]: 64 outputs at a time live in registers while
- * the rows stream past, so there are no stores in the inner loop (unlike repeated axpy). */
-static void wsum_rows(float *out, const float *c, const float *rows, int64_t stride, int64_t n, int64_t D) {
-    int64_t d = 0;
-    for (; d + 64 <= D; d += 64) {
-        __m256 a[8];
-        for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
-        for (int64_t j = 0; j < n; j++) {
-            __m256 cj = _mm256_broadcast_ss(c + j);
-            const float *r = rows + j * stride + d;
-            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(cj, _mm256_loadu_ps(r + 8 * k), a[k]);
-        }
-        for (int k = 0; k < 8; k++) _mm256_storeu_ps(out + d + 8 * k, a[k]);
-    }
-    for (; d + 8 <= D; d += 8) {
-        __m256 a = _mm256_setzero_ps();
-        for (int64_t j = 0; j < n; j++) a = _mm256_fmadd_ps(_mm256_broadcast_ss(c + j), _mm256_loadu_ps(rows + j * stride + d), a);
-        _mm256_storeu_ps(out + d, a);
-    }
-    for (; d < D; d++) {
-        float a = 0.0f;
-        for (int64_t j = 0; j < n; j++) a += c[j] * rows[j * stride + d];
-        out[d] = a;
-    }
 }
 
 /* Rank-R update of a key tile: out_j[d] += sum_{r < R} c[r * KB + j] * x_r[d] for the jn <= KB rows
