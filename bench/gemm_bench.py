@@ -14,6 +14,10 @@ with status 1, so a broken kernel cannot pass as a fast one.
 Our kernels are AVX2/FMA. On a CPU with AVX-512, OpenBLAS runs its SkylakeX (AVX-512)
 kernels, which have twice the FMA width: expect a ratio near 0.5 there even at our AVX2 peak.
 
+With --bf16 ours is tqk_gemm_bf16 (bf16 operands, float32 sums: vdpbf16ps on AVX512_BF16) and the
+reference is PyTorch's bfloat16 matmul (oneDNN) in the same process; results are checked against
+numpy on the bf16-rounded operands.
+
 Run it with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (the machine environment may set
 them, which makes OpenBLAS pick a slower kernel and flatters us):
 
@@ -35,6 +39,12 @@ from kernel_lib import build_kernels  # noqa: E402
 
 SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536)]  # (N, K) of the weight W[N, K]
 TOKENS = 2048
+
+
+def bf16_rounded(a):
+    """float32 values rounded to bfloat16 (to nearest, ties to even), as float32."""
+    b = a.view(np.uint32).astype(np.uint64)
+    return ((b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000).astype(np.uint32).view(np.float32)
 
 
 def best_time(fn, reps):
@@ -60,6 +70,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternating ours/numpy rounds per case (the machine is shared: best of all)")
     ap.add_argument("--tokens", type=int, default=TOKENS, help="M, the number of tokens")
+    ap.add_argument("--bf16", action="store_true", help="tqk_gemm_bf16 against PyTorch's bf16 matmul")
     args = ap.parse_args()
 
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
@@ -68,13 +79,22 @@ def main():
                   f"(run with: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...)", file=sys.stderr)
 
     lib = build_kernels()
-    lib.tqk_sgemm.restype = None
-    lib.tqk_sgemm.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                              ctypes.c_float, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                              ctypes.c_float, ctypes.c_void_p, ctypes.c_int64]
+    for fn in (lib.tqk_sgemm, lib.tqk_gemm_bf16):
+        fn.restype = None
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                       ctypes.c_float, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                       ctypes.c_float, ctypes.c_void_p, ctypes.c_int64]
     lib.tqk_set_num_threads.argtypes = [ctypes.c_int]
     lib.tqk_set_num_threads(args.threads)
-    print(f"ours: {'AVX-512' if lib.tqk_use_avx512() else 'AVX2'} micro-kernel (TESSERAQ_NO_AVX512=1 forces AVX2)")
+    print(f"ours: {'AVX-512' if lib.tqk_use_avx512() else 'AVX2'} micro-kernel (TESSERAQ_NO_AVX512=1 forces AVX2)"
+          + (f", bf16 {'vdpbf16ps' if lib.tqk_use_avx512_bf16() else 'emulated (float32 kernel on rounded operands)'}"
+             if args.bf16 else ""))
+    gemm = lib.tqk_gemm_bf16 if args.bf16 else lib.tqk_sgemm
+    torch = None
+    if args.bf16:
+        import torch
+        torch.set_num_threads(args.threads)
+        print(f"reference: PyTorch {torch.__version__} bfloat16 matmul")
 
     limiter = None
     try:
@@ -92,25 +112,30 @@ def main():
     rng = np.random.default_rng(0)
     M = args.tokens
     ptr = lambda a: a.ctypes.data  # noqa: E731
-    print(f"{'shape (M,N,K)':>20} {'form':>4} {'ours GF/s':>10} {'numpy GF/s':>11} {'ratio':>6} {'max rel err':>12}")
+    refname = "torch GF/s" if args.bf16 else "numpy GF/s"
+    print(f"{'shape (M,N,K)':>20} {'form':>4} {'ours GF/s':>10} {refname:>11} {'ratio':>6} {'max rel err':>12}")
     worst, wrong = float("inf"), 0
     for N, K in SHAPES:
         X = rng.standard_normal((M, K), dtype=np.float32)
         W = rng.standard_normal((N, K), dtype=np.float32)
         dY = rng.standard_normal((M, N), dtype=np.float32)
+        # The expected results are numpy's on what the GEMM multiplies (bf16-rounded under --bf16).
+        x, w, dy = (bf16_rounded(a) for a in (X, W, dY)) if args.bf16 else (X, W, dY)
+        if args.bf16:
+            tX, tW, tdY = (torch.from_numpy(a).to(torch.bfloat16) for a in (X, W, dY))
         cases = [
-            # form, output shape, our call, numpy expression
-            ("NT", (M, N), lambda C: lib.tqk_sgemm(0, 1, M, N, K, 1.0, ptr(X), K, ptr(W), K, 0.0, ptr(C), N),
-             lambda: X @ W.T),
-            ("NN", (M, K), lambda C: lib.tqk_sgemm(0, 0, M, K, N, 1.0, ptr(dY), N, ptr(W), K, 0.0, ptr(C), K),
-             lambda: dY @ W),
-            ("TN", (N, K), lambda C: lib.tqk_sgemm(1, 0, N, K, M, 1.0, ptr(dY), N, ptr(X), K, 0.0, ptr(C), K),
-             lambda: dY.T @ X),
+            # form, output shape, our call, reference timed, expected result
+            ("NT", (M, N), lambda C: gemm(0, 1, M, N, K, 1.0, ptr(X), K, ptr(W), K, 0.0, ptr(C), N),
+             (lambda: tX @ tW.T) if args.bf16 else (lambda: X @ W.T), lambda: x @ w.T),
+            ("NN", (M, K), lambda C: gemm(0, 0, M, K, N, 1.0, ptr(dY), N, ptr(W), K, 0.0, ptr(C), K),
+             (lambda: tdY @ tW) if args.bf16 else (lambda: dY @ W), lambda: dy @ w),
+            ("TN", (N, K), lambda C: gemm(1, 0, N, K, M, 1.0, ptr(dY), N, ptr(X), K, 0.0, ptr(C), K),
+             (lambda: tdY.T @ tX) if args.bf16 else (lambda: dY.T @ X), lambda: dy.T @ x),
         ]
-        for form, oshape, ours, ref in cases:
+        for form, oshape, ours, ref, expected in cases:
             C = np.empty(oshape, dtype=np.float32)
             ours(C)
-            expect = ref()
+            expect = expected()
             err = float(np.max(np.abs(C - expect)) / max(float(np.max(np.abs(expect))), 1e-30))
             flops = 2.0 * M * N * K
             t_ours = t_np = float("inf")
@@ -125,11 +150,11 @@ def main():
             flag = "  WRONG" if not err <= 1e-4 else ""
             wrong += bool(flag)
             print(f"{str(shape):>20} {form:>4} {g_ours:10.1f} {g_np:11.1f} {g_ours / g_np:6.2f} {err:12.2e}{flag}")
-    print(f"\nworst ratio ours/numpy: {worst:.2f}")
+    print(f"\nworst ratio ours/{'torch' if args.bf16 else 'numpy'}: {worst:.2f}")
     if limiter is not None:
         limiter.restore_original_limits()
     if wrong:
-        sys.exit(f"{wrong} result(s) differ from numpy")
+        sys.exit(f"{wrong} result(s) differ from the expected result")
 
 
 if __name__ == "__main__":
