@@ -31,7 +31,7 @@ static inline __m256 dots8(const float *q, const float *K, int64_t stride, int64
 
 /* One query row: o = softmax(capped scale q.k_j, j = lo..t) weighted sum of v_j, where key/value j
  * of this head is at K/V + j * stride; p holds at least t + 1 - lo floats of scratch. Scores,
- * the cap and exp run 8 keys at a time (exp8, tanh8: about an ulp from expf, tanhf); the result
+ * the cap and exp run 8 keys at a time (tqk_exp8, tanh8: about an ulp from expf, tanhf); the result
  * depends only on (q, keys lo..t), so a cached row equals the full forward's. */
 static inline void attend_row(const float *q, const float *K, const float *V, float *o, int64_t lo, int64_t t,
                               int64_t stride, int64_t D, float scale, float softcap, float *p) {
@@ -57,7 +57,7 @@ static inline void attend_row(const float *q, const float *K, const float *V, fl
     __m256 vmx = _mm256_set1_ps(hmax8(vmax)), vsum = _mm256_setzero_ps();
     for (int64_t j = 0; j < n; j += 8) {
         __m256i m = tqk_lanes_below(n - j);
-        __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(p + j, m), vmx)), _mm256_castsi256_ps(m));
+        __m256 e = _mm256_and_ps(tqk_exp8(_mm256_sub_ps(_mm256_maskload_ps(p + j, m), vmx)), _mm256_castsi256_ps(m));
         _mm256_maskstore_ps(p + j, m, e);
         vsum = _mm256_add_ps(vsum, e);
     }

@@ -7,28 +7,9 @@
 #include <immintrin.h>
 #include <stdint.h>
 
-/* exp on 8 lanes: Cephes' expf polynomial, about 1 ulp; input clamped to [-87.3, 88.3] (the
- * float range), so -inf gives a tiny positive value: callers mask out-of-range lanes to 0. */
-static inline __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x); /* ln 2 split hi + lo */
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
-
-/* tanh on 8 lanes as 1 - 2 / (exp(2x) + 1): exp8's clamp saturates it to +-1 (no overflow). */
+/* tanh on 8 lanes as 1 - 2 / (exp(2x) + 1): tqk_exp8's clamp saturates it to +-1 (no overflow). */
 static inline __m256 tanh8(__m256 x) {
-    __m256 one = _mm256_set1_ps(1.0f), e = exp8(_mm256_add_ps(x, x));
+    __m256 one = _mm256_set1_ps(1.0f), e = tqk_exp8(_mm256_add_ps(x, x));
     return _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
 }
 

@@ -211,8 +211,8 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
             for (int64_t b = b0; b < nb; b++)
                 for (int64_t k = 0; k < KB; k += 8) {
                     __m256 s = _mm256_loadu_ps(p + b * KB + k);
-                    /* masked lanes hold -inf: exp8 would give a tiny value, force 0 */
-                    __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(s, vmx)), _mm256_cmp_ps(s, ninf, _CMP_NEQ_OQ));
+                    /* masked lanes hold -inf: tqk_exp8 would give a tiny value, force 0 */
+                    __m256 e = _mm256_and_ps(tqk_exp8(_mm256_sub_ps(s, vmx)), _mm256_cmp_ps(s, ninf, _CMP_NEQ_OQ));
                     _mm256_storeu_ps(p + b * KB + k, e);
                     vsum = _mm256_add_ps(vsum, e);
                 }
@@ -269,8 +269,8 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
                         __m256 l = _mm256_set1_ps(lse[t * H + h]), dl = _mm256_set1_ps(delta[t * H + h]), g0, g1;
                         s0 = softcap8(_mm256_mul_ps(s0, vscale), softcap, &g0);
                         s1 = softcap8(_mm256_mul_ps(s1, vscale), softcap, &g1);
-                        __m256 e0 = _mm256_and_ps(exp8(_mm256_sub_ps(s0, l)), m0);
-                        __m256 e1 = _mm256_and_ps(exp8(_mm256_sub_ps(s1, l)), m1);
+                        __m256 e0 = _mm256_and_ps(tqk_exp8(_mm256_sub_ps(s0, l)), m0);
+                        __m256 e1 = _mm256_and_ps(tqk_exp8(_mm256_sub_ps(s1, l)), m1);
                         _mm256_storeu_ps(pb + R * KB, e0);
                         _mm256_storeu_ps(pb + R * KB + 8, e1);
                         _mm256_storeu_ps(db + R * KB, _mm256_mul_ps(_mm256_mul_ps(vscale, g0), _mm256_mul_ps(e0, _mm256_sub_ps(d0, dl))));
@@ -298,11 +298,14 @@ done:
 /* ---- SwiGLU ----
  * out = g sig(g) u:  du = dout g sig(g),  dg = dout u sig(g) (1 + g (1 - sig(g))). */
 void tqk_swiglu_backward(const float *g, const float *u, const float *dout, float *dg, float *du, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
     #pragma omp parallel for schedule(static) if (n > (1 << 15))
-    for (int64_t i = 0; i < n; i++) {
-        float sg = 1.0f / (1.0f + expf(-g[i]));
-        du[i] = dout[i] * g[i] * sg;
-        dg[i] = dout[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
+    for (int64_t i = 0; i < n; i += 8) {
+        __m256i m = tqk_lanes_below(n - i);
+        __m256 gv = _mm256_maskload_ps(g + i, m), d = _mm256_maskload_ps(dout + i, m), sg = tqk_sigmoid8(gv);
+        _mm256_maskstore_ps(du + i, m, _mm256_mul_ps(_mm256_mul_ps(d, gv), sg));
+        __m256 slope = _mm256_mul_ps(sg, _mm256_add_ps(one, _mm256_mul_ps(gv, _mm256_sub_ps(one, sg))));
+        _mm256_maskstore_ps(dg + i, m, _mm256_mul_ps(_mm256_mul_ps(d, _mm256_maskload_ps(u + i, m)), slope));
     }
 }
 
