@@ -7,7 +7,7 @@ stories260K and SmolLM2-135M, produced by one command:
 stories260K uses group size 32 (its widths are 64 and 172), SmolLM2 g64 / g128 as the paper.
 Evaluation: data/wikitext2/test.raw.txt tokenized by the model's tokenizer (`eval --text`), seq_len 512
 and 8 windows for stories260K, seq_len 2048 and 4 windows for SmolLM2 (--windows changes both).
-Calibration: data/wikitext2/valid.txt (`--calib-text`, a different split). TesseraQ/AWQ/GPTQ
+Calibration: data/wikitext2/valid.txt (`--calib-text`, a different split). TesseraQ/AWQ/GPTQ/LWC
 use the "ci" preset on stories260K and "fast" on SmolLM2, where the calibration is cut to fit a
 2-core budget: AWQ 16 windows of 256 tokens (as TesseraQ's AWQ init), GPTQ 32 of 512.
 Each finished run is recorded in WORK/results.json, so an interrupted table resumes where it stopped.
@@ -32,8 +32,10 @@ MODELS = {
                                 "TesseraQ (init awq)": ["--set", "awq_samples=16"]}),
 }
 METHODS = [("RTN", ["--method", "rtn"]), ("AWQ", ["--method", "awq"]), ("GPTQ", ["--method", "gptq"]),
+           ("LWC", ["--method", "lwc"]),
            ("TesseraQ (init rtn)", ["--method", "tesseraq", "--set", "init=rtn"]),
-           ("TesseraQ (init awq)", ["--method", "tesseraq", "--set", "init=awq"])]
+           ("TesseraQ (init awq)", ["--method", "tesseraq", "--set", "init=awq"]),
+           ("TesseraQ (init lwc)", ["--method", "tesseraq", "--set", "init=lwc"])]
 
 
 def text(split):

@@ -1,36 +1,18 @@
 /* The uniform per-group weight quantizer: grid (scale, zero), codes, dequantisation. */
 #include "tq_kernels.h"
-#include <immintrin.h>
-#include <math.h>
-
-static inline float round_to_f16(float s) {
-    float r = _cvtsh_ss(_cvtss_sh(s, _MM_FROUND_TO_NEAREST_INT));
-    return r > 0.0f ? r : 0x1p-24f; /* smallest positive float16 */
-}
+#include "grid_internal.h"
 
 void tqk_quant_grid(const float *W, int64_t out, int64_t in, int64_t group, int bits, int sym,
                     float *scales, uint8_t *zeros) {
     int64_t n_groups = (in + group - 1) / group;
-    float qmax = (float)((1 << bits) - 1);
     #pragma omp parallel for schedule(static) if (out * in > (1 << 16))
     for (int64_t o = 0; o < out; o++) {
         const float *w = W + o * in;
         for (int64_t g = 0; g < n_groups; g++) {
             int64_t i0 = g * group, i1 = i0 + group < in ? i0 + group : in;
-            float mn = w[i0], mx = w[i0];
-            for (int64_t i = i0 + 1; i < i1; i++) {
-                mn = w[i] < mn ? w[i] : mn;
-                mx = w[i] > mx ? w[i] : mx;
-            }
-            float s, z;
-            if (sym) {
-                float amax = fmaxf(fabsf(mn), fabsf(mx));
-                s = round_to_f16(fmaxf(amax, 1e-5f) / (float)((1 << (bits - 1)) - 1));
-                z = (float)(1 << (bits - 1));
-            } else {
-                s = round_to_f16(fmaxf(mx - mn, 1e-5f) / qmax);
-                z = fminf(fmaxf(-rintf(mn / s), 0.0f), qmax);
-            }
+            float mn, mx, s, z;
+            tqk_group_extremes(w, i0, i1, &mn, &mx);
+            tqk_group_grid(mn, mx, bits, sym, &s, &z);
             scales[g * out + o] = s;
             zeros[g * out + o] = (uint8_t)z;
         }

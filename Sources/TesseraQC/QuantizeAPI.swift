@@ -10,7 +10,7 @@ public typealias TQQuantProgressCallback = @convention(c) (_ block: Int64, _ n_b
 
 /// Quantizes `model` as `config_json` says and writes a GPTQ checkpoint to `out_dir` (assembled in
 /// `out_dir`.partial and renamed when complete). config_json is a JSON object: common keys method
-/// ("rtn", "awq", "gptq", "tesseraq"), bits (2, 3, 4, 8), group_size (or -1 per-channel), sym,
+/// ("rtn", "awq", "gptq", "lwc", "tesseraq"), bits (2, 3, 4, 8), group_size (or -1 per-channel), sym,
 /// format ("gptq_v2", "gptq"), overwrite, plus the method's keys (README, Quantization). Example:
 ///   {"method": "tesseraq", "bits": 2, "group_size": 64, "preset": "fast", "calib_tokens": "valid.bin"}
 /// Unknown keys, wrong types and out-of-range values give TQ_ERR_INVALID_ARGUMENT naming the key.

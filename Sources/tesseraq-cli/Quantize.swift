@@ -23,6 +23,8 @@ struct Quantize: ParsableCommand {
                   --group-size 32 --preset ci --calib-text valid.txt --threads -1
               tesseraq quantize --model DIR --out OUT --method tesseraq --bits 2 \\
                   --group-size 64 --preset fast --set init=rtn --calib-text valid.txt
+              tesseraq quantize --model DIR --out OUT --method lwc --bits 2 \\
+                  --group-size 32 --preset ci --calib-text valid.txt
             """)
 
     @Option(help: "Input checkpoint directory (Hugging Face, float weights).")

@@ -290,7 +290,7 @@ struct AWQStoriesTests {
     /// (The full ci schedule's perplexities are printed by TesseraQPipelineTests.beatsRTNOnEveryBlock.)
     @Test(arguments: [2, 3])
     func tesseraqFromAWQ(bits: Int) throws {
-        #expect(try TesseraQOptions(options: [:]).initMethod == "awq")
+        #expect(try TesseraQOptions(options: [:]).initMethod == .awq)
         let (_, report) = try runTesseraQ(bits: bits, group: 32, extra: ["init": .string("awq"), "iters": .int(5)])
         let blocks = report["blocks"] as! [[String: Any]]
         #expect((report["options"] as! [String: Any])["init"] as? String == "awq")

@@ -222,6 +222,26 @@ TQK_API float tqk_fq_harden(const float *a, uint8_t *state, int64_t n, float q, 
 /* Final integer codes: q = clamp(fl + h + z, 0, qmax) with h from state (soft treated as h(a) > 0.5). */
 TQK_API void tqk_fq_codes(const float *fl, const float *a, const uint8_t *state, const float *z, int64_t out,
                           int64_t in, int64_t group, int bits, uint8_t *codes);
+/* OmniQuant's learnable weight clipping (LWC, lwc.c). W is out x in; per group, layout [out x n_groups]
+ * (as tqk_fq_*), gamma and beta clip the group's range: xmax = sig(gamma) max(w), xmin = sig(beta) min(w),
+ * sig in float32 as 1/(1+expf(-x)). The grid of [xmin, xmax] is exactly tqk_quant_grid's (float16-rounded
+ * scale; sym: s = max(|xmin|, |xmax|) / (2^(bits-1) - 1), z = 2^(bits-1)), so gamma = beta = +inf is RTN.
+ * Training runs on that float16-rounded scale, so the exported grid is the grid trained.
+ * Rows run in parallel; results do not depend on the thread count. */
+/* The grid: scales, zeros [n_groups x out] (GPTQ orientation, as tqk_quant_grid). */
+TQK_API void tqk_lwc_grid(const float *W, const float *gamma, const float *beta, int64_t out, int64_t in,
+                          int64_t group, int bits, int sym, float *scales, uint8_t *zeros);
+/* w_hat = (clamp(rint(w / s) + z, 0, qmax) - z) * s on the LWC grid: tqk_quant_codes then
+ * tqk_dequant_codes, bit for bit. */
+TQK_API void tqk_lwc_weights(const float *W, const float *gamma, const float *beta, int64_t out, int64_t in,
+                             int64_t group, int bits, int sym, float *w_hat);
+/* dL/dgamma, dL/dbeta from dL/dw_hat (recomputing the grid), through straight-through estimators as
+ * OmniQuant's round_ste: rint, the zero point's rounding and the scale's float16 rounding pass the
+ * gradient unchanged; a clamp (of a code, of the zero point to [0, qmax], of the range at 1e-5)
+ * passes it only where inactive, bounds included (as torch.clamp). sym: the gradient of the
+ * absolute maximum goes to the factor that attains it (gamma on a tie). Group sums in double. */
+TQK_API void tqk_lwc_backward(const float *W, const float *gamma, const float *beta, const float *dw, int64_t out,
+                              int64_t in, int64_t group, int bits, int sym, float *dgamma, float *dbeta);
 /* Fused Adam step (t = 1-based step for bias correction), torch.optim.Adam arithmetic; classic L2 weight decay
  * added to the gradient: g' = g + wd * p. m, v are the optimiser state, updated in place. */
 TQK_API void tqk_adam(float *p, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2,

@@ -4,7 +4,7 @@ import TQKernels
 /// A linear layer under TesseraQ training (ALGORITHM.md section 3): the frozen grid (s, z),
 /// the rounding variables `a` (PAR) with their hard/soft state, and the DST variables `v`.
 /// Per-group arrays are [out x nGroups] here; the export transposes them to GPTQ's orientation.
-public final class FakeQuantLinear: @unchecked Sendable {
+public final class FakeQuantLinear: TrainableLinear, @unchecked Sendable {
     public let out: Int
     public let inFeatures: Int
     public let spec: QuantSpec

@@ -2,7 +2,7 @@ import Foundation
 import TQKernels
 
 /// TesseraQ (ALGORITHM.md section 3) as a block method: the grid from RTN (or AWQ once the
-/// block is transformed), then progressive adaptive rounding and dequantisation scale tuning.
+/// block is transformed, or LWC), then progressive adaptive rounding and dequantisation scale tuning.
 struct TesseraQMethod: BlockQuantizer {
     let options: TesseraQOptions
     var calibration: CalibrationOptions { options.calibration }
@@ -10,19 +10,30 @@ struct TesseraQMethod: BlockQuantizer {
 
     func quantize(layer: Int, model: LlamaConfig, block: BlockWeights, inputs: ActivationCache, targets: ActivationCache,
                   spec: QuantSpec, progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
-        // AWQ initialisation: scales folded into `block` (norms included) and clipping, on the
-        // quantized trajectory's inputs; the grids are then RTN's on the transformed, clipped weights.
-        var awqReport: [String: Any] = [:]
-        if options.initMethod == "awq" {
+        let tesseraq = TesseraQBlock(config: model, options: options, layer: layer)
+        switch options.initMethod {
+        case .rtn:
+            let grids = try roundToNearest(block: block, layer: layer, config: model, spec: spec)
+            return try tesseraq.run(fp: block, grids: grids, xq: inputs, yfp: targets, progress: progress)
+        case .awq:
+            // AWQ scales folded into `block` (norms included) and clipping, on the quantized
+            // trajectory's inputs; the grids are then RTN's on the transformed, clipped weights.
             var settings = AWQSettings()
             settings.samples = options.awqSamples
-            awqReport = try AWQTransform(config: model, settings: settings, spec: spec, batch: calibration.batch, layer: layer)
+            let awqReport = try AWQTransform(config: model, settings: settings, spec: spec, batch: calibration.batch, layer: layer)
                 .apply(to: block, inputs: inputs)
+            let grids = try roundToNearest(block: block, layer: layer, config: model, spec: spec)
+            let (linears, report) = try tesseraq.run(fp: block, grids: grids, xq: inputs, yfp: targets, progress: progress)
+            return (linears, report.merging(awqReport) { $1 })
+        case .lwc:
+            // The LWC stage counts as the first round of the block's progress.
+            let (grids, lwcReport) = try LWCBlock(config: model, calibration: calibration, settings: options.lwc, layer: layer,
+                                                  compute: options.computeDType)
+                .run(fp: block, spec: spec, xq: inputs, yfp: targets, rounds: 1 + options.thresholds.count, progress: progress)
+            let (linears, report) = try tesseraq.run(fp: block, grids: grids, xq: inputs, yfp: targets, roundsBefore: 1,
+                                                     progress: progress)
+            return (linears, report.merging(lwcReport) { $1 })
         }
-        let grids = try roundToNearest(block: block, layer: layer, config: model, spec: spec)
-        let (linears, report) = try TesseraQBlock(config: model, options: options, layer: layer)
-            .run(fp: block, grids: grids, xq: inputs, yfp: targets, progress: progress)
-        return (linears, report.merging(awqReport) { $1 })
     }
 }
 
@@ -34,42 +45,24 @@ struct TesseraQBlock {
     let layer: Int
 
     /// Trains the block whose float weights are `fp` (after any AWQ transform) from the frozen
-    /// `grids`, on inputs `xq` towards targets `yfp`. Returns the hard, exported layers.
-    func run(fp: BlockWeights, grids: [QuantizedLinear], xq: ActivationCache, yfp: ActivationCache,
+    /// `grids`, on inputs `xq` towards targets `yfp`. Returns the hard, exported layers. Progress
+    /// numbers the rounds after `roundsBefore` (an LWC initialisation's).
+    func run(fp: BlockWeights, grids: [QuantizedLinear], xq: ActivationCache, yfp: ActivationCache, roundsBefore: Int = 0,
              progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
         let fq = try LinearKind.allCases.map { try FakeQuantLinear(weight: fp[$0].p, grid: grids[$0.rawValue]) }
-        let train = fp.replacingLinears(fq.map(\.wHat))
-        let B = options.calibration.batch, L = options.calibration.seqLen, d = config.hidden
-        let work = try BlockWorkspace(config: config, sequences: B, length: L, compute: options.computeDType)
-        let grads = try BlockGradients(config: config, rows: B * L)
-        let x = try FloatBuffer(count: B * L * d), target = try FloatBuffer(count: B * L * d)
-        let y = try FloatBuffer(count: B * L * d), dY = try FloatBuffer(count: B * L * d)
-        var lastLoss = Double.nan
-        let rounds = options.thresholds.count
+        let trainer = try BlockTrainer(config: config, calibration: options.calibration, layer: layer, block: fp, linears: fq,
+                                       compute: options.computeDType)
         for (r, quantile) in options.thresholds.enumerated() {
             for l in fq { l.harden(quantile: quantile); l.resetOptimizer() }
             var rng = SeededGenerator.derived(options.calibration.seed, layer, r)
-            for step in stride(from: 1, through: options.iters, by: 1) {
-                var order = Array(0..<xq.samples)
-                order.shuffle(using: &rng)
-                let batch = Array(order.prefix(B))
-                xq.gather(batch, into: x.p)
-                yfp.gather(batch, into: target.p)
-                for l in fq { l.materialize() }
-                work.forward(x.p, weights: train, into: y.p)
-                lastLoss = tqk_l2_loss(y.p, target.p, Int64(B * L), Int64(d), dY.p)
-                guard lastLoss.isFinite else {
-                    throw TQError(.numeric, "loss is \(lastLoss) at block \(layer), round \(r + 1), step \(step)")
-                }
-                work.backward(dY.p, weights: train, into: grads)
-                for (k, l) in fq.enumerated() {
-                    l.backward(grads.dW[k].p)
+            try trainer.run(steps: options.iters, rng: &rng, xq: xq, yfp: yfp, round: roundsBefore + r + 1,
+                            rounds: roundsBefore + options.thresholds.count, progress: progress) { step in
+                for l in fq {
                     l.step(step, lr: Float(options.lr), scaleLR: Float(options.scaleLR), scaleWD: Float(options.scaleWD))
                 }
-                try checkQuantProgress(progress, QuantProgress(block: layer, blocks: config.layers, round: r + 1, rounds: rounds,
-                                                               step: step, steps: options.iters, loss: lastLoss))
             }
         }
+        let lastLoss = trainer.lastLoss
         for l in fq { l.harden(quantile: 0, final: true) }
         let linears = fq.map { $0.export() }
         let changed = zip(linears, grids).reduce(0) { acc, p in acc + zip(p.0.codes, p.1.codes).filter { $0 != $1 }.count }

@@ -9,40 +9,44 @@ public struct TesseraQOptions: Sendable, Equatable {
     public var lr: Double
     public var scaleLR: Double
     public var scaleWD: Double
-    /// "rtn" or "awq" (the presets' default: AWQ scales and clipping, then the RTN grid of the result).
-    public var initMethod: String
+    /// Where the grids come from (the presets': AWQ).
+    public var initMethod: InitMethod
     /// Calibration sequences AWQ's searches use under `"init": "awq"` (0: all n_samples). AWQ's scale
     /// search runs 20 forward passes of the inspected modules over them, so the presets cap it.
     public var awqSamples: Int
     /// The block GEMMs' precision in training (`compute_dtype`): the rounding and DST variables,
     /// the loss and Adam stay float32 either way.
     public var computeDType: ComputeDType = .f32
+    /// The LWC training budget under `"init": "lwc"` (keys lwc_steps, lwc_lr).
+    public var lwc: LWCSettings
 
     public static let defaultThresholds = [0.8, 0.65, 0.5, 0.43, 0.38, 0.34, 0.3, 0.27, 0.24, 0.21, 0.18, 0.15, 0.12, 0.10,
                                            0.08, 0.06, 0.04, 0.02, 0.01, 0.005]
     public static let shortThresholds = [0.75, 0.5, 0.375, 0.25, 0.125, 0.09, 0.06, 0.04, 0.02, 0.005]
 
     /// The paper's configuration: 512 x 2048 samples, batch 4, 20 rounds x 250 steps, lr 1e-3;
-    /// AWQ initialisation on 32 x 2048 tokens (llm-awq's own budget: 128 x 512).
+    /// AWQ initialisation on 32 x 2048 tokens (llm-awq's own budget: 128 x 512); LWC 250 steps at lr 1e-2.
     public static let paper = TesseraQOptions(
         calibration: CalibrationOptions(nSamples: 512, seqLen: 2048, batch: 4, seed: 42, cacheDType: .bf16),
-        iters: 250, thresholds: defaultThresholds, lr: 1e-3, scaleLR: 1e-3, scaleWD: 1e-4, initMethod: "awq",
-        awqSamples: 32)
+        iters: 250, thresholds: defaultThresholds, lr: 1e-3, scaleLR: 1e-3, scaleWD: 1e-4, initMethod: .awq,
+        awqSamples: 32, lwc: LWCSettings(steps: 250, lr: 1e-2))
     /// A small budget for CPUs: 64 x 256 samples, batch 2, 10 rounds x 8 steps, learning rates
-    /// scaled up as ALGORITHM.md advises for short schedules; AWQ initialisation on 32 x 256 tokens.
+    /// scaled up as ALGORITHM.md advises for short schedules; AWQ initialisation on 32 x 256 tokens;
+    /// under `"init": "lwc"` 20 LWC steps at lr 0.1 (OmniQuant's 1e-2 barely moves the clip in 20 steps).
     public static let fast = TesseraQOptions(
         calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16),
-        iters: 8, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: "awq",
-        awqSamples: 32)
+        iters: 8, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: .awq,
+        awqSamples: 32, lwc: LWCSettings(steps: 20, lr: 0.1))
     /// For tests on tiny models: 32 x 128 samples, batch 4, 10 rounds x 20 steps.
     public static let ci = TesseraQOptions(
         calibration: CalibrationOptions(nSamples: 32, seqLen: 128, batch: 4, seed: 42, cacheDType: .f32),
-        iters: 20, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: "awq")
+        iters: 20, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: .awq,
+        lwc: LWCSettings(steps: 20, lr: 0.1))
 
     public static let presets = ["paper": paper, "fast": fast, "ci": ci]
 
     public static let keys = CalibrationOptions.keys + ["preset", "iters", "thresholds", "lr", "scale_lr", "scale_wd", "init", "awq_samples",
-                                                               "compute_dtype"]
+                                                       "compute_dtype"] + LWCSettings.keys
 
     /// Reads the keys over the preset (default "fast"); every value is range-checked.
     public init(options o: [String: JSONValue]) throws {
@@ -57,17 +61,17 @@ public struct TesseraQOptions: Sendable, Equatable {
         lr = try r.double("lr", default: lr)
         scaleLR = try r.double("scale_lr", default: scaleLR)
         scaleWD = try r.double("scale_wd", default: scaleWD)
-        initMethod = try r.string("init", default: initMethod)
+        let initName = try r.string("init", default: initMethod.rawValue)
         awqSamples = try r.int("awq_samples", default: awqSamples)
-        let dtype = try r.string("compute_dtype", default: computeDType.rawValue)
-        guard let compute = ComputeDType(rawValue: dtype) else {
-            throw TQError.invalid("config key compute_dtype: must be \"f32\" or \"bf16\" (got \"\(dtype)\")")
-        }
-        computeDType = compute
+        computeDType = try ComputeDType(r, default: computeDType)
+        lwc = try LWCSettings(r, defaults: lwc)
         guard iters >= 0 else { throw TQError.invalid("config key iters: must be >= 0") }
         guard lr >= 0, scaleLR >= 0, scaleWD >= 0 else { throw TQError.invalid("config keys lr, scale_lr, scale_wd: must be >= 0") }
         guard awqSamples >= 0 else { throw TQError.invalid("config key awq_samples: must be >= 0 (0: all n_samples)") }
-        guard ["rtn", "awq"].contains(initMethod) else { throw TQError.invalid("config key init: must be \"rtn\" or \"awq\" (got \"\(initMethod)\")") }
+        guard let i = InitMethod(rawValue: initName) else {
+            throw TQError.invalid("config key init: must be \"rtn\", \"awq\" or \"lwc\" (got \"\(initName)\")")
+        }
+        initMethod = i
         if let t = o["thresholds"] {
             switch t {
             case .string("default"): thresholds = Self.defaultThresholds
@@ -85,17 +89,28 @@ public struct TesseraQOptions: Sendable, Equatable {
     }
 
     init(calibration: CalibrationOptions, iters: Int, thresholds: [Double], lr: Double, scaleLR: Double, scaleWD: Double,
-         initMethod: String, awqSamples: Int = 0) {
+         initMethod: InitMethod, awqSamples: Int = 0, lwc: LWCSettings) {
         self.calibration = calibration; self.iters = iters; self.thresholds = thresholds
         self.lr = lr; self.scaleLR = scaleLR; self.scaleWD = scaleWD; self.initMethod = initMethod
-        self.awqSamples = awqSamples
+        self.awqSamples = awqSamples; self.lwc = lwc
     }
 
     public var json: [String: Any] {
         calibration.json.merging(["iters": iters, "thresholds": thresholds, "lr": lr, "scale_lr": scaleLR,
-                                  "scale_wd": scaleWD, "init": initMethod, "awq_samples": awqSamples,
-                                  "compute_dtype": computeDType.rawValue]) { $1 }
+                                  "scale_wd": scaleWD, "init": initMethod.rawValue, "awq_samples": awqSamples,
+                                  "compute_dtype": computeDType.rawValue])
+        { $1 }.merging(lwc.json) { $1 }
     }
+}
+
+/// Where TesseraQ's grids come from (config key `init`).
+public enum InitMethod: String, Sendable {
+    /// Round to nearest on the min/max grid.
+    case rtn
+    /// AWQ's scales (folded into the block) and clipping, then RTN on the result.
+    case awq
+    /// OmniQuant's learnable weight clipping trained on the block (lwc_steps, lwc_lr), then RTN on its grid.
+    case lwc
 }
 
 /// How calibration activations are kept between blocks.

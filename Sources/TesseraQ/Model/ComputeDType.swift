@@ -10,6 +10,15 @@ public enum ComputeDType: String, Sendable, CaseIterable {
     typealias GEMM = @convention(c) (Int32, Int32, Int64, Int64, Int64, Float, UnsafePointer<Float>?, Int64,
                                      UnsafePointer<Float>?, Int64, Float, UnsafeMutablePointer<Float>?, Int64) -> Void
 
+    /// Reads config key `compute_dtype` ("f32" or "bf16").
+    init(_ r: KeyReader, default def: ComputeDType) throws {
+        let name = try r.string("compute_dtype", default: def.rawValue)
+        guard let dtype = ComputeDType(rawValue: name) else {
+            throw TQError.invalid("config key compute_dtype: must be \"f32\" or \"bf16\" (got \"\(name)\")")
+        }
+        self = dtype
+    }
+
     /// The GEMM of this precision, with tqk_sgemm's arguments.
     var gemm: GEMM {
         switch self {

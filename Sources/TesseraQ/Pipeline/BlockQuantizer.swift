@@ -54,6 +54,7 @@ func makeBlockQuantizer(_ config: QuantizeConfig) throws -> BlockQuantizer {
     case "tesseraq": return TesseraQMethod(options: try TesseraQOptions(options: config.options))
     case "awq": return AWQMethod(options: try AWQOptions(options: config.options))
     case "gptq": return GPTQMethod(options: try GPTQOptions(options: config.options))
+    case "lwc": return LWCMethod(options: try LWCOptions(options: config.options))
     default: throw TQError.invalid("config key method: \(config.method) is not a calibrated method")
     }
 }

@@ -15,7 +15,7 @@ public struct QuantizeConfig: Sendable {
     /// (printed by the CLI, recorded in quantize_report.json).
     public private(set) var notices: [String] = []
 
-    public static let methods = ["rtn", "tesseraq", "gptq", "awq"]
+    public static let methods = ["rtn", "tesseraq", "gptq", "awq", "lwc"]
     static let commonKeys = ["method", "bits", "group_size", "sym", "format", "overwrite"]
 
     public init(method: String, spec: QuantSpec, format: String = "gptq_v2", overwrite: Bool = false,
@@ -115,6 +115,7 @@ enum MethodKeys {
         case "tesseraq": TesseraQOptions.keys
         case "awq": AWQOptions.keys
         case "gptq": GPTQOptions.keys
+        case "lwc": LWCOptions.keys
         default: []
         }
     }
@@ -123,6 +124,7 @@ enum MethodKeys {
         if method == "tesseraq" { _ = try TesseraQOptions(options: options) }
         if method == "awq" { _ = try AWQOptions(options: options) }
         if method == "gptq" { _ = try GPTQOptions(options: options) }
+        if method == "lwc" { _ = try LWCOptions(options: options) }
         if let c = options["calib_tokens"], c.string == nil { throw TQError.invalid("config key calib_tokens: expected a file path string") }
     }
 }

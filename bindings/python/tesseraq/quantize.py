@@ -17,7 +17,7 @@ from .model import Model
 
 def quantize(model_dir: "os.PathLike[str] | str", out_dir: "os.PathLike[str] | str", method: str = "rtn", bits: int = 4,
              group_size: int = 128, progress: bool = True, **config: Any) -> Dict[str, Any]:
-    """Quantizes `model_dir` with `method` ("rtn", "tesseraq", "awq", "gptq") and writes a GPTQ
+    """Quantizes `model_dir` with `method` ("rtn", "tesseraq", "awq", "gptq", "lwc") and writes a GPTQ
     checkpoint to `out_dir`. Further keyword arguments are configuration keys (e.g. sym=True,
     preset="ci", calib_tokens="valid.bin", iters=50); `calib_tokens` may also be a uint32 numpy array
     (or a list of ids). Returns the run report (quantize_report.json).
