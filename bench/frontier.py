@@ -229,19 +229,25 @@ def plot(cache, points, panels, path):
         rs = [r for r in points if (r["model"], r["bits"]) == (name, bits)]
         series = {}
         for r in sorted(rs, key=lambda r: r["seconds"]):
-            series.setdefault(r["method"] + (f" (init {r['init']})" if r.get("init") else ""), []).append(r)
-        for label, pts in series.items():
-            ax.plot([p["seconds"] for p in pts], [p["ppl"] for p in pts], styles[pts[0]["method"]], label=label)
-            for p in pts:
-                if p["method"] in ("TesseraQ", "AutoRound"):
-                    tag = p["budget"] if p["method"] == "TesseraQ" else f"{p['iters']} it"
-                    ax.annotate(tag, (p["seconds"], p["ppl"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            extra = f" (init {r['init']})" if r.get("init") else " (part float)" if r.get("float_linears") else ""
+            series.setdefault(r["method"] + extra, []).append(r)
         fp = cache.get(f"{name}/FP")
+        # Off-scale points (RTN at 2 bits, under a second) sit on the panel's edge, their value written.
+        top = 4 * fp["ppl"] if fp else float("inf")
+        xy = lambda p: (max(p["seconds"], 1.0), min(p["ppl"], top))  # noqa: E731
+        for label, pts in series.items():
+            ax.plot([xy(p)[0] for p in pts], [xy(p)[1] for p in pts], styles[pts[0]["method"]], label=label)
+            for p in pts:
+                tag = {"TesseraQ": p["budget"], "AutoRound": f"{p['iters']} it"}.get(p["method"], "")
+                if xy(p) != (p["seconds"], p["ppl"]):
+                    tag += f" ({p['ppl']:.0f} in {p['seconds']:.1f} s)"
+                if tag:
+                    ax.annotate(tag.strip(), xy(p), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if fp:
             ax.axhline(fp["ppl"], color="gray", ls=":", label=f"FP ({fp['ppl']:.1f})")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("quantization seconds (2 threads)")
+        ax.set_xlabel("quantization seconds (2 threads; under 1 s drawn at 1 s)")
         ax.set_ylabel("perplexity, WikiText-2 test")
         ax.set_title(f"{name} W{bits} g{GROUPS[name]}")
         ax.grid(True, which="both", alpha=0.3)
