@@ -54,12 +54,30 @@ def quantize(m, label, flags, bits, group, out):
            "--overwrite", *flags]
     if "rtn" not in flags[1:2]:
         cmd += ["--preset", m["preset"], "--calib-text", text("valid"), *m.get("extra", {}).get(label, [])]
+    return dict(timed(cmd), ppl=evaluate(m, out))
+
+
+def timed(cmd):
+    """Runs `cmd`: its wall and CPU seconds (the process's, model loading and writing included),
+    and, for `quantize --json`, its report's own `seconds` (the quantization alone)."""
     t0, cpu0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)}\nfailed (exit {p.returncode}): {p.stderr[-2000:]}")
     secs, cpu1 = time.time() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
     # CPU seconds too: wall time alone misleads when the machine is shared.
     cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
-    return {"ppl": evaluate(m, out), "wall": secs, "cpu": cpu}
+    r = {"wall": secs, "cpu": cpu}
+    if "--json" in cmd:
+        r["seconds"] = json.loads(p.stdout)["seconds"]
+    return r
+
+
+def save_json(obj, path):
+    """Writes `path` atomically, so an interrupted run never leaves a truncated results file."""
+    with open(path + ".partial", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".partial", path)
 
 
 def main():
@@ -92,9 +110,7 @@ def main():
                 if key not in cache:
                     out = os.path.join(args.work, name, f"{label.split()[0].lower()}-{'-'.join(flags[-1:])}-w{bits}g{group}".replace("=", ""))
                     cache[key] = quantize(m, label, flags, bits, group, out)
-                    with open(cache_path + ".partial", "w") as f:
-                        json.dump(cache, f, indent=1)
-                    os.replace(cache_path + ".partial", cache_path)
+                    save_json(cache, cache_path)
                 r = cache[key]
                 cells.append(f"{r['ppl']:.2f} | {r['wall']:.0f} s")
                 print(name, label, bits, group, cells[-1], f"(cpu {r['cpu']:.0f} s)", flush=True)

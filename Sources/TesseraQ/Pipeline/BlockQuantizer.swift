@@ -7,8 +7,10 @@ public struct CalibrationOptions: Sendable, Equatable {
     public var batch: Int
     public var seed: UInt64
     public var cacheDType: CacheDType
+    /// How the windows are taken from the calibration tokens (`calib_windows`).
+    public var windows: CalibrationWindowOrder = .random
 
-    public static let keys = ["n_samples", "seq_len", "batch", "seed", "cache_dtype", "calib_tokens"]
+    public static let keys = ["n_samples", "seq_len", "batch", "seed", "cache_dtype", "calib_tokens", "calib_windows"]
 
     public init(nSamples: Int, seqLen: Int, batch: Int, seed: UInt64, cacheDType: CacheDType) {
         self.nSamples = nSamples; self.seqLen = seqLen; self.batch = batch; self.seed = seed; self.cacheDType = cacheDType
@@ -21,17 +23,23 @@ public struct CalibrationOptions: Sendable, Equatable {
         batch = try r.int("batch", default: d.batch)
         let seedValue = try r.int("seed", default: Int(d.seed))
         let cache = try r.string("cache_dtype", default: d.cacheDType.rawValue)
+        let order = try r.string("calib_windows", default: d.windows.rawValue)
         guard nSamples >= 1 else { throw TQError.invalid("config key n_samples: must be at least 1") }
         guard seqLen >= 2 else { throw TQError.invalid("config key seq_len: must be at least 2") }
         guard batch >= 1, batch <= nSamples else { throw TQError.invalid("config key batch: must be between 1 and n_samples (\(nSamples))") }
         guard seedValue >= 0 else { throw TQError.invalid("config key seed: must be >= 0") }
         guard let c = CacheDType(rawValue: cache) else { throw TQError.invalid("config key cache_dtype: must be f32, bf16 or f16 (got \"\(cache)\")") }
+        guard let w = CalibrationWindowOrder(rawValue: order) else {
+            throw TQError.invalid("config key calib_windows: must be \"random\" or \"sequential\" (got \"\(order)\")")
+        }
         seed = UInt64(seedValue)
         cacheDType = c
+        windows = w
     }
 
     public var json: [String: Any] {
-        ["n_samples": nSamples, "seq_len": seqLen, "batch": batch, "seed": Int(seed), "cache_dtype": cacheDType.rawValue]
+        ["n_samples": nSamples, "seq_len": seqLen, "batch": batch, "seed": Int(seed), "cache_dtype": cacheDType.rawValue,
+         "calib_windows": windows.rawValue]
     }
 }
 

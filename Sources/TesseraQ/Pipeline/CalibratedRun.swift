@@ -30,7 +30,7 @@ struct CalibratedRun {
         guard L <= c.maxPositions else {
             throw TQError.invalid("config key seq_len: \(L) exceeds the model's context (max_position_embeddings \(c.maxPositions))")
         }
-        let windows = try calibrationWindows(tokens, samples: n, length: L, seed: calibration.seed)
+        let windows = try calibrationWindows(tokens, samples: n, length: L, seed: calibration.seed, order: calibration.windows)
         let resume = try ResumeState(staging: staging, fingerprint: fingerprint(tokens), quantization: quantization)
         let xfp = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)
         let xq = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)

@@ -22,9 +22,25 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     }
 }
 
-/// `n` windows of `length` tokens at random offsets of `tokens` (as the reference's
-/// `random.randint(0, len - length - 1)`), concatenated.
-public func calibrationWindows(_ tokens: [UInt32], samples n: Int, length: Int, seed: UInt64) throws -> [UInt32] {
+/// How calibration windows are taken from the tokens (config key `calib_windows`).
+public enum CalibrationWindowOrder: String, Sendable {
+    /// `n` windows at seeded random offsets (the default).
+    case random
+    /// The first `n` consecutive windows: tokens[0..<L], tokens[L..<2L], ...; for windows cut
+    /// elsewhere, e.g. the same windows fed to another quantizer.
+    case sequential
+}
+
+/// `n` windows of `length` tokens, concatenated: at random offsets of `tokens` (as the
+/// reference's `random.randint(0, len - length - 1)`), or the first `n` consecutive ones.
+public func calibrationWindows(_ tokens: [UInt32], samples n: Int, length: Int, seed: UInt64,
+                               order: CalibrationWindowOrder = .random) throws -> [UInt32] {
+    if order == .sequential {
+        guard tokens.count >= n * length else {
+            throw TQError.invalid("calib_windows \"sequential\" needs n_samples x seq_len = \(n * length) tokens (got \(tokens.count))")
+        }
+        return Array(tokens[0..<(n * length)])
+    }
     guard tokens.count > length else {
         throw TQError.invalid("calibration needs more than seq_len = \(length) tokens (got \(tokens.count))")
     }

@@ -1,0 +1,321 @@
+"""Perplexity against quantization wall time (issue 12): RTN, AWQ, GPTQ, TesseraQ at several
+budgets and AutoRound at several iteration counts, on the same calibration windows, 2 threads.
+
+    swift build -c release --product tesseraq-cli && swift build -c release --product tesseraq
+    pip install auto-round matplotlib          # AutoRound 0.16.1 beside torch 2.13.0+cpu
+    nice -n 10 python3 bench/frontier.py --models stories260K --bits 2 3
+    nice -n 10 python3 bench/frontier.py --models SmolLM2-135M --bits 2 --points tq-anchor-A ar-light
+
+Points (`--points`, default all): `rtn`; `awq` and `gptq` (anchor-A's calibration); `tq-ci`,
+`tq-fast`, `tq-anchor-A`, `tq-long` (TesseraQ budgets, see BUDGETS; `--init` names the start,
+passed as `--set init=...`); `ar-light`, `ar-default`, `ar-long` (AutoRound's `light` recipe,
+50 iterations at lr 5e-3; its default, 200; and 1000, its `best` recipe's count; all on
+anchor-A's windows and batch).
+
+Calibration: the script tokenizes data/wikitext2/valid.txt with the model's tokenizer, cuts
+n_samples windows of seq_len tokens at seeded random offsets, and writes them to a uint32
+token file. Our CLI reads it with `calib_windows=sequential` (it then trains on exactly those
+windows, not a new draw); AutoRound gets the same windows as a list of [1, seq_len] tensors.
+
+Time: `seconds` is the quantization alone: for our CLI the `seconds` of `quantize --json`
+(from the first calibration forward to the last block, model loading and checkpoint writing
+excluded); for AutoRound the wall time of `AutoRound(...).quantize()` (its calibration pass and
+tuning, model loading and export excluded). `wall` is the whole process's wall clock.
+Evaluation is never timed: `tesseraq-cli eval` on seq_len x windows of data/wikitext2/test.raw.txt
+(512 x 8 for stories260K, 2048 x 16 for SmolLM2). AutoRound's result is evaluated as its
+fake-quantized float weights, saved as an HF float checkpoint (`--ar-gptq-export` also scores
+its GPTQ export).
+
+Each finished point is recorded in OUT/results.json (an interrupted run resumes; parts can run
+in separate sessions); OUT/frontier.md and OUT/frontier.png are rewritten from all recorded points.
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from methods_table import CLI, MODELS, ROOT, evaluate, save_json, text, timed  # noqa: E402
+
+# Calibration and schedule of each TesseraQ budget. n_samples, seq_len and batch are always
+# passed explicitly (ci's and fast's are those presets' values), so the window file fits.
+BUDGETS = {
+    "ci": dict(preset="ci", n=32, seq=128, batch=4),
+    "fast": dict(preset="fast", n=64, seq=256, batch=2),
+    "anchor-A": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=10, lr=1e-2, scale_lr=1e-2)),
+    "long": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=30, lr=1e-2, scale_lr=1e-2)),
+}
+# name: (method, budget, AutoRound iters and lr (None: its default, 1 / iters))
+POINTS = {
+    "rtn": ("RTN", None, None),
+    "awq": ("AWQ", "anchor-A", None),
+    "gptq": ("GPTQ", "anchor-A", None),
+    **{f"tq-{b}": ("TesseraQ", b, None) for b in BUDGETS},
+    "ar-light": ("AutoRound", "anchor-A", (50, 5e-3)),
+    "ar-default": ("AutoRound", "anchor-A", (200, None)),
+    "ar-long": ("AutoRound", "anchor-A", (1000, None)),
+}
+GROUPS = {"stories260K": 32, "SmolLM2-135M": 64}
+WINDOWS = {"stories260K": 8, "SmolLM2-135M": 16}
+CALIB_SEED = 42
+
+
+def model_spec(name, model_dir):
+    m = dict(MODELS[name], windows=WINDOWS[name], group=GROUPS[name])
+    if model_dir and name != "stories260K":
+        m["path"] = model_dir
+    return m
+
+
+def calibration_file(m, name, n, seq, work):
+    """n windows of seq tokens of WikiText-2 valid at seeded random offsets, as a uint32 file."""
+    path = os.path.join(work, "calib", f"{name}-{n}x{seq}-seed{CALIB_SEED}.u32")
+    if not os.path.exists(path):
+        sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
+        import tesseraq
+        with open(text("valid"), encoding="utf-8") as f:
+            tokens = tesseraq.Tokenizer(m["path"]).encode(f.read())
+        starts = np.random.default_rng(CALIB_SEED).integers(0, len(tokens) - seq, size=n)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.concatenate([tokens[s:s + seq] for s in starts]).astype("<u4").tofile(path + ".partial")
+        os.replace(path + ".partial", path)
+    return path
+
+
+def run_ours(m, name, point, bits, init, out, work, threads):
+    method, budget, _ = POINTS[point]
+    cmd = [CLI, "quantize", "--model", m["path"], "--out", out, "--bits", str(bits), "--group-size", str(m["group"]),
+           "--method", method.lower(), "--overwrite", "--threads", str(threads), "--json"]
+    if budget:
+        b = BUDGETS[budget]
+        cmd += ["--preset", b["preset"], "--calib-tokens", calibration_file(m, name, b["n"], b["seq"], work)]
+        sets = dict(n_samples=b["n"], seq_len=b["seq"], batch=b["batch"], calib_windows="sequential")
+        if method == "TesseraQ":
+            sets.update(b.get("sets", {}), init=init)
+        for k, v in sets.items():
+            cmd += ["--set", f"{k}={v}"]
+    return timed(cmd)
+
+
+def run_autoround(m, name, point, bits, out, work, threads, gptq_export, compile):
+    _, budget, (iters, lr) = POINTS[point]
+    b = BUDGETS[budget]
+    job = dict(model=m["path"], calib=calibration_file(m, name, b["n"], b["seq"], work), n=b["n"], seq=b["seq"],
+               batch=b["batch"], bits=bits, group=m["group"], iters=iters, lr=lr, out=out, threads=threads,
+               gptq_export=gptq_export, compile=compile)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    t0, cpu0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    log = out + ".log"
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(log, "w") as f:
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--autoround-job", json.dumps(job)], env=env,
+                           stdout=subprocess.PIPE, stderr=f, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"AutoRound failed (exit {p.returncode}); see {log}")
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    return dict(json.loads(p.stdout.strip().splitlines()[-1]), wall=time.time() - t0, cpu=cpu)
+
+
+def autoround_job(job):
+    """In a subprocess: AutoRound on the windows of job["calib"]; prints its tuning seconds as JSON."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+    from auto_round import AutoRound
+
+    torch.set_num_threads(job["threads"])
+    model = AutoModelForCausalLM.from_pretrained(job["model"], torch_dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(job["model"])
+    except Exception:   # stories260K ships tokenizer.json alone
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=os.path.join(job["model"], "tokenizer.json"))
+    ids = np.fromfile(job["calib"], dtype="<u4").astype(np.int64).reshape(job["n"], job["seq"])
+    dataset = [torch.from_numpy(row).unsqueeze(0) for row in ids]
+    ar = AutoRound(model, tokenizer, bits=job["bits"], group_size=job["group"], sym=False, dataset=dataset,
+                   nsamples=job["n"], seqlen=job["seq"], batch_size=job["batch"], iters=job["iters"], lr=job["lr"],
+                   device_map="cpu", seed=42, enable_torch_compile=job["compile"])
+    before = {k: v.clone() for k, v in model.state_dict().items() if ".layers." in k and k.endswith("proj.weight")}
+    t0 = time.time()
+    qmodel, _ = ar.quantize()
+    seconds = time.time() - t0
+    # AutoRound keeps a linear in float when a dimension is not a multiple of 32 (stories260K's
+    # 172-wide MLP): count them, so such a point is not mistaken for a like-for-like one.
+    after = {k.replace(".orig_layer.", "."): v for k, v in qmodel.state_dict().items()}
+    unchanged = sorted(k for k, v in before.items() if torch.equal(after[k].to(v.dtype), v))
+    # The block linears now hold their quantize-dequantize (fake-quantized) weights.
+    state = {k.replace(".orig_layer.", "."): v for k, v in qmodel.state_dict().items()}
+    qmodel.save_pretrained(job["out"], state_dict=state, safe_serialization=True)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        if os.path.exists(os.path.join(job["model"], f)):
+            shutil.copy(os.path.join(job["model"], f), job["out"])
+    if job["gptq_export"]:
+        ar.save_quantized(job["out"] + "-gptq", format="auto_gptq")
+    print(json.dumps({"seconds": seconds, "float_linears": len(unchanged), "linears": len(before)}), flush=True)
+
+
+def key_of(name, bits, point, init):
+    return f"{name}/w{bits}g{GROUPS[name]}/{point}" + (f"/init={init}" if point.startswith("tq-") else "")
+
+
+def label_of(r):
+    if r["method"] == "TesseraQ":
+        return f"TesseraQ {r['budget']} (init {r['init']})"
+    if r["method"] == "AutoRound":
+        return f"AutoRound {r['point'][3:]} ({r['iters']} it{'' if r.get('compile', True) else ', eager'})"
+    return r["method"]
+
+
+def beats(results, ar):
+    """Our points at no more quantization time than `ar` that have lower perplexity."""
+    return [r for r in results if r["method"] == "TesseraQ" and r["seconds"] <= ar["seconds"] and r["ppl"] < ar["ppl"]]
+
+
+def report(cache, out_dir):
+    points = [r for r in cache.values() if "model" in r]
+    panels = sorted({(r["model"], r["bits"]) for r in points},
+                    key=lambda p: (p[0] != "stories260K", p[0], p[1]))
+    lines = ["Perplexity against quantization time (`seconds`: the quantization alone, 2 threads; `wall` and "
+             "`CPU`: the whole process's wall and CPU seconds, model loading and writing included). "
+             "Written by bench/frontier.py.", ""]
+    for name, bits in panels:
+        rs = sorted((r for r in points if (r["model"], r["bits"]) == (name, bits)), key=lambda r: r["seconds"])
+        fp = cache.get(f"{name}/FP")
+        lines += [f"### {name} W{bits} g{GROUPS[name]} (FP perplexity {fp['ppl']:.2f}; eval {rs[0]['eval']})" if fp else
+                  f"### {name} W{bits} g{GROUPS[name]}", "",
+                  "| point | calibration | seconds | wall | CPU | perplexity |", "|---|---|---|---|---|---|"]
+        for r in rs:
+            calib = f"{r['n']} x {r['seq']}, batch {r['batch']}" if r.get("n") else "-"
+            note = f" ({r['float_linears']} of {r['linears']} linears left float)" if r.get("float_linears") else ""
+            lines.append(f"| {label_of(r)}{note} | {calib} | {r['seconds']:.1f} | {r['wall']:.1f} | {r['cpu']:.1f} "
+                         f"| {r['ppl']:.2f} |")
+        for r in rs:
+            if r.get("ppl_gptq_export"):
+                lines.append(f"\n{label_of(r)}: its GPTQ export scores {r['ppl_gptq_export']:.2f} "
+                             f"(the table: its fake-quantized weights)")
+        if (name, bits) == ("SmolLM2-135M", 2):
+            for r in (r for r in rs if r.get("budget") == "anchor-A" and r["method"] == "TesseraQ"):
+                met = r["ppl"] <= 65 and r["seconds"] <= 600
+                lines.append(f"\nanchor-A target (perplexity <= 65 in <= 600 s), init {r['init']}: "
+                             f"{'met' if met else 'not met'} ({r['ppl']:.2f} in {r['seconds']:.0f} s)")
+        for ar in (r for r in rs if r["method"] == "AutoRound"):
+            ok = beats(rs, ar)
+            best = min(ok, key=lambda r: r["ppl"]) if ok else None
+            lines.append(f"\nAutoRound {ar['iters']} it ({ar['seconds']:.0f} s, {ar['ppl']:.2f}): "
+                         + (f"beaten by {label_of(best)} ({best['seconds']:.0f} s, {best['ppl']:.2f})" if best else
+                            "no TesseraQ point below it at no more time"))
+        lines.append("")
+    table = "\n".join(lines)
+    with open(os.path.join(out_dir, "frontier.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    plot(cache, points, panels, os.path.join(out_dir, "frontier.png"))
+
+
+def plot(cache, points, panels, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    styles = {"RTN": "kx", "AWQ": "gs", "GPTQ": "m^", "TesseraQ": "bo-", "AutoRound": "rD--"}
+    for ax, (name, bits) in zip(axes[0], panels):
+        rs = [r for r in points if (r["model"], r["bits"]) == (name, bits)]
+        series = {}
+        for r in sorted(rs, key=lambda r: r["seconds"]):
+            extra = f" (init {r['init']})" if r.get("init") else " (part float)" if r.get("float_linears") else ""
+            series.setdefault(r["method"] + extra, []).append(r)
+        fp = cache.get(f"{name}/FP")
+        # Off-scale points (RTN at 2 bits, under a second) sit on the panel's edge, their value written.
+        top = 4 * fp["ppl"] if fp else float("inf")
+        xy = lambda p: (max(p["seconds"], 1.0), min(p["ppl"], top))  # noqa: E731
+        for label, pts in series.items():
+            ax.plot([xy(p)[0] for p in pts], [xy(p)[1] for p in pts], styles[pts[0]["method"]], label=label)
+            for p in pts:
+                tag = {"TesseraQ": p["budget"], "AutoRound": f"{p['iters']} it"}.get(p["method"], "")
+                if xy(p) != (p["seconds"], p["ppl"]):
+                    tag += f" ({p['ppl']:.0f} in {p['seconds']:.1f} s)"
+                if tag:
+                    ax.annotate(tag.strip(), xy(p), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if fp:
+            ax.axhline(fp["ppl"], color="gray", ls=":", label=f"FP ({fp['ppl']:.1f})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("quantization seconds (2 threads; under 1 s drawn at 1 s)")
+        ax.set_ylabel("perplexity, WikiText-2 test")
+        ax.set_title(f"{name} W{bits} g{GROUPS[name]}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_point(args, m, name, bits, point, out):
+    """Quantizes (timed) and evaluates (untimed) one point: its record for results.json."""
+    method, budget, ar = POINTS[point]
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    if method == "AutoRound":
+        r = run_autoround(m, name, point, bits, out, args.work, args.threads, args.ar_gptq_export,
+                          False if args.ar_no_compile else None)
+        if args.ar_gptq_export:
+            r["ppl_gptq_export"] = evaluate(m, out + "-gptq")
+    else:
+        r = run_ours(m, name, point, bits, args.init, out, args.work, args.threads)
+    b = BUDGETS.get(budget, {})
+    r.update(model=name, bits=bits, point=point, method=method, budget=budget, ppl=evaluate(m, out),
+             eval=f"{m['windows']} x {m['seq']}", threads=args.threads, n=b.get("n"), seq=b.get("seq"),
+             batch=b.get("batch"), init=args.init if method == "TesseraQ" else None, iters=ar[0] if ar else None,
+             compile=not args.ar_no_compile if ar else None, when=time.strftime("%Y-%m-%d %H:%M"))
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", default=["stories260K"], choices=list(GROUPS))
+    ap.add_argument("--bits", nargs="+", type=int, default=[2, 3])
+    ap.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
+    ap.add_argument("--init", default="awq", help="TesseraQ's start (--set init=...), default awq")
+    ap.add_argument("--model-dir", help="SmolLM2-135M's directory (default models/SmolLM2-135M-Instruct)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "frontier"),
+                    help="results.json, frontier.md and frontier.png (committed)")
+    ap.add_argument("--work", default=os.path.join(ROOT, "out", "frontier"), help="checkpoints and calibration files")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ar-gptq-export", action="store_true", help="also evaluate AutoRound's GPTQ export")
+    ap.add_argument("--ar-no-compile", action="store_true",
+                    help="AutoRound without torch.compile (its default on this CPU: compiled)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the table and plot from results.json")
+    ap.add_argument("--autoround-job", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.autoround_job:
+        return autoround_job(json.loads(args.autoround_job))
+    os.makedirs(args.out, exist_ok=True)
+    cache_path = os.path.join(args.out, "results.json")
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
+    for name in [] if args.report_only else args.models:
+        m = model_spec(name, args.model_dir)
+        if f"{name}/FP" not in cache:
+            cache[f"{name}/FP"] = {"ppl": evaluate(m, m["path"]), "eval": f"{m['windows']} x {m['seq']}"}
+            save_json(cache, cache_path)
+        for bits in args.bits:
+            for point in args.points:
+                key = key_of(name, bits, point, args.init)
+                if point.startswith("ar-") and args.ar_no_compile:
+                    key += "/no-compile"
+                if key not in cache:
+                    print(f"{key} ...", flush=True)
+                    cache[key] = run_point(args, m, name, bits, point, os.path.join(args.work, name, key.split("/", 1)[1]))
+                    save_json(cache, cache_path)
+                    r = cache[key]
+                    print(f"{key}: ppl {r['ppl']:.2f}, {r['seconds']:.1f} s (wall {r['wall']:.1f} s)", flush=True)
+    report(cache, args.out)
+
+
+if __name__ == "__main__":
+    main()
