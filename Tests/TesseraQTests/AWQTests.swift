@@ -101,6 +101,39 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         #expect(same == w)
     }
 
+    /// Gram blocks accumulated in parts over every step-th row equal a plain double sum over those
+    /// rows, and the search from them equals the search on the gathered rows.
+    @Test(arguments: [(1, 8), (3, 12), (2, -1)])
+    func gramAccumulateAndSearchFromGram(step: Int, groupSize: Int) throws {
+        var rng = SeededGenerator(seed: 6)
+        let rows = 50, inF = 40, out = 9, spec = QuantSpec(bits: 2, groupSize: groupSize)
+        let group = spec.group(forInput: inF), nGroups = (inF + group - 1) / group
+        let x = randomFloats(rows * inF, 1, &rng), w = randomFloats(out * inF, 0.5, &rng)
+        var gram = [Float](repeating: 0, count: nGroups * group * group)
+        // Two parts (rows 0..<20 and 20..<50), each from its own first row, as per calibration sequence.
+        tqk_awq_gram_accumulate(x, 20, Int64(inF), Int64(step), Int64(group), &gram)
+        x.withUnsafeBufferPointer { tqk_awq_gram_accumulate($0.baseAddress! + 20 * inF, 30, Int64(inF), Int64(step), Int64(group), &gram) }
+        let picked = Array(stride(from: 0, to: 20, by: step)) + Array(stride(from: 20, to: 50, by: step))
+        for g in 0..<nGroups {
+            let i0 = g * group, n = min(group, inF - i0)
+            for a in 0..<n {
+                for b in 0..<n {
+                    let ref = picked.reduce(0.0) { $0 + Double(x[$1 * inF + i0 + a]) * Double(x[$1 * inF + i0 + b]) }
+                    #expect(abs(Double(gram[g * group * group + a * group + b]) - ref) < 1e-4 * max(1, abs(ref)))
+                }
+            }
+        }
+        let gathered = picked.flatMap { x[($0 * inF)..<(($0 + 1) * inF)] }
+        let shrinks = AWQSettings().shrinks
+        var w1 = w, w2 = w, c1 = [Float](repeating: 0, count: out * nGroups), c2 = c1
+        tqk_awq_clip_search_gram(&w1, Int64(out), Int64(inF), Int64(group), 2, 0, gram, Int64(picked.count), shrinks,
+                                 Int64(shrinks.count), &c1, nil, nil)
+        tqk_awq_clip_search(&w2, Int64(out), Int64(inF), Int64(group), 2, 0, gathered, Int64(picked.count), shrinks,
+                            Int64(shrinks.count), 2, &c2, nil, nil)
+        #expect(c1 == c2)
+        #expect(w1 == w2)
+    }
+
     /// AWQ's motivation: a few input channels with large activations. The searched scales lower
     /// the quantized output error against RTN, and the clipping lowers it further.
     @Test(arguments: [2, 3])
