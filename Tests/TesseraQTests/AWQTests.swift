@@ -200,25 +200,53 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
     }
 }
 
-/// A tiny block transformed with AWQ scales computes the same function.
-@Test func foldingIsExactOnATinyNonGQABlock() throws {
+/// A random block of a tiny qwen2-style model (hidden 16, intermediate 24, 4 heads of 4).
+private func tinyBlock(kvHeads: Int, _ rng: inout SeededGenerator) throws -> (LlamaConfig, BlockWeights) {
     let json = JSONValue.object([
         "hidden_size": .int(16), "intermediate_size": .int(24), "num_hidden_layers": .int(1), "num_attention_heads": .int(4),
-        "num_key_value_heads": .int(4), "head_dim": .int(4), "vocab_size": .int(8), "rms_norm_eps": .double(1e-5),
+        "num_key_value_heads": .int(kvHeads), "head_dim": .int(4), "vocab_size": .int(8), "rms_norm_eps": .double(1e-5),
         "model_type": .string("qwen2"),
     ])
     let c = try LlamaConfig(json: json, path: "tiny")
-    var rng = SeededGenerator(seed: 11)
     func buf(_ n: Int, _ scale: Float, offset: Float = 0) throws -> FloatBuffer {
         try FloatBuffer((0..<n).map { _ in offset + Float.random(in: -scale...scale, using: &rng) })
     }
     let linears = try LinearKind.allCases.map { k -> FloatBuffer in let (o, i) = k.shape(c); return try buf(o * i, 0.4) }
     let block = BlockWeights(attnNorm: try buf(16, 0.2, offset: 1), mlpNorm: try buf(16, 0.2, offset: 1), linears: linears,
-                             biases: [try buf(16, 0.3), try buf(16, 0.3), try buf(16, 0.3)])
-    let S = 3, L = 6
+                             biases: [try buf(16, 0.3), try buf(4 * kvHeads, 0.3), try buf(4 * kvHeads, 0.3)])
+    return (c, block)
+}
+
+/// Calibration inputs [samples x length x hidden] with channel 2 large, in a cache and a buffer.
+private func tinyInputs(_ c: LlamaConfig, samples S: Int, length L: Int,
+                        _ rng: inout SeededGenerator) throws -> (ActivationCache, FloatBuffer) {
     let cache = try ActivationCache(samples: S, rowsPerSample: L, width: c.hidden, dtype: .f32)
     let x = try FloatBuffer((0..<(S * L * c.hidden)).map { j in Float.random(in: -1...1, using: &rng) * (j % 16 == 2 ? 6 : 1) })
     for s in 0..<S { cache.write(s, from: x.p + s * L * c.hidden) }
+    return (cache, x)
+}
+
+/// w_mean counts each linear of a group by its rows (llm-awq concatenates them), here under GQA:
+/// q has 16 rows, k and v 8 each.
+@Test func weightMeanWeighsLinearsByRows() throws {
+    var rng = SeededGenerator(seed: 12)
+    let (c, block) = try tinyBlock(kvHeads: 2, &rng)
+    // q: |w| constant (normalised 1 everywhere); k, v: 1 at the first column of each group of 8, else 0.5.
+    for j in 0..<(16 * 16) { block[.q].p[j] = j % 3 == 0 ? -0.2 : 0.2 }
+    for k in [LinearKind.k, .v] { for j in 0..<(8 * 16) { block[k].p[j] = j % 8 == 0 ? -0.8 : 0.4 } }
+    let t = AWQTransform(config: c, settings: AWQSettings(), spec: QuantSpec(bits: 2, groupSize: 8), batch: 2, layer: 0)
+    let m = t.weightMean(.qkv, block)
+    // Column 0 of a group: (16 * 1 + 16 * 1) / 32; others: (16 * 1 + 16 * 0.5) / 32 = 0.75 (an equal average of
+    // the three linears would give 2/3).
+    for j in 0..<16 { #expect(abs(m[j] - (j % 8 == 0 ? 1 : 0.75)) < 1e-6, "column \(j): \(m[j])") }
+}
+
+/// A tiny block transformed with AWQ scales computes the same function.
+@Test func foldingIsExactOnATinyNonGQABlock() throws {
+    var rng = SeededGenerator(seed: 11)
+    let (c, block) = try tinyBlock(kvHeads: 4, &rng)
+    let S = 3, L = 6
+    let (cache, x) = try tinyInputs(c, samples: S, length: L, &rng)
     let work = try BlockWorkspace(config: c, sequences: S, length: L)
     let y0 = try FloatBuffer(count: S * L * c.hidden), y1 = try FloatBuffer(count: S * L * c.hidden)
     work.forward(x.p, weights: block, into: y0.p)

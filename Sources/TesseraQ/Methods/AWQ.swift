@@ -278,16 +278,18 @@ struct AWQTransform {
         return (best, bestRatio, bestLoss)
     }
 
-    /// Mean over output rows of |W| / (its group's max |W|), averaged over the group's linears.
+    /// Mean over output rows of |W| / (its group's max |W|), over the rows of all the group's linears
+    /// (llm-awq concatenates them: each linear counts by its rows).
     func weightMean(_ gr: AWQGroup, _ block: BlockWeights) -> [Float] {
         let n = gr.width(config)
-        var acc = [Float](repeating: 0, count: n), m = [Float](repeating: 0, count: n)
+        var acc = [Double](repeating: 0, count: n), m = [Float](repeating: 0, count: n), rows = 0
         for kind in gr.consumers {
             let (o, i) = kind.shape(config)
             tqk_awq_weight_mean(block[kind].p, Int64(o), Int64(i), Int64(spec.group(forInput: i)), &m)
-            for j in 0..<n { acc[j] += m[j] }
+            for j in 0..<n { acc[j] += Double(o) * Double(m[j]) }
+            rows += o
         }
-        return acc.map { $0 / Float(gr.consumers.count) }
+        return acc.map { Float($0 / Double(rows)) }
     }
 
     /// s = x_mean^ratio / w_mean^(1 - ratio), at least 1e-4, over sqrt(max(s) * min(s)).
