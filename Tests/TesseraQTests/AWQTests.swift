@@ -183,6 +183,9 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         #expect(o.settings.shrinks == [1, 0.9, 0.8, 0.7, 0.6])
         let d = try AWQOptions(options: [:])
         #expect(d == .paper && d.settings.nGrid == 20 && d.settings.clipSamples == 512 && d.settings.maxShrink == 0.45)
+        #expect(d.settings.scaleSamples == 8 && d.settings.scaleTokens == 4096)
+        let all = try AWQOptions(options: ["scale_samples": .int(0), "scale_tokens": .int(100)]).settings
+        #expect(all.scaleSamples == 0 && all.scaleTokens == 100)
         #expect(try makeBlockQuantizer(c) is AWQMethod)
     }
 
@@ -193,7 +196,8 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         (#"{"method": "awq", "clip": "yes"}"#, "clip"), (#"{"method": "awq", "preset": "slow"}"#, "preset"),
         (#"{"method": "awq", "iters": 3}"#, "iters"), (#"{"method": "awq", "batch": 9, "n_samples": 4}"#, "batch"),
         (#"{"method": "tesseraq", "n_grid": 20}"#, "n_grid"), (#"{"method": "tesseraq", "awq_samples": -1}"#, "awq_samples"),
-        (#"{"method": "awq", "awq_samples": 8}"#, "awq_samples"),
+        (#"{"method": "awq", "awq_samples": 8}"#, "awq_samples"), (#"{"method": "awq", "scale_samples": -1}"#, "scale_samples"),
+        (#"{"method": "awq", "scale_tokens": -2}"#, "scale_tokens"), (#"{"method": "awq", "scale_tokens": 1.5}"#, "scale_tokens"),
     ])
     func rejectsBadAWQKeys(json: String, key: String) {
         #expect { try QuantizeConfig.parse(json) } throws: { ($0 as? TQError)?.message.contains(key) == true }
@@ -239,6 +243,48 @@ private func tinyInputs(_ c: LlamaConfig, samples S: Int, length L: Int,
     // Column 0 of a group: (16 * 1 + 16 * 1) / 32; others: (16 * 1 + 16 * 0.5) / 32 = 0.75 (an equal average of
     // the three linears would give 2/3).
     for j in 0..<16 { #expect(abs(m[j] - (j % 8 == 0 ? 1 : 0.75)) < 1e-6, "column \(j): \(m[j])") }
+}
+
+/// The one forward pass gathers what the reference would: the clip Gram over every
+/// floor(L / clip_samples)-th token of each sequence, the attention group's evaluation set from
+/// every floor(n / scale_samples)-th whole sequence, the per-token groups' from every
+/// floor(n L / scale_tokens)-th token.
+@Test func statisticsPickTheReferenceRows() throws {
+    var rng = SeededGenerator(seed: 13)
+    let (c, block) = try tinyBlock(kvHeads: 4, &rng)
+    let S = 5, L = 10, d = c.hidden
+    let (cache, x) = try tinyInputs(c, samples: S, length: L, &rng)
+    var settings = AWQSettings()
+    settings.clipSamples = 4; settings.scaleSamples = 2; settings.scaleTokens = 12
+    let t = AWQTransform(config: c, settings: settings, spec: QuantSpec(bits: 2, groupSize: 8), batch: 2, layer: 0)
+    let stats = try AWQStatistics(t, block: block, inputs: cache)
+    let plan = stats.plan
+    #expect(plan.clipStep == 2 && plan.clipTokens == 25 && plan.sequenceStep == 2 && plan.sequences == 3)
+    #expect(plan.tokenStep == 4 && plan.tokens == 13)
+    let work = try BlockWorkspace(config: c, sequences: S, length: L)
+    let y = try FloatBuffer(count: S * L * d)
+    work.forward(x.p, weights: block, into: y.p)
+    // Clip: tokens 0, 2, ..., 8 of every sequence (per sample, as llmc), not every 10th of the 50.
+    let clipRows = (0..<S).flatMap { s in stride(from: 0, to: L, by: 2).map { s * L + $0 } }
+    let gram = stats.clipGram[.qkv]!
+    for g in 0..<2 {
+        for a in 0..<8 {
+            for b in 0..<8 {
+                let ref = clipRows.reduce(0.0) { $0 + Double(work.n1.p[$1 * d + g * 8 + a]) * Double(work.n1.p[$1 * d + g * 8 + b]) }
+                #expect(abs(Double(gram.p[g * 64 + a * 8 + b]) - ref) < 1e-4 * max(1, abs(ref)))
+            }
+        }
+    }
+    let set = try #require(stats.scaleSet)
+    for (j, s) in [0, 2, 4].enumerated() {
+        #expect(Array(UnsafeBufferPointer(start: set.n1.p + j * L * d, count: L * d))
+                == Array(UnsafeBufferPointer(start: work.n1.p + s * L * d, count: L * d)))
+    }
+    for (j, r) in stride(from: 0, to: S * L, by: 4).enumerated() {
+        #expect(Array(UnsafeBufferPointer(start: set.n2.p + j * d, count: d)) == Array(UnsafeBufferPointer(start: work.n2.p + r * d, count: d)))
+        #expect(Array(UnsafeBufferPointer(start: set.attn!.p + j * c.qDim, count: c.qDim))
+                == Array(UnsafeBufferPointer(start: work.attn.p + r * c.qDim, count: c.qDim)))
+    }
 }
 
 /// A tiny block transformed with AWQ scales computes the same function.
