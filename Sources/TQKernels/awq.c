@@ -123,18 +123,22 @@ static inline void awq_group_extremes(const float *w, int64_t n, float *mn, floa
     *mx = b;
 }
 
-/* Gram path: G_g = X_g^T X_g once, then dw^T G_g dw per candidate. */
-static void clip_search_gram(float *W, int64_t out, int64_t in, int64_t group, int bits, int sym, const float *X,
-                             int64_t n_tokens, const float *shrink, int64_t n_shrink, float *chosen, float *err_first,
-                             float *err_best) {
-    int64_t n_groups = (in + group - 1) / group;
-    float qmax = (float)((1 << bits) - 1);
-    float *gram = tqk_alloc((size_t)n_groups * group * group * sizeof(float));
-    if (!gram) return;
+void tqk_awq_gram_accumulate(const float *X, int64_t rows, int64_t in, int64_t step, int64_t group, float *gram) {
+    if (rows <= 0 || in <= 0 || step <= 0) return;
+    int64_t n_groups = (in + group - 1) / group, m = (rows + step - 1) / step;
+    /* Every step-th row is a row of a matrix with leading dimension step * in. */
     for (int64_t g = 0; g < n_groups; g++) {
         int64_t i0 = g * group, n = i0 + group < in ? group : in - i0;
-        tqk_sgemm(1, 0, n, n, n_tokens, 1.0f, X + i0, in, X + i0, in, 0.0f, gram + g * group * group, group);
+        tqk_sgemm(1, 0, n, n, m, 1.0f, X + i0, step * in, X + i0, step * in, 1.0f, gram + g * group * group, group);
     }
+}
+
+void tqk_awq_clip_search_gram(float *W, int64_t out, int64_t in, int64_t group, int bits, int sym, const float *gram,
+                              int64_t n_tokens, const float *shrink, int64_t n_shrink, float *chosen, float *err_first,
+                              float *err_best) {
+    if (out <= 0 || in <= 0 || n_tokens <= 0 || n_shrink <= 0) return;
+    int64_t n_groups = (in + group - 1) / group;
+    float qmax = (float)((1 << bits) - 1);
     double inv_t = 1.0 / (double)n_tokens;
     #pragma omp parallel
     {
@@ -169,7 +173,6 @@ static void clip_search_gram(float *W, int64_t out, int64_t in, int64_t group, i
         }
         free(dw);
     }
-    free(gram);
 }
 
 /* Direct path (groups wider than the token subsample, e.g. per-channel): per candidate,
@@ -242,9 +245,13 @@ void tqk_awq_clip_search(float *W, int64_t out, int64_t in, int64_t group, int b
                          int64_t n_tokens, const float *shrink, int64_t n_shrink, int mode, float *chosen,
                          float *err_first, float *err_best) {
     if (out <= 0 || in <= 0 || n_tokens <= 0 || n_shrink <= 0) return;
-    int gram = mode == 1 || (mode == 0 && group <= n_tokens);
-    if (gram)
-        clip_search_gram(W, out, in, group, bits, sym, X, n_tokens, shrink, n_shrink, chosen, err_first, err_best);
-    else
+    if (mode == 1 || (mode == 0 && group <= n_tokens)) {
+        float *gram = tqk_alloc_zeroed((size_t)((in + group - 1) / group) * group * group, sizeof(float));
+        if (!gram) return;
+        tqk_awq_gram_accumulate(X, n_tokens, in, 1, group, gram);
+        tqk_awq_clip_search_gram(W, out, in, group, bits, sym, gram, n_tokens, shrink, n_shrink, chosen, err_first, err_best);
+        free(gram);
+    } else {
         clip_search_direct(W, out, in, group, bits, sym, X, n_tokens, shrink, n_shrink, chosen, err_first, err_best);
+    }
 }

@@ -101,6 +101,39 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         #expect(same == w)
     }
 
+    /// Gram blocks accumulated in parts over every step-th row equal a plain double sum over those
+    /// rows, and the search from them equals the search on the gathered rows.
+    @Test(arguments: [(1, 8), (3, 12), (2, -1)])
+    func gramAccumulateAndSearchFromGram(step: Int, groupSize: Int) throws {
+        var rng = SeededGenerator(seed: 6)
+        let rows = 50, inF = 40, out = 9, spec = QuantSpec(bits: 2, groupSize: groupSize)
+        let group = spec.group(forInput: inF), nGroups = (inF + group - 1) / group
+        let x = randomFloats(rows * inF, 1, &rng), w = randomFloats(out * inF, 0.5, &rng)
+        var gram = [Float](repeating: 0, count: nGroups * group * group)
+        // Two parts (rows 0..<20 and 20..<50), each from its own first row, as per calibration sequence.
+        tqk_awq_gram_accumulate(x, 20, Int64(inF), Int64(step), Int64(group), &gram)
+        x.withUnsafeBufferPointer { tqk_awq_gram_accumulate($0.baseAddress! + 20 * inF, 30, Int64(inF), Int64(step), Int64(group), &gram) }
+        let picked = Array(stride(from: 0, to: 20, by: step)) + Array(stride(from: 20, to: 50, by: step))
+        for g in 0..<nGroups {
+            let i0 = g * group, n = min(group, inF - i0)
+            for a in 0..<n {
+                for b in 0..<n {
+                    let ref = picked.reduce(0.0) { $0 + Double(x[$1 * inF + i0 + a]) * Double(x[$1 * inF + i0 + b]) }
+                    #expect(abs(Double(gram[g * group * group + a * group + b]) - ref) < 1e-4 * max(1, abs(ref)))
+                }
+            }
+        }
+        let gathered = picked.flatMap { x[($0 * inF)..<(($0 + 1) * inF)] }
+        let shrinks = AWQSettings().shrinks
+        var w1 = w, w2 = w, c1 = [Float](repeating: 0, count: out * nGroups), c2 = c1
+        tqk_awq_clip_search_gram(&w1, Int64(out), Int64(inF), Int64(group), 2, 0, gram, Int64(picked.count), shrinks,
+                                 Int64(shrinks.count), &c1, nil, nil)
+        tqk_awq_clip_search(&w2, Int64(out), Int64(inF), Int64(group), 2, 0, gathered, Int64(picked.count), shrinks,
+                            Int64(shrinks.count), 2, &c2, nil, nil)
+        #expect(c1 == c2)
+        #expect(w1 == w2)
+    }
+
     /// AWQ's motivation: a few input channels with large activations. The searched scales lower
     /// the quantized output error against RTN, and the clipping lowers it further.
     @Test(arguments: [2, 3])
@@ -150,6 +183,9 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         #expect(o.settings.shrinks == [1, 0.9, 0.8, 0.7, 0.6])
         let d = try AWQOptions(options: [:])
         #expect(d == .paper && d.settings.nGrid == 20 && d.settings.clipSamples == 512 && d.settings.maxShrink == 0.45)
+        #expect(d.settings.scaleSamples == 8 && d.settings.scaleTokens == 4096)
+        let all = try AWQOptions(options: ["scale_samples": .int(0), "scale_tokens": .int(100)]).settings
+        #expect(all.scaleSamples == 0 && all.scaleTokens == 100)
         #expect(try makeBlockQuantizer(c) is AWQMethod)
     }
 
@@ -160,32 +196,103 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         (#"{"method": "awq", "clip": "yes"}"#, "clip"), (#"{"method": "awq", "preset": "slow"}"#, "preset"),
         (#"{"method": "awq", "iters": 3}"#, "iters"), (#"{"method": "awq", "batch": 9, "n_samples": 4}"#, "batch"),
         (#"{"method": "tesseraq", "n_grid": 20}"#, "n_grid"), (#"{"method": "tesseraq", "awq_samples": -1}"#, "awq_samples"),
-        (#"{"method": "awq", "awq_samples": 8}"#, "awq_samples"),
+        (#"{"method": "awq", "awq_samples": 8}"#, "awq_samples"), (#"{"method": "awq", "scale_samples": -1}"#, "scale_samples"),
+        (#"{"method": "awq", "scale_tokens": -2}"#, "scale_tokens"), (#"{"method": "awq", "scale_tokens": 1.5}"#, "scale_tokens"),
     ])
     func rejectsBadAWQKeys(json: String, key: String) {
         #expect { try QuantizeConfig.parse(json) } throws: { ($0 as? TQError)?.message.contains(key) == true }
     }
 }
 
-/// A tiny block transformed with AWQ scales computes the same function.
-@Test func foldingIsExactOnATinyNonGQABlock() throws {
+/// A random block of a tiny qwen2-style model (hidden 16, intermediate 24, 4 heads of 4).
+private func tinyBlock(kvHeads: Int, _ rng: inout SeededGenerator) throws -> (LlamaConfig, BlockWeights) {
     let json = JSONValue.object([
         "hidden_size": .int(16), "intermediate_size": .int(24), "num_hidden_layers": .int(1), "num_attention_heads": .int(4),
-        "num_key_value_heads": .int(4), "head_dim": .int(4), "vocab_size": .int(8), "rms_norm_eps": .double(1e-5),
+        "num_key_value_heads": .int(kvHeads), "head_dim": .int(4), "vocab_size": .int(8), "rms_norm_eps": .double(1e-5),
         "model_type": .string("qwen2"),
     ])
     let c = try LlamaConfig(json: json, path: "tiny")
-    var rng = SeededGenerator(seed: 11)
     func buf(_ n: Int, _ scale: Float, offset: Float = 0) throws -> FloatBuffer {
         try FloatBuffer((0..<n).map { _ in offset + Float.random(in: -scale...scale, using: &rng) })
     }
     let linears = try LinearKind.allCases.map { k -> FloatBuffer in let (o, i) = k.shape(c); return try buf(o * i, 0.4) }
     let block = BlockWeights(attnNorm: try buf(16, 0.2, offset: 1), mlpNorm: try buf(16, 0.2, offset: 1), linears: linears,
-                             biases: [try buf(16, 0.3), try buf(16, 0.3), try buf(16, 0.3)])
-    let S = 3, L = 6
+                             biases: [try buf(16, 0.3), try buf(4 * kvHeads, 0.3), try buf(4 * kvHeads, 0.3)])
+    return (c, block)
+}
+
+/// Calibration inputs [samples x length x hidden] with channel 2 large, in a cache and a buffer.
+private func tinyInputs(_ c: LlamaConfig, samples S: Int, length L: Int,
+                        _ rng: inout SeededGenerator) throws -> (ActivationCache, FloatBuffer) {
     let cache = try ActivationCache(samples: S, rowsPerSample: L, width: c.hidden, dtype: .f32)
     let x = try FloatBuffer((0..<(S * L * c.hidden)).map { j in Float.random(in: -1...1, using: &rng) * (j % 16 == 2 ? 6 : 1) })
     for s in 0..<S { cache.write(s, from: x.p + s * L * c.hidden) }
+    return (cache, x)
+}
+
+/// w_mean counts each linear of a group by its rows (llm-awq concatenates them), here under GQA:
+/// q has 16 rows, k and v 8 each.
+@Test func weightMeanWeighsLinearsByRows() throws {
+    var rng = SeededGenerator(seed: 12)
+    let (c, block) = try tinyBlock(kvHeads: 2, &rng)
+    // q: |w| constant (normalised 1 everywhere); k, v: 1 at the first column of each group of 8, else 0.5.
+    for j in 0..<(16 * 16) { block[.q].p[j] = j % 3 == 0 ? -0.2 : 0.2 }
+    for k in [LinearKind.k, .v] { for j in 0..<(8 * 16) { block[k].p[j] = j % 8 == 0 ? -0.8 : 0.4 } }
+    let t = AWQTransform(config: c, settings: AWQSettings(), spec: QuantSpec(bits: 2, groupSize: 8), batch: 2, layer: 0)
+    let m = t.weightMean(.qkv, block)
+    // Column 0 of a group: (16 * 1 + 16 * 1) / 32; others: (16 * 1 + 16 * 0.5) / 32 = 0.75 (an equal average of
+    // the three linears would give 2/3).
+    for j in 0..<16 { #expect(abs(m[j] - (j % 8 == 0 ? 1 : 0.75)) < 1e-6, "column \(j): \(m[j])") }
+}
+
+/// The one forward pass gathers what the reference would: the clip Gram over every
+/// floor(L / clip_samples)-th token of each sequence, the attention group's evaluation set from
+/// every floor(n / scale_samples)-th whole sequence, the per-token groups' from every
+/// floor(n L / scale_tokens)-th token.
+@Test func statisticsPickTheReferenceRows() throws {
+    var rng = SeededGenerator(seed: 13)
+    let (c, block) = try tinyBlock(kvHeads: 4, &rng)
+    let S = 5, L = 10, d = c.hidden
+    let (cache, x) = try tinyInputs(c, samples: S, length: L, &rng)
+    var settings = AWQSettings()
+    settings.clipSamples = 4; settings.scaleSamples = 2; settings.scaleTokens = 12
+    let t = AWQTransform(config: c, settings: settings, spec: QuantSpec(bits: 2, groupSize: 8), batch: 2, layer: 0)
+    let stats = try AWQStatistics(t, block: block, inputs: cache)
+    let plan = stats.plan
+    #expect(plan.clipStep == 2 && plan.clipTokens == 25 && plan.sequenceStep == 2 && plan.sequences == 3)
+    #expect(plan.tokenStep == 4 && plan.tokens == 13)
+    let work = try BlockWorkspace(config: c, sequences: S, length: L)
+    let y = try FloatBuffer(count: S * L * d)
+    work.forward(x.p, weights: block, into: y.p)
+    // Clip: tokens 0, 2, ..., 8 of every sequence (per sample, as llmc), not every 10th of the 50.
+    let clipRows = (0..<S).flatMap { s in stride(from: 0, to: L, by: 2).map { s * L + $0 } }
+    let gram = stats.clipGram[.qkv]!
+    for g in 0..<2 {
+        for a in 0..<8 {
+            for b in 0..<8 {
+                let ref = clipRows.reduce(0.0) { $0 + Double(work.n1.p[$1 * d + g * 8 + a]) * Double(work.n1.p[$1 * d + g * 8 + b]) }
+                #expect(abs(Double(gram.p[g * 64 + a * 8 + b]) - ref) < 1e-4 * max(1, abs(ref)))
+            }
+        }
+    }
+    let set = try #require(stats.scaleSet)
+    for (j, s) in [0, 2, 4].enumerated() {
+        #expect(Array(UnsafeBufferPointer(start: set.n1.p + j * L * d, count: L * d))
+                == Array(UnsafeBufferPointer(start: work.n1.p + s * L * d, count: L * d)))
+    }
+    for (j, r) in stride(from: 0, to: S * L, by: 4).enumerated() {
+        #expect(Array(UnsafeBufferPointer(start: set.n2.p + j * d, count: d)) == Array(UnsafeBufferPointer(start: work.n2.p + r * d, count: d)))
+        #expect(Array(UnsafeBufferPointer(start: set.attn!.p + j * c.qDim, count: c.qDim))
+                == Array(UnsafeBufferPointer(start: work.attn.p + r * c.qDim, count: c.qDim)))
+    }
+}
+
+/// A tiny block transformed with AWQ scales computes the same function.
+@Test func foldingIsExactOnATinyNonGQABlock() throws {
+    var rng = SeededGenerator(seed: 11)
+    let (c, block) = try tinyBlock(kvHeads: 4, &rng)
+    let S = 3, L = 6
+    let (cache, x) = try tinyInputs(c, samples: S, length: L, &rng)
     let work = try BlockWorkspace(config: c, sequences: S, length: L)
     let y0 = try FloatBuffer(count: S * L * c.hidden), y1 = try FloatBuffer(count: S * L * c.hidden)
     work.forward(x.p, weights: block, into: y0.p)

@@ -310,6 +310,16 @@ TQK_API void tqk_awq_abs_sum(const float *X, int64_t rows, int64_t cols, double 
 TQK_API void tqk_awq_clip_search(float *W, int64_t out, int64_t in, int64_t group, int bits, int sym, const float *X,
                                  int64_t n_tokens, const float *shrink, int64_t n_shrink, int mode, float *chosen,
                                  float *err_first, float *err_best);
+/* The Gram blocks of the clip search, accumulated: for each group g (columns i0 .. i0+n of X
+ * [rows x in]), gram[g*group*group + a*group + b] += sum over rows r = 0, step, 2*step, ... < rows
+ * of X[r, i0+a] * X[r, i0+b] (tqk_sgemm, float; a partial last group fills the top-left n x n).
+ * gram holds n_groups * group * group floats. Threads: inside tqk_sgemm only. */
+TQK_API void tqk_awq_gram_accumulate(const float *X, int64_t rows, int64_t in, int64_t step, int64_t group, float *gram);
+/* tqk_awq_clip_search's Gram path from accumulated Gram blocks (tqk_awq_gram_accumulate) of n_tokens
+ * rows: err = dw^T G_g dw / n_tokens in double, rows o in parallel (same result at any thread count). */
+TQK_API void tqk_awq_clip_search_gram(float *W, int64_t out, int64_t in, int64_t group, int bits, int sym,
+                                      const float *gram, int64_t n_tokens, const float *shrink, int64_t n_shrink,
+                                      float *chosen, float *err_first, float *err_best);
 /* ---- end AWQ ---- */
 
 #endif

@@ -5,8 +5,15 @@ import Foundation
 public struct AWQSettings: Sendable, Equatable {
     /// Scale ratios k / n_grid, k = 0 ..< n_grid; also the step 1 / n_grid of the clip factors.
     public var nGrid: Int = 20
-    /// Tokens of the clip search's subsample (every `floor(tokens / clip_samples)`-th token, as the reference).
+    /// Tokens per calibration sequence of the clip search's subsample: every
+    /// `max(1, floor(seq_len / clip_samples))`-th token of each sequence, as llmc's per-sample subsample.
     public var clipSamples: Int = 512
+    /// Whole calibration sequences on which the scale search evaluates the attention group (causal
+    /// context needs whole sequences): every `max(1, floor(n / scale_samples))`-th one (0: all).
+    public var scaleSamples: Int = 8
+    /// Tokens on which the scale search evaluates the per-token groups (v_o, gate_up, up_down):
+    /// every `max(1, floor(tokens / scale_tokens))`-th token of the calibration set (0: all).
+    public var scaleTokens: Int = 4096
     /// The largest shrink tried: clip factors 1, 1 - 1/n_grid, ..., down to 1 - max_shrink.
     public var maxShrink: Double = 0.45
     /// Search and fold the scales.
@@ -19,17 +26,21 @@ public struct AWQSettings: Sendable, Equatable {
 
     public init() {}
 
-    public static let keys = ["n_grid", "clip_samples", "max_shrink", "scale", "clip"]
+    public static let keys = ["n_grid", "clip_samples", "scale_samples", "scale_tokens", "max_shrink", "scale", "clip"]
 
     /// Reads the keys over `defaults`, range-checked.
     init(_ r: KeyReader, defaults d: AWQSettings) throws {
         nGrid = try r.int("n_grid", default: d.nGrid)
         clipSamples = try r.int("clip_samples", default: d.clipSamples)
+        scaleSamples = try r.int("scale_samples", default: d.scaleSamples)
+        scaleTokens = try r.int("scale_tokens", default: d.scaleTokens)
         maxShrink = try r.double("max_shrink", default: d.maxShrink)
         scale = try r.bool("scale", default: d.scale)
         clip = try r.bool("clip", default: d.clip)
         guard nGrid >= 1, nGrid <= 1000 else { throw TQError.invalid("config key n_grid: must be between 1 and 1000 (got \(nGrid))") }
         guard clipSamples >= 1 else { throw TQError.invalid("config key clip_samples: must be at least 1 (got \(clipSamples))") }
+        guard scaleSamples >= 0 else { throw TQError.invalid("config key scale_samples: must be >= 0 (0: all; got \(scaleSamples))") }
+        guard scaleTokens >= 0 else { throw TQError.invalid("config key scale_tokens: must be >= 0 (0: all; got \(scaleTokens))") }
         guard maxShrink >= 0, maxShrink < 1 else { throw TQError.invalid("config key max_shrink: must be in [0, 1) (got \(maxShrink))") }
     }
 
@@ -43,7 +54,8 @@ public struct AWQSettings: Sendable, Equatable {
     }
 
     public var json: [String: Any] {
-        ["n_grid": nGrid, "clip_samples": clipSamples, "max_shrink": maxShrink, "scale": scale, "clip": clip]
+        ["n_grid": nGrid, "clip_samples": clipSamples, "scale_samples": scaleSamples, "scale_tokens": scaleTokens,
+         "max_shrink": maxShrink, "scale": scale, "clip": clip]
     }
 }
 
