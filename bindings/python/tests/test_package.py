@@ -2,6 +2,7 @@
 import ctypes
 import os
 import signal
+import sys
 import threading
 
 import numpy as np
@@ -185,16 +186,34 @@ def test_quantize_bad_config_is_typed(stories, tmp_path):
     assert not any((tmp_path / n).exists() for n in "abc")
 
 
-def test_quantize_ctrl_c_cancels_and_resumes(stories, fixtures, tmp_path):
+def test_quantize_ctrl_c_cancels_and_resumes(stories, fixtures, tmp_path, monkeypatch):
     calib = fixtures.tokens("valid")
     out = tmp_path / "tq"
     cfg = dict(method="tesseraq", bits=2, group_size=32, preset="ci", iters=3, n_samples=8, calib_tokens=calib)
-    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    # A real SIGINT to the process once block 3 trains (not after a fixed delay: the whole run can
+    # take under a second), sent from the progress bar the quantize call feeds.
+    module = sys.modules["tesseraq.quantize"]
+    real_bar = module.bar
+
+    def interrupting_bar(*args, **kwargs):
+        b = real_bar(*args, **kwargs)
+        post, sent = b.set_postfix_str, []
+
+        def set_postfix_str(text, refresh=True):
+            if not sent and text.startswith("block 3/") and " round " in text:
+                sent.append(True)
+                os.kill(os.getpid(), signal.SIGINT)
+            return post(text, refresh=refresh)
+
+        b.set_postfix_str = set_postfix_str
+        return b
+
+    monkeypatch.setattr(module, "bar", interrupting_bar)
     with pytest.raises(KeyboardInterrupt):
         tesseraq.quantize(stories, out, **cfg)
-    timer.join()
+    monkeypatch.undo()
     assert not out.exists()
+    assert (tmp_path / "tq.partial" / "blocks" / "0001" / "block.sum").exists()
     report = tesseraq.quantize(stories, out, **cfg)
     assert len(report["blocks"]) == 5
     assert all(b["final_loss"] < b["rtn_loss"] for b in report["blocks"])
