@@ -83,7 +83,7 @@ final class AWQStatistics {
                                             Int64(t.spec.group(forInput: w)), gram.p)
                 }
             }
-            scaleSet?.collect(first: start, n1: work.n1.p, n2: work.n2.p, attn: work.attn.p, count: m)
+            scaleSet?.collect(first: start, n1: work.n1.p, n2: work.n2.p, attn: work.attn.p, act: work.act.p, count: m)
             start += m
         }
         try scaleSet?.computeTargets(block)
@@ -139,7 +139,8 @@ final class AWQScaleSet {
     }
 
     /// Copies the chosen rows of one forward chunk (`count` sequences from sequence `first`).
-    func collect(first: Int, n1 x1: UnsafePointer<Float>, n2 x2: UnsafePointer<Float>, attn xa: UnsafePointer<Float>, count: Int) {
+    func collect(first: Int, n1 x1: UnsafePointer<Float>, n2 x2: UnsafePointer<Float>, attn xa: UnsafePointer<Float>,
+                 act xm: UnsafePointer<Float>, count: Int) {
         let c = config, L = plan.length, d = c.hidden
         for s in first..<(first + count) where s % plan.sequenceStep == 0 {
             (n1.p + (s / plan.sequenceStep) * L * d).update(from: x1 + (s - first) * L * d, count: L * d)
@@ -148,22 +149,19 @@ final class AWQScaleSet {
                         by: plan.tokenStep) {
             let r = t - first * L, j = t / plan.tokenStep
             (n2.p + j * d).update(from: x2 + r * d, count: d)
+            (act.p + j * c.intermediate).update(from: xm + r * c.intermediate, count: c.intermediate)
             attn.map { ($0.p + j * c.qDim).update(from: xa + r * c.qDim, count: c.qDim) }
         }
     }
 
-    /// The full-precision outputs, and the MLP activation (up_down's input) of the chosen tokens.
+    /// The full-precision outputs (the MLP's from the collected activation: down_proj alone).
     func computeTargets(_ block: BlockWeights) throws {
         let w = { (k: LinearKind) in UnsafePointer(block[k].p) }
         forEachChunk(.qkv) { r in run(.qkv, w, block, rows: r); copy(out, to: attnSeqFP, rows: r, width: config.hidden) }
         if let attnTokFP {
             forEachChunk(.vo) { r in run(.vo, w, block, rows: r); copy(out, to: attnTokFP, rows: r, width: config.hidden) }
         }
-        forEachChunk(.gateUp) { r in
-            run(.gateUp, w, block, rows: r)
-            copy(out, to: mlpFP, rows: r, width: config.hidden)
-            copy(a, to: act, rows: r, width: config.intermediate)
-        }
+        forEachChunk(.upDown) { r in run(.upDown, w, block, rows: r); copy(out, to: mlpFP, rows: r, width: config.hidden) }
     }
 
     /// Sum over the set of the squared difference between the inspected module's output with the
