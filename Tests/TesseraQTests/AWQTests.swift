@@ -189,6 +189,16 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         #expect(try makeBlockQuantizer(c) is AWQMethod)
     }
 
+    @Test func tesseraqReadsAWQKeysWithPrefix() throws {
+        let d = try TesseraQOptions(options: [:])
+        #expect(d.awq.scaleSamples == AWQSettings().scaleSamples && d.awq.scaleTokens == AWQSettings().scaleTokens)
+        #expect(d.awq.samples == 32)
+        let o = try TesseraQOptions(options: ["awq_scale_samples": .int(0), "awq_scale_tokens": .int(0), "awq_n_grid": .int(10),
+                                              "awq_clip": .bool(false), "awq_samples": .int(4)])
+        #expect(o.awq.scaleSamples == 0 && o.awq.scaleTokens == 0 && o.awq.nGrid == 10 && !o.awq.clip && o.awq.samples == 4)
+        #expect(o.json["awq_scale_tokens"] as? Int == 0 && o.json["awq_n_grid"] as? Int == 10 && o.json["awq_samples"] as? Int == 4)
+    }
+
     @Test(arguments: [
         (#"{"method": "awq", "n_grid": 0}"#, "n_grid"), (#"{"method": "awq", "n_grid": "x"}"#, "n_grid"),
         (#"{"method": "awq", "clip_samples": 0}"#, "clip_samples"), (#"{"method": "awq", "max_shrink": 1}"#, "max_shrink"),
@@ -198,6 +208,8 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         (#"{"method": "tesseraq", "n_grid": 20}"#, "n_grid"), (#"{"method": "tesseraq", "awq_samples": -1}"#, "awq_samples"),
         (#"{"method": "awq", "awq_samples": 8}"#, "awq_samples"), (#"{"method": "awq", "scale_samples": -1}"#, "scale_samples"),
         (#"{"method": "awq", "scale_tokens": -2}"#, "scale_tokens"), (#"{"method": "awq", "scale_tokens": 1.5}"#, "scale_tokens"),
+        (#"{"method": "tesseraq", "awq_scale_tokens": -1}"#, "awq_scale_tokens"), (#"{"method": "tesseraq", "awq_n_grid": 0}"#, "awq_n_grid"),
+        (#"{"method": "tesseraq", "awq_clip": 2}"#, "awq_clip"), (#"{"method": "awq", "awq_scale_tokens": 8}"#, "awq_scale_tokens"),
     ])
     func rejectsBadAWQKeys(json: String, key: String) {
         #expect { try QuantizeConfig.parse(json) } throws: { ($0 as? TQError)?.message.contains(key) == true }

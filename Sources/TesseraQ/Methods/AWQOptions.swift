@@ -1,7 +1,7 @@
 import Foundation
 
 /// The settings of AWQ's two searches (ALGORITHM.md section 4), shared by method "awq" and by
-/// TesseraQ's `"init": "awq"` (which uses the defaults).
+/// TesseraQ's `"init": "awq"` (which reads the same keys with the prefix `awq_`).
 public struct AWQSettings: Sendable, Equatable {
     /// Scale ratios k / n_grid, k = 0 ..< n_grid; also the step 1 / n_grid of the clip factors.
     public var nGrid: Int = 20
@@ -30,6 +30,7 @@ public struct AWQSettings: Sendable, Equatable {
 
     /// Reads the keys over `defaults`, range-checked.
     init(_ r: KeyReader, defaults d: AWQSettings) throws {
+        self = d  // keeps what is not a key (samples)
         nGrid = try r.int("n_grid", default: d.nGrid)
         clipSamples = try r.int("clip_samples", default: d.clipSamples)
         scaleSamples = try r.int("scale_samples", default: d.scaleSamples)
@@ -37,11 +38,11 @@ public struct AWQSettings: Sendable, Equatable {
         maxShrink = try r.double("max_shrink", default: d.maxShrink)
         scale = try r.bool("scale", default: d.scale)
         clip = try r.bool("clip", default: d.clip)
-        guard nGrid >= 1, nGrid <= 1000 else { throw TQError.invalid("config key n_grid: must be between 1 and 1000 (got \(nGrid))") }
-        guard clipSamples >= 1 else { throw TQError.invalid("config key clip_samples: must be at least 1 (got \(clipSamples))") }
-        guard scaleSamples >= 0 else { throw TQError.invalid("config key scale_samples: must be >= 0 (0: all; got \(scaleSamples))") }
-        guard scaleTokens >= 0 else { throw TQError.invalid("config key scale_tokens: must be >= 0 (0: all; got \(scaleTokens))") }
-        guard maxShrink >= 0, maxShrink < 1 else { throw TQError.invalid("config key max_shrink: must be in [0, 1) (got \(maxShrink))") }
+        guard nGrid >= 1, nGrid <= 1000 else { throw TQError.invalid("config key \(r.name("n_grid")): must be between 1 and 1000 (got \(nGrid))") }
+        guard clipSamples >= 1 else { throw TQError.invalid("config key \(r.name("clip_samples")): must be at least 1 (got \(clipSamples))") }
+        guard scaleSamples >= 0 else { throw TQError.invalid("config key \(r.name("scale_samples")): must be >= 0 (0: all; got \(scaleSamples))") }
+        guard scaleTokens >= 0 else { throw TQError.invalid("config key \(r.name("scale_tokens")): must be >= 0 (0: all; got \(scaleTokens))") }
+        guard maxShrink >= 0, maxShrink < 1 else { throw TQError.invalid("config key \(r.name("max_shrink")): must be in [0, 1) (got \(maxShrink))") }
     }
 
     /// The scale search's ratios: 0, 1/n_grid, ..., (n_grid - 1)/n_grid.

@@ -11,9 +11,9 @@ public struct TesseraQOptions: Sendable, Equatable {
     public var scaleWD: Double
     /// Where the grids come from (the presets': AWQ).
     public var initMethod: InitMethod
-    /// Calibration sequences AWQ's searches use under `"init": "awq"` (0: all n_samples). AWQ's scale
-    /// search runs 20 forward passes of the inspected modules over them, so the presets cap it.
-    public var awqSamples: Int
+    /// AWQ's searches under `"init": "awq"`: method awq's keys prefixed `awq_` (`awq_scale_tokens`, ...),
+    /// and `awq_samples`, the calibration sequences they use (0: all n_samples; the presets cap it).
+    public var awq: AWQSettings
     /// The block GEMMs' precision in training (`compute_dtype`): the rounding and DST variables,
     /// the loss and Adam stay float32 either way.
     public var computeDType: ComputeDType = .f32
@@ -46,7 +46,7 @@ public struct TesseraQOptions: Sendable, Equatable {
     public static let presets = ["paper": paper, "fast": fast, "ci": ci]
 
     public static let keys = CalibrationOptions.keys + ["preset", "iters", "thresholds", "lr", "scale_lr", "scale_wd", "init", "awq_samples",
-                                                       "compute_dtype"] + LWCSettings.keys
+                                                       "compute_dtype"] + LWCSettings.keys + AWQSettings.keys.map { "awq_" + $0 }
 
     /// Reads the keys over the preset (default "fast"); every value is range-checked.
     public init(options o: [String: JSONValue]) throws {
@@ -62,12 +62,13 @@ public struct TesseraQOptions: Sendable, Equatable {
         scaleLR = try r.double("scale_lr", default: scaleLR)
         scaleWD = try r.double("scale_wd", default: scaleWD)
         let initName = try r.string("init", default: initMethod.rawValue)
-        awqSamples = try r.int("awq_samples", default: awqSamples)
+        awq = try AWQSettings(KeyReader(o, prefix: "awq_"), defaults: awq)
+        awq.samples = try r.int("awq_samples", default: awq.samples)
         computeDType = try ComputeDType(r, default: computeDType)
         lwc = try LWCSettings(r, defaults: lwc)
         guard iters >= 0 else { throw TQError.invalid("config key iters: must be >= 0") }
         guard lr >= 0, scaleLR >= 0, scaleWD >= 0 else { throw TQError.invalid("config keys lr, scale_lr, scale_wd: must be >= 0") }
-        guard awqSamples >= 0 else { throw TQError.invalid("config key awq_samples: must be >= 0 (0: all n_samples)") }
+        guard awq.samples >= 0 else { throw TQError.invalid("config key awq_samples: must be >= 0 (0: all n_samples)") }
         guard let i = InitMethod(rawValue: initName) else {
             throw TQError.invalid("config key init: must be \"rtn\", \"awq\" or \"lwc\" (got \"\(initName)\")")
         }
@@ -92,14 +93,14 @@ public struct TesseraQOptions: Sendable, Equatable {
          initMethod: InitMethod, awqSamples: Int = 0, lwc: LWCSettings) {
         self.calibration = calibration; self.iters = iters; self.thresholds = thresholds
         self.lr = lr; self.scaleLR = scaleLR; self.scaleWD = scaleWD; self.initMethod = initMethod
-        self.awqSamples = awqSamples; self.lwc = lwc
+        self.awq = AWQSettings(); self.awq.samples = awqSamples; self.lwc = lwc
     }
 
     public var json: [String: Any] {
         calibration.json.merging(["iters": iters, "thresholds": thresholds, "lr": lr, "scale_lr": scaleLR,
-                                  "scale_wd": scaleWD, "init": initMethod.rawValue, "awq_samples": awqSamples,
+                                  "scale_wd": scaleWD, "init": initMethod.rawValue, "awq_samples": awq.samples,
                                   "compute_dtype": computeDType.rawValue])
-        { $1 }.merging(lwc.json) { $1 }
+        { $1 }.merging(lwc.json) { $1 }.merging(awq.json.map { ("awq_" + $0.key, $0.value) }) { $1 }
     }
 }
 

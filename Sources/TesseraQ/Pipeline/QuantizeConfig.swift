@@ -81,29 +81,35 @@ extension QuantizeConfig {
 /// Typed access to a JSON object's keys with messages that name the key.
 struct KeyReader {
     let obj: [String: JSONValue]
-    init(_ obj: [String: JSONValue]) { self.obj = obj }
+    /// Put before every key read, so one settings type serves under a method's namespace
+    /// (TesseraQ reads AWQSettings as `awq_n_grid`, `awq_scale_tokens`, ...).
+    let prefix: String
+    init(_ obj: [String: JSONValue], prefix: String = "") { self.obj = obj; self.prefix = prefix }
+
+    /// The key as the configuration spells it, for lookups and messages.
+    func name(_ key: String) -> String { prefix + key }
 
     func int(_ key: String, default def: Int) throws -> Int {
-        guard let v = obj[key] else { return def }
-        guard case .int(let i) = v else { throw TQError.invalid("config key \(key): expected an integer") }
+        guard let v = obj[name(key)] else { return def }
+        guard case .int(let i) = v else { throw TQError.invalid("config key \(name(key)): expected an integer") }
         return i
     }
 
     func double(_ key: String, default def: Double) throws -> Double {
-        guard let v = obj[key] else { return def }
-        guard let d = v.double, d.isFinite else { throw TQError.invalid("config key \(key): expected a number") }
+        guard let v = obj[name(key)] else { return def }
+        guard let d = v.double, d.isFinite else { throw TQError.invalid("config key \(name(key)): expected a number") }
         return d
     }
 
     func bool(_ key: String, default def: Bool) throws -> Bool {
-        guard let v = obj[key] else { return def }
-        guard let b = v.bool else { throw TQError.invalid("config key \(key): expected true or false") }
+        guard let v = obj[name(key)] else { return def }
+        guard let b = v.bool else { throw TQError.invalid("config key \(name(key)): expected true or false") }
         return b
     }
 
     func string(_ key: String, default def: String) throws -> String {
-        guard let v = obj[key] else { return def }
-        guard let s = v.string else { throw TQError.invalid("config key \(key): expected a string") }
+        guard let v = obj[name(key)] else { return def }
+        guard let s = v.string else { throw TQError.invalid("config key \(name(key)): expected a string") }
         return s
     }
 }
