@@ -5,6 +5,7 @@
  * Per-group arrays (s, z, v, dv) are [out x n_groups] here (row o's groups are contiguous).
  * state: 0 soft, 1 hard 0, 2 hard 1. */
 #include "tq_kernels.h"
+#include "vec.h"
 #include <math.h>
 #include <stdlib.h>
 
@@ -37,6 +38,41 @@ static inline float offset(uint8_t st, float a) { return st == 0 ? rect(a) : (st
 
 #define PAR_IF(n) if ((n) > (1 << 15))
 
+/* 8 weights' rounding offsets ({0, h(a), 1} by state) and, in *hgrad, h'(a) for soft weights
+ * inside the clamp's open range (0 elsewhere). sig comes from tqk_exp8, about an ulp from expf:
+ * these feed the training forward and backward only; hardening and codes use rect() above. */
+static inline __m256 offset8(const uint8_t *st, const float *a, __m256 *hgrad) {
+    __m256i state = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)st));
+    __m256 soft = _mm256_castsi256_ps(_mm256_cmpeq_epi32(state, _mm256_setzero_si256()));
+    __m256 one = _mm256_castsi256_ps(_mm256_cmpeq_epi32(state, _mm256_set1_epi32(2)));
+    __m256 sg = tqk_sigmoid8(_mm256_loadu_ps(a));
+    __m256 raw = _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(1.2f), sg), _mm256_set1_ps(0.1f));
+    __m256 h = _mm256_min_ps(_mm256_max_ps(raw, _mm256_setzero_ps()), _mm256_set1_ps(1.0f));
+    if (hgrad) {
+        __m256 open = _mm256_and_ps(_mm256_cmp_ps(raw, _mm256_setzero_ps(), _CMP_GT_OQ),
+                                    _mm256_cmp_ps(raw, _mm256_set1_ps(1.0f), _CMP_LT_OQ));
+        __m256 g = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(1.2f), sg), _mm256_sub_ps(_mm256_set1_ps(1.0f), sg));
+        *hgrad = _mm256_and_ps(g, _mm256_and_ps(open, soft));
+    }
+    return _mm256_blendv_ps(_mm256_and_ps(one, _mm256_set1_ps(1.0f)), h, soft);
+}
+
+/* One group's n weights: w_hat = (clamp(fl + offset + zz, 0, qmax) - zz) * deq. */
+static void fq_group(const float *fl, const float *a, const uint8_t *state, int64_t n, float zz, float deq, float qmax,
+                     float *w_hat) {
+    __m256 vz = _mm256_set1_ps(zz), vd = _mm256_set1_ps(deq), vq = _mm256_set1_ps(qmax);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 u = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(fl + i), offset8(state + i, a + i, NULL)), vz);
+        __m256 q = _mm256_min_ps(_mm256_max_ps(u, _mm256_setzero_ps()), vq);
+        _mm256_storeu_ps(w_hat + i, _mm256_mul_ps(_mm256_sub_ps(q, vz), vd));
+    }
+    for (; i < n; i++) {
+        float q = fminf(fmaxf(fl[i] + offset(state[i], a[i]) + zz, 0.0f), qmax);
+        w_hat[i] = (q - zz) * deq;
+    }
+}
+
 void tqk_fq_weights(const float *fl, const float *a, const uint8_t *state, const float *s, const float *z,
                     const float *v, int64_t out, int64_t in, int64_t group, int bits, float *w_hat) {
     int64_t n_groups = (in + group - 1) / group;
@@ -45,15 +81,47 @@ void tqk_fq_weights(const float *fl, const float *a, const uint8_t *state, const
     for (int64_t o = 0; o < out; o++)
         for (int64_t g = 0; g < n_groups; g++) {
             int64_t gi = o * n_groups + g, i0 = o * in + g * group;
-            int64_t i1 = o * in + (g * group + group < in ? g * group + group : in);
-            float zz = z[gi];
+            int64_t n = (g * group + group < in ? group : in - g * group);
             float deq = s[gi] * (2.0f * rect(v[gi])); /* the DST dequantisation scale */
-            for (int64_t i = i0; i < i1; i++) {
-                float u = fl[i] + offset(state[i], a[i]) + zz;
-                float q = fminf(fmaxf(u, 0.0f), qmax);
-                w_hat[i] = (q - zz) * deq;
-            }
+            fq_group(fl + i0, a + i0, state + i0, n, z[gi], deq, qmax, w_hat + i0);
         }
+}
+
+/* One group's da (see tq_kernels.h); returns sum of dw * (q - zz) over it, for dv. */
+static double fq_group_backward(const float *fl, const float *a, const uint8_t *state, const float *dw, int64_t n,
+                                float zz, float deq, float qmax, float *da) {
+    __m256 vz = _mm256_set1_ps(zz), vd = _mm256_set1_ps(deq), vq = _mm256_set1_ps(qmax), zero = _mm256_setzero_ps();
+    __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 hg;
+        __m256 u = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(fl + i), offset8(state + i, a + i, &hg)), vz);
+        __m256 q = _mm256_min_ps(_mm256_max_ps(u, zero), vq), d = _mm256_loadu_ps(dw + i), qz = _mm256_sub_ps(q, vz);
+        acc0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(d)), _mm256_cvtps_pd(_mm256_castps256_ps128(qz)), acc0);
+        acc1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(d, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(qz, 1)), acc1);
+        /* hg is 0 for hard weights; the mask also keeps a clamped code's da at exactly 0 */
+        __m256 inside = _mm256_and_ps(_mm256_cmp_ps(u, zero, _CMP_GT_OQ), _mm256_cmp_ps(u, vq, _CMP_LT_OQ));
+        __m256 g = _mm256_mul_ps(_mm256_mul_ps(d, vd), hg);
+        _mm256_storeu_ps(da + i, _mm256_and_ps(g, _mm256_and_ps(inside, _mm256_cmp_ps(hg, zero, _CMP_NEQ_OQ))));
+    }
+    double lanes[4];
+    _mm256_storeu_pd(lanes, _mm256_add_pd(acc0, acc1));
+    double acc = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    for (; i < n; i++) {
+        /* one expf per soft weight serves both h(a) and h'(a); hard weights need none */
+        float hw = state[i] == 2 ? 1.0f : 0.0f, hg = 0.0f;
+        if (state[i] == 0) {
+            float sg = sigmoid(a[i]), raw = rect_from_sig(sg);
+            hw = raw < 0.0f ? 0.0f : (raw > 1.0f ? 1.0f : raw);
+            hg = (raw > 0.0f && raw < 1.0f) ? 1.2f * sg * (1.0f - sg) : 0.0f;
+        }
+        float u = fl[i] + hw + zz;
+        float q = fminf(fmaxf(u, 0.0f), qmax);
+        acc += (double)dw[i] * (double)(q - zz);
+        /* Hard weights are frozen (hg = 0); a clamped code passes no gradient to its rounding. */
+        da[i] = (state[i] == 0 && u > 0.0f && u < qmax) ? dw[i] * deq * hg : 0.0f;
+    }
+    return acc;
 }
 
 void tqk_fq_backward(const float *fl, const float *a, const uint8_t *state, const float *s, const float *z,
@@ -65,24 +133,9 @@ void tqk_fq_backward(const float *fl, const float *a, const uint8_t *state, cons
     for (int64_t o = 0; o < out; o++)
         for (int64_t g = 0; g < n_groups; g++) {
             int64_t gi = o * n_groups + g, i0 = o * in + g * group;
-            int64_t i1 = o * in + (g * group + group < in ? g * group + group : in);
-            float zz = z[gi];
+            int64_t n = (g * group + group < in ? group : in - g * group);
             float deq = s[gi] * (2.0f * rect(v[gi]));
-            double acc = 0.0; /* sum of dw * (q - z) over the group, for dv */
-            for (int64_t i = i0; i < i1; i++) {
-                /* one expf per soft weight serves both h(a) and h'(a); hard weights need none */
-                float hw = state[i] == 2 ? 1.0f : 0.0f, hg = 0.0f;
-                if (state[i] == 0) {
-                    float sg = sigmoid(a[i]), raw = rect_from_sig(sg);
-                    hw = raw < 0.0f ? 0.0f : (raw > 1.0f ? 1.0f : raw);
-                    hg = (raw > 0.0f && raw < 1.0f) ? 1.2f * sg * (1.0f - sg) : 0.0f;
-                }
-                float u = fl[i] + hw + zz;
-                float q = fminf(fmaxf(u, 0.0f), qmax);
-                acc += (double)dw[i] * (double)(q - zz);
-                /* Hard weights are frozen (hg = 0); a clamped code passes no gradient to its rounding. */
-                da[i] = (state[i] == 0 && u > 0.0f && u < qmax) ? dw[i] * deq * hg : 0.0f;
-            }
+            double acc = fq_group_backward(fl + i0, a + i0, state + i0, dw + i0, n, z[gi], deq, qmax, da + i0);
             dv[gi] = (float)(acc * (double)s[gi] * 2.0 * (double)rect_grad(v[gi]));
         }
 }

@@ -75,4 +75,11 @@ static inline __m256 tqk_exp8(__m256 x) {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
+/* sigmoid on 8 lanes, 1 / (1 + exp(-x)) with tqk_exp8 (about an ulp from expf; its clamp keeps
+ * the result finite). Shared by the SwiGLU kernels and the fake-quantised weights. */
+static inline __m256 tqk_sigmoid8(__m256 x) {
+    __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(one, _mm256_add_ps(one, tqk_exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
 #endif

@@ -199,8 +199,10 @@ TQK_API double tqk_l2_loss(const float *y, const float *target, int64_t rows, in
  * Per weight (out x in, row-major): fl = floor(w/s) (float), a = rounding variable, state: 0 soft, 1 hard 0, 2 hard 1.
  * Per group, layout [out x n_groups] (NOTE: transposed w.r.t. tqk_quant_grid's [n_groups x out]),
  * group = `group` consecutive inputs, last partial: s = scale, z = zero point (float), v = DST variable.
- * h(x) = clamp(1.2*sigmoid(x) - 0.1, 0, 1), sigmoid in float32 as 1/(1+expf(-x)), no fma.
- * For a soft weight hw = h(a), hard: 0 or 1. u = fl + hw + z; q = clamp(u, 0, qmax), qmax = 2^bits - 1;
+ * h(x) = clamp(1.2*sigmoid(x) - 0.1, 0, 1), sigmoid in float32 as 1/(1+exp(-x)), no fma; exp is expf for
+ * h(v) and in tqk_fq_harden / tqk_fq_codes (so hardening decisions are exact), and an AVX2 exp within about
+ * an ulp of expf for the soft weights' h(a) in tqk_fq_weights and tqk_fq_backward (8 weights at a time;
+ * a group's last n mod 8 weights use expf). For a soft weight hw = h(a), hard: 0 or 1. u = fl + hw + z; q = clamp(u, 0, qmax), qmax = 2^bits - 1;
  * w_hat = (q - z) * (s * 2*h(v)). */
 TQK_API void tqk_fq_weights(const float *fl, const float *a, const uint8_t *state, const float *s, const float *z,
                             const float *v, int64_t out, int64_t in, int64_t group, int bits, float *w_hat);
