@@ -6,7 +6,9 @@
  * an MR x NR FMA micro-kernel over each B strip (L1), adding into C.
  * Transposes are absorbed by the packing routines, so NN/NT/TN/TT share one micro-kernel.
  * tqk_gemm_bf16 runs the same driver with operands rounded to bfloat16 as they are packed: into
- * bf16 pairs for the AVX512_BF16 kernel, else into float32 values for the float32 kernels.
+ * bf16 rows and pairs for the AMX tile kernel (gemm_amx.c, which packs A itself and pads K to whole
+ * tile chunks), into bf16 pairs for the AVX512_BF16 kernel, else into float32 values for the
+ * float32 kernels.
  * The micro-kernel and blocking come from a tqk_sgemm_arch: the 6x16 AVX2 one here, or the
  * 14x32 AVX-512 one (gemm_avx512.c) when tqk_use_avx512(). Packing is AVX2 for both: it moves
  * O(MK + KN) floats against O(MNK) flops.
@@ -39,12 +41,12 @@ enum {
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into mr-row strips (strip at dst + ir*kc,
+/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into mr-row strips (strip at dst + ir*kcs,
  * d[k*mr + r]), zero padded. Stores are 8 floats wide, in groups of 8 rows: a last group of
  * fewer rows spills into the next k (or strip), which is written afterwards; the caller leaves
  * 8 floats of slack after the block. */
 static void pack_a(int transA, const float *A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
-                   int64_t kc, int mr, float *dst) {
+                   int64_t kc, int64_t kcs, int mr, float *dst) {
     if (transA) { /* op(A)[i][k] = A[k][i]: walk the rows of A, mr floats of each to each strip
                    * (walking a column, stride lda > 2 KB, defeats the prefetcher), 16 rows at a
                    * time: each strip then gets 16*mr floats in one run of whole cache lines while
@@ -59,7 +61,7 @@ static void pack_a(int transA, const float *A, int64_t lda, int64_t i0, int64_t 
                     for (int h = (mr - 1) / 8 * 8; h >= 0; h -= 8) {
                         int64_t rows = mc - ir - h; /* masked at the block's end: never reads past it */
                         __m256 v = rows >= 8 ? _mm256_loadu_ps(s + ir + h) : _mm256_maskload_ps(s + ir + h, tqk_lanes_below(rows));
-                        float *d = dst + ir * kc + k * mr + h;
+                        float *d = dst + ir * kcs + k * mr + h;
                         if (k == kc - 1 && h + 8 > mr) _mm256_maskstore_ps(d, tqk_lanes_below(mr - h), v);
                         else _mm256_storeu_ps(d, v);
                     }
@@ -68,7 +70,7 @@ static void pack_a(int transA, const float *A, int64_t lda, int64_t i0, int64_t 
     }
     for (int64_t ir = 0; ir < mc; ir += mr) {
         int64_t m = min64(mc - ir, mr);
-        float *d = dst + ir * kc;
+        float *d = dst + ir * kcs;
         const float *s = A + (i0 + ir) * lda + p0;
         int64_t k = 0;
         if (m == mr) { /* per group: up to 8 rows x 8 k -> 8x8 transpose -> 8 groups of rows */
@@ -89,15 +91,15 @@ static void pack_a(int transA, const float *A, int64_t lda, int64_t i0, int64_t 
 }
 
 /* Pack rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into nr-wide strips (strip s at
- * d + s*nr*kc, d[k*nr + c]), zero padded; nr is a multiple of 8. */
-static void pack_b(int transB, const float *B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
+ * d + s*nr*kcs, d[k*nr + c]), zero padded; nr is a multiple of 8. */
+static void pack_b(int transB, const float *B, int64_t ldb, int64_t p0, int64_t kc, int64_t kcs, int64_t j0,
                    int64_t nc, int nr, float *dst) {
     if (!transB) { /* walk rows of B (contiguous reads), nr floats to each strip */
         for (int64_t k = 0; k < kc; k++) {
             const float *s = B + (p0 + k) * ldb + j0;
             float *d = dst + k * nr;
             int64_t j = 0;
-            for (; j + nr <= nc; j += nr, d += nr * kc)
+            for (; j + nr <= nc; j += nr, d += nr * kcs)
                 for (int h = 0; h < nr; h += 8) _mm256_store_ps(d + h, _mm256_loadu_ps(s + j + h));
             if (j < nc)
                 for (int64_t c = 0; c < nr; c++) d[c] = j + c < nc ? s[j + c] : 0.0f;
@@ -106,7 +108,7 @@ static void pack_b(int transB, const float *B, int64_t ldb, int64_t p0, int64_t 
     }
     /* op(B)[k][c] = B[c][k]: 8x8 transposes of 8 rows of B x 8 k */
     for (int64_t j = 0; j < nc; j += nr) {
-        float *d = dst + j * kc;
+        float *d = dst + j * kcs;
         int64_t k = 0;
         if (j + nr <= nc) {
             for (; k + 8 <= kc; k += 8) {
@@ -219,9 +221,12 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
     }
     /* Micro-tile tm x tn and blocking bk (K), bm (rows) of the instruction set in use. */
     const int64_t tm = arch->mr, tn = arch->nr, bk = arch->kc, bm = arch->mc;
-    /* K blocks of equal size (multiple of 8 for the transposing packers), no thin tail. */
-    int64_t kc_max = min64(K, cdiv(cdiv(K, cdiv(K, bk)), 8) * 8);
+    /* K blocks of equal size (multiple of 8 for the transposing packers, and of kpad), no thin
+     * tail; a packed strip holds kcs(kc) rows. */
+    const int64_t kpad = arch->kpad > 1 ? arch->kpad : 1, kalign = kpad > 8 ? kpad : 8;
+    int64_t kc_max = min64(K, cdiv(cdiv(K, cdiv(K, bk)), kalign) * kalign);
     int64_t n_kb = cdiv(K, kc_max);
+    int64_t kcs_max = cdiv(kc_max, kpad) * kpad;
     /* N panels: packed B is K x nc; equal panels, each a multiple of tn. */
     int64_t n_panels = cdiv(K * cdiv(N, tn) * tn, B_PANEL);
     int64_t nc_max = cdiv(cdiv(N, n_panels), tn) * tn;
@@ -237,8 +242,8 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
     if (nt > 1 && m_tasks < want) n_tasks = min64(nc_max / tn, cdiv(want, m_tasks));
     if (nt > m_tasks * n_tasks) nt = (int)(m_tasks * n_tasks);
 
-    int64_t a_floats = bm * kc_max + 8; /* + slack for pack_a's 8-wide stores */
-    float *Bp = alloc_floats(K * nc_max);
+    int64_t a_floats = bm * kcs_max + 8; /* + slack for pack_a's 8-wide stores */
+    float *Bp = alloc_floats(n_kb * kcs_max * nc_max);
     float *Apool = alloc_floats((int64_t)nt * a_floats);
     if (!Bp || !Apool) { free(Bp); free(Apool); return; }
     /* Work counters [panel parity][0: B packing units, 1: tasks]. Units and tasks are claimed
@@ -248,6 +253,7 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
     #pragma omp parallel num_threads(nt)
     {
         float *Ap = Apool + (int64_t)omp_get_thread_num() * a_floats;
+        if (arch->thread_begin) arch->thread_begin();
         int64_t panel = 0;
         for (int64_t jc = 0; jc < N; jc += nc_max, panel++) {
             int64_t nc = min64(N - jc, nc_max);
@@ -259,19 +265,19 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
              * ended with a barrier. */
             if (omp_get_thread_num() == 0) next[(panel + 1) & 1][0] = next[(panel + 1) & 1][1] = 0;
 
-            /* Pack op(B)[0:K, jc:jc+nc]: K block p starts at Bp + p0*n_strips*tn. A unit is
+            /* Pack op(B)[0:K, jc:jc+nc]: K block b starts at Bp + b*kcs_max*n_strips*tn. A unit is
              * (K block, PACK_STRIPS strips): rows of PACK_STRIPS*tn floats, read contiguously. */
             int64_t n_groups = cdiv(n_strips, PACK_STRIPS);
             for (;;) {
                 int64_t u = __atomic_fetch_add(&ctr[0], 1, __ATOMIC_RELAXED);
                 if (u >= n_kb * n_groups) break;
                 int64_t p0 = (u / n_groups) * kc_max, s = (u % n_groups) * PACK_STRIPS;
-                int64_t kc = min64(K - p0, kc_max);
+                int64_t kc = min64(K - p0, kc_max), kcs = cdiv(kc, kpad) * kpad;
                 int64_t width = min64(nc - s * tn, PACK_STRIPS * tn);
-                float *dst = Bp + p0 * n_strips * tn + s * tn * kc;
-                pack_b(transB, B, ldb, p0, kc, jc + s * tn, width, (int)tn, dst);
+                float *dst = Bp + (u / n_groups) * kcs_max * n_strips * tn + s * tn * kcs;
+                pack_b(transB, B, ldb, p0, kc, kcs, jc + s * tn, width, (int)tn, dst);
                 if (arch->finish)
-                    for (int64_t c = 0; c < width; c += tn) arch->finish(dst + c * kc, kc, tn);
+                    for (int64_t c = 0; c < width; c += tn) arch->finish(dst + c * kcs, kc, tn);
             }
             #pragma omp barrier /* B is packed */
             for (;;) {
@@ -282,16 +288,20 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
                 int64_t i1 = min64((mi + 1) * m_strips / m_tasks * tm, M);
                 int64_t s0 = ni * n_strips / nsplit, s1 = (ni + 1) * n_strips / nsplit;
                 for (int64_t p0 = 0; p0 < K; p0 += kc_max) {
-                    int64_t kc = min64(K - p0, kc_max);
+                    int64_t kc = min64(K - p0, kc_max), kcs = cdiv(kc, kpad) * kpad;
                     float b = p0 == 0 ? beta : 1.0f;
-                    const float *Bk = Bp + p0 * n_strips * tn;
-                    pack_a(transA, A, lda, i0, i1 - i0, p0, kc, (int)tm, Ap);
-                    if (arch->finish)
-                        for (int64_t ir = 0; ir < i1 - i0; ir += tm) arch->finish(Ap + ir * kc, kc, tm);
+                    const float *Bk = Bp + p0 / kc_max * kcs_max * n_strips * tn;
+                    if (arch->pack_a) {
+                        arch->pack_a(transA, A, lda, i0, i1 - i0, p0, kc, (int)tm, Ap);
+                    } else {
+                        pack_a(transA, A, lda, i0, i1 - i0, p0, kc, kcs, (int)tm, Ap);
+                        if (arch->finish)
+                            for (int64_t ir = 0; ir < i1 - i0; ir += tm) arch->finish(Ap + ir * kcs, kc, tm);
+                    }
                     for (int64_t s = s0; s < s1; s++) {
                         int64_t nr = min64(nc - s * tn, tn);
                         for (int64_t ir = 0; ir < i1 - i0; ir += tm)
-                            arch->kernel(kc, Ap + ir * kc, Bk + s * tn * kc,
+                            arch->kernel(kc, Ap + ir * kcs, Bk + s * tn * kcs,
                                          C + (i0 + ir) * ldc + jc + s * tn, ldc,
                                          min64(i1 - i0 - ir, tm), nr, alpha, b);
                     }
@@ -299,6 +309,7 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
             }
             #pragma omp barrier /* the next panel overwrites Bp */
         }
+        if (arch->thread_end) arch->thread_end();
     }
     free(Bp);
     free(Apool);
@@ -314,7 +325,8 @@ void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float al
 void tqk_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                    int64_t ldc) {
-    const tqk_sgemm_arch *arch = tqk_use_avx512_bf16() ? &tqk_sgemm_avx512_bf16
+    const tqk_sgemm_arch *arch = tqk_use_amx()         ? &tqk_sgemm_amx_bf16
+                               : tqk_use_avx512_bf16() ? &tqk_sgemm_avx512_bf16
                                : tqk_use_avx512()      ? &tqk_sgemm_avx512_rounded
                                                        : &sgemm_avx2_rounded;
     gemm(arch, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -14,6 +14,11 @@ typedef void (*tqk_sgemm_kernel_fn)(int64_t kc, const float *Ap, const float *Bp
  * reads (below). */
 typedef void (*tqk_pack_finish_fn)(float *strip, int64_t kc, int64_t width);
 
+/* Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into mr-row strips, each kcs floats per row
+ * (kcs = kc rounded up to the arch's kpad), zero padded to whole strips: what the kernel reads. */
+typedef void (*tqk_pack_a_fn)(int transA, const float *A, int64_t lda, int64_t i0, int64_t mc,
+                              int64_t p0, int64_t kc, int mr, float *dst);
+
 /* A micro-kernel and the blocking tuned for it. nr is a multiple of 16 and mc of mr. */
 typedef struct {
     int mr, nr;  /* micro-tile */
@@ -21,7 +26,10 @@ typedef struct {
     int mc;      /* rows per task: the packed mc x kc block of A stays in L2 */
     int tasks_per_thread; /* thin M: split N too, into about this many tasks per thread */
     tqk_sgemm_kernel_fn kernel;
-    tqk_pack_finish_fn finish; /* run on every packed strip of A and B; NULL: none */
+    tqk_pack_finish_fn finish; /* run on every packed strip of B, and of A unless pack_a; NULL: none */
+    int kpad;    /* > 1: K blocks are multiples of it and packed strips hold kc rounded up to it */
+    tqk_pack_a_fn pack_a; /* NULL: the float32 packer, then finish */
+    void (*thread_begin)(void), (*thread_end)(void); /* around each thread's share; NULL: none */
 } tqk_sgemm_arch;
 
 /* Packed strips rounded to bfloat16 values, kept as float32: a float32 kernel then computes the
@@ -36,5 +44,7 @@ TQK_API void tqk_pack_bf16_pairs(float *strip, int64_t kc, int64_t width);
 TQK_API extern const tqk_sgemm_arch tqk_sgemm_avx512;
 TQK_API extern const tqk_sgemm_arch tqk_sgemm_avx512_rounded;
 TQK_API extern const tqk_sgemm_arch tqk_sgemm_avx512_bf16;
+/* 32x32 AMX tile kernel (gemm_amx.c), bf16 operands: only when tqk_use_amx(). */
+TQK_API extern const tqk_sgemm_arch tqk_sgemm_amx_bf16;
 
 #endif

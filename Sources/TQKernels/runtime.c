@@ -4,6 +4,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 int tqk_cpu_supported(void) {
     __builtin_cpu_init();
@@ -43,6 +45,38 @@ int tqk_use_avx512_bf16(void) {
         has = __builtin_cpu_supports("avx512bf16");
     }
     return has && tqk_use_avx512();
+}
+
+/* AMX needs the CPU (AMX-TILE, AMX-BF16) and the kernel's leave to use the tile data state, asked
+ * once per process (Linux arch_prctl ARCH_REQ_XCOMP_PERM; refused by kernels before 5.16 and where
+ * a VM hides it). TESSERAQ_NO_AMX=1 turns it off; tqk_set_amx overrides it for the calling thread.
+ * Checked on top of tqk_use_avx512_bf16(): the AMX path packs with AVX-512. */
+static int tqk_amx = -1;
+static _Thread_local int tqk_amx_thread = -1;
+
+static int cpu_has_amx(void) {
+    static int has = -1;
+    if (has < 0) {
+        __builtin_cpu_init();
+        has = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
+              syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+    }
+    return has;
+}
+
+int tqk_use_amx(void) {
+    if (!tqk_use_avx512_bf16()) return 0;
+    if (tqk_amx_thread >= 0) return tqk_amx_thread;
+    if (tqk_amx < 0) {
+        const char *off = getenv("TESSERAQ_NO_AMX");
+        tqk_amx = cpu_has_amx() && !(off && off[0] && off[0] != '0');
+    }
+    return tqk_amx;
+}
+
+int tqk_set_amx(int enabled) {
+    tqk_amx_thread = enabled < 0 ? -1 : enabled && cpu_has_amx();
+    return tqk_use_amx();
 }
 
 int tqk_set_avx512(int enabled) {

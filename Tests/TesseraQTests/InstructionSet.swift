@@ -9,11 +9,27 @@ let cpuHasAVX512: Bool = {
 
 let noAVX512: Comment = "this CPU lacks AVX-512: the AVX-512 kernels are NOT tested here"
 
+/// Whether this CPU (and OS) runs the AMX tile kernel.
+let cpuHasAMX: Bool = {
+    defer { tqk_set_avx512(-1); tqk_set_amx(-1) }
+    tqk_set_avx512(1)
+    return tqk_set_amx(1) == 1
+}()
+
+let noAMX: Comment = "this CPU or OS lacks AMX: the AMX kernel is NOT tested here"
+
 /// Runs `body` on the AVX-512 kernels (on) or the AVX2 ones, then returns to the process-wide
 /// choice. The switch is per thread, so suites running in parallel do not change each other's path.
 func withAVX512<R>(_ on: Bool, _ body: () throws -> R) rethrows -> R {
     #expect(tqk_set_avx512(on ? 1 : 0) == (on ? 1 : 0))
     defer { tqk_set_avx512(-1) }
+    return try body()
+}
+
+/// Runs `body` with the AMX kernel on or off for this thread, then back to the process-wide choice.
+func withAMX<R>(_ on: Bool, _ body: () throws -> R) rethrows -> R {
+    #expect(tqk_set_amx(on ? 1 : 0) == (on ? 1 : 0))
+    defer { tqk_set_amx(-1) }
     return try body()
 }
 

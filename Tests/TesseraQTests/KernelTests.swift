@@ -105,6 +105,9 @@ struct KernelTests {
         for m in [13, 14, 15, 29] { s.append(GemmShape(m: m, n: 33, k: 7)) }
         for n in [31, 33, 65] { s.append(GemmShape(m: 29, n: n, k: 300)) }
         s += [GemmShape(m: 15, n: 31, k: 1), GemmShape(m: 43, n: 161, k: 700)]
+        // Edges of the AMX 32x32 tile, its 16-row transposes and 32-deep K chunks; three K blocks.
+        for m in [16, 31, 33, 47] { s.append(GemmShape(m: m, n: 33, k: 33)) }
+        s += [GemmShape(m: 32, n: 32, k: 31), GemmShape(m: 65, n: 64, k: 1030)]
         return s
     }()
 
@@ -130,30 +133,45 @@ struct KernelTests {
           .enabled(if: cpuHasAVX512, noAVX512), arguments: gemmShapes)
     func gemmBF16AVX512(_ shape: GemmShape) {
         withAVX512(true) {
-            if tqk_use_avx512_bf16() == 0 { print("note: no AVX512_BF16 here: the vdpbf16ps kernel is NOT tested") }
-            checkSgemm(shape, bf16: true)
+            withAMX(false) {
+                if tqk_use_avx512_bf16() == 0 { print("note: no AVX512_BF16 here: the vdpbf16ps kernel is NOT tested") }
+                checkSgemm(shape, bf16: true)
+            }
         }
+    }
+
+    @Test("gemm_bf16, AMX path (tdpbf16ps tiles): as sgemm on bf16-rounded operands",
+          .enabled(if: cpuHasAMX, noAMX), arguments: gemmShapes)
+    func gemmBF16AMX(_ shape: GemmShape) {
+        withAVX512(true) { withAMX(true) { checkSgemm(shape, bf16: true) } }
     }
 
     /// Rounding to bfloat16 is to nearest with ties to even, and NaN stays NaN: with K = 1 the
     /// product of two rounded values is exact, so C shows each operand's rounding.
-    @Test("gemm_bf16 rounds operands to nearest, ties to even; NaN propagates", arguments: [false, true])
-    func gemmBF16Rounding(_ avx512: Bool) {
-        guard !avx512 || cpuHasAVX512 else { return }
+    /// Paths: 0 AVX2, 1 AVX-512 (vdpbf16ps where available), 2 AMX.
+    @Test("gemm_bf16 rounds operands to nearest, ties to even; NaN propagates", arguments: [0, 1, 2])
+    func gemmBF16Rounding(_ path: Int) {
+        guard path == 0 || (path == 1 && cpuHasAVX512) || (path == 2 && cpuHasAMX) else { return }
+        let avx512 = path > 0
         let tie = Float(bitPattern: 0x3F80_8000)      // 1 + 2^-8: halfway, rounds down to even 1
         let tieUp = Float(bitPattern: 0x3F81_8000)    // 1 + 3 * 2^-8: halfway, rounds up to even 1 + 2^-6
         let above = Float(bitPattern: 0x3F80_8001)    // just above halfway: 1 + 2^-7
         let cases: [(Float, Float)] = [(tie, 1), (tieUp, 1 + 0x1p-6), (above, 1 + 0x1p-7), (-tie, -1),
                                        (1.0e-3, bf16Rounded(1.0e-3))]
         withAVX512(avx512) {
-            for (a, want) in cases {
-                var c: [Float] = [0]
-                tqk_gemm_bf16(0, 0, 1, 1, 1, 1, [a], 1, [Float(1)], 1, 0, &c, 1)
-                #expect(c[0] == want, "bf16(\(a)) gave \(c[0]), want \(want)")
+            withAMX(path == 2) {
+                // A 1 x 1 A is its own transpose: both of A's packers round it.
+                for transA: Int32 in [0, 1] {
+                    for (a, want) in cases {
+                        var c: [Float] = [0]
+                        tqk_gemm_bf16(transA, 0, 1, 1, 1, 1, [a], 1, [Float(1)], 1, 0, &c, 1)
+                        #expect(c[0] == want, "bf16(\(a)) gave \(c[0]), want \(want) (transA \(transA))")
+                    }
+                    var c: [Float] = [0, 0]
+                    tqk_gemm_bf16(transA, 0, 1, 2, 1, 1, [Float.nan], 1, [Float(1), 2], 2, 0, &c, 2)
+                    #expect(c[0].isNaN && c[1].isNaN)
+                }
             }
-            var c: [Float] = [0, 0]
-            tqk_gemm_bf16(0, 0, 1, 2, 1, 1, [Float.nan], 1, [Float(1), 2], 2, 0, &c, 2)
-            #expect(c[0].isNaN && c[1].isNaN)
         }
     }
 

@@ -27,6 +27,12 @@ TQK_API int tqk_use_avx512(void);
 TQK_API int tqk_set_avx512(int enabled);
 /* 1 when tqk_gemm_bf16 runs the AVX512_BF16 dot-product kernel (tqk_use_avx512() and CPU support). */
 TQK_API int tqk_use_avx512_bf16(void);
+/* 1 when tqk_gemm_bf16 runs the AMX tile kernel: tqk_use_avx512_bf16(), a CPU with AMX-TILE and
+ * AMX-BF16, the OS's leave to use tile data (asked for on first call), TESSERAQ_NO_AMX unset. */
+TQK_API int tqk_use_amx(void);
+/* For the calling thread only: the AMX kernel on (1, where usable), off (0), or back to the
+ * process-wide choice (-1). Returns tqk_use_amx() for the calling thread. */
+TQK_API int tqk_set_amx(int enabled);
 
 /* ---- allocation ----
  * Every kernel allocates through tqk_alloc (64-byte aligned, released with free). When an
@@ -50,9 +56,10 @@ TQK_API void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, 
 /* As tqk_sgemm with every element of op(A) and op(B) rounded to bfloat16 (to nearest, ties to
  * even; NaN stays NaN) and the products summed in float32, C float32 as in tqk_sgemm. Products of
  * bf16 values are exact in float32, so the result is tqk_sgemm of the rounded operands up to
- * summation order: pairs of k summed first by vdpbf16ps where tqk_use_avx512_bf16() (which also
- * treats denormal inputs as zero), else the float32 kernels on the rounded values. Twice
- * tqk_sgemm's multiply rate on AVX512_BF16; threads as tqk_sgemm. */
+ * summation order and denormals: where tqk_use_amx(), AMX tiles (tdpbf16ps) add pairs of k into
+ * 32x32 float32 tiles of C, 32 k per step; else where tqk_use_avx512_bf16(), vdpbf16ps sums pairs of
+ * k first (both treat denormal inputs as zero); else the float32 kernels run on the rounded values.
+ * Twice tqk_sgemm's multiply rate on AVX512_BF16, several times it on AMX; threads as tqk_sgemm. */
 TQK_API void tqk_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                            float *C, int64_t ldc);
