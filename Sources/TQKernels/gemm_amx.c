@@ -19,6 +19,9 @@
 
 enum { MR = 32, NR = 32, KCHUNK = 32 };
 
+/* kc rounded up to whole K chunks: the depth of a packed strip. */
+static inline int64_t chunked(int64_t kc) { return (kc + KCHUNK - 1) / KCHUNK * KCHUNK; }
+
 /* The tile configuration (palette 1): eight 16-row x 64-byte tiles. */
 typedef struct {
     uint8_t palette, start_row, reserved[14];
@@ -81,7 +84,7 @@ static inline void transpose16(__m512i r[16]) {
  * dst + ir*kcs floats, row r at 16-bit offset r*kcs), zero past mc and kc. */
 static void pack_a_amx(int transA, const float *A, int64_t lda, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
                        int mr, float *dst) {
-    const int64_t kcs = (kc + KCHUNK - 1) / KCHUNK * KCHUNK, rows = (mc + mr - 1) / mr * mr;
+    const int64_t kcs = chunked(kc), rows = (mc + mr - 1) / mr * mr;
     uint32_t *words = (uint32_t *)dst; /* a word is a pair of k: row i's words at i*kcs/2 within its block */
     if (!transA) { /* rows of op(A) are rows of A: round 32 k at a time, keep the high halves in order */
         const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31,
@@ -124,7 +127,7 @@ static void pack_a_amx(int transA, const float *A, int64_t lda, int64_t i0, int6
 /* A packed float32 B strip into bf16 pairs, zero pairs up to the 32-deep chunk. */
 static void finish_b_amx(float *strip, int64_t kc, int64_t width) {
     tqk_pack_bf16_pairs(strip, kc, width);
-    int64_t pairs = (kc + 1) / 2, padded = (kc + KCHUNK - 1) / KCHUNK * (KCHUNK / 2);
+    int64_t pairs = (kc + 1) / 2, padded = chunked(kc) / 2;
     memset((uint32_t *)strip + pairs * width, 0, (size_t)((padded - pairs) * width) * 4);
 }
 
@@ -133,7 +136,7 @@ static void finish_b_amx(float *strip, int64_t kc, int64_t width) {
  * float buffer. */
 static void kernel_amx_32x32(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, int64_t mr,
                              int64_t nr, float alpha, float beta) {
-    const int64_t kcs = (kc + KCHUNK - 1) / KCHUNK * KCHUNK, a_stride = kcs * 2, c_stride = ldc * 4;
+    const int64_t kcs = chunked(kc), a_stride = kcs * 2, c_stride = ldc * 4;
     const char *a = (const char *)Ap, *b = (const char *)Bp;
     const int direct = mr == MR && nr == NR && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
     if (direct && beta == 1.0f) {

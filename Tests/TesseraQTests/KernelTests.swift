@@ -105,7 +105,7 @@ struct KernelTests {
         for m in [13, 14, 15, 29] { s.append(GemmShape(m: m, n: 33, k: 7)) }
         for n in [31, 33, 65] { s.append(GemmShape(m: 29, n: n, k: 300)) }
         s += [GemmShape(m: 15, n: 31, k: 1), GemmShape(m: 43, n: 161, k: 700)]
-        // Edges of the AMX 32x32 tile, its 16-row transposes and 32-deep K chunks; three K blocks.
+        // Edges of the AMX 32x32 tile, its 16-row transposes and 32-deep K chunks; two K blocks.
         for m in [16, 31, 33, 47] { s.append(GemmShape(m: m, n: 33, k: 33)) }
         s += [GemmShape(m: 32, n: 32, k: 31), GemmShape(m: 65, n: 64, k: 1030)]
         return s

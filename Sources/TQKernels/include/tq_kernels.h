@@ -59,7 +59,7 @@ TQK_API void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, 
  * summation order and denormals: where tqk_use_amx(), AMX tiles (tdpbf16ps) add pairs of k into
  * 32x32 float32 tiles of C, 32 k per step; else where tqk_use_avx512_bf16(), vdpbf16ps sums pairs of
  * k first (both treat denormal inputs as zero); else the float32 kernels run on the rounded values.
- * Twice tqk_sgemm's multiply rate on AVX512_BF16, several times it on AMX; threads as tqk_sgemm. */
+ * Twice tqk_sgemm's multiply rate on AVX512_BF16, more on AMX; threads as tqk_sgemm. */
 TQK_API void tqk_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                            float *C, int64_t ldc);
