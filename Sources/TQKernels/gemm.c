@@ -233,7 +233,8 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
     /* Tasks: m_tasks blocks of <= bm rows (a multiple of the thread count, rows spread
      * evenly in tm units), times n_tasks ranges of strips when rows alone are too few. */
     int nt = omp_get_max_threads();
-    if (nt < 1 || 2.0 * M * N * K < SERIAL_FLOPS) nt = 1;
+    /* Called from a parallel region (attention's per-head tasks): the caller owns the threads. */
+    if (nt < 1 || omp_in_parallel() || 2.0 * M * N * K < SERIAL_FLOPS) nt = 1;
     int64_t m_strips = cdiv(M, tm);
     int64_t m_tasks = cdiv(m_strips, bm / tm);
     m_tasks = min64(m_strips, cdiv(m_tasks, nt) * nt);
@@ -322,12 +323,20 @@ void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float al
          beta, C, ldc);
 }
 
+const tqk_sgemm_arch *tqk_gemm_bf16_arch(void) {
+    return tqk_use_amx()         ? &tqk_sgemm_amx_bf16
+         : tqk_use_avx512_bf16() ? &tqk_sgemm_avx512_bf16
+         : tqk_use_avx512()      ? &tqk_sgemm_avx512_rounded
+                                 : &sgemm_avx2_rounded;
+}
+
+void tqk_gemm_with(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm(arch, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void tqk_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                    int64_t ldc) {
-    const tqk_sgemm_arch *arch = tqk_use_amx()         ? &tqk_sgemm_amx_bf16
-                               : tqk_use_avx512_bf16() ? &tqk_sgemm_avx512_bf16
-                               : tqk_use_avx512()      ? &tqk_sgemm_avx512_rounded
-                                                       : &sgemm_avx2_rounded;
-    gemm(arch, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    gemm(tqk_gemm_bf16_arch(), transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

@@ -47,4 +47,13 @@ TQK_API extern const tqk_sgemm_arch tqk_sgemm_avx512_bf16;
 /* 32x32 AMX tile kernel (gemm_amx.c), bf16 operands: only when tqk_use_amx(). */
 TQK_API extern const tqk_sgemm_arch tqk_sgemm_amx_bf16;
 
+/* The kernel tqk_gemm_bf16 runs on the calling thread (tqk_use_amx etc. may be overridden per
+ * thread), and the driver on a given arch: kernels that call the GEMM from their own parallel
+ * tasks choose the arch once, on the caller's thread. Inside a parallel region the GEMM runs
+ * on the calling thread alone. */
+TQK_API const tqk_sgemm_arch *tqk_gemm_bf16_arch(void);
+TQK_API void tqk_gemm_with(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, int64_t N, int64_t K,
+                           float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                           int64_t ldc);
+
 #endif

@@ -295,6 +295,52 @@ struct BackwardKernelTests {
         #expect(results[0] == results[1], "results depend on the thread count")
     }
 
+    /// Where the bf16 attention's GEMMs can run here: AMX tiles, and the vdpbf16ps (or rounded float) kernel.
+    static let bf16AttentionPaths: [Bool] = cpuHasAMX ? [true, false] : [false]
+
+    /// The bf16 attention against float32 (forward) and the double reference (backward) at
+    /// bf16 tolerances: several query blocks of 128 with a partial last one, sliding windows
+    /// across block boundaries, soft caps, GQA. A 5% wrong result exceeds every tolerance.
+    @Test("attention bf16: forward and backward at bf16 tolerance on each GEMM path; thread-count independent",
+          arguments: [(300, 0, 0), (300, 50, 0), (129, 0, 2), (70, 20, 1), (5, 0, 0), (128, 130, 0)] as [(Int, Int, Float)])
+    func attentionBF16(T: Int, window W: Int, cap: Float) {
+        var rng = TestRNG(43 + UInt64(T + W))
+        let H = 6, KVH = 2, D = 64
+        let scale = 1 / Float(D).squareRoot()
+        let Q = rng.floats(T * H * D, -2, 2), K = rng.floats(T * KVH * D, -2, 2), V = rng.floats(T * KVH * D)
+        let dO = rng.floats(T * H * D)
+        var O32 = [Float](repeating: 0, count: T * H * D)
+        tqk_attention(Q, K, V, &O32, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W), cap)
+        let (rQ, rK, rV) = Self.attentionReference(Q, K, V, dO, T: T, H: H, KVH: KVH, D: D, scale: Double(scale), window: W,
+                                                   cap: Double(cap))
+        for amx in Self.bf16AttentionPaths {
+            withAMX(amx) {
+                var results: [[Float]] = []
+                forEachThreadCount { n in
+                    var O = [Float](repeating: .nan, count: T * H * D), dQ = O
+                    var dK = [Float](repeating: .nan, count: T * KVH * D), dV = dK
+                    tqk_attention_bf16(Q, K, V, &O, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W), cap)
+                    tqk_attention_backward_bf16(Q, K, V, dO, &dQ, &dK, &dV, Int64(T), Int64(H), Int64(KVH), Int64(D),
+                                                scale, Int64(W), cap)
+                    let pairs = [(O, O32.map(Double.init)), (dQ, rQ), (dK, rK), (dV, rV)]
+                    let errs = pairs.map { relErr($0.0, $0.1) }
+                    // bf16 operands: about 2^-9 relative per rounding (measured 2-4e-3 here); above
+                    // 1e-5 shows they were rounded. The largest single error, against the largest
+                    // value, catches a wrong row or block that the L2 norm would dilute.
+                    #expect(errs[0] < 5e-3 && errs[0] > 1e-5, "amx \(amx) threads \(n): O \(errs[0])")
+                    #expect(errs[1...].allSatisfy { $0 < 1e-2 }, "amx \(amx) threads \(n): dQ dK dV \(errs[1...])")
+                    let worst = pairs.map { p in
+                        zip(p.0, p.1).map { abs(Double($0) - $1) }.max()! / p.1.map(abs).max()!
+                    }
+                    #expect(worst.allSatisfy { $0 < 2e-2 }, "amx \(amx) threads \(n): max errors \(worst)")
+                    results.append(O + dQ + dK + dV)
+                }
+                let same = results[0] == results[1]
+                #expect(same, "amx \(amx): results depend on the thread count")
+            }
+        }
+    }
+
     @Test("attention_backward: timing at T=256, H=9, KVH=3, D=64 (informative)")
     func attentionBackwardTiming() {
         var rng = TestRNG(42)

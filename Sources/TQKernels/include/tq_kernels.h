@@ -112,6 +112,11 @@ TQK_API void tqk_attention(const float *Q, const float *K, const float *V, float
  * outermost, in parallel. */
 TQK_API void tqk_attention_cached(const float *Q, const float *K, const float *V, float *O, int64_t n, int64_t pos,
                                   int64_t H, int64_t KVH, int64_t D, float scale, int64_t window, float softcap);
+/* tqk_attention with Q K^T and P V on tqk_gemm_bf16 (operands, P included, rounded to bfloat16;
+ * sums, scores and the softmax float32): the training forward at compute_dtype bf16. Tasks are
+ * blocks of 128 queries of one head, in parallel; each runs its GEMMs on its own thread. */
+TQK_API void tqk_attention_bf16(const float *Q, const float *K, const float *V, float *O, int64_t T, int64_t H,
+                                int64_t KVH, int64_t D, float scale, int64_t window, float softcap);
 /* out = silu(g) * u, silu(g) = g / (1 + exp(-g)) with an 8-lane exp about an ulp from expf. */
 TQK_API void tqk_swiglu(const float *g, const float *u, float *out, int64_t n);
 /* out = gelu_tanh(g) * u, gelu_tanh(x) = x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2 (PyTorch's
@@ -195,6 +200,13 @@ TQK_API void tqk_rope_backward(float *dx, int64_t n_tokens, int64_t n_heads, int
 TQK_API void tqk_attention_backward(const float *Q, const float *K, const float *V, const float *dO, float *dQ,
                                     float *dK, float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale,
                                     int64_t window, float softcap);
+/* tqk_attention_backward of tqk_attention_bf16: the softmax recomputed in float32, the products
+ * dO V^T, dS K, dS^T Q and P^T dO on tqk_gemm_bf16. Keeps P and dS of one kv head's query heads:
+ * 2 (H / KVH) T^2 floats. Outputs overwritten; each has one writer and a fixed summation order,
+ * so results do not depend on the thread count. */
+TQK_API void tqk_attention_backward_bf16(const float *Q, const float *K, const float *V, const float *dO, float *dQ,
+                                         float *dK, float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D,
+                                         float scale, int64_t window, float softcap);
 /* out = silu(g) * u; given dout: dg, du (all distinct buffers). */
 TQK_API void tqk_swiglu_backward(const float *g, const float *u, const float *dout, float *dg, float *du, int64_t n);
 /* out = gelu_tanh(g) * u as tqk_geglu; given dout: dg, du (all distinct buffers). */

@@ -33,7 +33,8 @@ final class AttentionActivations: @unchecked Sendable {
     var rows: Int { sequences * length }
 
     /// attn from n1 [rows x hidden], with the projection weights given (float, or quantized
-    /// stand-ins) and the block's biases and q/k norms; the projections' GEMMs at `dtype`.
+    /// stand-ins) and the block's biases and q/k norms; the projections' GEMMs and attention's
+    /// products at `dtype`.
     func forward(_ n1: UnsafePointer<Float>, q wq: UnsafePointer<Float>, k wk: UnsafePointer<Float>,
                  v wv: UnsafePointer<Float>, block w: BlockWeights, rope: RopeTables, dtype: ComputeDType = .f32) {
         let c = config, d = c.hidden
@@ -47,8 +48,8 @@ final class AttentionActivations: @unchecked Sendable {
             let qs = q.p + s * length * c.qDim, ks = k.p + s * length * c.kvDim, vs = v.p + s * length * c.kvDim
             tqk_rope(qs, Int64(length), Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_rope(ks, Int64(length), Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
-            tqk_attention(qs, ks, vs, attn.p + s * length * c.qDim, Int64(length), Int64(c.heads), Int64(c.kvHeads),
-                          Int64(c.headDim), c.attentionScale, Int64(w.attentionWindow ?? 0), c.attentionSoftcap ?? 0)
+            dtype.attention(qs, ks, vs, attn.p + s * length * c.qDim, Int64(length), Int64(c.heads), Int64(c.kvHeads),
+                            Int64(c.headDim), c.attentionScale, Int64(w.attentionWindow ?? 0), c.attentionSoftcap ?? 0)
         }
     }
 
@@ -73,15 +74,15 @@ final class AttentionActivations: @unchecked Sendable {
 
     /// From dL/d attn: dq, dk, dv with respect to the projections' outputs (before the biases,
     /// which do not change them), written into the given buffers. The attention's inputs are those
-    /// of the last `forward`.
+    /// of the last `forward`; attention's products at `dtype`.
     func backward(_ dAttn: UnsafePointer<Float>, block w: BlockWeights, rope: RopeTables, dq: FloatBuffer, dk: FloatBuffer,
-                  dv: FloatBuffer) {
+                  dv: FloatBuffer, dtype: ComputeDType = .f32) {
         let c = config, qd = c.qDim, kd = c.kvDim, L = Int64(length), rope = rope.forBlock(w)
         for s in 0..<sequences {
             let oq = s * length * qd, ok = s * length * kd
-            tqk_attention_backward(q.p + oq, k.p + ok, v.p + ok, dAttn + oq, dq.p + oq, dk.p + ok, dv.p + ok, L,
-                                   Int64(c.heads), Int64(c.kvHeads), Int64(c.headDim), c.attentionScale,
-                                   Int64(w.attentionWindow ?? 0), c.attentionSoftcap ?? 0)
+            dtype.attentionBackward(q.p + oq, k.p + ok, v.p + ok, dAttn + oq, dq.p + oq, dk.p + ok, dv.p + ok, L,
+                                    Int64(c.heads), Int64(c.kvHeads), Int64(c.headDim), c.attentionScale,
+                                    Int64(w.attentionWindow ?? 0), c.attentionSoftcap ?? 0)
             tqk_rope_backward(dq.p + oq, L, Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_rope_backward(dk.p + ok, L, Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
         }

@@ -13,7 +13,7 @@ public final class BlockWorkspace: @unchecked Sendable {
     public let config: LlamaConfig
     public let sequences: Int
     public let length: Int
-    /// The GEMMs' precision (forward and backward).
+    /// The GEMMs' precision, attention's included (forward and backward).
     public let compute: ComputeDType
     public var rows: Int { sequences * length }
     let rope: RopeTables
@@ -165,7 +165,8 @@ extension BlockWorkspace {
         }
         gemm(1, 0, D, QD, T, 1, da, D, attn.p, QD, 0, grads[.o].p, QD)
         gemm(0, 0, T, QD, D, 1, da, D, w[.o].p, QD, 0, grads.dattn.p, QD)
-        attention.backward(grads.dattn.p, block: w, rope: rope, dq: grads.dq, dk: grads.dk, dv: grads.dv)
+        attention.backward(grads.dattn.p, block: w, rope: rope, dq: grads.dq, dk: grads.dk, dv: grads.dv,
+                           dtype: compute)
         // q, k, v = n1 W^T
         gemm(1, 0, QD, D, T, 1, grads.dq.p, QD, n1.p, D, 0, grads[.q].p, D)
         gemm(1, 0, KD, D, T, 1, grads.dk.p, KD, n1.p, D, 0, grads[.k].p, D)

@@ -1,14 +1,21 @@
 import TQKernels
 
-/// The precision of a training block's GEMMs: float32, or bfloat16 operands with float32 sums and
-/// outputs (`tqk_gemm_bf16`: twice the multiply rate on AVX512_BF16). Everything else (the
-/// trained variables, norms, attention, the loss, Adam) stays float32, like the reference's
-/// autocast.
+/// The precision of a training block's products: float32, or bfloat16 operands with float32 sums and
+/// outputs (`tqk_gemm_bf16`: twice the multiply rate on AVX512_BF16, more on AMX), for the linears
+/// and attention's four products alike. Everything else (the trained variables, norms, the
+/// softmax, the loss, Adam) stays float32, like the reference's autocast.
 public enum ComputeDType: String, Sendable, CaseIterable {
     case f32, bf16
 
     typealias GEMM = @convention(c) (Int32, Int32, Int64, Int64, Int64, Float, UnsafePointer<Float>?, Int64,
                                      UnsafePointer<Float>?, Int64, Float, UnsafeMutablePointer<Float>?, Int64) -> Void
+
+    typealias Attention = @convention(c) (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?,
+                                          UnsafeMutablePointer<Float>?, Int64, Int64, Int64, Int64, Float, Int64, Float) -> Void
+    typealias AttentionBackward = @convention(c) (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?,
+                                                  UnsafePointer<Float>?, UnsafeMutablePointer<Float>?,
+                                                  UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, Int64, Int64,
+                                                  Int64, Int64, Float, Int64, Float) -> Void
 
     /// Reads config key `compute_dtype` ("f32" or "bf16").
     init(_ r: KeyReader, default def: ComputeDType) throws {
@@ -24,6 +31,22 @@ public enum ComputeDType: String, Sendable, CaseIterable {
         switch self {
         case .f32: tqk_sgemm
         case .bf16: tqk_gemm_bf16
+        }
+    }
+
+    /// Causal attention of this precision, with tqk_attention's arguments.
+    var attention: Attention {
+        switch self {
+        case .f32: tqk_attention
+        case .bf16: tqk_attention_bf16
+        }
+    }
+
+    /// Its backward, with tqk_attention_backward's arguments.
+    var attentionBackward: AttentionBackward {
+        switch self {
+        case .f32: tqk_attention_backward
+        case .bf16: tqk_attention_backward_bf16
         }
     }
 }
