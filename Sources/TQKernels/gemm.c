@@ -36,6 +36,7 @@ enum {
     TASKS_PER_THREAD = 4,   /* thin M: split N too, so dynamic claiming can balance */
     PACK_STRIPS = 4,        /* B packing unit: 4 strips (64 or 128 columns) of one K block */
     SERIAL_FLOPS = 1 << 22, /* below this a fork/join costs more than it saves */
+    A_SLACK = 16,           /* floats after a packed A block: pack_a's 8-wide stores spill into it */
 };
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -203,6 +204,26 @@ void tqk_pack_bf16_pairs(float *strip, int64_t kc, int64_t width) {
     }
 }
 
+/* Rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into what arch's kernel reads: mr-row strips of
+ * kcs = kc rounded up to kpad values per row, strip ir at dst + ir*kcs. */
+static void pack_a_block(const tqk_sgemm_arch *arch, int transA, const float *A, int64_t lda, int64_t i0, int64_t mc,
+                         int64_t p0, int64_t kc, int64_t kpad, float *dst) {
+    if (arch->pack_a) {
+        arch->pack_a(transA, A, lda, i0, mc, p0, kc, arch->mr, dst);
+        return;
+    }
+    int64_t kcs = cdiv(kc, kpad) * kpad;
+    pack_a(transA, A, lda, i0, mc, p0, kc, kcs, arch->mr, dst);
+    if (arch->finish)
+        for (int64_t ir = 0; ir < mc; ir += arch->mr) arch->finish(dst + ir * kcs, kc, arch->mr);
+}
+
+/* Shared packed A: row block mi (rows from i0) of K block b, each block followed by its own
+ * A_SLACK floats, so one block's spilling stores never touch another's. */
+static inline float *shared_a_at(float *Apool, int64_t a_block, int64_t b, int64_t mi, int64_t i0, int64_t kcs) {
+    return Apool + b * a_block + i0 * kcs + mi * A_SLACK;
+}
+
 static float *alloc_floats(int64_t n) { return tqk_alloc((size_t)n * sizeof(float)); }
 
 static void scale_c(float *C, int64_t ldc, int64_t M, int64_t N, float beta) {
@@ -243,10 +264,16 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
     if (nt > 1 && m_tasks < want) n_tasks = min64(nc_max / tn, cdiv(want, m_tasks));
     if (nt > m_tasks * n_tasks) nt = (int)(m_tasks * n_tasks);
 
-    int64_t a_floats = bm * kcs_max + 8; /* + slack for pack_a's 8-wide stores */
+    /* When tasks split N, or N spans panels, each row block would be packed once per N range: then
+     * op(A) is packed once up front instead, shared like B (shared_a_at), unless that would exceed
+     * the B panel's budget. */
+    int64_t a_block = m_strips * tm * kcs_max + A_SLACK * m_tasks;
+    int shared_a = (n_tasks > 1 || n_panels > 1) && n_kb * a_block <= B_PANEL;
+    int64_t a_floats = shared_a ? 0 : bm * kcs_max + A_SLACK;
     float *Bp = alloc_floats(n_kb * kcs_max * nc_max);
-    float *Apool = alloc_floats((int64_t)nt * a_floats);
+    float *Apool = alloc_floats(shared_a ? n_kb * a_block : (int64_t)nt * a_floats);
     if (!Bp || !Apool) { free(Bp); free(Apool); return; }
+    int64_t a_next = 0; /* shared A: packing units (K block, row block) claimed */
     /* Work counters [panel parity][0: B packing units, 1: tasks]. Units and tasks are claimed
      * dynamically, so a thread that loses its core to another process is not waited for. */
     int64_t next[2][2] = {{0, 0}, {0, 0}};
@@ -255,6 +282,17 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
     {
         float *Ap = Apool + (int64_t)omp_get_thread_num() * a_floats;
         if (arch->thread_begin) arch->thread_begin();
+        if (shared_a) {
+            for (;;) {
+                int64_t u = __atomic_fetch_add(&a_next, 1, __ATOMIC_RELAXED);
+                if (u >= n_kb * m_tasks) break;
+                int64_t mi = u % m_tasks, p0 = u / m_tasks * kc_max, kc = min64(K - p0, kc_max);
+                int64_t i0 = mi * m_strips / m_tasks * tm, i1 = min64((mi + 1) * m_strips / m_tasks * tm, M);
+                pack_a_block(arch, transA, A, lda, i0, i1 - i0, p0, kc, kpad,
+                             shared_a_at(Apool, a_block, u / m_tasks, mi, i0, cdiv(kc, kpad) * kpad));
+            }
+            #pragma omp barrier /* A is packed */
+        }
         int64_t panel = 0;
         for (int64_t jc = 0; jc < N; jc += nc_max, panel++) {
             int64_t nc = min64(N - jc, nc_max);
@@ -292,17 +330,13 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
                     int64_t kc = min64(K - p0, kc_max), kcs = cdiv(kc, kpad) * kpad;
                     float b = p0 == 0 ? beta : 1.0f;
                     const float *Bk = Bp + p0 / kc_max * kcs_max * n_strips * tn;
-                    if (arch->pack_a) {
-                        arch->pack_a(transA, A, lda, i0, i1 - i0, p0, kc, (int)tm, Ap);
-                    } else {
-                        pack_a(transA, A, lda, i0, i1 - i0, p0, kc, kcs, (int)tm, Ap);
-                        if (arch->finish)
-                            for (int64_t ir = 0; ir < i1 - i0; ir += tm) arch->finish(Ap + ir * kcs, kc, tm);
-                    }
+                    const float *Ak = Ap;
+                    if (shared_a) Ak = shared_a_at(Apool, a_block, p0 / kc_max, mi, i0, kcs);
+                    else pack_a_block(arch, transA, A, lda, i0, i1 - i0, p0, kc, kpad, Ap);
                     for (int64_t s = s0; s < s1; s++) {
                         int64_t nr = min64(nc - s * tn, tn);
                         for (int64_t ir = 0; ir < i1 - i0; ir += tm)
-                            arch->kernel(kc, Ap + ir * kcs, Bk + s * tn * kcs,
+                            arch->kernel(kc, Ak + ir * kcs, Bk + s * tn * kcs,
                                          C + (i0 + ir) * ldc + jc + s * tn, ldc,
                                          min64(i1 - i0 - ir, tm), nr, alpha, b);
                     }
