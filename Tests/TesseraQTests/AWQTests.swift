@@ -183,7 +183,9 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         #expect(o.settings.shrinks == [1, 0.9, 0.8, 0.7, 0.6])
         let d = try AWQOptions(options: [:])
         #expect(d == .paper && d.settings.nGrid == 20 && d.settings.clipSamples == 512 && d.settings.maxShrink == 0.45)
-        #expect(d.settings.scaleSamples == 8 && d.settings.scaleTokens == 4096)
+        #expect(d.settings.scaleSamples == 8 && d.settings.scaleTokens == 4096 && d.computeDType == .f32)
+        let bf16 = try AWQOptions(options: ["compute_dtype": .string("bf16")])
+        #expect(bf16.computeDType == .bf16 && bf16.json["compute_dtype"] as? String == "bf16")
         let all = try AWQOptions(options: ["scale_samples": .int(0), "scale_tokens": .int(100)]).settings
         #expect(all.scaleSamples == 0 && all.scaleTokens == 100)
         #expect(try makeBlockQuantizer(c) is AWQMethod)
@@ -210,6 +212,7 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         (#"{"method": "awq", "scale_tokens": -2}"#, "scale_tokens"), (#"{"method": "awq", "scale_tokens": 1.5}"#, "scale_tokens"),
         (#"{"method": "tesseraq", "awq_scale_tokens": -1}"#, "awq_scale_tokens"), (#"{"method": "tesseraq", "awq_n_grid": 0}"#, "awq_n_grid"),
         (#"{"method": "tesseraq", "awq_clip": 2}"#, "awq_clip"), (#"{"method": "awq", "awq_scale_tokens": 8}"#, "awq_scale_tokens"),
+        (#"{"method": "awq", "compute_dtype": "f16"}"#, "compute_dtype"),
     ])
     func rejectsBadAWQKeys(json: String, key: String) {
         #expect { try QuantizeConfig.parse(json) } throws: { ($0 as? TQError)?.message.contains(key) == true }
@@ -402,6 +405,25 @@ struct AWQStoriesTests {
         // The checkpoint carries the folded norms.
         let store = try TensorStore(directory: dir), orig = try TensorStore(directory: Fixtures.model("stories260K"))
         #expect(try store.floats("model.layers.0.input_layernorm.weight") != orig.floats("model.layers.0.input_layernorm.weight"))
+    }
+
+    /// compute_dtype bf16 runs the scale search's candidate forwards in bf16 (llm-awq searches in
+    /// fp16): most chosen ratios agree with float32's, and the perplexity stays close.
+    @Test func bf16ScaleSearchMatchesFloat32() throws {
+        let (d32, r32) = try runAWQ(bits: 3)
+        let (d16, r16) = try runAWQ(bits: 3, extra: ["compute_dtype": .string("bf16")])
+        #expect((r16["options"] as? [String: Any])?["compute_dtype"] as? String == "bf16")
+        func field(_ r: [String: Any], _ key: String) -> [Double] {
+            (r["blocks"] as! [[String: Any]]).flatMap { b in (b[key] as! [String: Double]).sorted { $0.key < $1.key }.map(\.value) }
+        }
+        let a = field(r32, "awq_ratios"), b = field(r16, "awq_ratios"), same = zip(a, b).filter { $0 == $1 }.count
+        // The best candidates' losses: computed in bf16 (not equal), yet close to float32's.
+        let l32 = field(r32, "awq_scale_loss"), l16 = field(r16, "awq_scale_loss")
+        #expect(l32 != l16 && zip(l32, l16).allSatisfy { abs($1 / $0 - 1) < 0.05 }, "\(l32) vs \(l16)")
+        let p32 = try perplexity(try LlamaModel(directory: d32)), p16 = try perplexity(try LlamaModel(directory: d16))
+        print("stories260K W3 g32 AWQ: f32 \(p32), bf16 search \(p16); ratios equal \(same) of \(a.count): \(a) vs \(b)")
+        #expect(a.count == 15 && same * 4 >= a.count * 3)
+        #expect(abs(p16 / p32 - 1) < 0.02)
     }
 
     /// TesseraQ from the AWQ-transformed block (the presets' default init): per-block losses below

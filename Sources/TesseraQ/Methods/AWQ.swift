@@ -10,7 +10,8 @@ struct AWQMethod: BlockQuantizer {
 
     func quantize(layer: Int, model: LlamaConfig, block: BlockWeights, inputs: ActivationCache, targets: ActivationCache,
                   spec: QuantSpec, progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
-        let report = try AWQTransform(config: model, settings: options.settings, spec: spec, batch: calibration.batch, layer: layer)
+        let report = try AWQTransform(config: model, settings: options.settings, spec: spec, batch: calibration.batch, layer: layer,
+                                      dtype: options.computeDType)
             .apply(to: block, inputs: inputs)
         return (try roundToNearest(block: block, layer: layer, config: model, spec: spec), report)
     }
@@ -66,6 +67,9 @@ struct AWQTransform {
     /// Calibration sequences per forward chunk.
     let batch: Int
     let layer: Int
+    /// The precision of the scale search's candidate forwards (the statistics pass and the clip
+    /// search stay float32): bf16 is the reference's own regime, llm-awq searching in fp16.
+    var dtype: ComputeDType = .f32
 
     /// The groups this model can scale (v -> o only without GQA).
     var groups: [AWQGroup] {

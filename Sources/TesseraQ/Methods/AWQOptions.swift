@@ -64,6 +64,8 @@ public struct AWQSettings: Sendable, Equatable {
 public struct AWQOptions: Sendable, Equatable {
     public var calibration: CalibrationOptions
     public var settings: AWQSettings
+    /// The scale search's precision (key compute_dtype, as TesseraQ's).
+    public var computeDType: ComputeDType = .f32
 
     /// llm-awq's calibration: 128 windows of 512 tokens.
     public static let paper = AWQOptions(
@@ -77,7 +79,7 @@ public struct AWQOptions: Sendable, Equatable {
 
     public static let presets = ["paper": paper, "fast": fast, "ci": ci]
 
-    public static let keys = CalibrationOptions.keys + ["preset"] + AWQSettings.keys
+    public static let keys = CalibrationOptions.keys + ["preset", "compute_dtype"] + AWQSettings.keys
 
     init(calibration: CalibrationOptions, settings: AWQSettings) {
         self.calibration = calibration
@@ -93,7 +95,10 @@ public struct AWQOptions: Sendable, Equatable {
         }
         calibration = try CalibrationOptions(r, defaults: preset.calibration)
         settings = try AWQSettings(r, defaults: preset.settings)
+        computeDType = try ComputeDType(r, default: computeDType)
     }
 
-    public var json: [String: Any] { calibration.json.merging(settings.json) { $1 } }
+    public var json: [String: Any] {
+        calibration.json.merging(settings.json) { $1 }.merging(["compute_dtype": computeDType.rawValue]) { $1 }
+    }
 }

@@ -50,7 +50,8 @@ final class AWQStatistics {
         let rope = try RopeTables(config: c, positions: L)
         if t.settings.scale {
             absSum = Dictionary(uniqueKeysWithValues: t.groups.map { ($0, [Double](repeating: 0, count: $0.width(c))) })
-            scaleSet = try AWQScaleSet(config: c, plan: plan, chunk: min(t.batch, n), vo: t.groups.contains(.vo), rope: rope)
+            scaleSet = try AWQScaleSet(config: c, plan: plan, chunk: min(t.batch, n), vo: t.groups.contains(.vo), rope: rope,
+                                       dtype: t.dtype)
         }
         if t.settings.clip {
             clipGram = Dictionary(uniqueKeysWithValues: try AWQGroup.allCases.map { gr in
@@ -109,6 +110,8 @@ final class AWQScaleSet {
     let plan: AWQSubsample
     let chunk: Int
     let rope: RopeTables
+    /// The GEMMs' and attention's precision in the candidates' forwards and the targets'.
+    let dtype: ComputeDType
     /// Group inputs: n1 of the chosen sequences; n2, attention output (v_o only) and MLP activation of the chosen tokens.
     let n1, n2, act: FloatBuffer
     let attn: FloatBuffer?
@@ -120,11 +123,12 @@ final class AWQScaleSet {
     let lastAttention: AttentionActivations?
     let g, u, a, out: FloatBuffer
 
-    init(config c: LlamaConfig, plan: AWQSubsample, chunk: Int, vo: Bool, rope: RopeTables) throws {
+    init(config c: LlamaConfig, plan: AWQSubsample, chunk: Int, vo: Bool, rope: RopeTables, dtype: ComputeDType) throws {
         config = c
         self.plan = plan
         self.chunk = chunk
         self.rope = rope
+        self.dtype = dtype
         let S = plan.sequences * plan.length, N = plan.tokens, R = chunk * plan.length
         n1 = try FloatBuffer(count: S * c.hidden); attnSeqFP = try FloatBuffer(count: S * c.hidden)
         n2 = try FloatBuffer(count: N * c.hidden); mlpFP = try FloatBuffer(count: N * c.hidden)
@@ -202,19 +206,20 @@ final class AWQScaleSet {
         switch gr {
         case .qkv:
             let att = T == attention.rows ? attention : lastAttention!
-            att.forward(n1.p + r.lowerBound * c.hidden, q: w(.q), k: w(.k), v: w(.v), block: block, rope: rope)
-            linearForward(att.attn.p, rows: T, weight: w(.o), out: c.hidden, in: c.qDim, into: out.p)
+            att.forward(n1.p + r.lowerBound * c.hidden, q: w(.q), k: w(.k), v: w(.v), block: block, rope: rope, dtype: dtype)
+            linearForward(att.attn.p, rows: T, weight: w(.o), out: c.hidden, in: c.qDim, into: out.p, dtype: dtype)
         case .vo:
-            linearForward(attn!.p + r.lowerBound * c.qDim, rows: T, weight: w(.o), out: c.hidden, in: c.qDim, into: out.p)
+            linearForward(attn!.p + r.lowerBound * c.qDim, rows: T, weight: w(.o), out: c.hidden, in: c.qDim, into: out.p,
+                          dtype: dtype)
         case .gateUp:
             let x = n2.p + r.lowerBound * c.hidden
-            linearForward(x, rows: T, weight: w(.gate), out: c.intermediate, in: c.hidden, into: g.p)
-            linearForward(x, rows: T, weight: w(.up), out: c.intermediate, in: c.hidden, into: u.p)
+            linearForward(x, rows: T, weight: w(.gate), out: c.intermediate, in: c.hidden, into: g.p, dtype: dtype)
+            linearForward(x, rows: T, weight: w(.up), out: c.intermediate, in: c.hidden, into: u.p, dtype: dtype)
             c.activation.forward(g.p, u.p, into: a.p, count: T * c.intermediate)
-            linearForward(a.p, rows: T, weight: w(.down), out: c.hidden, in: c.intermediate, into: out.p)
+            linearForward(a.p, rows: T, weight: w(.down), out: c.hidden, in: c.intermediate, into: out.p, dtype: dtype)
         case .upDown:
             linearForward(act.p + r.lowerBound * c.intermediate, rows: T, weight: w(.down), out: c.hidden, in: c.intermediate,
-                          into: out.p)
+                          into: out.p, dtype: dtype)
         }
     }
 }
