@@ -8,7 +8,8 @@ budgets and AutoRound at several iteration counts, on the same calibration windo
 
 Points (`--points`, default all): `rtn`; `awq` and `gptq` (anchor-A's calibration); `tq-ci`,
 `tq-fast`, `tq-anchor-A`, `tq-long` (TesseraQ budgets, see BUDGETS; `--init` names the start,
-passed as `--set init=...`); `ar-light`, `ar-default`, `ar-long` (AutoRound's `light` recipe,
+passed as `--set init=...`; `--compute-dtype bf16` runs TesseraQ and AWQ at compute_dtype bf16,
+recorded in the point's key and label); `ar-light`, `ar-default`, `ar-long` (AutoRound's `light` recipe,
 50 iterations at lr 5e-3; its default, 200; and 1000, its `best` recipe's count; all on
 anchor-A's windows and batch).
 
@@ -52,6 +53,9 @@ BUDGETS = {
     "long": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=30, lr=1e-2, scale_lr=1e-2)),
 }
 # name: (method, budget, AutoRound iters and lr (None: its default, 1 / iters))
+# Methods that take compute_dtype (TesseraQ's training and AWQ's scale search).
+DTYPE_METHODS = ("TesseraQ", "AWQ")
+
 POINTS = {
     "rtn": ("RTN", None, None),
     "awq": ("AWQ", "anchor-A", None),
@@ -88,7 +92,7 @@ def calibration_file(m, name, n, seq, work):
     return path
 
 
-def run_ours(m, name, point, bits, init, out, work, threads):
+def run_ours(m, name, point, bits, init, dtype, out, work, threads):
     method, budget, _ = POINTS[point]
     cmd = [CLI, "quantize", "--model", m["path"], "--out", out, "--bits", str(bits), "--group-size", str(m["group"]),
            "--method", method.lower(), "--overwrite", "--threads", str(threads), "--json"]
@@ -98,6 +102,8 @@ def run_ours(m, name, point, bits, init, out, work, threads):
         sets = dict(n_samples=b["n"], seq_len=b["seq"], batch=b["batch"], calib_windows="sequential")
         if method == "TesseraQ":
             sets.update(b.get("sets", {}), init=init)
+        if method in DTYPE_METHODS and dtype != "f32":
+            sets["compute_dtype"] = dtype
         for k, v in sets.items():
             cmd += ["--set", f"{k}={v}"]
     return timed(cmd)
@@ -159,13 +165,16 @@ def autoround_job(job):
     print(json.dumps({"seconds": seconds, "float_linears": len(unchanged), "linears": len(before)}), flush=True)
 
 
-def key_of(name, bits, point, init):
-    return f"{name}/w{bits}g{GROUPS[name]}/{point}" + (f"/init={init}" if point.startswith("tq-") else "")
+def key_of(name, bits, point, init, dtype="f32"):
+    key = f"{name}/w{bits}g{GROUPS[name]}/{point}" + (f"/init={init}" if point.startswith("tq-") else "")
+    return key + (f"/{dtype}" if dtype != "f32" and POINTS[point][0] in DTYPE_METHODS else "")
 
 
 def label_of(r):
     if r["method"] == "TesseraQ":
-        return f"TesseraQ {r['budget']} (init {r['init']})"
+        return f"TesseraQ {r['budget']} (init {r['init']}{', ' + r['compute_dtype'] if r.get('compute_dtype') else ''})"
+    if r["method"] == "AWQ" and r.get("compute_dtype"):
+        return f"AWQ ({r['compute_dtype']})"
     if r["method"] == "AutoRound":
         return f"AutoRound {r['point'][3:]} ({r['iters']} it{'' if r.get('compile', True) else ', eager'})"
     return r["method"]
@@ -267,12 +276,14 @@ def run_point(args, m, name, bits, point, out):
         if args.ar_gptq_export:
             r["ppl_gptq_export"] = evaluate(m, out + "-gptq")
     else:
-        r = run_ours(m, name, point, bits, args.init, out, args.work, args.threads)
+        r = run_ours(m, name, point, bits, args.init, args.compute_dtype, out, args.work, args.threads)
     b = BUDGETS.get(budget, {})
     r.update(model=name, bits=bits, point=point, method=method, budget=budget, ppl=evaluate(m, out),
              eval=f"{m['windows']} x {m['seq']}", threads=args.threads, n=b.get("n"), seq=b.get("seq"),
              batch=b.get("batch"), init=args.init if method == "TesseraQ" else None, iters=ar[0] if ar else None,
              compile=not args.ar_no_compile if ar else None, when=time.strftime("%Y-%m-%d %H:%M"))
+    if method in DTYPE_METHODS and args.compute_dtype != "f32":
+        r["compute_dtype"] = args.compute_dtype
     return r
 
 
@@ -282,6 +293,8 @@ def main():
     ap.add_argument("--bits", nargs="+", type=int, default=[2, 3])
     ap.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
     ap.add_argument("--init", default="awq", help="TesseraQ's start (--set init=...), default awq")
+    ap.add_argument("--compute-dtype", default="f32", choices=["f32", "bf16"],
+                    help="TesseraQ's and AWQ's compute_dtype (default f32)")
     ap.add_argument("--model-dir", help="SmolLM2-135M's directory (default models/SmolLM2-135M-Instruct)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "frontier"),
                     help="results.json, frontier.md and frontier.png (committed)")
@@ -305,7 +318,7 @@ def main():
             save_json(cache, cache_path)
         for bits in args.bits:
             for point in args.points:
-                key = key_of(name, bits, point, args.init)
+                key = key_of(name, bits, point, args.init, args.compute_dtype)
                 if point.startswith("ar-") and args.ar_no_compile:
                     key += "/no-compile"
                 if key not in cache:
