@@ -52,10 +52,10 @@ BUDGETS = {
     "anchor-A": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=10, lr=1e-2, scale_lr=1e-2)),
     "long": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=30, lr=1e-2, scale_lr=1e-2)),
 }
-# name: (method, budget, AutoRound iters and lr (None: its default, 1 / iters))
 # Methods that take compute_dtype (TesseraQ's training and AWQ's scale search).
 DTYPE_METHODS = ("TesseraQ", "AWQ")
 
+# name: (method, budget, AutoRound iters and lr (None: its default, 1 / iters))
 POINTS = {
     "rtn": ("RTN", None, None),
     "awq": ("AWQ", "anchor-A", None),
@@ -171,10 +171,11 @@ def key_of(name, bits, point, init, dtype="f32"):
 
 
 def label_of(r):
+    dtype = r.get("compute_dtype")
     if r["method"] == "TesseraQ":
-        return f"TesseraQ {r['budget']} (init {r['init']}{', ' + r['compute_dtype'] if r.get('compute_dtype') else ''})"
-    if r["method"] == "AWQ" and r.get("compute_dtype"):
-        return f"AWQ ({r['compute_dtype']})"
+        return f"TesseraQ {r['budget']} (init {r['init']}{', ' + dtype if dtype else ''})"
+    if r["method"] == "AWQ" and dtype:
+        return f"AWQ ({dtype})"
     if r["method"] == "AutoRound":
         return f"AutoRound {r['point'][3:]} ({r['iters']} it{'' if r.get('compile', True) else ', eager'})"
     return r["method"]

@@ -3,7 +3,9 @@
  * op(B) is packed once per call (per N panel) into NR-wide strips for every K block, shared by
  * all threads; then threads take tasks (a block of C rows x a range of strips) from an atomic
  * counter. A task walks the K blocks: it packs its rows of op(A) for that K block (L2) and runs
- * an MR x NR FMA micro-kernel over each B strip (L1), adding into C.
+ * an MR x NR FMA micro-kernel over each B strip (L1), adding into C. When tasks split N (or N
+ * spans panels), op(A) is instead packed once up front and shared, so no row block is packed
+ * twice. Called inside a parallel region, the GEMM runs on the calling thread alone.
  * Transposes are absorbed by the packing routines, so NN/NT/TN/TT share one micro-kernel.
  * tqk_gemm_bf16 runs the same driver with operands rounded to bfloat16 as they are packed: into
  * bf16 rows and pairs for the AMX tile kernel (gemm_amx.c, which packs A itself and pads K to whole

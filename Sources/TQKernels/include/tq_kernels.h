@@ -48,7 +48,8 @@ TQK_API int64_t tqk_alloc_failures(void);
 
 /* ---- GEMM: C = alpha * op(A) * op(B) + beta * C ----
  * op(A) is M x K (A is K x M when transA), op(B) is K x N (B is N x K when transB).
- * beta == 0 never reads C. */
+ * beta == 0 never reads C. Threads: OpenMP, except inside a parallel region, where it runs on the
+ * calling thread alone. */
 TQK_API void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc);
