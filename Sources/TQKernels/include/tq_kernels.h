@@ -344,4 +344,21 @@ TQK_API void tqk_awq_clip_search_gram(float *W, int64_t out, int64_t in, int64_t
                                       float *chosen, float *err_first, float *err_best);
 /* ---- end AWQ ---- */
 
+/* ---- rotations and activation quantisation (QuaRot) ---- */
+/* Every row of x [rows x n] in place: x <- x H / sqrt(n), H = H_m (x) H_p (Kronecker product,
+ * n = m p, p a power of two), H_p Sylvester's Hadamard matrix (symmetric) applied by fast
+ * Walsh-Hadamard butterflies, H_m the m x m +-1 matrix hm (row-major; m = 1 for H_p alone, hm may
+ * then be NULL). transpose uses H_m^T, which makes the call the inverse of the plain one (H H^T = n I).
+ * Float32 sums; rows in parallel (a row's result does not depend on the thread count). */
+TQK_API void tqk_hadamard_rows(float *x, int64_t rows, int64_t n, const float *hm, int64_t m, int transpose);
+/* Activations fake-quantised in place, each group of `group` consecutive columns of x [rows x cols]
+ * on its own grid (group = cols: per token; group = head_dim: per head). bits 2..8.
+ * Asymmetric: hi = clip max(max x, 0), lo = clip min(min x, 0) (an all-zero group takes [-1, 1]),
+ * scale = (hi - lo) / (2^bits - 1), zero = round(-lo / scale),
+ * x <- (clamp(round(x / scale) + zero, 0, 2^bits - 1) - zero) scale.
+ * Symmetric: scale = clip max|x| / (2^(bits-1) - 1) (1 for an all-zero group),
+ * x <- clamp(round(x / scale), -2^(bits-1), 2^(bits-1) - 1) scale.
+ * round is to nearest, ties to even (torch.round), x / scale a true division; rows in parallel. */
+TQK_API void tqk_act_fakequant(float *x, int64_t rows, int64_t cols, int64_t group, int bits, int sym, float clip);
+
 #endif
