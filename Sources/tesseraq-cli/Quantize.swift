@@ -25,6 +25,9 @@ struct Quantize: ParsableCommand {
                   --group-size 64 --preset fast --set init=rtn --calib-text valid.txt
               tesseraq quantize --model DIR --out OUT --method lwc --bits 2 \\
                   --group-size 32 --preset ci --calib-text valid.txt
+              tesseraq quantize --model DIR --out OUT --method tesseraq --bits 4 \\
+                  --group-size -1 --a-bits 4 --rotate hadamard --set init=rtn \\
+                  --calib-text valid.txt
             """)
 
     @Option(help: "Input checkpoint directory (Hugging Face, float weights).")
@@ -58,6 +61,15 @@ struct Quantize: ParsableCommand {
     @Option(help: "Preset of a calibrated method: ci, fast or paper (defaults: tesseraq fast, awq and gptq paper; README gives their cost).")
     var preset: String?
 
+    @Option(name: .customLong("a-bits"), help: "Bits of every block linear's input, fake-quantized per token: 3, 4, 6, 8 (default 16: float).")
+    var aBits: Int?
+
+    @Option(name: .customLong("kv-bits"), help: "Bits of the KV cache, per head of each token: 4 or 8 (default 16: float).")
+    var kvBits: Int?
+
+    @Option(help: "Rotation before quantizing: none (default) or hadamard (QuaRot).")
+    var rotate: String?
+
     @Option(name: .customLong("set"), parsing: .singleValue, help: "Extra configuration key=value (repeatable).")
     var settings: [String] = []
 
@@ -78,6 +90,9 @@ struct Quantize: ParsableCommand {
                                      "overwrite": overwrite]
         if calibrates, let calibTokens { config["calib_tokens"] = calibTokens }
         if calibrates, let preset { config["preset"] = preset }
+        if let aBits { config["a_bits"] = aBits }
+        if let kvBits { config["kv_bits"] = kvBits }
+        if let rotate { config["rotate"] = rotate }
         for s in settings {
             guard let eq = s.firstIndex(of: "=") else { throw ValidationError("--set expects key=value, got \(s)") }
             let key = String(s[..<eq]), raw = String(s[s.index(after: eq)...])

@@ -51,3 +51,25 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
     let scale = b.map(abs).max() ?? 0
     return zip(a, b).map { abs($0 - $1) }.max()! / max(scale, .leastNormalMagnitude)
 }
+
+/// dL/dW in `grads` against central finite differences of `loss` at `samples` random entries of each
+/// linear in `kinds` of `w` (perturbed in place and restored): per kind, |dW - FD| and |FD| over the entries.
+func finiteDifferenceErrors(_ w: BlockWeights, grads: BlockGradients, kinds: [LinearKind] = LinearKind.allCases,
+                            rng: inout TestRNG, samples: Int = 12, eps: Float = 1e-2,
+                            loss: () -> Double) -> [(kind: LinearKind, err: Double, size: Double)] {
+    kinds.map { kind in
+        var analytic: [Double] = [], numeric: [Double] = []
+        for _ in 0..<samples {
+            let i = rng.int(w[kind].count), keep = w[kind].p[i]
+            w[kind].p[i] = keep + eps
+            let plus = loss()
+            w[kind].p[i] = keep - eps
+            let minus = loss()
+            w[kind].p[i] = keep
+            numeric.append((plus - minus) / Double(2 * eps))
+            analytic.append(Double(grads[kind].p[i]))
+        }
+        let err = zip(analytic, numeric).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
+        return (kind, err, numeric.map { $0 * $0 }.reduce(0, +).squareRoot())
+    }
+}

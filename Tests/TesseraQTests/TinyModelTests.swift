@@ -220,20 +220,7 @@ func expectConfigKept(_ out: String, original: String, sourceLocation: SourceLoc
             let grads = try BlockGradients(config: c, rows: T)
             work.backward(dY.p, weights: w, into: grads)
             var rng = TestRNG(UInt64(layer + 5))
-            for kind in LinearKind.allCases {
-                var analytic: [Double] = [], numeric: [Double] = []
-                for _ in 0..<12 {
-                    let i = rng.int(w[kind].count), keep = w[kind].p[i], eps: Float = 1e-2
-                    w[kind].p[i] = keep + eps
-                    let plus = loss()
-                    w[kind].p[i] = keep - eps
-                    let minus = loss()
-                    w[kind].p[i] = keep
-                    numeric.append((plus - minus) / Double(2 * eps))
-                    analytic.append(Double(grads[kind].p[i]))
-                }
-                let err = zip(analytic, numeric).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
-                let size = numeric.map { $0 * $0 }.reduce(0, +).squareRoot()
+            for (kind, err, size) in finiteDifferenceErrors(w, grads: grads, rng: &rng, loss: loss) {
                 #expect(size > 1e-3 && err < 1e-2 * size, "\(name) layer \(layer) \(kind): |dW - FD| \(err) vs |FD| \(size)")
             }
         }

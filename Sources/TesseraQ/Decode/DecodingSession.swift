@@ -129,10 +129,12 @@ public final class DecodingSession: @unchecked Sendable {
                 let r = rope.forBlock(b.weights), cos = r.cos.p + pos * half, sin = r.sin.p + pos * half
                 tqk_rope(q.p, Int64(n), Int64(c.heads), Int64(c.headDim), cos, sin)
                 tqk_rope(k, Int64(n), Int64(c.kvHeads), Int64(c.headDim), cos, sin)
+                c.activationQuant.quantizeCache(k, rows: n, heads: c.kvHeads, headDim: c.headDim)
+                c.activationQuant.quantizeCache(v, rows: n, heads: c.kvHeads, headDim: c.headDim)
                 tqk_attention_cached(q.p, keys[l].p, values[l].p, attn.p, Int64(n), Int64(pos), Int64(c.heads),
                                      Int64(c.kvHeads), Int64(c.headDim), c.attentionScale,
                                      Int64(b.weights.attentionWindow ?? 0), c.attentionSoftcap ?? 0)
-                return UnsafePointer(attn.p)
+                return attn.p
             }
         }
     }

@@ -11,7 +11,7 @@ public struct CheckpointWriter {
 
     public let model: LlamaModel
     public let quantization: GPTQConfig
-    /// Extra keys written under config.json's "tesseraq" key.
+    /// Extra keys written under config.json's "tesseraq" key (merged with the input's).
     public var extraConfig: [String: Any] = [:]
     /// Float tensors whose values a method may have changed (AWQ's folded norms and biases), by
     /// name; written in the input tensor's dtype. Every name must be a tensor of the input.
@@ -59,7 +59,8 @@ public struct CheckpointWriter {
             throw TQError.io("\(configPath): cannot read")
         }
         config["quantization_config"] = quantization.json
-        if !extraConfig.isEmpty { config["tesseraq"] = extraConfig }
+        // Merged: a rotated input already records its rotation there.
+        if !extraConfig.isEmpty { config["tesseraq"] = (config["tesseraq"] as? [String: Any] ?? [:]).merging(extraConfig) { $1 } }
         let out = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
         guard fm.createFile(atPath: staging + "/config.json", contents: out) else {
             throw TQError.io("\(staging)/config.json: cannot write")

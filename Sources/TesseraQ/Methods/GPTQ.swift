@@ -5,6 +5,7 @@ import TQKernels
 /// each group of linears gets its Hessian H = 2 X^T X / tokens from its inputs on the quantized
 /// trajectory, recomputed with the groups before it already quantized; then every linear of the
 /// group is quantized column by column with error feedback through the inverse Hessian.
+/// The Hessians come from float activations even where the model quantizes them (QuaRot's order).
 struct GPTQMethod: BlockQuantizer {
     let options: GPTQOptions
     var calibration: CalibrationOptions { options.calibration }
@@ -18,7 +19,8 @@ struct GPTQMethod: BlockQuantizer {
         let t0 = Date()
         // The block as quantized so far: float linears replaced group by group (`block` stays float).
         let current = block.replacingLinears(block.linears)
-        let hessians = try GPTQHessians(config: c, inputs: inputs, batch: options.calibration.batch)
+        // Hessians of float activations, as QuaRot's GPTQ (its input quantizers are set up after it).
+        let hessians = try GPTQHessians(config: c.floatActivations, inputs: inputs, batch: options.calibration.batch)
         var result = [QuantizedLinear?](repeating: nil, count: LinearKind.allCases.count)
         var errors: [String: Double] = [:]
         var total = 0.0, dead = 0, dampUsed = options.damp

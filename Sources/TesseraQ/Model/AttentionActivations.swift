@@ -48,6 +48,8 @@ final class AttentionActivations: @unchecked Sendable {
             let qs = q.p + s * length * c.qDim, ks = k.p + s * length * c.kvDim, vs = v.p + s * length * c.kvDim
             tqk_rope(qs, Int64(length), Int64(c.heads), Int64(c.headDim), rope.cos.p, rope.sin.p)
             tqk_rope(ks, Int64(length), Int64(c.kvHeads), Int64(c.headDim), rope.cos.p, rope.sin.p)
+            c.activationQuant.quantizeCache(ks, rows: length, heads: c.kvHeads, headDim: c.headDim)
+            c.activationQuant.quantizeCache(vs, rows: length, heads: c.kvHeads, headDim: c.headDim)
             dtype.attention(qs, ks, vs, attn.p + s * length * c.qDim, Int64(length), Int64(c.heads), Int64(c.kvHeads),
                             Int64(c.headDim), c.attentionScale, Int64(w.attentionWindow ?? 0), c.attentionSoftcap ?? 0)
         }

@@ -45,7 +45,7 @@ public final class BlockWorkspace: @unchecked Sendable {
     public func forward(_ x: UnsafePointer<Float>, weights w: BlockWeights, into y: UnsafeMutablePointer<Float>) {
         activations.forward(x, rows: rows, block: w, linears: FloatLinears(weights: w, dtype: compute), into: y) { n1 in
             attention.forward(n1, q: w[.q].p, k: w[.k].p, v: w[.v].p, block: w, rope: rope, dtype: compute)
-            return UnsafePointer(attention.attn.p)
+            return attention.attn.p
         }
     }
 }
@@ -80,6 +80,8 @@ final class BlockActivations: @unchecked Sendable {
     let n1, h, n2, g, u, act: FloatBuffer
     /// o_proj's and down_proj's outputs before their post-norms (sandwich-norm blocks only).
     let attnOut, mlpOut: FloatBuffer?
+    /// QuaRot's online Hadamard on down_proj's input (`LlamaConfig.onlineHadamard`).
+    let online: HadamardTransform?
 
     init(config c: LlamaConfig, rows T: Int) throws {
         config = c
@@ -89,23 +91,30 @@ final class BlockActivations: @unchecked Sendable {
         act = try FloatBuffer(count: T * c.intermediate)
         attnOut = c.sandwichNorms ? try FloatBuffer(count: T * c.hidden) : nil
         mlpOut = c.sandwichNorms ? try FloatBuffer(count: T * c.hidden) : nil
+        online = c.onlineHadamard ? try HadamardTransform(size: c.intermediate) : nil
     }
 
     /// y = block(x) for `rows` rows (y may be x): `attention` maps n1 to o_proj's input; `w` gives
-    /// the norms, `linears` runs o, gate, up and down.
+    /// the norms, `linears` runs o, gate, up and down. Every linear's input is fake-quantized in place
+    /// where the model quantizes activations (so the backward's dW sees what the forward used).
     func forward(_ x: UnsafePointer<Float>, rows T: Int, block w: BlockWeights, linears: some BlockLinears,
-                 into y: UnsafeMutablePointer<Float>, attention: (UnsafePointer<Float>) -> UnsafePointer<Float>) {
+                 into y: UnsafeMutablePointer<Float>, attention: (UnsafePointer<Float>) -> UnsafeMutablePointer<Float>) {
         precondition(T <= capacity, "more rows than the activations hold")
-        let c = config, d = c.hidden, rowsI = Int64(T)
+        let c = config, d = c.hidden, rowsI = Int64(T), aq = c.activationQuant
         tqk_rmsnorm(x, w.attnNorm.p, n1.p, rowsI, Int64(d), c.rmsEps)
+        aq.quantizeInput(n1.p, rows: T, cols: d)
         let attn = attention(n1.p)
+        aq.quantizeInput(attn, rows: T, cols: c.qDim)
         // h = x + o(attn); computed in h so that y may alias x.
         linears.project([.o], attn, rows: T, config: c, into: [(attnOut ?? h).p])
         if let post = w.postNorms, let attnOut { tqk_rmsnorm(attnOut.p, post[0].p, h.p, rowsI, Int64(d), c.rmsEps) }
         tqk_add(h.p, x, rowsI * Int64(d))
         tqk_rmsnorm(h.p, w.mlpNorm.p, n2.p, rowsI, Int64(d), c.rmsEps)
+        aq.quantizeInput(n2.p, rows: T, cols: d)
         linears.project([.gate, .up], n2.p, rows: T, config: c, into: [g.p, u.p])
         c.activation.forward(g.p, u.p, into: act.p, count: T * c.intermediate)
+        online?.apply(act.p, rows: T)
+        aq.quantizeInput(act.p, rows: T, cols: c.intermediate)
         linears.project([.down], act.p, rows: T, config: c, into: [mlpOut?.p ?? y])
         if let post = w.postNorms, let mlpOut { tqk_rmsnorm(mlpOut.p, post[1].p, y, rowsI, Int64(d), c.rmsEps) }
         tqk_add(y, h.p, rowsI * Int64(d))
@@ -136,7 +145,8 @@ public final class BlockGradients: @unchecked Sendable {
 
 extension BlockWorkspace {
     /// dL/dW of every linear from dL/dY, using the activations of the last `forward`.
-    /// (The block input's gradient is not needed: inputs are data, not parameters.)
+    /// (The block input's gradient is not needed: inputs are data, not parameters.) Quantized
+    /// activations pass their gradient straight through (STE), so they need no step here.
     public func backward(_ dY: UnsafePointer<Float>, weights w: BlockWeights, into grads: BlockGradients) {
         let c = config, d = c.hidden, f = c.intermediate, qd = c.qDim, kd = c.kvDim, gemm = compute.gemm
         let T = Int64(rows), D = Int64(d), F = Int64(f), QD = Int64(qd), KD = Int64(kd)
@@ -148,6 +158,7 @@ extension BlockWorkspace {
         }
         gemm(1, 0, D, F, T, 1, dm, D, act.p, F, 0, grads[.down].p, F)
         gemm(0, 0, T, F, D, 1, dm, D, w[.down].p, F, 0, grads.dact.p, F)
+        activations.online?.applyTransposed(grads.dact.p, rows: rows)   // act' = act H: dact = dact' H^T
         c.activation.backward(g.p, u.p, dout: grads.dact.p, dg: grads.dg.p, du: grads.du.p, count: rows * f)
         // g = n2 Wg^T, u = n2 Wu^T
         gemm(1, 0, F, D, T, 1, grads.dg.p, F, n2.p, D, 0, grads[.gate].p, D)

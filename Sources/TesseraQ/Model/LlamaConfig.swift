@@ -45,6 +45,11 @@ public struct LlamaConfig: Sendable, Equatable {
     public var attentionSoftcap: Float?
     /// Gemma 2: output logits become cap tanh(l / cap) (nil: not capped).
     public var finalSoftcap: Float?
+    /// QuaRot (config.json's `tesseraq.rotation`): down_proj's input passes through an orthonormal
+    /// Hadamard transform at run time (R4); the other rotations are folded into the weights.
+    public var onlineHadamard: Bool
+    /// Fake quantization of activations at run time (config.json's `tesseraq.activations`); nil: float.
+    public var activationQuant: ActivationQuantSpec?
 
     public struct Rope: Sendable, Equatable {
         public var theta: Double
@@ -139,6 +144,35 @@ public struct LlamaConfig: Sendable, Equatable {
         }
         torchDtype = try f.string("torch_dtype", default: try f.string("dtype", default: "float32"))
         (slidingWindow, slidingLayers) = try Self.slidingWindows(f, modelType: modelType, layers: layers)
+        (onlineHadamard, activationQuant) = try Self.runTimeTransforms(f)
+    }
+
+    /// The same model with float activations (QuaRot's rotations kept): the full-precision
+    /// trajectory of a calibrated run.
+    public var floatActivations: LlamaConfig {
+        var c = self
+        c.activationQuant = nil
+        return c
+    }
+
+    /// What a rotated or activation-quantized checkpoint (ours) asks of every forward pass:
+    /// `tesseraq.rotation.online_hadamard` and `tesseraq.activations`.
+    private static func runTimeTransforms(_ f: ConfigFields) throws -> (Bool, ActivationQuantSpec?) {
+        guard let t = try f.object("tesseraq") else { return (false, nil) }
+        var online = false
+        if let r = try t.object("rotation") {
+            let type = try r.string("type", default: "")
+            guard type == "hadamard" else {
+                throw TQError.unsupported("\(f.path): tesseraq.rotation.type \"\(type)\" is not supported (hadamard)")
+            }
+            let where_ = try r.string("online_hadamard", default: "none")
+            guard where_ == "down_proj" || where_ == "none" else {
+                throw TQError.unsupported("\(f.path): tesseraq.rotation.online_hadamard \"\(where_)\" is not supported (down_proj, none)")
+            }
+            online = where_ == "down_proj"
+        }
+        let spec = try t.object("activations").map { try ActivationQuantSpec(checkpoint: $0) }
+        return (online, spec?.isActive == true ? spec : nil)
     }
 
     /// The MLP's gate activation: `hidden_act` (silu; transformers maps "swish" to the same module),

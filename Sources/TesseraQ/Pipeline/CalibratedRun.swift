@@ -41,7 +41,12 @@ struct CalibratedRun {
                 xq.write(i, from: x.p)
             }
         }
-        let runner = try BlockRunner(config: c, length: L, chunk: calibration.batch)
+        // The full-precision trajectory runs with float activations, the quantized one (and the
+        // method) with the activation quantization asked for.
+        var cq = c.floatActivations
+        cq.activationQuant = config.activations
+        let runner = try BlockRunner(config: c.floatActivations, length: L, chunk: calibration.batch)
+        let qRunner = try BlockRunner(config: cq, length: L, chunk: calibration.batch)
         var linears: [PackedLinear] = []
         var reports: [[String: Any]] = []
         var floats: [String: [Float]] = [:]
@@ -54,15 +59,15 @@ struct CalibratedRun {
                 packed = done.linears
                 try done.floats.apply(to: fp, layer: layer)
                 reports.append(done.report)
-                try runner.run(quantizedBlock(fp, packed), inputs: xq, targets: nil, advance: true)
+                try qRunner.run(quantizedBlock(fp, packed), inputs: xq, targets: nil, advance: true)
                 try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers))
             } else {
                 let rtn = try roundToNearest(block: fp, layer: layer, config: c, spec: config.spec)
-                let rtnLoss = try runner.run(dequantizedBlock(fp, rtn), inputs: xq, targets: xfp, advance: false)
-                let (q, stats) = try method.quantize(layer: layer, model: c, block: fp, inputs: xq, targets: xfp,
+                let rtnLoss = try qRunner.run(dequantizedBlock(fp, rtn), inputs: xq, targets: xfp, advance: false)
+                let (q, stats) = try method.quantize(layer: layer, model: cq, block: fp, inputs: xq, targets: xfp,
                                                      spec: config.spec, progress: progress)
                 packed = zip(LinearKind.allCases, q).map { PackedLinear(name: $0.prefix(layer: layer), $1, groupSize: config.spec.groupSize) }
-                let finalLoss = try runner.run(quantizedBlock(fp, packed), inputs: xq, targets: xfp, advance: true)
+                let finalLoss = try qRunner.run(quantizedBlock(fp, packed), inputs: xq, targets: xfp, advance: true)
                 guard finalLoss.isFinite else { throw TQError(.numeric, "block \(layer): final loss is \(finalLoss)") }
                 var report = stats
                 report["block"] = layer
@@ -94,11 +99,14 @@ struct CalibratedRun {
     func fingerprint(_ tokens: [UInt32]) -> [String: String] {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for t in tokens { h = (h ^ UInt64(t)) &* 0x100_0000_01b3 }
-        let opts = (try? JSONSerialization.data(withJSONObject: method.optionsJSON, options: [.sortedKeys]))
-            .map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let json = { (o: [String: Any]) in
+            (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        }
+        let opts = json(method.optionsJSON)
         return ["model": model.directory, "method": config.method, "bits": "\(config.spec.bits)",
                 "group_size": "\(config.spec.groupSize)", "sym": "\(config.spec.sym)", "options": opts,
-                "calibration": "\(tokens.count):\(String(h, radix: 16))", "threads": "\(Runtime.threads)"]
+                "calibration": "\(tokens.count):\(String(h, radix: 16))", "threads": "\(Runtime.threads)",
+                "activations": json(config.activationJSON)]
     }
 }
 

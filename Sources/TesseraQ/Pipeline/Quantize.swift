@@ -42,13 +42,28 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
     if FileManager.default.fileExists(atPath: outDir) && !config.overwrite {
         throw TQError.invalid("\(outDir) already exists (set \"overwrite\": true to replace it)")
     }
-    let start = Date(), allocations = Runtime.allocationFailures
+    let start = Date()
+    guard let seed = config.rotationSeed else { return try quantizeModel(model, config: config, outDir: outDir, start: start,
+                                                                         calibration: calibration, progress: progress) }
+    // QuaRot: quantize the rotated float model, written beside the output and removed after.
+    let rotatedDir = outDir + ".rotated"
+    defer { try? FileManager.default.removeItem(atPath: rotatedDir) }
+    try ModelRotation(model: model, seed: seed).write(to: rotatedDir)
+    return try quantizeModel(try LlamaModel(directory: rotatedDir), config: config, outDir: outDir, start: start,
+                             calibration: calibration, progress: progress)
+}
+
+/// `quantizeModel` once the model is the one to quantize (rotated where asked).
+private func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: String, start: Date, calibration: [UInt32]?,
+                           progress: QuantProgressHandler?) throws -> [String: Any] {
+    let allocations = Runtime.allocationFailures
     let staging = outDir + ".partial"
     let quantization = GPTQConfig(bits: config.spec.bits, groupSize: config.spec.groupSize, sym: config.spec.sym,
                                   descAct: config.descAct, checkpointFormat: config.format)
     var report: [String: Any] = ["method": config.method, "bits": config.spec.bits, "group_size": config.spec.groupSize,
                                  "sym": config.spec.sym]
     if !config.notices.isEmpty { report["notices"] = config.notices }
+    report.merge(config.activationJSON) { $1 }
     let linears: [PackedLinear]
     var floats: [String: [Float]] = [:]
     switch config.method {
@@ -68,6 +83,7 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
     report["seconds"] = Date().timeIntervalSince(start)
     var writer = CheckpointWriter(model: model, quantization: quantization)
     writer.extraConfig = ["method": config.method]
+    if let a = config.activations { writer.extraConfig["activations"] = a.json }
     writer.floatOverrides = floats
     writer.extraFiles["quantize_report.json"] = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
     try Runtime.checkAllocations(since: allocations, "quantize")  // nothing incomplete is written

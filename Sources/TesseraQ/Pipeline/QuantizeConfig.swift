@@ -11,12 +11,18 @@ public struct QuantizeConfig: Sendable {
     public var overwrite: Bool
     /// The method's own keys, already type-checked against its `MethodKeys`.
     public var options: [String: JSONValue]
+    /// Fake quantization of activations while calibrating and in the checkpoint (`a_bits`, `a_sym`,
+    /// `a_clip_ratio`, `kv_bits`); nil when both stay float.
+    public var activations: ActivationQuantSpec?
+    /// QuaRot's rotations before quantizing (`rotate`: "hadamard"), seeded by `rotate_seed`; nil: none.
+    public var rotationSeed: UInt64?
     /// What `fit(to:)` chose for the model instead of a preset's value, one sentence each
     /// (printed by the CLI, recorded in quantize_report.json).
     public private(set) var notices: [String] = []
 
     public static let methods = ["rtn", "tesseraq", "gptq", "awq", "lwc"]
-    static let commonKeys = ["method", "bits", "group_size", "sym", "format", "overwrite"]
+    static let commonKeys = ["method", "bits", "group_size", "sym", "format", "overwrite"] + activationKeys
+    static let activationKeys = ["a_bits", "a_sym", "a_clip_ratio", "kv_bits", "rotate", "rotate_seed"]
 
     public init(method: String, spec: QuantSpec, format: String = "gptq_v2", overwrite: Bool = false,
                 options: [String: JSONValue] = [:]) {
@@ -52,8 +58,40 @@ public struct QuantizeConfig: Sendable {
         var options = obj
         for k in commonKeys { options[k] = nil }
         try MethodKeys.validate(options, method: method)
-        return QuantizeConfig(method: method, spec: QuantSpec(bits: bits, groupSize: group, sym: sym), format: format,
-                              overwrite: overwrite, options: options)
+        var config = QuantizeConfig(method: method, spec: QuantSpec(bits: bits, groupSize: group, sym: sym), format: format,
+                                    overwrite: overwrite, options: options)
+        (config.activations, config.rotationSeed) = try activationSettings(r)
+        return config
+    }
+
+    /// `a_bits` (16: float), `a_sym`, `a_clip_ratio`, `kv_bits` (16: float), `rotate` ("none",
+    /// "hadamard") and `rotate_seed`; a key that would do nothing in the combination given is refused.
+    static func activationSettings(_ r: KeyReader) throws -> (ActivationQuantSpec?, UInt64?) {
+        let spec = ActivationQuantSpec(bits: try r.int("a_bits", default: 16), sym: try r.bool("a_sym", default: false),
+                                       clipRatio: Float(try r.double("a_clip_ratio", default: Double(ActivationQuantSpec.defaultClipRatio))),
+                                       kvBits: try r.int("kv_bits", default: 16))
+        try spec.validate(names: ("a_bits", "a_clip_ratio", "kv_bits"))
+        if spec.bits == 16, let key = ["a_sym", "a_clip_ratio"].first(where: { r.obj[$0] != nil }) {
+            throw TQError.invalid("config key \(key): applies to quantized activations only (set a_bits to 3, 4, 6 or 8)")
+        }
+        let rotate = try r.string("rotate", default: "none")
+        guard rotate == "none" || rotate == "hadamard" else {
+            throw TQError.invalid("config key rotate: must be \"none\" or \"hadamard\" (got \"\(rotate)\")")
+        }
+        let seed = try r.int("rotate_seed", default: 0)
+        guard seed >= 0 else { throw TQError.invalid("config key rotate_seed: must be >= 0") }
+        if rotate == "none", r.obj["rotate_seed"] != nil {
+            throw TQError.invalid("config key rotate_seed: applies only with \"rotate\": \"hadamard\"")
+        }
+        return (spec.isActive ? spec : nil, rotate == "hadamard" ? UInt64(seed) : nil)
+    }
+
+    /// The keys above as the run report and the resume fingerprint record them.
+    var activationJSON: [String: Any] {
+        var j: [String: Any] = ["rotate": rotationSeed == nil ? "none" : "hadamard"]
+        if let rotationSeed { j["rotate_seed"] = Int(rotationSeed) }
+        if let activations { j["activations"] = activations.json }
+        return j
     }
 }
 
