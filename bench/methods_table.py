@@ -11,6 +11,11 @@ Calibration: data/wikitext2/valid.txt (`--calib-text`, a different split). Tesse
 use the "ci" preset on stories260K and "fast" on SmolLM2, where the calibration is cut to fit a
 2-core budget: AWQ 16 windows of 256 tokens (as TesseraQ's AWQ init), GPTQ 32 of 512.
 Each finished run is recorded in WORK/results.json, so an interrupted table resumes where it stopped.
+
+`--table wa` gives the weight-activation table instead (issue 16): per-channel weights and per-token
+activations, W4A4 (and W3A3 on SmolLM2), for RTN without rotation, and RTN, GPTQ and TesseraQ
+(init rtn) on the QuaRot-rotated model (`rotate=hadamard`). `--table rotation` gives the weight-only
+runs with and without the rotation (W2 g64 and W3 g64 on SmolLM2).
 """
 import argparse
 import json
@@ -36,6 +41,15 @@ METHODS = [("RTN", ["--method", "rtn"]), ("AWQ", ["--method", "awq"]), ("GPTQ", 
            ("TesseraQ (init rtn)", ["--method", "tesseraq", "--set", "init=rtn"]),
            ("TesseraQ (init awq)", ["--method", "tesseraq", "--set", "init=awq"]),
            ("TesseraQ (init lwc)", ["--method", "tesseraq", "--set", "init=lwc"])]
+ROTATE = ["--set", "rotate=hadamard"]
+WA_METHODS = [("RTN", ["--method", "rtn"]), ("RTN + QuaRot", ["--method", "rtn", *ROTATE]),
+              ("GPTQ + QuaRot", ["--method", "gptq", *ROTATE]),
+              ("TesseraQ + QuaRot", ["--method", "tesseraq", "--set", "init=rtn", *ROTATE])]
+ROTATION_METHODS = [("RTN", ["--method", "rtn"]), ("RTN + QuaRot", ["--method", "rtn", *ROTATE]),
+                    ("GPTQ", ["--method", "gptq"]), ("GPTQ + QuaRot", ["--method", "gptq", *ROTATE])]
+# (weight bits, activation bits, group size): per-channel weights, as the paper's W4A4 and QuaRot.
+WA_SETTINGS = {"stories260K": [(4, 4, -1)], "SmolLM2-135M": [(4, 4, -1), (3, 3, -1)]}
+ROTATION_SETTINGS = {"SmolLM2-135M": [(2, 16, 64), (3, 16, 64)]}
 
 
 def text(split):
@@ -53,7 +67,9 @@ def quantize(m, label, flags, bits, group, out):
     cmd = [CLI, "quantize", "--model", m["path"], "--out", out, "--bits", str(bits), "--group-size", str(group),
            "--overwrite", *flags]
     if "rtn" not in flags[1:2]:
-        cmd += ["--preset", m["preset"], "--calib-text", text("valid"), *m.get("extra", {}).get(label, [])]
+        # "GPTQ + QuaRot" calibrates as "GPTQ".
+        extra = m.get("extra", {}).get(label.split(" + ")[0], [])
+        cmd += ["--preset", m["preset"], "--calib-text", text("valid"), *extra]
     return dict(timed(cmd), ppl=evaluate(m, out))
 
 
@@ -73,6 +89,11 @@ def timed(cmd):
     return r
 
 
+def setting_name(bits, abits, group):
+    """W4 g128, W4A4 (per-channel), W2 g64 ..."""
+    return f"W{bits}" + (f"A{abits}" if abits < 16 else "") + (f" g{group}" if group > 0 else "")
+
+
 def save_json(obj, path):
     """Writes `path` atomically, so an interrupted run never leaves a truncated results file."""
     with open(path + ".partial", "w") as f:
@@ -87,7 +108,16 @@ def main():
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "methods"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
     ap.add_argument("--windows", type=int, help="evaluation windows (default: 8 for stories260K, 4 for SmolLM2)")
+    ap.add_argument("--table", choices=["methods", "wa", "rotation"], default="methods")
     args = ap.parse_args()
+    if args.table != "methods":
+        methods = WA_METHODS if args.table == "wa" else ROTATION_METHODS
+        settings = WA_SETTINGS if args.table == "wa" else ROTATION_SETTINGS
+        args.methods = [name for name, _ in methods] if args.methods == [name for name, _ in METHODS] else args.methods
+        args.models = [n for n in args.models if n in settings]
+    else:
+        methods = METHODS
+        settings = {name: [(b, 16, g) for b, g in MODELS[name]["settings"]] for name in MODELS}
     os.makedirs(args.work, exist_ok=True)
     cache_path = os.path.join(args.work, "results.json")
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
@@ -98,22 +128,27 @@ def main():
         if fp_key not in cache:
             cache[fp_key] = {"ppl": evaluate(m, m["path"])}
         fp = cache[fp_key]["ppl"]
-        header = "| method | " + " | ".join(f"W{b} g{g} ppl | time" for b, g in m["settings"]) + " |"
+        cols = settings[name]
+        header = "| method | " + " | ".join(f"{setting_name(b, a, g)} ppl | time" for b, a, g in cols) + " |"
         lines += [f"### {name} (FP perplexity {fp:.2f}; seq_len {m['seq']}, {m['windows']} windows)", "", header,
-                  "|---|" + "---|---|" * len(m["settings"])]
-        for label, flags in METHODS:
+                  "|---|" + "---|---|" * len(cols)]
+        for label, flags in methods:
             if label not in args.methods:
                 continue
             cells = []
-            for bits, group in m["settings"]:
-                key = f"{name}/{label}/w{bits}g{group}/w{m['windows']}"
+            for bits, abits, group in cols:
+                # Weight-only cells keep the keys of earlier tables.
+                wa = f"a{abits}" if abits < 16 else ""
+                key = f"{name}/{label}/w{bits}{wa}g{group}/w{m['windows']}"
                 if key not in cache:
-                    out = os.path.join(args.work, name, f"{label.split()[0].lower()}-{'-'.join(flags[-1:])}-w{bits}g{group}".replace("=", ""))
-                    cache[key] = quantize(m, label, flags, bits, group, out)
+                    tag = "-".join(f.replace("=", "") for f in flags[1:] if f != "--set")
+                    out = os.path.join(args.work, name, f"{tag}-w{bits}{wa}g{group}")
+                    aflags = ["--set", f"a_bits={abits}"] if abits < 16 else []
+                    cache[key] = quantize(m, label, flags + aflags, bits, group, out)
                     save_json(cache, cache_path)
                 r = cache[key]
                 cells.append(f"{r['ppl']:.2f} | {r['wall']:.0f} s")
-                print(name, label, bits, group, cells[-1], f"(cpu {r['cpu']:.0f} s)", flush=True)
+                print(name, label, setting_name(bits, abits, group), cells[-1], f"(cpu {r['cpu']:.0f} s)", flush=True)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     text = "\n".join(lines)

@@ -314,4 +314,30 @@ struct RotationTests {
         workF.forward(xf.p, weights: try q.loadBlock(0), into: xf.p)
         #expect(x.array != xf.array)
     }
+
+    /// A cancelled TesseraQ W4A4 run over the rotated model resumes to the uninterrupted checkpoint,
+    /// byte for byte; the rotated model written beside the output is gone after each run.
+    @Test func rotatedW4A4RunResumesBitIdentically() throws {
+        var fields = Self.smolBlock
+        fields["hidden_size"] = .int(32); fields["intermediate_size"] = .int(96); fields["num_hidden_layers"] = .int(3)
+        fields["num_attention_heads"] = .int(4); fields["num_key_value_heads"] = .int(2)
+        let src = try writeRandomModel(fields, seed: 12, tag: "w4a4-resume")
+        let config = try QuantizeConfig.parse(#"{"method": "tesseraq", "bits": 4, "group_size": 32, "a_bits": 4, "kv_bits": 8, "rotate": "hadamard", "init": "rtn", "preset": "ci", "iters": 2}"#)
+        let calibration = try Fixtures.storiesTokens("valid")
+        let full = temporaryDirectory("w4a4-full") + "/q"
+        let report = try quantizeModel(try LlamaModel(directory: src), config: config, outDir: full, calibration: calibration)
+        let blocks = try #require(report["blocks"] as? [[String: Any]])
+        #expect(blocks.allSatisfy { ($0["final_loss"] as! Double) < ($0["rtn_loss"] as! Double) })
+        let dir = temporaryDirectory("w4a4-resume") + "/q"
+        #expect(throws: TQError.self) {
+            try quantizeModel(try LlamaModel(directory: src), config: config, outDir: dir, calibration: calibration) { $0.block < 1 }
+        }
+        // Cancelled at block 1's first step: block 0 is persisted, block 1 is not.
+        #expect(FileManager.default.fileExists(atPath: dir + ".partial/blocks/0000/report.json"))
+        #expect(!FileManager.default.fileExists(atPath: dir + ".partial/blocks/0001/report.json"))
+        #expect(!FileManager.default.fileExists(atPath: dir + ".rotated"))
+        try quantizeModel(try LlamaModel(directory: src), config: config, outDir: dir, calibration: calibration)
+        #expect(FileManager.default.contentsEqual(atPath: full + "/model.safetensors", andPath: dir + "/model.safetensors"))
+        #expect(!FileManager.default.fileExists(atPath: dir + ".rotated"))
+    }
 }
