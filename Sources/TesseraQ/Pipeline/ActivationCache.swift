@@ -4,52 +4,70 @@ import Glibc
 import TQKernels
 
 /// Calibration activations [samples x length x hidden] kept between blocks, in float32 or,
-/// to halve memory, bfloat16/float16 (the reference keeps bf16).
+/// to halve memory, bfloat16/float16 (the reference keeps bf16). In memory, or out of core: in
+/// a scratch file mapped shared, whose pages leave the resident set after every sample read or
+/// written, so the calibration size is bounded by disk rather than RAM (`cache_budget_mb`).
 public final class ActivationCache: @unchecked Sendable {
     public let samples: Int
     public let rowsPerSample: Int
     public let width: Int
     public let dtype: CacheDType
-    private let f32: FloatBuffer?
-    private let half: UnsafeMutablePointer<UInt16>?
+    private let base: UnsafeMutableRawPointer
+    private let file: ScratchFile?
 
-    public init(samples: Int, rowsPerSample: Int, width: Int, dtype: CacheDType) throws {
+    /// In memory, or in a scratch file under `directory` when one is given.
+    public init(samples: Int, rowsPerSample: Int, width: Int, dtype: CacheDType, directory: String? = nil) throws {
         self.samples = samples
         self.rowsPerSample = rowsPerSample
         self.width = width
         self.dtype = dtype
-        let n = samples * rowsPerSample * width
-        if dtype == .f32 {
-            f32 = try FloatBuffer(count: n)
-            half = nil
+        let bytes = Self.bytes(samples: samples, rowsPerSample: rowsPerSample, width: width, dtype: dtype)
+        if let directory {
+            let f = try ScratchFile(directory: directory, size: bytes)
+            file = f
+            base = f.base
         } else {
-            f32 = nil
-            half = try allocateZeroed(n, of: UInt16.self)
+            file = nil
+            base = UnsafeMutableRawPointer(try allocateZeroed(max(bytes, 1), of: UInt8.self))
         }
     }
 
-    deinit { free(half) }
+    deinit { if file == nil { free(base) } }
+
+    /// Whether the cache lives in a scratch file.
+    public var isOutOfCore: Bool { file != nil }
 
     var sampleCount: Int { rowsPerSample * width }
+
+    private var f32: UnsafeMutablePointer<Float> { base.assumingMemoryBound(to: Float.self) }
+    private var half: UnsafeMutablePointer<UInt16> { base.assumingMemoryBound(to: UInt16.self) }
 
     /// Copies sample `i` into `out` (float32).
     public func read(_ i: Int, into out: UnsafeMutablePointer<Float>) {
         let off = i * sampleCount, n = Int64(sampleCount)
         switch dtype {
-        case .f32: out.update(from: f32!.p + off, count: sampleCount)
-        case .bf16: tqk_bf16_to_f32(half! + off, out, n)
-        case .f16: tqk_f16_to_f32(half! + off, out, n)
+        case .f32: out.update(from: f32 + off, count: sampleCount)
+        case .bf16: tqk_bf16_to_f32(half + off, out, n)
+        case .f16: tqk_f16_to_f32(half + off, out, n)
         }
+        release(i)
     }
 
     /// Stores `values` (float32) as sample `i`, rounding to the cache's dtype.
     public func write(_ i: Int, from values: UnsafePointer<Float>) {
         let off = i * sampleCount, n = Int64(sampleCount)
         switch dtype {
-        case .f32: (f32!.p + off).update(from: values, count: sampleCount)
-        case .bf16: tqk_f32_to_bf16(values, half! + off, n)
-        case .f16: tqk_f32_to_f16(values, half! + off, n)
+        case .f32: (f32 + off).update(from: values, count: sampleCount)
+        case .bf16: tqk_f32_to_bf16(values, half + off, n)
+        case .f16: tqk_f32_to_f16(values, half + off, n)
         }
+        release(i)
+    }
+
+    private func release(_ i: Int) {
+        guard let file else { return }
+        let bytes = sampleCount * dtype.bytes
+        file.release(i * bytes, (i + 1) * bytes)
     }
 
     /// Reads samples `indices` one after another into `out`.

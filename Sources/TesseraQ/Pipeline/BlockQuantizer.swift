@@ -9,8 +9,14 @@ public struct CalibrationOptions: Sendable, Equatable {
     public var cacheDType: CacheDType
     /// How the windows are taken from the calibration tokens (`calib_windows`).
     public var windows: CalibrationWindowOrder = .random
+    /// When the two activation caches exceed this many MB, they live in scratch files instead of
+    /// memory (`cache_budget_mb`; 0: always in memory). Results do not depend on it.
+    public var cacheBudgetMB: Int = 0
+    /// Where the scratch files go (`scratch_dir`); nil: the run's staging directory.
+    public var scratchDir: String?
 
-    public static let keys = ["n_samples", "seq_len", "batch", "seed", "cache_dtype", "calib_tokens", "calib_windows"]
+    public static let keys = ["n_samples", "seq_len", "batch", "seed", "cache_dtype", "calib_tokens", "calib_windows",
+                              "cache_budget_mb", "scratch_dir"]
 
     public init(nSamples: Int, seqLen: Int, batch: Int, seed: UInt64, cacheDType: CacheDType) {
         self.nSamples = nSamples; self.seqLen = seqLen; self.batch = batch; self.seed = seed; self.cacheDType = cacheDType
@@ -35,7 +41,17 @@ public struct CalibrationOptions: Sendable, Equatable {
         seed = UInt64(seedValue)
         cacheDType = c
         windows = w
+        cacheBudgetMB = try r.int("cache_budget_mb", default: d.cacheBudgetMB)
+        guard cacheBudgetMB >= 0 else { throw TQError.invalid("config key cache_budget_mb: must be >= 0 (0: no budget)") }
+        if r.obj[r.name("scratch_dir")] != nil {
+            let dir = try r.string("scratch_dir", default: "")
+            guard !dir.isEmpty else { throw TQError.invalid("config key scratch_dir: must be a directory path") }
+            scratchDir = dir
+        }
     }
+
+    /// Whether caches of `bytes` in all go to scratch files.
+    func cachesOutOfCore(bytes: Int) -> Bool { cacheBudgetMB > 0 && bytes > cacheBudgetMB * 1_000_000 }
 
     public var json: [String: Any] {
         ["n_samples": nSamples, "seq_len": seqLen, "batch": batch, "seed": Int(seed), "cache_dtype": cacheDType.rawValue,

@@ -14,8 +14,7 @@ struct CalibratedRun {
     var calibration: CalibrationOptions { method.calibration }
 
     var memory: MemoryEstimate {
-        MemoryEstimate(config: model.config, samples: calibration.nSamples, seqLen: calibration.seqLen,
-                       batch: calibration.batch, cache: calibration.cacheDType, bits: config.spec.bits)
+        MemoryEstimate(config: model.config, calibration: calibration, bits: config.spec.bits)
     }
 
     /// The packed linears of every block, the per-block reports, and the float tensors (norms,
@@ -32,8 +31,9 @@ struct CalibratedRun {
         }
         let windows = try calibrationWindows(tokens, samples: n, length: L, seed: calibration.seed, order: calibration.windows)
         let resume = try ResumeState(staging: staging, fingerprint: fingerprint(tokens), quantization: quantization)
-        let xfp = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)
-        let xq = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType)
+        let scratch = try scratchDirectory()
+        let xfp = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType, directory: scratch)
+        let xq = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType, directory: scratch)
         try windows.withUnsafeBufferPointer { w in
             for i in 0..<n {
                 let x = try model.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)]))
@@ -84,6 +84,18 @@ struct CalibratedRun {
             floats.merge(BlockFloats(fp, layer: layer).stored(normWeightOffset: c.normWeightOffset)) { $1 }
         }
         return (linears, reports, floats)
+    }
+
+    /// Where the activation caches' scratch files go (created), or nil to keep them in memory.
+    func scratchDirectory() throws -> String? {
+        guard calibration.cachesOutOfCore(bytes: memory.cacheBytesInMemory) else { return nil }
+        let dir = calibration.scratchDir ?? staging
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+            throw TQError.io("\(dir): cannot create the scratch directory (config key scratch_dir)")
+        }
+        return dir
     }
 
     /// The float block with its linears replaced by the exported (packed) ones.

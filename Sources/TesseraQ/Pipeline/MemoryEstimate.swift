@@ -9,13 +9,17 @@ public struct MemoryEstimate: Sendable {
     public var activationBytes: Int
     public var residentBytes: Int
     public var resultBytes: Int
+    /// The caches' bytes when held in memory; `cacheBytes` is 0 when they go to scratch files
+    /// (their pages leave the resident set after each sample).
+    public var cacheBytesInMemory: Int
     public var total: Int { saturatingSum(blockBytes, cacheBytes, activationBytes, residentBytes, resultBytes) }
 
     public init(config c: LlamaConfig, samples: Int, seqLen: Int, batch: Int, cache: CacheDType, bits: Int) {
         let blockParams = LinearKind.allCases.reduce(0) { let (o, i) = $1.shape(c); return $0 + o * i }
         // fp32 weight, floor, rounding variable, soft weight, its gradient, dL/dW, Adam m and v, hard/soft state.
         blockBytes = blockParams * (8 * 4 + 1)
-        cacheBytes = saturatingProduct(2, ActivationCache.bytes(samples: samples, rowsPerSample: seqLen, width: c.hidden, dtype: cache))
+        cacheBytesInMemory = saturatingProduct(2, ActivationCache.bytes(samples: samples, rowsPerSample: seqLen, width: c.hidden, dtype: cache))
+        cacheBytes = cacheBytesInMemory
         let perRow = 3 * c.hidden + 2 * c.qDim + 2 * c.kvDim + 3 * c.intermediate   // forward
             + 3 * c.intermediate + 2 * c.hidden + 2 * c.qDim + 2 * c.kvDim             // backward
             + 4 * c.hidden                                                             // inputs, targets, outputs, dY
@@ -26,14 +30,23 @@ public struct MemoryEstimate: Sendable {
         resultBytes = c.layers * blockParams * (bits + 1) / 8
     }
 
+    /// The estimate of a calibrated run, its caches out of core where the budget says so.
+    init(config c: LlamaConfig, calibration: CalibrationOptions, bits: Int) {
+        self.init(config: c, samples: calibration.nSamples, seqLen: calibration.seqLen, batch: calibration.batch,
+                  cache: calibration.cacheDType, bits: bits)
+        if calibration.cachesOutOfCore(bytes: cacheBytesInMemory) { cacheBytes = 0 }
+    }
+
     public var json: [String: Any] {
-        ["block_bytes": blockBytes, "cache_bytes": cacheBytes, "activation_bytes": activationBytes,
+        ["block_bytes": blockBytes, "cache_bytes": cacheBytes, "cache_out_of_core": cacheBytes < cacheBytesInMemory,
+         "cache_file_bytes": cacheBytes < cacheBytesInMemory ? cacheBytesInMemory : 0, "activation_bytes": activationBytes,
          "resident_bytes": residentBytes, "result_bytes": resultBytes, "total_bytes": total]
     }
 
     public var summary: String {
         func mb(_ b: Int) -> String { String(format: "%.0f MB", Double(b) / 1e6) }
-        return "peak memory about \(mb(total)) (block \(mb(blockBytes)), caches \(mb(cacheBytes)), activations \(mb(activationBytes)), embeddings \(mb(residentBytes)), result \(mb(resultBytes)))"
+        let caches = cacheBytes < cacheBytesInMemory ? "caches on disk \(mb(cacheBytesInMemory))" : "caches \(mb(cacheBytes))"
+        return "peak memory about \(mb(total)) (block \(mb(blockBytes)), \(caches), activations \(mb(activationBytes)), embeddings \(mb(residentBytes)), result \(mb(resultBytes)))"
     }
 
     /// What this process can still get: MemAvailable from /proc/meminfo, lowered to the room left
@@ -60,7 +73,7 @@ public struct MemoryEstimate: Sendable {
     /// Throws when the run cannot fit in the memory available now (or under ulimit -v).
     public func check() throws {
         if let avail = Self.available, total > avail {
-            throw TQError(.outOfMemory, "the run needs \(summary), but only \(avail / 1_000_000) MB are available (free memory, or the room left under ulimit -v): lower n_samples, seq_len or batch, or use cache_dtype bf16")
+            throw TQError(.outOfMemory, "the run needs \(summary), but only \(avail / 1_000_000) MB are available (free memory, or the room left under ulimit -v): lower n_samples, seq_len or batch, use cache_dtype bf16, or move the activation caches to disk with cache_budget_mb")
         }
     }
 }
