@@ -39,3 +39,42 @@ void tqk_adam(float *p, const float *g, float *m, float *v, int64_t n, float lr,
         }
     }
 }
+
+/* x rounded to bfloat16 stochastically: the 16 bits dropped are compared with the noise r, so
+ * E[result] = x (finite x; an overflow to infinity is left as is). */
+static inline uint16_t bf16_stochastic(float x, uint32_t r) {
+    union { float f; uint32_t u; } b = { x };
+    if ((b.u & 0x7f800000u) == 0x7f800000u) return (uint16_t)(b.u >> 16);   /* inf, NaN */
+    return (uint16_t)((b.u + (r & 0xffffu)) >> 16);
+}
+
+static inline float bf16_value(uint16_t h) {
+    union { uint32_t u; float f; } b = { (uint32_t)h << 16 };
+    return b.f;
+}
+
+/* splitmix64 of (seed, t, i): the rounding noise, independent of the thread that draws it. */
+static inline uint64_t mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+void tqk_adam_bf16(float *p, const float *g, uint16_t *m, uint16_t *v, int64_t n, float lr, float beta1, float beta2,
+                   float eps, float wd, int64_t t, uint64_t seed) {
+    double bc1 = 1.0 - pow((double)beta1, (double)t), bc2 = 1.0 - pow((double)beta2, (double)t);
+    float step = (float)((double)lr / bc1), rs2 = (float)(1.0 / sqrt(bc2));
+    float b1 = beta1, c1 = 1.0f - beta1, b2 = beta2, c2 = 1.0f - beta2;
+    uint64_t base = mix(seed ^ mix((uint64_t)t));
+    #pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] + wd * p[i];
+        float mi = b1 * bf16_value(m[i]) + c1 * gi;
+        float vi = b2 * bf16_value(v[i]) + c2 * (gi * gi);
+        p[i] -= (step * mi) / (sqrtf(vi) * rs2 + eps);
+        uint64_t r = mix(base + (uint64_t)i);
+        m[i] = bf16_stochastic(mi, (uint32_t)r);
+        v[i] = bf16_stochastic(vi, (uint32_t)(r >> 32));
+    }
+}

@@ -268,6 +268,13 @@ TQK_API void tqk_lwc_backward(const float *W, const float *gamma, const float *b
  * added to the gradient: g' = g + wd * p. m, v are the optimiser state, updated in place. */
 TQK_API void tqk_adam(float *p, const float *g, float *m, float *v, int64_t n, float lr, float beta1, float beta2,
                       float eps, float wd, int64_t t);
+/* As tqk_adam with the moments m and v stored as bfloat16 bit patterns (half their memory): each step
+ * reads them into float32, updates p with the float32 moments exactly as tqk_adam does, and stores
+ * them back rounded stochastically (unbiased), with noise hashed from (seed, t, i): the result does
+ * not depend on the thread count. Round-to-nearest would lose v's per-step change, since beta2 = 0.999
+ * moves v by 0.1%, under bfloat16's spacing of 0.4-0.8%. Scalar loop; threads over i. */
+TQK_API void tqk_adam_bf16(float *p, const float *g, uint16_t *m, uint16_t *v, int64_t n, float lr, float beta1, float beta2,
+                           float eps, float wd, int64_t t, uint64_t seed);
 /* ---- end training ---- */
 
 /* ---- GPTQ (gptq.c): Hessian, inverse-Hessian factor, column loop with error feedback ----

@@ -19,7 +19,7 @@ public final class FakeQuantLinear: TrainableLinear, @unchecked Sendable {
 
     /// Starts from `weight` (out x in) on the grid of `grid` (e.g. RTN's): soft weights equal
     /// the originals, DST factors are 1.
-    public init(weight: UnsafePointer<Float>, grid: QuantizedLinear) throws {
+    public init(weight: UnsafePointer<Float>, grid: QuantizedLinear, stateDType: StateDType = .f32, seed: UInt64 = 0) throws {
         out = grid.out
         inFeatures = grid.inFeatures
         spec = grid.spec
@@ -37,7 +37,8 @@ public final class FakeQuantLinear: TrainableLinear, @unchecked Sendable {
         // h(v) = 0.5 gives the factor 2 h(v) = 1: v = logit((0.5 + 0.1) / 1.2) = 0.
         wHat = try FloatBuffer(count: n)
         da = try FloatBuffer(count: n); dv = try FloatBuffer(count: ng)
-        adamA = try AdamState(count: n); adamV = try AdamState(count: ng)
+        adamA = try AdamState(count: n, dtype: stateDType, seed: seed)
+        adamV = try AdamState(count: ng, dtype: stateDType, seed: ~seed)
         tqk_fq_init(weight, s.p, Int64(out), Int64(inFeatures), Int64(group), fl.p, a.p, &state)
     }
 
@@ -98,21 +99,44 @@ func dstFactor(_ v: Float) -> Float {
     2 * min(max(1.2 / (1 + expf(-v)) - 0.1, 0), 1)
 }
 
-/// Adam moments for one parameter tensor (beta1 0.9, beta2 0.999, eps 1e-8).
+/// Adam moments for one parameter tensor (beta1 0.9, beta2 0.999, eps 1e-8), in float32 or, to
+/// halve their memory, bfloat16 with stochastic rounding seeded by `seed` (`state_dtype`).
 final class AdamState: @unchecked Sendable {
-    let m: FloatBuffer, v: FloatBuffer
+    let count: Int
+    let dtype: StateDType
+    let seed: UInt64
+    /// float32 moments, or bfloat16 ones in the first half of each buffer's bytes.
+    private let m: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer
 
-    init(count: Int) throws {
-        m = try FloatBuffer(count: count)
-        v = try FloatBuffer(count: count)
+    init(count: Int, dtype: StateDType = .f32, seed: UInt64 = 0) throws {
+        self.count = count
+        self.dtype = dtype
+        self.seed = seed
+        m = UnsafeMutableRawPointer(try allocateZeroed(count * dtype.bytes, of: UInt8.self))
+        v = UnsafeMutableRawPointer(try allocateZeroed(count * dtype.bytes, of: UInt8.self))
     }
 
+    deinit { free(m); free(v) }
+
     func reset() {
-        m.p.update(repeating: 0, count: m.count)
-        v.p.update(repeating: 0, count: v.count)
+        m.initializeMemory(as: UInt8.self, repeating: 0, count: count * dtype.bytes)
+        v.initializeMemory(as: UInt8.self, repeating: 0, count: count * dtype.bytes)
     }
 
     func step(_ p: FloatBuffer, _ g: FloatBuffer, lr: Float, wd: Float, t: Int) {
-        tqk_adam(p.p, g.p, m.p, v.p, Int64(p.count), lr, 0.9, 0.999, 1e-8, wd, Int64(t))
+        switch dtype {
+        case .f32:
+            tqk_adam(p.p, g.p, m.assumingMemoryBound(to: Float.self), v.assumingMemoryBound(to: Float.self), Int64(p.count),
+                     lr, 0.9, 0.999, 1e-8, wd, Int64(t))
+        case .bf16:
+            tqk_adam_bf16(p.p, g.p, m.assumingMemoryBound(to: UInt16.self), v.assumingMemoryBound(to: UInt16.self),
+                          Int64(p.count), lr, 0.9, 0.999, 1e-8, wd, Int64(t), seed &+ UInt64(t) &* 0x9e37_79b9)
+        }
     }
+}
+
+/// How TesseraQ keeps its training state (`state_dtype`): float32, or lean (bf16 Adam moments).
+public enum StateDType: String, Sendable {
+    case f32, bf16
+    var bytes: Int { self == .f32 ? 4 : 2 }
 }

@@ -48,7 +48,15 @@ struct TesseraQBlock {
     /// numbers the rounds after `roundsBefore` (an LWC initialisation's).
     func run(fp: BlockWeights, grids: [QuantizedLinear], xq: ActivationCache, yfp: ActivationCache, roundsBefore: Int = 0,
              progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
-        let fq = try LinearKind.allCases.map { try FakeQuantLinear(weight: fp[$0].p, grid: grids[$0.rawValue]) }
+        let fq = try LinearKind.allCases.map { kind in
+            try FakeQuantLinear(weight: fp[kind].p, grid: grids[kind.rawValue], stateDType: options.stateDType,
+                                seed: UInt64(layer * 16 + kind.rawValue))
+        }
+        if options.stateDType == .bf16 {
+            // Lean state: the float32 weights are not read again (the trainable layers hold floor and
+            // rounding variable), so they are dropped for the rest of the block rather than kept in bf16.
+            for kind in LinearKind.allCases { fp[kind] = try FloatBuffer(count: 0) }
+        }
         let trainer = try BlockTrainer(config: config, calibration: options.calibration, layer: layer, block: fp, linears: fq,
                                        compute: options.computeDType)
         for (r, quantile) in options.thresholds.enumerated() {

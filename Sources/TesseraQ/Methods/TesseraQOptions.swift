@@ -19,6 +19,9 @@ public struct TesseraQOptions: Sendable, Equatable {
     public var computeDType: ComputeDType = .f32
     /// The LWC training budget under `"init": "lwc"` (keys lwc_steps, lwc_lr).
     public var lwc: LWCSettings
+    /// Memory-lean training state (`state_dtype` bf16): Adam moments of the rounding and DST
+    /// variables in bfloat16, and the block's float32 weights dropped once training holds them.
+    public var stateDType: StateDType = .f32
 
     public static let defaultThresholds = [0.8, 0.65, 0.5, 0.43, 0.38, 0.34, 0.3, 0.27, 0.24, 0.21, 0.18, 0.15, 0.12, 0.10,
                                            0.08, 0.06, 0.04, 0.02, 0.01, 0.005]
@@ -46,7 +49,7 @@ public struct TesseraQOptions: Sendable, Equatable {
     public static let presets = ["paper": paper, "fast": fast, "ci": ci]
 
     public static let keys = CalibrationOptions.keys + ["preset", "iters", "thresholds", "lr", "scale_lr", "scale_wd", "init", "awq_samples",
-                                                       "compute_dtype"] + LWCSettings.keys + AWQSettings.keys.map { "awq_" + $0 }
+                                                       "compute_dtype", "state_dtype"] + LWCSettings.keys + AWQSettings.keys.map { "awq_" + $0 }
 
     /// Reads the keys over the preset (default "fast"); every value is range-checked.
     public init(options o: [String: JSONValue]) throws {
@@ -66,6 +69,11 @@ public struct TesseraQOptions: Sendable, Equatable {
         awq.samples = try r.int("awq_samples", default: awq.samples)
         computeDType = try ComputeDType(r, default: computeDType)
         lwc = try LWCSettings(r, defaults: lwc)
+        let state = try r.string("state_dtype", default: stateDType.rawValue)
+        guard let sd = StateDType(rawValue: state) else {
+            throw TQError.invalid("config key state_dtype: must be \"f32\" or \"bf16\" (got \"\(state)\")")
+        }
+        stateDType = sd
         guard iters >= 0 else { throw TQError.invalid("config key iters: must be >= 0") }
         guard lr >= 0, scaleLR >= 0, scaleWD >= 0 else { throw TQError.invalid("config keys lr, scale_lr, scale_wd: must be >= 0") }
         guard awq.samples >= 0 else { throw TQError.invalid("config key awq_samples: must be >= 0 (0: all n_samples)") }
@@ -99,7 +107,7 @@ public struct TesseraQOptions: Sendable, Equatable {
     public var json: [String: Any] {
         calibration.json.merging(["iters": iters, "thresholds": thresholds, "lr": lr, "scale_lr": scaleLR,
                                   "scale_wd": scaleWD, "init": initMethod.rawValue, "awq_samples": awq.samples,
-                                  "compute_dtype": computeDType.rawValue])
+                                  "compute_dtype": computeDType.rawValue, "state_dtype": stateDType.rawValue])
         { $1 }.merging(lwc.json) { $1 }.merging(awq.json.map { ("awq_" + $0.key, $0.value) }) { $1 }
     }
 }
