@@ -1,4 +1,5 @@
 import Foundation
+import TQKernels
 @testable import TesseraQ
 
 /// A randomly initialised checkpoint of any supported shape, written by the tests themselves:
@@ -52,12 +53,23 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
     return zip(a, b).map { abs($0 - $1) }.max()! / max(scale, .leastNormalMagnitude)
 }
 
-/// dL/dW in `grads` against central finite differences of `loss` at `samples` random entries of each
-/// linear in `kinds` of `w` (perturbed in place and restored): per kind, |dW - FD| and |FD| over the entries.
-func finiteDifferenceErrors(_ w: BlockWeights, grads: BlockGradients, kinds: [LinearKind] = LinearKind.allCases,
-                            rng: inout TestRNG, samples: Int = 12, eps: Float = 1e-2,
-                            loss: () -> Double) -> [(kind: LinearKind, err: Double, size: Double)] {
-    kinds.map { kind in
+/// The block's dL/dW (BlockWorkspace.backward, loss: the mean squared error of work.forward(x)
+/// against `target`) against central finite differences at `samples` random entries of each linear
+/// in `kinds` of `w` (perturbed in place and restored): per kind, |dW - FD| and |FD| over the entries.
+func finiteDifferenceErrors(_ work: BlockWorkspace, _ w: BlockWeights, x: FloatBuffer, target: FloatBuffer,
+                            kinds: [LinearKind] = LinearKind.allCases, rng: inout TestRNG, samples: Int = 12,
+                            eps: Float = 1e-2) throws -> [(kind: LinearKind, err: Double, size: Double)] {
+    let c = work.config, rows = work.rows
+    let y = try FloatBuffer(count: rows * c.hidden), dY = try FloatBuffer(count: rows * c.hidden)
+    func loss() -> Double {
+        work.forward(x.p, weights: w, into: y.p)
+        return tqk_l2_loss(y.p, target.p, Int64(rows), Int64(c.hidden), nil)
+    }
+    work.forward(x.p, weights: w, into: y.p)
+    _ = tqk_l2_loss(y.p, target.p, Int64(rows), Int64(c.hidden), dY.p)
+    let grads = try BlockGradients(config: c, rows: rows)
+    work.backward(dY.p, weights: w, into: grads)
+    return kinds.map { kind in
         var analytic: [Double] = [], numeric: [Double] = []
         for _ in 0..<samples {
             let i = rng.int(w[kind].count), keep = w[kind].p[i]

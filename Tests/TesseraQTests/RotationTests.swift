@@ -230,16 +230,7 @@ struct RotationTests {
         let work = try BlockWorkspace(config: c, sequences: 1, length: T)
         var rng = TestRNG(9)
         let x = try FloatBuffer(rng.floats(T * c.hidden)), target = try FloatBuffer(rng.floats(T * c.hidden))
-        let y = try FloatBuffer(count: T * c.hidden), dY = try FloatBuffer(count: T * c.hidden)
-        func loss() -> Double {
-            work.forward(x.p, weights: w, into: y.p)
-            return tqk_l2_loss(y.p, target.p, Int64(T), Int64(c.hidden), nil)
-        }
-        work.forward(x.p, weights: w, into: y.p)
-        _ = tqk_l2_loss(y.p, target.p, Int64(T), Int64(c.hidden), dY.p)
-        let grads = try BlockGradients(config: c, rows: T)
-        work.backward(dY.p, weights: w, into: grads)
-        for (kind, err, size) in finiteDifferenceErrors(w, grads: grads, kinds: [.gate, .up, .down, .o], rng: &rng, loss: loss) {
+        for (kind, err, size) in try finiteDifferenceErrors(work, w, x: x, target: target, kinds: [.gate, .up, .down, .o], rng: &rng) {
             #expect(size > 1e-4 && err < 1e-2 * size, "\(kind): |dW - FD| \(err) vs |FD| \(size)")
         }
     }

@@ -208,19 +208,10 @@ func expectConfigKept(_ out: String, original: String, sourceLocation: SourceLoc
         let (model, ref, T, x) = try TinyFixture(name: name).blockCase()
         let c = model.config, target = try FloatBuffer(ref.target)
         let work = try BlockWorkspace(config: c, sequences: 1, length: T)
-        let y = try FloatBuffer(count: T * c.hidden), dY = try FloatBuffer(count: T * c.hidden)
         for layer in 0..<c.layers {
             let w = try model.loadBlock(layer)
-            func loss() -> Double {
-                work.forward(x.p, weights: w, into: y.p)
-                return tqk_l2_loss(y.p, target.p, Int64(T), Int64(c.hidden), nil)
-            }
-            work.forward(x.p, weights: w, into: y.p)
-            _ = tqk_l2_loss(y.p, target.p, Int64(T), Int64(c.hidden), dY.p)
-            let grads = try BlockGradients(config: c, rows: T)
-            work.backward(dY.p, weights: w, into: grads)
             var rng = TestRNG(UInt64(layer + 5))
-            for (kind, err, size) in finiteDifferenceErrors(w, grads: grads, rng: &rng, loss: loss) {
+            for (kind, err, size) in try finiteDifferenceErrors(work, w, x: x, target: target, rng: &rng) {
                 #expect(size > 1e-3 && err < 1e-2 * size, "\(name) layer \(layer) \(kind): |dW - FD| \(err) vs |FD| \(size)")
             }
         }
