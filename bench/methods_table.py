@@ -14,7 +14,7 @@ Each finished run is recorded in WORK/results.json, so an interrupted table resu
 
 `--table wa` gives the weight-activation table instead (issue 16): per-channel weights and per-token
 activations, W4A4 (and W3A3 on SmolLM2), for RTN without rotation, and RTN, GPTQ and TesseraQ
-(init rtn) on the QuaRot-rotated model (`rotate=hadamard`). `--table rotation` gives the weight-only
+(from RTN and from AWQ) on the QuaRot-rotated model (`rotate=hadamard`). `--table rotation` gives the weight-only
 runs with and without the rotation (W2 g64 and W3 g64 on SmolLM2).
 """
 import argparse
@@ -44,7 +44,8 @@ METHODS = [("RTN", ["--method", "rtn"]), ("AWQ", ["--method", "awq"]), ("GPTQ", 
 ROTATE = ["--set", "rotate=hadamard"]
 WA_METHODS = [("RTN", ["--method", "rtn"]), ("RTN + QuaRot", ["--method", "rtn", *ROTATE]),
               ("GPTQ + QuaRot", ["--method", "gptq", *ROTATE]),
-              ("TesseraQ + QuaRot", ["--method", "tesseraq", "--set", "init=rtn", *ROTATE])]
+              ("TesseraQ (init rtn) + QuaRot", ["--method", "tesseraq", "--set", "init=rtn", *ROTATE]),
+              ("TesseraQ (init awq) + QuaRot", ["--method", "tesseraq", "--set", "init=awq", *ROTATE])]
 ROTATION_METHODS = [("RTN", ["--method", "rtn"]), ("RTN + QuaRot", ["--method", "rtn", *ROTATE]),
                     ("GPTQ", ["--method", "gptq"]), ("GPTQ + QuaRot", ["--method", "gptq", *ROTATE])]
 # (weight bits, activation bits, group size): per-channel weights, as the paper's W4A4 and QuaRot.

@@ -55,7 +55,7 @@ private func fakeQuantReference(_ x: [Float], group: Int, bits: Int, sym: Bool, 
 struct RotationTests {
     // MARK: Hadamard matrices and the kernel
 
-    @Test("Paley matrices are Hadamard: +-1 entries, H H^T = m I", arguments: [4, 8, 12, 20, 24, 28, 36, 44, 60, 68])
+    @Test("Paley matrices are Hadamard: +-1 entries, H H^T = m I", arguments: [4, 8, 12, 20, 24, 28, 36, 44, 52, 60, 68, 100])
     func paleyMatricesAreHadamard(_ m: Int) throws {
         let h = try #require(HadamardTransform.paleyMatrix(m))
         #expect(h.allSatisfy { $0 == 1 || $0 == -1 })
@@ -74,7 +74,8 @@ struct RotationTests {
         #expect(HadamardTransform.paleyOrder(for: 5120) == 20)
         #expect(HadamardTransform.paleyOrder(for: 172) == nil)    // 172 is not a Paley order
         #expect(throws: TQError.self) { try HadamardTransform(size: 172) }
-        #expect(HadamardTransform.paleyMatrix(52) == nil)        // needs GF(25)
+        #expect(HadamardTransform.paleyOrder(for: 52 * 64) == 52)  // Paley II over GF(25)
+        #expect(HadamardTransform.paleyMatrix(92) == nil)        // 91 = 7 x 13, 45: neither a prime power here
     }
 
     @Test("hadamard_rows against the dense matrix; transpose is its inverse; 1 and 2 threads",

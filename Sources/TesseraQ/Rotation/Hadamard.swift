@@ -62,33 +62,57 @@ public struct HadamardTransform: Sendable {
         return nil
     }
 
-    /// A +-1 Hadamard matrix of order m (row-major) by Paley's constructions over the prime field
-    /// of q: I (m = q + 1, q = 3 mod 4) or II (m = 2 (q + 1), q = 1 mod 4); nil for other m.
+    /// A +-1 Hadamard matrix of order m (row-major) by Paley's constructions over the field of q
+    /// elements, q a prime or the square of one: I (m = q + 1, q = 3 mod 4) or II (m = 2 (q + 1),
+    /// q = 1 mod 4; 52 from q = 25); nil for other m.
     static func paleyMatrix(_ m: Int) -> [Float]? {
         guard m >= 4, m % 4 == 0 else { return nil }
-        if isPrime(m - 1), (m - 1) % 4 == 3 { return paleyI(q: m - 1) }
-        if isPrime(m / 2 - 1), (m / 2 - 1) % 4 == 1 { return paleyII(q: m / 2 - 1) }
+        if Field(order: m - 1) != nil, (m - 1) % 4 == 3 { return paleyI(q: m - 1) }
+        if Field(order: m / 2 - 1) != nil, (m / 2 - 1) % 4 == 1 { return paleyII(q: m / 2 - 1) }
         return nil
     }
 
-    private static func isPrime(_ q: Int) -> Bool {
-        guard q >= 2 else { return false }
-        var d = 2
-        while d * d <= q { if q % d == 0 { return false }; d += 1 }
-        return true
+    /// GF(p) or GF(p^2) = {a + b t : t^2 = r}, r a non-residue mod p; element a + b t has index a + p b.
+    struct Field {
+        let p: Int, q: Int
+        /// Whether each element is a non-zero square (its quadratic character is 1).
+        let square: [Bool]
+
+        init?(order q: Int) {
+            func prime(_ n: Int) -> Bool { n >= 2 && !(2..<max(2, Int(Double(n).squareRoot()) + 1)).contains { $0 < n && n % $0 == 0 } }
+            let root = Int(Double(q).squareRoot().rounded())
+            let p = prime(q) ? q : (root * root == q && prime(root) && root > 2 ? root : 0)
+            guard p > 0 else { return nil }
+            self.p = p
+            self.q = q
+            let r = (2..<max(3, p)).first { x in !(1..<p).contains { ($0 * $0) % p == x } } ?? 2   // a non-residue mod p
+            var square = [Bool](repeating: false, count: q)
+            for e in 1..<q {
+                let a = e % p, b = e / p
+                let s = q == p ? (a * a) % p : (a * a + b * b * r) % p + p * ((2 * a * b) % p)
+                square[s] = true
+            }
+            self.square = square
+        }
+
+        /// The index of x_j - x_i.
+        func difference(_ j: Int, _ i: Int) -> Int {
+            let a = ((j % p - i % p) % p + p) % p, b = ((j / p - i / p) % p + p) % p
+            return a + p * b
+        }
+
+        func chi(_ e: Int) -> Float { e == 0 ? 0 : (square[e] ? 1 : -1) }
     }
 
-    /// The conference-style core: C[0][j] = 1, C[i][0] = firstColumn, C[i][j] = chi(j - i) (the
-    /// Jacobsthal matrix, chi the quadratic character mod q) for i, j >= 1.
+    /// The conference-style core: C[0][j] = 1, C[i][0] = firstColumn, C[i][j] = chi(x_j - x_i) (the
+    /// Jacobsthal matrix, chi the quadratic character of the field) for i, j >= 1.
     private static func core(q: Int, firstColumn: Float) -> [[Float]] {
-        var residue = [Bool](repeating: false, count: q)
-        for x in 1..<q { residue[(x * x) % q] = true }
-        let chi = { (d: Int) -> Float in d == 0 ? 0 : (residue[d] ? 1 : -1) }
+        let field = Field(order: q)!
         return (0...q).map { i in
             (0...q).map { j in
                 if i == 0 { return j == 0 ? 0 : 1 }
                 if j == 0 { return firstColumn }
-                return chi(((j - i) % q + q) % q)
+                return field.chi(field.difference(j - 1, i - 1))
             }
         }
     }
