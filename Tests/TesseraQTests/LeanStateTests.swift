@@ -74,7 +74,7 @@ private func bf16(_ h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
         var ppl: [Double] = []
         for state in ["f32", "bf16"] {
             let out = temporaryDirectory("lean-\(state)") + "/q"
-            let config = try QuantizeConfig.parse(#"{"method": "tesseraq", "bits": 2, "group_size": 32, "preset": "ci", "init": "rtn", "state_dtype": "\#(state)"}"#)
+            let config = try QuantizeConfig.parse(#"{"method": "tesseraq", "bits": 2, "group_size": 32, "preset": "ci", "init": "rtn", "iters": 8, "state_dtype": "\#(state)"}"#)
             let report = try quantizeModel(model, config: config, outDir: out, calibration: tokens)
             #expect((report["options"] as? [String: Any])?["state_dtype"] as? String == state)
             ppl.append(try perplexity(LlamaModel(directory: out)))
