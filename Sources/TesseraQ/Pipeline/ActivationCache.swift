@@ -13,7 +13,8 @@ public final class ActivationCache: @unchecked Sendable {
     public let width: Int
     public let dtype: CacheDType
     private let base: UnsafeMutableRawPointer
-    private let file: ScratchFile?
+    /// The scratch file holding the cache when it is out of core.
+    let scratch: ScratchFile?
 
     /// In memory, or in a scratch file under `directory` when one is given.
     public init(samples: Int, rowsPerSample: Int, width: Int, dtype: CacheDType, directory: String? = nil) throws {
@@ -24,18 +25,18 @@ public final class ActivationCache: @unchecked Sendable {
         let bytes = Self.bytes(samples: samples, rowsPerSample: rowsPerSample, width: width, dtype: dtype)
         if let directory {
             let f = try ScratchFile(directory: directory, size: bytes)
-            file = f
+            scratch = f
             base = f.base
         } else {
-            file = nil
+            scratch = nil
             base = UnsafeMutableRawPointer(try allocateZeroed(max(bytes, 1), of: UInt8.self))
         }
     }
 
-    deinit { if file == nil { free(base) } }
+    deinit { if scratch == nil { free(base) } }
 
     /// Whether the cache lives in a scratch file.
-    public var isOutOfCore: Bool { file != nil }
+    public var isOutOfCore: Bool { scratch != nil }
 
     var sampleCount: Int { rowsPerSample * width }
 
@@ -65,9 +66,9 @@ public final class ActivationCache: @unchecked Sendable {
     }
 
     private func release(_ i: Int) {
-        guard let file else { return }
+        guard let scratch else { return }
         let bytes = sampleCount * dtype.bytes
-        file.release(i * bytes, (i + 1) * bytes)
+        scratch.release(i * bytes, (i + 1) * bytes)
     }
 
     /// Reads samples `indices` one after another into `out`.
