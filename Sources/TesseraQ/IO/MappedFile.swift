@@ -35,10 +35,8 @@ final class MappedFile: @unchecked Sendable {
     /// out of the map no longer counts in the process's memory twice. Later reads fault the pages
     /// back in from the page cache, so this is safe while other threads read the same bytes.
     func release(_ begin: Int, _ end: Int) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let lo = begin / page * page, hi = min((end + page - 1) / page * page, (size + page - 1) / page * page)
-        guard size > 0, hi > lo else { return }
-        madvise(UnsafeMutableRawPointer(mutating: base + lo), hi - lo, MADV_DONTNEED)
+        guard size > 0 else { return }
+        releasePages(UnsafeMutableRawPointer(mutating: base), size: size, begin, end)
     }
 
     deinit {
@@ -48,4 +46,12 @@ final class MappedFile: @unchecked Sendable {
             munmap(UnsafeMutableRawPointer(mutating: base), size)
         }
     }
+}
+
+/// madvise(MADV_DONTNEED) on the whole pages covering bytes [begin, end) of a map of `size` bytes at `base`.
+func releasePages(_ base: UnsafeMutableRawPointer, size: Int, _ begin: Int, _ end: Int) {
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let lo = begin / page * page, hi = min((end + page - 1) / page * page, (size + page - 1) / page * page)
+    guard hi > lo else { return }
+    madvise(base + lo, hi - lo, MADV_DONTNEED)
 }

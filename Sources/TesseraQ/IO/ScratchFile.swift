@@ -28,12 +28,7 @@ final class ScratchFile: @unchecked Sendable {
     }
 
     /// Drops bytes [begin, end) (whole pages) from the resident set; shared file pages keep their data.
-    func release(_ begin: Int, _ end: Int) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let lo = begin / page * page, hi = min((end + page - 1) / page * page, (size + page - 1) / page * page)
-        guard hi > lo else { return }
-        madvise(base + lo, hi - lo, MADV_DONTNEED)
-    }
+    func release(_ begin: Int, _ end: Int) { releasePages(base, size: size, begin, end) }
 
     deinit { munmap(base, size) }
 }

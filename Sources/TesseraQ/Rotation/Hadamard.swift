@@ -43,12 +43,6 @@ public struct HadamardTransform: Sendable {
         if let signs { scaleColumns(x, rows: rows, by: signs) }
     }
 
-    private func scaleColumns(_ x: UnsafeMutablePointer<Float>, rows: Int, by s: [Float]) {
-        for r in 0..<rows {
-            let row = x + r * size
-            for i in 0..<size { row[i] *= s[i] }
-        }
-    }
 
     /// The smallest m with size = m 2^k and a Paley matrix of order m (1 for a power of two).
     static func paleyOrder(for n: Int) -> Int? {
@@ -136,4 +130,10 @@ public struct HadamardTransform: Sendable {
         }
         return h
     }
+}
+
+/// Every row of x [rows x s.count] multiplied elementwise by s.
+func scaleColumns(_ x: UnsafeMutablePointer<Float>, rows: Int, by s: [Float]) {
+    let n = s.count
+    for r in 0..<rows { for i in 0..<n { x[r * n + i] *= s[i] } }
 }

@@ -137,8 +137,7 @@ private func rotatedRows(_ x: [Float], rows: Int, by q: HadamardTransform) -> [F
 }
 
 private func scaleColumns(_ w: inout [Float], rows: Int, by g: [Float]) {
-    let n = g.count
-    for r in 0..<rows { for i in 0..<n { w[r * n + i] *= g[i] } }
+    w.withUnsafeMutableBufferPointer { scaleColumns($0.baseAddress!, rows: rows, by: g) }
 }
 
 private func transposed(_ w: [Float], rows: Int, cols: Int) -> [Float] {
