@@ -195,21 +195,14 @@ float tqk_fq_harden(const float *a, uint8_t *state, int64_t n, float q, int fina
         return 0.0f;
     }
     if (n <= 0) return 0.0f;
-    float *h = tqk_alloc((size_t)n * sizeof(float));
     float *score = tqk_alloc((size_t)n * sizeof(float));
-    if (!h || !score) { /* counted by tqk_alloc; nothing hardened */
-        free(h);
-        free(score);
-        return 0.0f;
-    }
-    #pragma omp parallel for schedule(static) PAR_IF(n)
-    for (int64_t i = 0; i < n; i++) h[i] = state[i] == 0 ? rect(a[i]) : 0.0f;
+    if (!score) return 0.0f; /* counted by tqk_alloc; nothing hardened */
 
     /* Hard weights score 0.5, the largest possible score, so the sorted scores are the sorted
      * soft scores followed by n_hard copies of 0.5: select among the soft ones only. */
     int64_t m = 0;
     for (int64_t i = 0; i < n; i++)
-        if (state[i] == 0) score[m++] = fabsf(h[i] - 0.5f);
+        if (state[i] == 0) score[m++] = fabsf(rect(a[i]) - 0.5f);
 
     /* numpy.quantile 'linear': virtual index q (n - 1), interpolate between its neighbours. */
     double pos = (double)q * (double)(n - 1);
@@ -227,6 +220,11 @@ float tqk_fq_harden(const float *a, uint8_t *state, int64_t n, float q, int fina
         }
     }
     if (k + 1 > n - 1) hi = lo;
+    free(score);
+    return tqk_fq_harden_between(a, state, n, lo, hi, gamma);
+}
+
+float tqk_fq_harden_between(const float *a, uint8_t *state, int64_t n, double lo, double hi, double gamma) {
     /* numpy's _lerp: from whichever end is nearer, so the result stays monotone and exact at ends */
     double thr = gamma >= 0.5 ? hi - (hi - lo) * (1.0 - gamma) : lo + (hi - lo) * gamma;
     float t = (float)thr;
@@ -235,12 +233,23 @@ float tqk_fq_harden(const float *a, uint8_t *state, int64_t n, float q, int fina
     #pragma omp parallel for schedule(static) PAR_IF(n)
     for (int64_t i = 0; i < n; i++)
         if (state[i] == 0) {
-            if (h[i] > up) state[i] = 2;
-            else if (h[i] < down) state[i] = 1;
+            float h = rect(a[i]);
+            if (h > up) state[i] = 2;
+            else if (h < down) state[i] = 1;
         }
-    free(h);
-    free(score);
     return t;
+}
+
+void tqk_fq_scores(const float *a, const uint8_t *state, int64_t n, float *score) {
+    #pragma omp parallel for schedule(static) PAR_IF(n)
+    for (int64_t i = 0; i < n; i++) score[i] = state[i] == 0 ? fabsf(rect(a[i]) - 0.5f) : 0.5f;
+}
+
+int64_t tqk_count_le(const float *x, int64_t n, float t) {
+    int64_t c = 0;
+    #pragma omp parallel for schedule(static) reduction(+ : c) PAR_IF(n)
+    for (int64_t i = 0; i < n; i++) c += x[i] <= t;
+    return c;
 }
 
 void tqk_fq_codes(const float *fl, const float *a, const uint8_t *state, const float *z, int64_t out, int64_t in,

@@ -105,27 +105,29 @@ struct Quantize: ParsableCommand {
         let text = try configJSON()
         try runReportingErrors {
             Runtime.setThreads(threads)
+            // Under mpirun every rank runs this command; rank 0 speaks for the job.
+            let root = try Communicator.joinWorld().isRoot
             var config = try QuantizeConfig.parse(text)
             let m = try LlamaModel(directory: model)
             try config.fit(to: m.config)
             let ignored = [("--calib-tokens", calibTokens), ("--calib-text", calibText), ("--preset", preset)]
                 .filter { $0.1 != nil }.map(\.0)
-            if !calibrates && !ignored.isEmpty {
+            if root && !calibrates && !ignored.isEmpty {
                 note("rtn does not calibrate: \(ignored.joined(separator: ", ")) ignored")
             }
-            config.notices.forEach(note)
+            if root { config.notices.forEach(note) }
             let calibration = try calibrates ? calibText.map { try Tokenizer(path: model).encode(file: $0) } : nil
-            if calibrates, let estimate = try? QuantizeConfig.memoryEstimate(config, model: m) {
+            if root, calibrates, let estimate = try? QuantizeConfig.memoryEstimate(config, model: m) {
                 note(estimate.summary)
             }
             let bar = ProgressBar("quantize")
             let report = try quantizeModel(m, config: config, outDir: out, calibration: calibration) { p in
                 let detail = p.rounds == 0 ? "block \(p.block + 1)/\(p.blocks)"
                     : String(format: "block %d/%d round %d/%d step %d loss %.4g", p.block + 1, p.blocks, p.round, p.rounds, p.step, p.loss)
-                bar.update(Int(p.fraction * 1000), 1000, detail: detail)
+                if root { bar.update(Int(p.fraction * 1000), 1000, detail: detail) }
                 return !interrupted
             }
-            if json { printJSON(report) } else { print("wrote \(out)") }
+            if root { if json { printJSON(report) } else { print("wrote \(out)") } }
         }
     }
 }

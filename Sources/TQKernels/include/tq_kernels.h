@@ -241,6 +241,14 @@ TQK_API void tqk_fq_init(const float *w, const float *s, int64_t out, int64_t in
  * every SOFT weight with h(a) > 0.5 + t becomes state 2, h(a) < 0.5 - t state 1. Returns t. O(n) expected
  * (selection, no sort). final_ == 1: harden every soft weight by h(a) > 0.5 (-> 2) else (-> 1), return 0. */
 TQK_API float tqk_fq_harden(const float *a, uint8_t *state, int64_t n, float q, int final_);
+/* The hardening of tqk_fq_harden once its quantile's neighbours are known (tensor parallel: found over
+ * every rank's weights): lo and hi the k-th and (k+1)-th smallest scores, gamma the fraction between them.
+ * Returns t. */
+TQK_API float tqk_fq_harden_between(const float *a, uint8_t *state, int64_t n, double lo, double hi, double gamma);
+/* tqk_fq_harden's scores: |h(a) - 0.5| for soft weights, 0.5 for hard ones. */
+TQK_API void tqk_fq_scores(const float *a, const uint8_t *state, int64_t n, float *score);
+/* How many of x[0..n) are <= t. */
+TQK_API int64_t tqk_count_le(const float *x, int64_t n, float t);
 /* Final integer codes: q = clamp(fl + h + z, 0, qmax) with h from state (soft treated as h(a) > 0.5). */
 TQK_API void tqk_fq_codes(const float *fl, const float *a, const uint8_t *state, const float *z, int64_t out,
                           int64_t in, int64_t group, int bits, uint8_t *codes);

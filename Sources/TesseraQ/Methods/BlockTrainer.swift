@@ -26,9 +26,9 @@ final class BlockTrainer {
     private(set) var lastLoss = Double.nan
 
     /// Trains `linears` (in `LinearKind` order) inside `block`, whose other tensors stay fixed; the
-    /// block's GEMMs run at `compute`.
+    /// block's GEMMs run at `compute`. A tensor-parallel shard passes its config and `partialSums`.
     init(config: LlamaConfig, calibration: CalibrationOptions, layer: Int, block: BlockWeights,
-         linears: [TrainableLinear], compute: ComputeDType) throws {
+         linears: [TrainableLinear], compute: ComputeDType, partialSums: PartialSums? = nil) throws {
         self.config = config
         self.calibration = calibration
         self.layer = layer
@@ -36,6 +36,7 @@ final class BlockTrainer {
         train = block.replacingLinears(linears.map(\.wHat))
         let B = calibration.batch, L = calibration.seqLen, d = config.hidden
         work = try BlockWorkspace(config: config, sequences: B, length: L, compute: compute)
+        work.partialSums = partialSums
         grads = try BlockGradients(config: config, rows: B * L)
         x = try FloatBuffer(count: B * L * d); target = try FloatBuffer(count: B * L * d)
         y = try FloatBuffer(count: B * L * d); dY = try FloatBuffer(count: B * L * d)

@@ -71,6 +71,13 @@ public final class FakeQuantLinear: TrainableLinear, @unchecked Sendable {
         tqk_fq_harden(a.p, &state, Int64(out * inFeatures), Float(q), final ? 1 : 0)
     }
 
+    /// PAR hardening by a threshold found elsewhere (`BlockShard.harden`): `lo` and `hi` the scores
+    /// ranked k and k + 1 over the whole linear, `gamma` the fraction between them.
+    @discardableResult
+    func harden(between lo: Double, _ hi: Double, gamma: Double) -> Float {
+        tqk_fq_harden_between(a.p, &state, Int64(out * inFeatures), lo, hi, gamma)
+    }
+
     public var softFraction: Double { Double(state.lazy.filter { $0 == 0 }.count) / Double(state.count) }
 
     /// The final layer: hard codes, scales s * 2 h(v), zero points z (GPTQ orientation).

@@ -42,28 +42,36 @@ struct TesseraQBlock {
     let config: LlamaConfig
     let options: TesseraQOptions
     let layer: Int
+    /// The ranks the training is split over (under mpirun); a world of one trains the whole block.
+    var world: any Collectives = Communicator.world
 
     /// Trains the block whose float weights are `fp` (after any AWQ transform) from the frozen
     /// `grids`, on inputs `xq` towards targets `yfp`. Returns the hard, exported layers. Progress
     /// numbers the rounds after `roundsBefore` (an LWC initialisation's).
     func run(fp: BlockWeights, grids: [QuantizedLinear], xq: ActivationCache, yfp: ActivationCache, roundsBefore: Int = 0,
              progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
+        let shard = try BlockShard(config: config, spec: grids[0].spec, world: world)
+        let local = try shard.block(fp)
         let fq = try LinearKind.allCases.map { kind in
-            try FakeQuantLinear(weight: fp[kind].p, grid: grids[kind.rawValue], stateDType: options.stateDType,
+            try FakeQuantLinear(weight: local[kind].p, grid: shard.grid(grids[kind.rawValue], kind), stateDType: options.stateDType,
                                 seed: UInt64(layer * 16 + kind.rawValue))
         }
         if options.stateDType == .bf16 {
             // Lean state: the float32 weights are not read again (the trainable layers hold floor and
             // rounding variable), so they are dropped for the rest of the block rather than kept in bf16.
-            for kind in LinearKind.allCases { fp[kind] = try FloatBuffer(count: 0) }
+            for kind in LinearKind.allCases { fp[kind] = try FloatBuffer(count: 0); local[kind] = try FloatBuffer(count: 0) }
         }
-        let trainer = try BlockTrainer(config: config, calibration: options.calibration, layer: layer, block: fp, linears: fq,
-                                       compute: options.computeDType)
+        let world = shard.world
+        let trainer = try BlockTrainer(config: shard.config, calibration: options.calibration, layer: layer, block: local,
+                                       linears: fq, compute: options.computeDType,
+                                       partialSums: shard.isWhole ? nil : { world.allReduce($0, count: $1) })
         for (r, quantile) in options.thresholds.enumerated() {
-            for l in fq { l.harden(quantile: quantile); l.resetOptimizer() }
+            try shard.harden(fq, quantile: quantile)
+            for l in fq { l.resetOptimizer() }
             var rng = SeededGenerator.derived(options.calibration.seed, layer, r)
             try trainer.run(steps: options.iters, rng: &rng, xq: xq, yfp: yfp, round: roundsBefore + r + 1,
                             rounds: roundsBefore + options.thresholds.count, progress: progress) { step in
+                shard.reduceSharedGradients(fq)
                 for l in fq {
                     l.step(step, lr: Float(options.lr), scaleLR: Float(options.scaleLR), scaleWD: Float(options.scaleWD))
                 }
@@ -71,13 +79,12 @@ struct TesseraQBlock {
         }
         let lastLoss = trainer.lastLoss
         for l in fq { l.harden(quantile: 0, final: true) }
-        let linears = fq.map { $0.export() }
+        let linears = shard.gather(fq.map { $0.export() })
         let changed = zip(linears, grids).reduce(0) { acc, p in acc + zip(p.0.codes, p.1.codes).filter { $0 != $1 }.count }
         let total = linears.reduce(0) { $0 + $1.codes.count }
-        let ranges = fq.map(\.dstRange)
+        let (dstMin, dstMax) = shard.dstRange(fq)
         var report: [String: Any] = [
-            "changed_from_nearest": Double(changed) / Double(total),
-            "dst_min": Double(ranges.map(\.0).min()!), "dst_max": Double(ranges.map(\.1).max()!),
+            "changed_from_nearest": Double(changed) / Double(total), "dst_min": Double(dstMin), "dst_max": Double(dstMax),
         ]
         // Absent when no step ran (iters 0): the report is JSON, which has no NaN.
         if !lastLoss.isNaN { report["last_step_loss"] = lastLoss }

@@ -29,6 +29,9 @@ public final class BlockWorkspace: @unchecked Sendable {
     var mlpOut: FloatBuffer? { activations.mlpOut }
     /// The attention output before o_proj (o_proj's input).
     var attn: FloatBuffer { attention.attn }
+    /// Tensor parallelism (`BlockShard`): sums over the ranks the partial outputs of o and down
+    /// (forward) and n2's partial gradient (backward); nil when the block is whole.
+    var partialSums: PartialSums?
 
     public init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables? = nil,
                 compute: ComputeDType = .f32) throws {
@@ -43,7 +46,8 @@ public final class BlockWorkspace: @unchecked Sendable {
 
     /// x [rows x hidden] -> y, written to `y` (which may be `x`).
     public func forward(_ x: UnsafePointer<Float>, weights w: BlockWeights, into y: UnsafeMutablePointer<Float>) {
-        activations.forward(x, rows: rows, block: w, linears: FloatLinears(weights: w, dtype: compute), into: y) { n1 in
+        activations.forward(x, rows: rows, block: w, linears: FloatLinears(weights: w, dtype: compute, partialSums: partialSums),
+                            into: y) { n1 in
             attention.forward(n1, q: w[.q].p, k: w[.k].p, v: w[.v].p, block: w, rope: rope, dtype: compute)
             return attention.attn.p
         }
@@ -58,16 +62,22 @@ protocol BlockLinears {
                  into ys: [UnsafeMutablePointer<Float>])
 }
 
-/// A block's float weights through the GEMM of `dtype`.
+/// Sums `count` floats in place over the ranks of a tensor-parallel block.
+typealias PartialSums = (UnsafeMutablePointer<Float>, Int) -> Void
+
+/// A block's float weights through the GEMM of `dtype`; o's and down's outputs are summed by
+/// `partialSums` where the block is split over ranks by their input columns.
 struct FloatLinears: BlockLinears {
     let weights: BlockWeights
     let dtype: ComputeDType
+    var partialSums: PartialSums? = nil
 
     func project(_ kinds: [LinearKind], _ x: UnsafePointer<Float>, rows: Int, config: LlamaConfig,
                  into ys: [UnsafeMutablePointer<Float>]) {
         for (kind, y) in zip(kinds, ys) {
             let (o, i) = kind.shape(config)
             linearForward(x, rows: rows, weight: weights[kind].p, out: o, in: i, into: y, dtype: dtype)
+            if kind == .o || kind == .down { partialSums?(y, rows * o) }
         }
     }
 }
@@ -165,6 +175,7 @@ extension BlockWorkspace {
         gemm(1, 0, F, D, T, 1, grads.du.p, F, n2.p, D, 0, grads[.up].p, D)
         gemm(0, 0, T, D, F, 1, grads.dg.p, F, w[.gate].p, D, 0, grads.dn2.p, D)
         gemm(0, 0, T, D, F, 1, grads.du.p, F, w[.up].p, D, 1, grads.dn2.p, D)
+        partialSums?(grads.dn2.p, rows * d)
         // n2 = rmsnorm(h); dh = dY + d(rmsnorm)
         tqk_rmsnorm_backward(h.p, w.mlpNorm.p, grads.dn2.p, grads.dh.p, T, D, c.rmsEps)
         tqk_add(grads.dh.p, dY, T * D)

@@ -14,39 +14,48 @@ public struct MemoryEstimate: Sendable {
     public var cacheBytesInMemory: Int
     public var total: Int { saturatingSum(blockBytes, cacheBytes, activationBytes, residentBytes, resultBytes) }
 
-    public init(config c: LlamaConfig, samples: Int, seqLen: Int, batch: Int, cache: CacheDType, bits: Int) {
+    /// Under tensor parallelism (`ranks` > 1) the figures are one rank's: each holds the whole float
+    /// block (its initialisation runs on every rank), the caches, and its shard of the training state
+    /// and of the block's activations.
+    public var ranks = 1
+
+    public init(config c: LlamaConfig, samples: Int, seqLen: Int, batch: Int, cache: CacheDType, bits: Int, ranks: Int = 1) {
         let blockParams = LinearKind.allCases.reduce(0) { let (o, i) = $1.shape(c); return $0 + o * i }
-        // fp32 weight, floor, rounding variable, soft weight, its gradient, dL/dW, Adam m and v, hard/soft state.
-        blockBytes = blockParams * (8 * 4 + 1)
+        let share = { (n: Int) in (n + ranks - 1) / ranks }
+        self.ranks = ranks
+        // fp32 weight; on the rank's shard: floor, rounding variable, soft weight, its gradient, dL/dW,
+        // Adam m and v, hard/soft state.
+        blockBytes = blockParams * 4 + share(blockParams) * (7 * 4 + 1)
         cacheBytesInMemory = saturatingProduct(2, ActivationCache.bytes(samples: samples, rowsPerSample: seqLen, width: c.hidden, dtype: cache))
         cacheBytes = cacheBytesInMemory
-        let perRow = 3 * c.hidden + 2 * c.qDim + 2 * c.kvDim + 3 * c.intermediate   // forward
-            + 3 * c.intermediate + 2 * c.hidden + 2 * c.qDim + 2 * c.kvDim             // backward
-            + 4 * c.hidden                                                             // inputs, targets, outputs, dY
-            + (c.qkNorm ? c.qDim + c.kvDim : 0)                                        // q, k before their norms
-            + (c.sandwichNorms ? 4 * c.hidden : 0)                                     // sub-layer outputs before post-norms, and their gradients
+        let (qDim, kvDim, ffn) = (share(c.qDim), share(c.kvDim), share(c.intermediate))
+        let perRow = 3 * c.hidden + 2 * qDim + 2 * kvDim + 3 * ffn   // forward
+            + 3 * ffn + 2 * c.hidden + 2 * qDim + 2 * kvDim             // backward
+            + 4 * c.hidden                                              // inputs, targets, outputs, dY
+            + (c.qkNorm ? qDim + kvDim : 0)                             // q, k before their norms
+            + (c.sandwichNorms ? 4 * c.hidden : 0)                      // sub-layer outputs before post-norms, and their gradients
         activationBytes = saturatingProduct(batch, seqLen, perRow, 4)
         residentBytes = c.vocab * c.hidden * 4 * (c.tiedEmbeddings ? 1 : 2)
         resultBytes = c.layers * blockParams * (bits + 1) / 8
     }
 
     /// The estimate of a calibrated run, its caches out of core where the budget says so.
-    init(config c: LlamaConfig, calibration: CalibrationOptions, bits: Int) {
+    init(config c: LlamaConfig, calibration: CalibrationOptions, bits: Int, ranks: Int = Communicator.world.size) {
         self.init(config: c, samples: calibration.nSamples, seqLen: calibration.seqLen, batch: calibration.batch,
-                  cache: calibration.cacheDType, bits: bits)
+                  cache: calibration.cacheDType, bits: bits, ranks: ranks)
         if calibration.cachesOutOfCore(bytes: cacheBytesInMemory) { cacheBytes = 0 }
     }
 
     public var json: [String: Any] {
         ["block_bytes": blockBytes, "cache_bytes": cacheBytes, "cache_out_of_core": cacheBytes < cacheBytesInMemory,
          "cache_file_bytes": cacheBytes < cacheBytesInMemory ? cacheBytesInMemory : 0, "activation_bytes": activationBytes,
-         "resident_bytes": residentBytes, "result_bytes": resultBytes, "total_bytes": total]
+         "resident_bytes": residentBytes, "result_bytes": resultBytes, "total_bytes": total, "ranks": ranks]
     }
 
     public var summary: String {
         func mb(_ b: Int) -> String { String(format: "%.0f MB", Double(b) / 1e6) }
         let caches = cacheBytes < cacheBytesInMemory ? "caches on disk \(mb(cacheBytesInMemory))" : "caches \(mb(cacheBytes))"
-        return "peak memory about \(mb(total)) (block \(mb(blockBytes)), \(caches), activations \(mb(activationBytes)), embeddings \(mb(residentBytes)), result \(mb(resultBytes)))"
+        return "peak memory about \(mb(total))\(ranks > 1 ? " per rank of \(ranks)" : "") (block \(mb(blockBytes)), \(caches), activations \(mb(activationBytes)), embeddings \(mb(residentBytes)), result \(mb(resultBytes)))"
     }
 
     /// What this process can still get: MemAvailable from /proc/meminfo, lowered to the room left

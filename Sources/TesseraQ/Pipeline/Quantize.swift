@@ -24,7 +24,11 @@ public struct QuantProgress: Sendable {
 public typealias QuantProgressHandler = (QuantProgress) -> Bool
 
 func checkQuantProgress(_ handler: QuantProgressHandler?, _ p: QuantProgress) throws {
-    if let handler, !handler(p) {
+    var go = handler?(p) ?? true
+    // Under mpirun every rank passes here in step: a cancel on any rank cancels all of them.
+    let world = Communicator.world
+    if world.size > 1 { go = world.allReduce([go ? 0 : 1])[0] == 0 }
+    if !go {
         throw TQError(.cancelled, "cancelled by the progress callback at block \(p.block), round \(p.round), step \(p.step)")
     }
 }
@@ -35,12 +39,40 @@ func checkQuantProgress(_ handler: QuantProgressHandler?, _ p: QuantProgress) th
 @discardableResult
 public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: String, calibration: [UInt32]? = nil,
                           progress: QuantProgressHandler? = nil) throws -> [String: Any] {
+    let world = try Communicator.joinWorld()
+    guard world.size > 1 else {
+        return try quantizeOnRanks(model, config: config, outDir: outDir, calibration: calibration, progress: progress)
+    }
+    // Under mpirun a rank that fails must not leave the others waiting in a collective.
+    do {
+        return try quantizeOnRanks(model, config: config, outDir: outDir, calibration: calibration, progress: progress)
+    } catch let e as TQError where e.kind == .cancelled {
+        throw e   // every rank agreed to cancel (checkQuantProgress)
+    } catch {
+        FileHandle.standardError.write(Data("tesseraq: rank \(world.rank) of \(world.size): \(error)\n".utf8))
+        world.abort(code: 1)
+    }
+}
+
+/// `quantizeModel` on every rank of the MPI world (one outside mpirun): the blocks' TesseraQ training
+/// is split over the ranks (`BlockShard`), everything else runs on each; rank 0 writes.
+private func quantizeOnRanks(_ model: LlamaModel, config: QuantizeConfig, outDir: String, calibration: [UInt32]?,
+                             progress: QuantProgressHandler?) throws -> [String: Any] {
+    let world = Communicator.world
     guard model.packed == nil else { throw TQError.invalid("\(model.directory) is already quantized") }
     var config = config
     try config.fit(to: model.config)
     guard !outDir.isEmpty else { throw TQError.invalid("out_dir is empty") }
     if FileManager.default.fileExists(atPath: outDir) && !config.overwrite {
         throw TQError.invalid("\(outDir) already exists (set \"overwrite\": true to replace it)")
+    }
+    if world.size > 1 {
+        guard config.method == "tesseraq" else {
+            throw TQError.invalid("under mpirun only method tesseraq is split over the ranks; run \(config.method) without mpirun")
+        }
+        guard config.rotationSeed == nil else {
+            throw TQError.invalid("tensor parallelism does not rotate (rotate): the online Hadamard spans the ranks; run without mpirun")
+        }
     }
     let start = Date()
     guard let seed = config.rotationSeed else { return try quantizeModel(model, config: config, outDir: outDir, start: start,
@@ -87,7 +119,10 @@ private func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: 
     writer.floatOverrides = floats
     writer.extraFiles["quantize_report.json"] = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
     try Runtime.checkAllocations(since: allocations, "quantize")  // nothing incomplete is written
-    try writer.write(linears: linears, to: outDir, staging: staging, overwrite: config.overwrite)
+    if Communicator.world.isRoot {
+        try writer.write(linears: linears, to: outDir, staging: staging, overwrite: config.overwrite)
+    }
+    Communicator.world.barrier()   // the checkpoint is in place when any rank returns
     return report
 }
 

@@ -11,10 +11,26 @@ struct ResumeState {
     let fingerprint: [String: String]
     let quantization: GPTQConfig
 
+    /// Under mpirun rank 0 keeps the state and the other ranks read it (the output's folder must be
+    /// one every rank sees, as on one machine or a shared filesystem).
+    let world = Communicator.world
+
     init(staging: String, fingerprint: [String: String], quantization: GPTQConfig) throws {
         self.staging = staging
         self.fingerprint = fingerprint
         self.quantization = quantization
+        if world.isRoot { try Self.open(staging, fingerprint) }
+        world.barrier()
+        guard !world.isRoot else { return }
+        let saved = FileManager.default.contents(atPath: staging + "/run.json")
+            .flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [String: String]
+        guard saved == fingerprint else {
+            throw TQError.io("\(staging): rank \(world.rank) does not see rank 0's run state; under mpirun the output folder must be on a filesystem every rank sees")
+        }
+    }
+
+    /// Checks the state a run left in `staging`, or starts it afresh.
+    private static func open(_ staging: String, _ fingerprint: [String: String]) throws {
         let fm = FileManager.default
         let runPath = staging + "/run.json"
         if let data = fm.contents(atPath: runPath),
@@ -26,7 +42,7 @@ struct ResumeState {
             try? fm.removeItem(atPath: staging)
             try? fm.createDirectory(atPath: staging + "/blocks", withIntermediateDirectories: true)
             let data = try JSONSerialization.data(withJSONObject: fingerprint, options: [.sortedKeys])
-            try Self.writeAtomically(data, to: runPath)
+            try writeAtomically(data, to: runPath)
         }
     }
 
@@ -35,8 +51,14 @@ struct ResumeState {
     /// The persisted linears, float tensors (`floats`, by name) and report of a finished block, or nil.
     func load(_ layer: Int, floats: [String]) throws -> (linears: [PackedLinear], floats: BlockFloats, report: [String: Any])? {
         let dir = blockDirectory(layer)
-        guard Self.verify(dir), let data = FileManager.default.contents(atPath: dir + "/report.json"),
-              let report = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
+        let report = Self.verify(dir) ? FileManager.default.contents(atPath: dir + "/report.json")
+            .flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [String: Any] : nil
+        // Every rank must take the same path: all reuse the block or all compute it.
+        let found = world.allReduce([report == nil ? 0 : 1])[0]
+        guard found == 0 || Int(found) == world.size else {
+            throw TQError.io("\(dir): finished on some ranks' view of the filesystem but not on others'")
+        }
+        guard let report else { return nil }
         let store = try TensorStore(directory: dir)
         let ckpt = try PackedCheckpoint(store: store, quantization: quantization)
         let linears = try LinearKind.allCases.map { kind in
@@ -51,6 +73,7 @@ struct ResumeState {
     /// Persists a finished block; the checksums are written last, so a block counts as finished
     /// only when everything it needs is on disk and intact.
     func save(_ layer: Int, linears: [PackedLinear], floats: BlockFloats, report: [String: Any]) throws {
+        guard world.isRoot else { return }
         let dir = blockDirectory(layer)
         try? FileManager.default.removeItem(atPath: dir)
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

@@ -1,0 +1,197 @@
+import TQKernels
+
+/// One rank's part of a block under Megatron-style tensor parallelism: whole KV-head groups of the
+/// attention (their q heads, their k and v rows, o's matching columns) and a range of the MLP's
+/// intermediate channels (gate and up rows, down's matching columns). Row-split linears need no
+/// communication; o and down produce partial sums, summed over the ranks after their GEMMs (twice per
+/// forward), and the backward sums n2's gradient once. Quantization groups of o and down lie inside
+/// one rank's columns; per-channel grids (one group per row) span the ranks instead, and their DST
+/// gradients are summed so every rank keeps the same factors. In a world of one the shard is the
+/// whole block and nothing is copied.
+struct BlockShard {
+    let world: any Collectives
+    /// The whole block's configuration, and this rank's (its heads, KV heads and channels).
+    let full: LlamaConfig
+    let config: LlamaConfig
+    let kvHeads: Range<Int>
+    let ffn: Range<Int>
+    /// o's and down's groups span the ranks (per-channel grids).
+    let sharedGroups: Bool
+    var isWhole: Bool { world.size == 1 }
+
+    init(config c: LlamaConfig, spec: QuantSpec, world: any Collectives) throws {
+        self.world = world
+        full = c
+        let P = world.size, r = world.rank
+        guard P > 1 else {
+            (config, kvHeads, ffn, sharedGroups) = (c, 0..<c.kvHeads, 0..<c.intermediate, false)
+            return
+        }
+        if c.activationQuant != nil || c.onlineHadamard {
+            throw TQError.invalid("tensor parallelism (\(P) ranks) does not quantize activations or rotate online: their per-token statistics span the ranks; run without mpirun")
+        }
+        guard c.kvHeads >= P else {
+            throw TQError.invalid("tensor parallelism splits attention by KV heads: \(P) ranks need at least \(P) KV heads (the model has \(c.kvHeads))")
+        }
+        let g = spec.groupSize
+        let unit = g > 0 ? g : 1
+        guard c.intermediate % unit == 0, c.intermediate / unit >= P else {
+            throw TQError.invalid("tensor parallelism: intermediate_size \(c.intermediate) does not split into \(P) whole groups of \(g)")
+        }
+        let kvBounds = (0...P).map { $0 * c.kvHeads / P }
+        let units = c.intermediate / unit
+        let ffnBounds = (0...P).map { $0 * units / P * unit }
+        let qPerKV = c.heads / c.kvHeads
+        if g > 0, let bad = kvBounds.first(where: { ($0 * qPerKV * c.headDim) % g != 0 }) {
+            throw TQError.invalid("tensor parallelism: o_proj's groups of \(g) would straddle ranks (a rank's attention starts at column \(bad * qPerKV * c.headDim)); choose a group size dividing \(qPerKV * c.headDim) times the KV heads per rank, or another rank count")
+        }
+        kvHeads = kvBounds[r]..<kvBounds[r + 1]
+        ffn = ffnBounds[r]..<ffnBounds[r + 1]
+        sharedGroups = g <= 0
+        var local = c
+        local.kvHeads = kvHeads.count
+        local.heads = kvHeads.count * qPerKV
+        local.intermediate = ffn.count
+        config = local
+    }
+
+    /// The rows (row-split linears) or columns (o, down) of `kind` this rank holds.
+    func range(_ kind: LinearKind) -> Range<Int> {
+        let d = full.headDim, qPerKV = full.heads / full.kvHeads
+        switch kind {
+        case .q, .o: return (kvHeads.lowerBound * qPerKV * d)..<(kvHeads.upperBound * qPerKV * d)
+        case .k, .v: return (kvHeads.lowerBound * d)..<(kvHeads.upperBound * d)
+        case .gate, .up, .down: return ffn
+        }
+    }
+
+    static func splitsColumns(_ kind: LinearKind) -> Bool { kind == .o || kind == .down }
+
+    /// This rank's part of the block's float tensors (norms shared).
+    func block(_ fp: BlockWeights) throws -> BlockWeights {
+        guard !isWhole else { return fp }
+        let linears = try LinearKind.allCases.map { kind in
+            let (o, i) = kind.shape(full)
+            return Self.splitsColumns(kind) ? try columns(fp[kind], rows: o, cols: i, range(kind))
+                                            : try rows(fp[kind], cols: i, range(kind))
+        }
+        let biases = try fp.biases.map { b in try zip([LinearKind.q, .k, .v], b).map { try rows($1, cols: 1, range($0)) } }
+        return BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: linears, biases: biases, qkNorms: fp.qkNorms,
+                            attentionWindow: fp.attentionWindow, postNorms: fp.postNorms)
+    }
+
+    /// This rank's part of a whole linear's grid.
+    func grid(_ q: QuantizedLinear, _ kind: LinearKind) -> QuantizedLinear {
+        guard !isWhole else { return q }
+        precondition(q.gIdx == nil, "tensor parallelism takes grids in natural group order")
+        return Self.splitsColumns(kind) ? q.columns(range(kind), sharedGroups: sharedGroups) : q.rows(range(kind))
+    }
+
+    /// The whole linears from every rank's part (each rank gets them all).
+    func gather(_ local: [QuantizedLinear]) -> [QuantizedLinear] {
+        guard !isWhole else { return local }
+        return zip(LinearKind.allCases, local).map { kind, q in
+            let (out, inFeatures) = kind.shape(full)
+            let codes = world.allGather(q.codes), scales = world.allGather(q.scales), zeros = world.allGather(q.zeros)
+            if !Self.splitsColumns(kind) {
+                // [nGroups x out] per rank: each group's row is the ranks' rows in order.
+                let outs = codes.map { $0.count / inFeatures }
+                return QuantizedLinear(out: out, inFeatures: inFeatures, spec: q.spec, codes: codes.flatMap { $0 },
+                                       scales: Self.interleave(scales, groups: q.nGroups, outs: outs),
+                                       zeros: Self.interleave(zeros, groups: q.nGroups, outs: outs))
+            }
+            let widths = codes.map { $0.count / out }
+            let rowsJoined = (0..<out).flatMap { o in codes.indices.flatMap { r in codes[r][(o * widths[r])..<((o + 1) * widths[r])] } }
+            return QuantizedLinear(out: out, inFeatures: inFeatures, spec: q.spec, codes: rowsJoined,
+                                   scales: sharedGroups ? scales[0] : scales.flatMap { $0 },
+                                   zeros: sharedGroups ? zeros[0] : zeros.flatMap { $0 })
+        }
+    }
+
+    /// Sums the DST gradients of groups that span the ranks (so their Adam steps agree everywhere).
+    func reduceSharedGradients(_ layers: [FakeQuantLinear]) {
+        guard !isWhole, sharedGroups else { return }
+        for kind in [LinearKind.o, .down] { world.allReduce(layers[kind.rawValue].dv.p, count: layers[kind.rawValue].dv.count) }
+    }
+
+    /// PAR hardening at `quantile` of each whole linear. Split over ranks, the quantile's two
+    /// neighbours are found exactly by bisecting on the scores' bit patterns (non-negative floats
+    /// order as their bits do), a count summed over the ranks per probe: 31 small all-reduces per
+    /// round instead of gathering the block's scores.
+    func harden(_ layers: [FakeQuantLinear], quantile q: Double) throws {
+        guard !isWhole else {
+            for l in layers { l.harden(quantile: q) }
+            return
+        }
+        let scores = try layers.map { l in
+            let s = try FloatBuffer(count: l.out * l.inFeatures)
+            tqk_fq_scores(l.a.p, l.state, Int64(s.count), s.p)
+            return s
+        }
+        let n = world.allReduce(scores.map { Double($0.count) }).map { Int64($0) }
+        // numpy.quantile 'linear', as tqk_fq_harden: ranks k and k + 1 (0-based) around q (n - 1).
+        let pos = n.map { q * Double($0 - 1) }
+        let k = zip(pos, n).map { min(max(Int64($0.rounded(.down)), 0), $1 - 1) }
+        var lo = [UInt32](repeating: 0, count: 2 * layers.count)
+        var hi = [UInt32](repeating: Float(0.5).bitPattern, count: 2 * layers.count)
+        let want = k.flatMap { [$0 + 1, $0 + 2] }   // how many scores lie at or below each neighbour
+        while zip(lo, hi).contains(where: { $0 < $1 }) {
+            let mid = zip(lo, hi).map { $0 + ($1 - $0) / 2 }
+            let local = mid.indices.map { j in
+                Double(tqk_count_le(scores[j / 2].p, Int64(scores[j / 2].count), Float(bitPattern: mid[j])))
+            }
+            for (j, count) in world.allReduce(local).enumerated() where lo[j] < hi[j] {
+                if Int64(count) >= want[j] { hi[j] = mid[j] } else { lo[j] = mid[j] + 1 }
+            }
+        }
+        for (i, l) in layers.enumerated() {
+            let below = Double(Float(bitPattern: lo[2 * i]))
+            let above = k[i] + 1 > n[i] - 1 ? below : Double(Float(bitPattern: lo[2 * i + 1]))
+            l.harden(between: below, above, gamma: pos[i] - Double(k[i]))
+        }
+    }
+
+    /// The smallest and largest DST factor over every rank.
+    func dstRange(_ layers: [FakeQuantLinear]) -> (Float, Float) {
+        let mine = layers.map(\.dstRange)
+        let all = world.allGather([mine.map(\.0).min()!, mine.map(\.1).max()!])
+        return (all.map { $0[0] }.min()!, all.map { $0[1] }.max()!)
+    }
+
+    /// Per-rank [nGroups x outs[r]] arrays as one [nGroups x sum(outs)]: each group's row is the ranks' rows in order.
+    private static func interleave<T>(_ parts: [[T]], groups: Int, outs: [Int]) -> [T] {
+        (0..<groups).flatMap { g in parts.indices.flatMap { r in parts[r][(g * outs[r])..<((g + 1) * outs[r])] } }
+    }
+
+    private func rows(_ b: FloatBuffer, cols: Int, _ r: Range<Int>) throws -> FloatBuffer {
+        let s = try FloatBuffer(count: r.count * cols)
+        s.p.update(from: b.p + r.lowerBound * cols, count: s.count)
+        return s
+    }
+
+    private func columns(_ b: FloatBuffer, rows: Int, cols: Int, _ r: Range<Int>) throws -> FloatBuffer {
+        let s = try FloatBuffer(count: rows * r.count)
+        for o in 0..<rows { (s.p + o * r.count).update(from: b.p + o * cols + r.lowerBound, count: r.count) }
+        return s
+    }
+}
+
+extension QuantizedLinear {
+    /// The grid of output rows `r`.
+    func rows(_ r: Range<Int>) -> QuantizedLinear {
+        func pick<T>(_ a: [T]) -> [T] { (0..<nGroups).flatMap { g in a[(g * out + r.lowerBound)..<(g * out + r.upperBound)] } }
+        return QuantizedLinear(out: r.count, inFeatures: inFeatures, spec: spec,
+                               codes: Array(codes[(r.lowerBound * inFeatures)..<(r.upperBound * inFeatures)]),
+                               scales: pick(scales), zeros: pick(zeros))
+    }
+
+    /// The grid of input columns `r`: their whole groups, or with `sharedGroups` (per-channel) the
+    /// one group per row, whose scale and zero every part keeps.
+    func columns(_ r: Range<Int>, sharedGroups: Bool) -> QuantizedLinear {
+        let part = (0..<out).flatMap { o in codes[(o * inFeatures + r.lowerBound)..<(o * inFeatures + r.upperBound)] }
+        let groups = sharedGroups ? 0..<1 : (r.lowerBound / group)..<(r.upperBound / group)
+        let span = (groups.lowerBound * out)..<(groups.upperBound * out)
+        return QuantizedLinear(out: out, inFeatures: r.count, spec: spec, codes: part, scales: Array(scales[span]),
+                               zeros: Array(zeros[span]))
+    }
+}

@@ -1,0 +1,239 @@
+// Tensor-parallel block reconstruction (BlockShard) with threads of this process standing in for MPI
+// ranks: the sharded forward and backward against the whole block's, the distributed hardening
+// against the kernel's, grids split and gathered back, and a whole TesseraQ block trained on two
+// ranks against one. (bindings/python/tests/test_tensor_parallel.py runs the same under mpirun.)
+
+import Foundation
+import Testing
+import TQKernels
+@testable import TesseraQ
+
+/// Ranks as threads of one process: every collective is an exchange through shared slots between
+/// two barriers; sums run in rank order, so every rank gets the same bits (as MPI's).
+final class ThreadGroup: @unchecked Sendable {
+    let size: Int
+    private let lock = NSCondition()
+    private var arrived = 0, generation = 0
+    private var slots: [[UInt8]]
+
+    init(size: Int) {
+        self.size = size
+        slots = Array(repeating: [], count: size)
+    }
+
+    private func barrier() {
+        lock.lock()
+        let g = generation
+        arrived += 1
+        if arrived == size {
+            arrived = 0
+            generation += 1
+            lock.broadcast()
+        } else {
+            while g == generation { lock.wait() }
+        }
+        lock.unlock()
+    }
+
+    func exchange(_ rank: Int, _ bytes: [UInt8]) -> [[UInt8]] {
+        lock.lock(); slots[rank] = bytes; lock.unlock()
+        barrier()
+        lock.lock(); let all = slots; lock.unlock()
+        barrier()
+        return all
+    }
+
+    /// `body(rank)` on `size` threads at once; the results in rank order.
+    func run<T>(_ body: @escaping @Sendable (ThreadRank) throws -> T) throws -> [T] {
+        let results = Results<T>(size)
+        let done = DispatchGroup()
+        for r in 0..<size {
+            done.enter()
+            let t = Thread { results.set(r, Result { try body(ThreadRank(group: self, rank: r)) }); done.leave() }
+            t.stackSize = 8 << 20
+            t.start()
+        }
+        done.wait()
+        return try results.values.map { try $0!.get() }
+    }
+
+    private final class Results<T>: @unchecked Sendable {
+        private let lock = NSLock()
+        private(set) var values: [Result<T, Error>?]
+        init(_ n: Int) { values = Array(repeating: nil, count: n) }
+        func set(_ i: Int, _ r: Result<T, Error>) { lock.lock(); values[i] = r; lock.unlock() }
+    }
+}
+
+struct ThreadRank: Collectives {
+    let group: ThreadGroup
+    let rank: Int
+    var size: Int { group.size }
+
+    func allReduce(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        let parts = group.exchange(rank, Array(UnsafeRawBufferPointer(start: x, count: count * 4)))
+        x.update(repeating: 0, count: count)
+        for p in parts { p.withUnsafeBytes { b in for i in 0..<count { x[i] += b.load(fromByteOffset: i * 4, as: Float.self) } } }
+    }
+
+    func allReduce(_ x: [Double]) -> [Double] {
+        allGather(x).reduce(into: [Double](repeating: 0, count: x.count)) { s, p in for i in s.indices { s[i] += p[i] } }
+    }
+
+    func allGather(_ bytes: [UInt8]) -> [[UInt8]] { group.exchange(rank, bytes) }
+}
+
+@Suite(.serialized) struct TensorParallelTests {
+    static let models = ["tiny-llama", "tiny-qwen2-gqa", "tiny-qwen3", "tiny-gemma2", "stories260K"]
+
+    /// Random block inputs [rows x hidden].
+    func inputs(_ c: LlamaConfig, rows: Int, seed: UInt64) throws -> FloatBuffer {
+        var rng = TestRNG(seed)
+        return try FloatBuffer(rng.floats(rows * c.hidden))
+    }
+
+    @Test("a block split over 2 and 4 ranks computes the whole block's output and weight gradients",
+          arguments: models)
+    func shardedForwardAndBackwardMatch(_ name: String) throws {
+        let model = try LlamaModel(directory: Fixtures.model(name))
+        let c = model.config, fp = try model.loadBlock(0)
+        let B = 2, L = 16, T = B * L
+        let x = try inputs(c, rows: T, seed: 1), dY = try inputs(c, rows: T, seed: 2)
+        let whole = try BlockWorkspace(config: c, sequences: B, length: L)
+        let y = try FloatBuffer(count: T * c.hidden), grads = try BlockGradients(config: c, rows: T)
+        whole.forward(x.p, weights: fp, into: y.p)
+        whole.backward(dY.p, weights: fp, into: grads)
+        for P in [2, 4] where P <= c.kvHeads {
+            let results = try ThreadGroup(size: P).run { world -> ([Float], [[Float]], BlockShard) in
+                let shard = try BlockShard(config: c, spec: QuantSpec(bits: 2, groupSize: -1), world: world)
+                let local = try shard.block(fp)
+                let work = try BlockWorkspace(config: shard.config, sequences: B, length: L)
+                work.partialSums = { world.allReduce($0, count: $1) }
+                let ys = try FloatBuffer(count: T * c.hidden), g = try BlockGradients(config: shard.config, rows: T)
+                work.forward(x.p, weights: local, into: ys.p)
+                work.backward(dY.p, weights: local, into: g)
+                return (ys.array, g.dW.map(\.array), shard)
+            }
+            for (yr, dW, shard) in results {
+                #expect(relativeMaxError(yr, y.array) < 1e-5, "\(name) P=\(P) rank \(shard.world.rank): y")
+                for kind in LinearKind.allCases {
+                    let (o, i) = kind.shape(c), r = shard.range(kind)
+                    let full = grads[kind].array
+                    let slice = BlockShard.splitsColumns(kind)
+                        ? (0..<o).flatMap { row in full[(row * i + r.lowerBound)..<(row * i + r.upperBound)] }
+                        : Array(full[(r.lowerBound * i)..<(r.upperBound * i)])
+                    #expect(relativeMaxError(dW[kind.rawValue], slice) < 1e-4, "\(name) P=\(P) \(kind): dW")
+                }
+            }
+        }
+    }
+
+    /// Hardening split over ranks finds the whole linear's quantile exactly: the states equal the
+    /// kernel's bit for bit, ties (many hard weights scoring 0.5, repeated values) included.
+    @Test func distributedHardeningEqualsTheKernels() throws {
+        let stories = try LlamaModel(directory: Fixtures.model("stories260K")).config   // 4 KV heads: up to 4 ranks
+        var rng = TestRNG(11)
+        let out = 24, inFeatures = 40, n = out * inFeatures
+        let w = rng.floats(n)
+        let grid = QuantizedLinear.roundToNearest(w, out: out, inFeatures: inFeatures, spec: QuantSpec(bits: 2, groupSize: 8))
+        for (trial, q) in [0.8, 0.5, 0.27, 0.05, 0.005, 0.0, 1.0].enumerated() {
+            let whole = try FakeQuantLinear(weight: w, grid: grid)
+            var values = rng.floats(n, -3, 3)
+            for i in stride(from: 0, to: n, by: 7) { values[i] = values[(i + 3) % n] }          // repeated scores
+            let a = values
+            whole.a.p.update(from: a, count: n)
+            for i in 0..<n where rng.int(3) == 0 { whole.state[i] = UInt8(1 + rng.int(2)) }   // a third hard
+            let state0 = whole.state
+            whole.harden(quantile: q)
+            for P in [2, 3] {
+                let bounds = (0...P).map { $0 * out / P }
+                let states = try ThreadGroup(size: P).run { world -> [UInt8] in
+                    let rows = bounds[world.rank]..<bounds[world.rank + 1]
+                    let part = try FakeQuantLinear(weight: Array(w[(rows.lowerBound * inFeatures)..<(rows.upperBound * inFeatures)]),
+                                                   grid: grid.rows(rows))
+                    part.a.p.update(from: Array(a[(rows.lowerBound * inFeatures)..<(rows.upperBound * inFeatures)]),
+                                    count: rows.count * inFeatures)
+                    part.state = Array(state0[(rows.lowerBound * inFeatures)..<(rows.upperBound * inFeatures)])
+                    let shard = try BlockShard(config: stories, spec: QuantSpec(bits: 2, groupSize: -1), world: world)
+                    try shard.harden([part], quantile: q)
+                    return part.state
+                }
+                #expect(states.flatMap { $0 } == whole.state, "trial \(trial) q=\(q) P=\(P)")
+            }
+        }
+    }
+
+    @Test("grids split per rank and gathered back are the whole grids", arguments: [-1, 4])
+    func gridsRoundTrip(_ group: Int) throws {
+        let model = try LlamaModel(directory: Fixtures.model("stories260K"))
+        let c = model.config, spec = QuantSpec(bits: 3, groupSize: group)
+        let grids = try roundToNearest(block: try model.loadBlock(1), layer: 1, config: c, spec: spec)
+        let gathered = try ThreadGroup(size: 2).run { world -> [QuantizedLinear] in
+            let shard = try BlockShard(config: c, spec: spec, world: world)
+            return shard.gather(LinearKind.allCases.map { shard.grid(grids[$0.rawValue], $0) })
+        }
+        for g in gathered {
+            for (a, b) in zip(g, grids) {
+                #expect(a.out == b.out && a.inFeatures == b.inFeatures && a.codes == b.codes && a.scales == b.scales && a.zeros == b.zeros)
+            }
+        }
+    }
+
+    /// A TesseraQ block trained on 2 ranks against the same block trained whole, same seed: the
+    /// loss within 1e-4, the exported codes nearly all equal, and every rank with the same result.
+    @Test("TesseraQ on 2 ranks trains the block the single process trains", arguments: [("tiny-llama", -1), ("tiny-qwen3", 16),
+                                                                                       ("stories260K", -1), ("stories260K", 4)])
+    func shardedTesseraQMatchesWhole(_ name: String, _ group: Int) throws {
+        let model = try LlamaModel(directory: Fixtures.model(name))
+        let c = model.config, spec = QuantSpec(bits: 2, groupSize: group), L = 16, samples = 8
+        let fp = try model.loadBlock(0)
+        let xq = try ActivationCache(samples: samples, rowsPerSample: L, width: c.hidden, dtype: .f32)
+        let yfp = try ActivationCache(samples: samples, rowsPerSample: L, width: c.hidden, dtype: .f32)
+        let work = try BlockWorkspace(config: c, sequences: 1, length: L)
+        for i in 0..<samples {
+            let x = try inputs(c, rows: L, seed: UInt64(100 + i)), y = try FloatBuffer(count: L * c.hidden)
+            work.forward(x.p, weights: fp, into: y.p)
+            xq.write(i, from: x.p)
+            yfp.write(i, from: y.p)
+        }
+        let options = TesseraQOptions(calibration: CalibrationOptions(nSamples: samples, seqLen: L, batch: 2, seed: 42, cacheDType: .f32),
+                                      iters: 6, thresholds: [0.75, 0.4, 0.1], lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4,
+                                      initMethod: .rtn, lwc: LWCSettings(steps: 1, lr: 0.1))
+        let grids = try roundToNearest(block: fp, layer: 0, config: c, spec: spec)
+        let (single, report) = try TesseraQBlock(config: c, options: options, layer: 0)
+            .run(fp: fp, grids: grids, xq: xq, yfp: yfp, progress: nil)
+        let ranks = try ThreadGroup(size: 2).run { world in
+            try TesseraQBlock(config: c, options: options, layer: 0, world: world).run(fp: fp, grids: grids, xq: xq, yfp: yfp, progress: nil)
+        }
+        let loss = try #require(report["last_step_loss"] as? Double)
+        for (linears, r) in ranks {
+            #expect(abs(try #require(r["last_step_loss"] as? Double) / loss - 1) < 1e-4)
+            for (a, b) in zip(linears, ranks[0].0) { #expect(a.codes == b.codes && a.scales == b.scales) }
+            let codes = zip(linears, single).flatMap { zip($0.codes, $1.codes) }
+            #expect(Double(codes.filter { $0 != $1 }.count) / Double(codes.count) < 1e-3)
+            let scales = zip(linears, single).flatMap { zip($0.scales, $1.scales) }
+            #expect(scales.allSatisfy { abs($0 - $1) <= 1e-4 * abs($1) })
+        }
+    }
+
+    @Test func shardRefusesWhatWouldSplitAGroupOrAStatistic() throws {
+        let c = try LlamaModel(directory: Fixtures.model("stories260K")).config
+        var wide = try LlamaModel(directory: Fixtures.model("tiny-llama")).config   // 2 KV heads of 2 x 16 columns
+        wide.intermediate = 256
+        var quantized = c
+        quantized.activationQuant = ActivationQuantSpec(bits: 4)
+        let cases: [(LlamaConfig, QuantSpec, Int, String)] = [
+            (c, QuantSpec(bits: 2, groupSize: 16), 2, "does not split"),     // 172 channels
+            (wide, QuantSpec(bits: 2, groupSize: 64), 2, "straddle"),       // 32 attention columns per rank
+            (c, QuantSpec(bits: 2, groupSize: -1), 5, "KV heads"),
+            (quantized, QuantSpec(bits: 2, groupSize: -1), 2, "activations"),
+        ]
+        for (config, spec, P, message) in cases {
+            let errors = try ThreadGroup(size: P).run { world -> String in
+                do { _ = try BlockShard(config: config, spec: spec, world: world); return "" } catch let e as TQError { return e.message }
+            }
+            #expect(errors.allSatisfy { $0.contains(message) }, "\(errors)")
+        }
+    }
+}
+
