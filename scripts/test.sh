@@ -4,7 +4,8 @@
 # the concurrency checks plain and under ThreadSanitizer (scripts/tsan_check.sh), the whole Swift
 # suite and the examples under AddressSanitizer + UBSan (scripts/sanitize.sh), and every fuzz
 # target for 20 s on the committed corpus (scripts/fuzz_all.sh). README, Reliability: timings.
-# Everything it reads is in the repository (Tests/Fixtures, data/): nothing is skipped.
+# Everything it reads is in the repository (Tests/Fixtures, data/); setup installs Open MPI too, so
+# the mpirun tests run (pytest -rs prints any skip and its reason).
 # Prints the wall time of each stage at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,11 +15,11 @@ stage() {  # label, then the command
   "$@"
   TIMES+="$(printf '%-28s %5ss' "$label" "$((SECONDS - t0))")"$'\n'
 }
-stage "setup" bash scripts/setup.sh
+stage "setup" bash scripts/setup.sh --mpi
 stage "build (debug, tests)" swift build --build-tests
 stage "Swift tests" swift test --skip-build
 stage "Python package" python3 -m pip install -q ./bindings/python
-stage "pytest" env TESSERAQ_LIBRARY="$PWD/.build/debug/libtesseraq.so" python3 -m pytest -q bindings/python/tests
+stage "pytest" env TESSERAQ_LIBRARY="$PWD/.build/debug/libtesseraq.so" python3 -m pytest -q -rs bindings/python/tests
 stage "C/C++ examples, install" bash scripts/examples.sh
 stage "concurrency, ThreadSanitizer" bash scripts/tsan_check.sh
 stage "ASan + UBSan suite, examples" bash scripts/sanitize.sh

@@ -73,6 +73,9 @@ private func quantizeOnRanks(_ model: LlamaModel, config: QuantizeConfig, outDir
         guard config.rotationSeed == nil else {
             throw TQError.invalid("tensor parallelism does not rotate (rotate): the online Hadamard spans the ranks; run without mpirun")
         }
+        var trained = model.config.floatActivations   // as the method sees it (CalibratedRun)
+        trained.activationQuant = config.activations
+        _ = try BlockShard(config: trained, spec: config.spec, world: world)   // refuse a bad split before any work
     }
     let start = Date()
     guard let seed = config.rotationSeed else { return try quantizeModel(model, config: config, outDir: outDir, start: start,
