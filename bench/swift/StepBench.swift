@@ -5,6 +5,10 @@ import TQKernels
 /// Times TesseraQ optimisation steps on one synthetic block and prints JSON: milliseconds per
 /// step for fake quantisation, forward, loss, backward, and the rounding/DST update, plus the
 /// achieved GFLOP/s of the block's dense work. bench/step_bench.py runs it beside numpy.
+/// With `--ranks P` it times one rank's tensor-parallel shard of the block (its heads, KV heads and
+/// FFN channels, a P-th of each) without communicating, and counts what the rank would all-reduce;
+/// under `mpirun -np P` every rank runs its shard with the real all-reduces and times them apart.
+/// bench/tp_scaling.py builds its scaling model from both.
 @main
 struct StepBench {
     static func main() throws {
@@ -17,12 +21,19 @@ struct StepBench {
         let ffn = value("--ffn", 1536), batch = value("--batch", 4), seq = value("--seq", 512)
         let steps = value("--steps", 5), threads = value("--threads", 0), bits = value("--bits", 2), group = value("--group", 64)
         let dtype: ComputeDType = args.contains("--bf16") ? .bf16 : .f32
+        let state: StateDType = args.contains("--lean") ? .bf16 : .f32
+        let world = try Communicator.joinWorld()
+        let ranks = world.size > 1 ? world.size : value("--ranks", 1)
         args = []
         Runtime.setThreads(threads)
+        guard heads % ranks == 0, kvHeads % ranks == 0, ffn % ranks == 0 else {
+            throw TQError(.invalidArgument, "--ranks \(ranks) must divide the heads, KV heads and FFN channels")
+        }
+        // The whole block's head dimension, on this rank's share of heads and channels.
         let config = try LlamaConfig(json: .object([
-            "hidden_size": .int(hidden), "intermediate_size": .int(ffn), "num_hidden_layers": .int(1),
-            "num_attention_heads": .int(heads), "num_key_value_heads": .int(kvHeads), "vocab_size": .int(16),
-            "max_position_embeddings": .int(seq), "rms_norm_eps": .double(1e-5),
+            "hidden_size": .int(hidden), "intermediate_size": .int(ffn / ranks), "num_hidden_layers": .int(1),
+            "num_attention_heads": .int(heads / ranks), "num_key_value_heads": .int(kvHeads / ranks), "vocab_size": .int(16),
+            "max_position_embeddings": .int(seq), "rms_norm_eps": .double(1e-5), "head_dim": .int(hidden / heads),
         ]), path: "synthetic")
         var rng = SeededGenerator(seed: 1)
         func random(_ n: Int, _ scale: Float) throws -> FloatBuffer {
@@ -35,7 +46,8 @@ struct StepBench {
         let spec = QuantSpec(bits: bits, groupSize: group)
         let fq = try LinearKind.allCases.map { k -> FakeQuantLinear in
             let (o, i) = k.shape(config)
-            return try FakeQuantLinear(weight: fp[k].p, grid: QuantizedLinear.roundToNearest(fp[k].p, out: o, inFeatures: i, spec: spec))
+            return try FakeQuantLinear(weight: fp[k].p, grid: QuantizedLinear.roundToNearest(fp[k].p, out: o, inFeatures: i, spec: spec),
+                                       stateDType: state)
         }
         for l in fq { l.harden(quantile: 0.8) }
         let train = BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: fq.map(\.wHat), biases: nil)
@@ -50,8 +62,20 @@ struct StepBench {
             body()
             t[key, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
         }
+        // Tensor parallel: o's and down's outputs and n2's gradient are summed over the ranks.
+        var reduced = (count: 0, floats: 0)
+        if ranks > 1 {
+            work.partialSums = { p, n in
+                reduced.count += 1
+                reduced.floats += n
+                guard world.size > 1 else { return }
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                world.allReduce(p, count: n)
+                t["allreduce", default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+            }
+        }
         for step in 0...steps {   // step 0 warms up and is not counted
-            if step == 1 { t = [:] }
+            if step == 1 { t = [:]; reduced = (0, 0) }
             timed("fakequant") { for l in fq { l.materialize() } }
             timed("forward") { work.forward(x.p, weights: train, into: y.p) }
             timed("loss") { _ = tqk_l2_loss(y.p, target.p, Int64(rows), Int64(hidden), dY.p) }
@@ -67,10 +91,17 @@ struct StepBench {
         // Dense work: forward 2*rows*params; backward dX and dW, 4*rows*params (the first linears'
         // dX is skipped, ignored here); causal attention about 2*rows*seq*headDim*heads forward, twice that backward.
         let linearFlops = 6.0 * Double(rows) * Double(params)
-        let attnFlops = 6.0 * Double(rows) * Double(seq) * Double(config.headDim * heads)
+        let attnFlops = 6.0 * Double(rows) * Double(seq) * Double(config.headDim * config.heads)
         var out: [String: Any] = t.mapValues { $0 / Double(steps) }
-        let total = t.values.reduce(0, +) / Double(steps)
+        // The all-reduces are timed inside forward and backward: the step is the phases' sum.
+        let total = t.filter { $0.key != "allreduce" }.values.reduce(0, +) / Double(steps)
         out["total"] = total
+        out["ranks"] = ranks
+        out["mpi"] = world.size > 1
+        out["allreduces_per_step"] = Double(reduced.count) / Double(steps)
+        out["allreduce_bytes_per_step"] = Double(reduced.floats * 4) / Double(steps)
+        out["params_per_rank"] = params
+        out["peak_rss_mb"] = peakResidentMB()
         out["gflops_per_step"] = (linearFlops + attnFlops) / 1e9
         out["gflop_per_s"] = (linearFlops + attnFlops) / 1e9 / (total / 1000)
         out["threads"] = Runtime.threads
@@ -78,6 +109,13 @@ struct StepBench {
         out["bf16_gemm"] = tqk_use_amx() != 0 ? "amx" : tqk_use_avx512_bf16() != 0 ? "vdpbf16ps" : "emulated"
         out["shape"] = ["hidden": hidden, "heads": heads, "kv_heads": kvHeads, "ffn": ffn, "batch": batch, "seq": seq, "bits": bits, "group": group]
         let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
-        print(String(decoding: data, as: UTF8.self))
+        if world.isRoot { print(String(decoding: data, as: UTF8.self)) }
+    }
+
+    /// VmHWM of /proc/self/status: the process's peak resident set, in MB.
+    static func peakResidentMB() -> Double {
+        let text = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = text.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
+        return (Double(line.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
     }
 }

@@ -31,7 +31,7 @@ public final class BlockWorkspace: @unchecked Sendable {
     var attn: FloatBuffer { attention.attn }
     /// Tensor parallelism (`BlockShard`): sums over the ranks the partial outputs of o and down
     /// (forward) and n2's partial gradient (backward); nil when the block is whole.
-    var partialSums: PartialSums?
+    public var partialSums: PartialSums?
 
     public init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables? = nil,
                 compute: ComputeDType = .f32) throws {
@@ -63,7 +63,7 @@ protocol BlockLinears {
 }
 
 /// Sums `count` floats in place over the ranks of a tensor-parallel block.
-typealias PartialSums = (UnsafeMutablePointer<Float>, Int) -> Void
+public typealias PartialSums = (UnsafeMutablePointer<Float>, Int) -> Void
 
 /// A block's float weights through the GEMM of `dtype`; o's and down's outputs are summed by
 /// `partialSums` where the block is split over ranks by their input columns.

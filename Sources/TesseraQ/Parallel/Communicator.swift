@@ -39,7 +39,7 @@ public struct Communicator: Collectives {
 
     public var isRoot: Bool { rank == 0 }
 
-    func allReduce(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    public func allReduce(_ x: UnsafeMutablePointer<Float>, count: Int) {
         check(tqk_mpi_allreduce_f32(x, Int64(count)))
     }
 
