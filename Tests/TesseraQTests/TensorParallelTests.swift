@@ -84,7 +84,13 @@ struct ThreadRank: Collectives {
 }
 
 @Suite(.serialized) struct TensorParallelTests {
-    static let models = ["tiny-llama", "tiny-qwen2-gqa", "tiny-qwen3", "tiny-gemma2", "stories260K"]
+    /// SmolLM2's block shape ("smol-block", random weights) splits its 3 KV heads unevenly: 1 and 2.
+    static let models = ["tiny-llama", "tiny-qwen2-gqa", "tiny-qwen3", "tiny-gemma2", "stories260K", "smol-block"]
+
+    func open(_ name: String) throws -> LlamaModel {
+        try LlamaModel(directory: name == "smol-block" ? try writeRandomModel(RotationTests.smolBlock, seed: 5, tag: "tp-smol")
+                                                       : Fixtures.model(name))
+    }
 
     /// Random block inputs [rows x hidden].
     func inputs(_ c: LlamaConfig, rows: Int, seed: UInt64) throws -> FloatBuffer {
@@ -92,10 +98,10 @@ struct ThreadRank: Collectives {
         return try FloatBuffer(rng.floats(rows * c.hidden))
     }
 
-    @Test("a block split over 2 and 4 ranks computes the whole block's output and weight gradients",
+    @Test("a block split over 2, 3 and 4 ranks computes the whole block's output and weight gradients",
           arguments: models)
     func shardedForwardAndBackwardMatch(_ name: String) throws {
-        let model = try LlamaModel(directory: Fixtures.model(name))
+        let model = try open(name)
         let c = model.config, fp = try model.loadBlock(0)
         let B = 2, L = 16, T = B * L
         let x = try inputs(c, rows: T, seed: 1), dY = try inputs(c, rows: T, seed: 2)
@@ -103,7 +109,7 @@ struct ThreadRank: Collectives {
         let y = try FloatBuffer(count: T * c.hidden), grads = try BlockGradients(config: c, rows: T)
         whole.forward(x.p, weights: fp, into: y.p)
         whole.backward(dY.p, weights: fp, into: grads)
-        for P in [2, 4] where P <= c.kvHeads {
+        for P in [2, 3, 4] where P <= c.kvHeads {
             let results = try ThreadGroup(size: P).run { world -> ([Float], [[Float]], BlockShard) in
                 let shard = try BlockShard(config: c, spec: QuantSpec(bits: 2, groupSize: -1), world: world)
                 let local = try shard.block(fp)
