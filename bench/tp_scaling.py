@@ -74,6 +74,8 @@ def main():
         for p in (1, 2, 8, 16):
             if name == "LLaMA-2-70B" and p == 1:
                 continue   # 856M weights x 33 bytes of training state: 28 GB, more than this machine has
+            if p > shape["kv_heads"]:
+                continue   # refused: each rank needs a whole KV head (70B has 8)
             r = bench(a.bin, shape, p, a.threads, a.steps)
             measured[f"{name} P={p}"] = r
             print(f"{name} P={p}: step {r['total'] / 1e3:.2f} s, forward {r['forward'] / 1e3:.2f} s, "
@@ -115,7 +117,10 @@ def main():
             scale = (lin + att) / (lin0 + att0)   # the preset's step against the measured 2 x 256 one
             replicated = 3 * whole_forward * cfg["tokens"] / 512 * (1 + (cfg["seq"] / 256 - 1) * att0 / (lin0 + att0))
             for p in (8, 16):
-                r = measured[f"{name} P={p}"]
+                r = measured.get(f"{name} P={p}")
+                if r is None:
+                    print(f"| {name} | {preset} | {p} | refused: {shape['kv_heads']} KV heads | |")
+                    continue
                 per = r["allreduce_bytes_per_step"] / r["allreduces_per_step"] * (lin / lin0)
                 times = []
                 for g in (10, 100):

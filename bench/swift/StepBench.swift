@@ -116,6 +116,7 @@ struct StepBench {
     static func peakResidentMB() -> Double {
         let text = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
         let line = text.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
-        return (Double(line.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
+        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        return (Double(fields.dropFirst().first ?? "") ?? 0) / 1024
     }
 }
