@@ -116,8 +116,8 @@ struct BlockShard {
 
     /// PAR hardening at `quantile` of each whole linear. Split over ranks, the quantile's two
     /// neighbours are found exactly by bisecting on the scores' bit patterns (non-negative floats
-    /// order as their bits do), a count summed over the ranks per probe: 31 small all-reduces per
-    /// round instead of gathering the block's scores.
+    /// order as their bits do), a count summed over the ranks per probe: about 30 small all-reduces
+    /// per round instead of gathering the block's scores.
     func harden(_ layers: [FakeQuantLinear], quantile q: Double) throws {
         guard !isWhole else {
             for l in layers { l.harden(quantile: q) }
@@ -137,8 +137,8 @@ struct BlockShard {
         let want = k.flatMap { [$0 + 1, $0 + 2] }   // how many scores lie at or below each neighbour
         while zip(lo, hi).contains(where: { $0 < $1 }) {
             let mid = zip(lo, hi).map { $0 + ($1 - $0) / 2 }
-            let local = mid.indices.map { j in
-                Double(tqk_count_le(scores[j / 2].p, Int64(scores[j / 2].count), Float(bitPattern: mid[j])))
+            let local = mid.indices.map { j in   // settled searches need no count
+                lo[j] < hi[j] ? Double(tqk_count_le(scores[j / 2].p, Int64(scores[j / 2].count), Float(bitPattern: mid[j]))) : 0
             }
             for (j, count) in world.allReduce(local).enumerated() where lo[j] < hi[j] {
                 if Int64(count) >= want[j] { hi[j] = mid[j] } else { lo[j] = mid[j] + 1 }

@@ -40,15 +40,12 @@ func checkQuantProgress(_ handler: QuantProgressHandler?, _ p: QuantProgress) th
 public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: String, calibration: [UInt32]? = nil,
                           progress: QuantProgressHandler? = nil) throws -> [String: Any] {
     let world = try Communicator.joinWorld()
-    guard world.size > 1 else {
-        return try quantizeOnRanks(model, config: config, outDir: outDir, calibration: calibration, progress: progress)
-    }
-    // Under mpirun a rank that fails must not leave the others waiting in a collective.
     do {
         return try quantizeOnRanks(model, config: config, outDir: outDir, calibration: calibration, progress: progress)
-    } catch let e as TQError where e.kind == .cancelled {
-        throw e   // every rank agreed to cancel (checkQuantProgress)
     } catch {
+        // Under mpirun a rank that fails must not leave the others waiting in a collective; a cancel
+        // is every rank's at once (checkQuantProgress), so it returns as usual.
+        guard world.size > 1, (error as? TQError)?.kind != .cancelled else { throw error }
         FileHandle.standardError.write(Data("tesseraq: rank \(world.rank) of \(world.size): \(error)\n".utf8))
         world.abort(code: 1)
     }
