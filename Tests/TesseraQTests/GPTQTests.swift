@@ -399,10 +399,11 @@ struct GPTQPipelineTests {
 
     /// An act-order run killed after three blocks resumes from the persisted blocks (their g_idx
     /// included) to a byte-identical checkpoint.
-    @Test func resumeAfterKillIsBitIdentical() throws {
-        let quick: [String: JSONValue] = ["n_samples": .int(8)]
+    @Test(arguments: ["gptq_v2", "gptq"]) func resumeAfterKillIsBitIdentical(format: String) throws {
+        // v1 too: the resume state keeps v2 zeros, which must be read back as such.
+        let quick: [String: JSONValue] = ["n_samples": .int(8), "format": .string(format)]
         let (full, _) = try runGPTQ(bits: 3, group: 32, actOrder: true, extra: quick)
-        let dir = temporaryDirectory("gptq-resume") + "/ckpt"
+        let dir = temporaryDirectory("gptq-resume-\(format)") + "/ckpt"
         #expect(throws: TQError.self) {
             try runGPTQ(bits: 3, group: 32, actOrder: true, extra: quick, out: dir) { $0.block < 3 }
         }

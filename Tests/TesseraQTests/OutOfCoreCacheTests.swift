@@ -7,7 +7,7 @@ import Testing
 
 /// The resident bytes of the mapping that starts at `base` (its "Rss:" in /proc/self/smaps): what
 /// the cache itself holds in memory, whatever other tests running in parallel allocate.
-private func residentBytes(ofMappingAt base: UnsafeMutableRawPointer) -> Int {
+func residentBytes(ofMappingAt base: UnsafeMutableRawPointer) -> Int {
     // Read to the end: String(contentsOfFile:) stops at the first page of a /proc file.
     let data = FileHandle(forReadingAtPath: "/proc/self/smaps")?.readDataToEndOfFile() ?? Data()
     let text = String(decoding: data, as: UTF8.self)

@@ -47,6 +47,17 @@ import TQKernels
             #expect(DecodingSessionTests.relativeError(a[row], b[row]) <= 1e-5, "row \(t)")
         }
         try DecodingSessionTests.checkDecodeEqualsForward(bf16, tokens, split: 7)
+        // Read in place from the map: releasing its pages drops them from memory, not the values.
+        #expect(bf16.embed.isMapped && bf16.lmHead.isMapped && bf16.heldEmbeddingBytes == 0)
+        let map = try #require(bf16.store.files.first).file
+        let before = residentBytes(ofMappingAt: UnsafeMutableRawPointer(mutating: map.base))
+        bf16.releaseEmbeddingPages()
+        let after = residentBytes(ofMappingAt: UnsafeMutableRawPointer(mutating: map.base))
+        // The map also holds the blocks' weights; the embedding's (and an untied head's) pages leave
+        // it, up to the pages they share with their neighbours.
+        let released = (tied ? 1 : 2) * bf16.embed.bytes
+        #expect(after >= 0 && before - after >= released - 2 * 4096, "map resident \(before) -> \(after) bytes")
+        #expect(try DecodingSessionTests.fullLogits(bf16, tokens) == a)
     }
 
     /// The bf16 GEMV (AVX2 and AVX-512) against float64 sums over the widened weights, at lengths

@@ -6,6 +6,21 @@ import TQKernels
 /// the input's dtype, the tokenizer files copied. The directory is assembled under a temporary
 /// name and renamed into place, so an interrupted run never leaves a readable half-checkpoint.
 public struct CheckpointWriter {
+    /// The packed linears of a checkpoint, loaded a block at a time while it is written, so the
+    /// writer never holds them all (a calibrated run's finished blocks are on disk).
+    public struct PackedBlocks {
+        public let count: Int
+        public let load: (Int) throws -> [PackedLinear]
+
+        public init(count: Int, load: @escaping (Int) throws -> [PackedLinear]) {
+            self.count = count
+            self.load = load
+        }
+
+        /// Linears held in memory, as one block.
+        public init(_ linears: [PackedLinear]) { self.init(count: 1) { _ in linears } }
+    }
+
     public static let copiedFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                      "tokenizer.model", "tok512.bin", "generation_config.json", "vocab.json", "merges.txt"]
 
@@ -26,7 +41,7 @@ public struct CheckpointWriter {
 
     /// Writes the checkpoint to `outDir` through `staging` (created here, renamed at the end).
     /// `linears` are the seven per block; a model that fuses some (Phi-3) gets them fused back.
-    public func write(linears: [PackedLinear], to outDir: String, staging: String, overwrite: Bool) throws {
+    public func write(linears: PackedBlocks, to outDir: String, staging: String, overwrite: Bool) throws {
         let fm = FileManager.default
         if fm.fileExists(atPath: outDir) && !overwrite {
             throw TQError.invalid("\(outDir) already exists (set \"overwrite\": true to replace it)")
@@ -37,18 +52,24 @@ public struct CheckpointWriter {
         if let stray = floatOverrides.keys.sorted().first(where: { model.store.info($0) == nil }) {
             throw TQError(.internal, "\(stray) is not a tensor of \(model.directory)")
         }
+        // Every tensor is streamed in the file's order: a packed block is loaded when one of its
+        // tensors is due (twice per block: its 4-byte tensors, then its f16 scales), the copied
+        // tensors come straight from the input's map.
         var writer = SafeTensorsWriter()
         var replaced = Set<String>()
-        for l in try PackedLinear.asStored(linears, config: model.config) {
-            l.addTensors(to: &writer, zeros: quantization.checkpointFormat == "gptq" ? try v1Zeros(l) : l.qzeros)
-            replaced.insert(l.name + ".weight")
+        let stored = StoredBlock(blocks: linears, writer: self)
+        for b in 0..<linears.count {
+            for e in try stored.tensors(b).entries {
+                writer.add(e.name, e.dtype, e.shape) { try $0.write(contentsOf: try stored.data(b, e.name)) }
+                if e.name.hasSuffix(".qweight") { replaced.insert(e.name.dropLast(".qweight".count) + ".weight") }
+            }
         }
         for name in model.store.names where !replaced.contains(name) {
             let (file, info) = try model.store.require(name)
             if let values = floatOverrides[name] {
                 writer.add(name, info.dtype, info.shape, try encodeFloats(values, as: info.dtype, name: name))
             } else {
-                writer.add(name, info.dtype, info.shape, Data(bytes: file.bytes(info), count: info.end - info.begin))
+                writer.add(name, info.dtype, info.shape) { try file.write(info, to: $0) }
             }
         }
         try writer.write(to: staging + "/model.safetensors", crashPoint: .checkpointWrite)
@@ -98,8 +119,39 @@ public struct CheckpointWriter {
         }
     }
 
+    /// The tensors of one block as stored (fused where the model fuses, v1 zeros where asked), the
+    /// last block asked for kept.
+    private final class StoredBlock {
+        let blocks: PackedBlocks
+        let writer: CheckpointWriter
+        private var last: (block: Int, tensors: SafeTensorsWriter)?
+
+        init(blocks: PackedBlocks, writer: CheckpointWriter) {
+            self.blocks = blocks
+            self.writer = writer
+        }
+
+        func tensors(_ b: Int) throws -> SafeTensorsWriter {
+            if let last, last.block == b { return last.tensors }
+            last = nil   // one block resident at a time
+            var w = SafeTensorsWriter()
+            for l in try PackedLinear.asStored(try blocks.load(b), config: writer.model.config) {
+                l.addTensors(to: &w, zeros: writer.quantization.checkpointFormat == "gptq" ? try writer.v1Zeros(l) : l.qzeros)
+            }
+            last = (b, w)
+            return w
+        }
+
+        func data(_ b: Int, _ name: String) throws -> Data {
+            guard let data = try tensors(b).data(name) else {
+                throw TQError(.internal, "block \(b) no longer holds \(name)")
+            }
+            return data
+        }
+    }
+
     /// v1 stores zero - 1, so a zero point of 0 has no representation: refuse rather than corrupt.
-    private func v1Zeros(_ l: PackedLinear) throws -> [UInt32] {
+    fileprivate func v1Zeros(_ l: PackedLinear) throws -> [UInt32] {
         let z = l.unpackZeros()
         let bad = z.filter { $0 == 0 }.count
         guard bad == 0 else {

@@ -132,13 +132,22 @@ public final class SafeTensorsFile: @unchecked Sendable {
         forEachSlice(t, width: t.dtype.size) { done, n, src in memcpy(out + done * t.dtype.size, src, n * t.dtype.size) }
     }
 
+    /// Writes a tensor's bytes as stored through `handle`, dropping the mapped pages as it goes like
+    /// `readFloats` (a checkpoint's copied embeddings are never resident whole).
+    func write(_ t: TensorInfo, to handle: FileHandle) throws {
+        try forEachSlice(t, width: t.dtype.size) { _, n, src in
+            try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: src), count: n * t.dtype.size,
+                                              deallocator: .none))
+        }
+    }
+
     /// Calls `body(first, count, bytes)` on slices of 1M elements, then drops their mapped pages.
-    private func forEachSlice(_ t: TensorInfo, width: Int, _ body: (Int, Int, UnsafeRawPointer) -> Void) {
+    private func forEachSlice(_ t: TensorInfo, width: Int, _ body: (Int, Int, UnsafeRawPointer) throws -> Void) rethrows {
         let slice = 1 << 20
         var done = 0
         while done < t.count {
             let n = min(slice, t.count - done)
-            body(done, n, bytes(t) + done * width)
+            try body(done, n, bytes(t) + done * width)
             file.release(t.begin + done * width, t.begin + (done + n) * width)
             done += n
         }

@@ -2,12 +2,21 @@ import Foundation
 
 /// Writes a safetensors file. Tensors are laid out 4-byte ones first so every tensor starts
 /// 4-byte aligned (the format allows no gaps), after a header padded to a multiple of 8.
+/// A tensor is given as bytes or as a stream that writes them when its turn comes, so a
+/// checkpoint larger than memory is written without being held whole.
 public struct SafeTensorsWriter {
     public struct Entry {
         public let name: String
         public let dtype: DType
         public let shape: [Int]
-        public let data: Data
+        public var bytes: Int { shape.reduce(dtype.size, *) }
+        let source: Source
+    }
+
+    enum Source {
+        case data(Data)
+        /// Writes exactly the entry's bytes through the handle (checked).
+        case stream((FileHandle) throws -> Void)
     }
 
     public private(set) var entries: [Entry] = []
@@ -17,7 +26,18 @@ public struct SafeTensorsWriter {
 
     public mutating func add(_ name: String, _ dtype: DType, _ shape: [Int], _ data: Data) {
         precondition(shape.reduce(dtype.size, *) == data.count, "\(name): shape does not match byte count")
-        entries.append(Entry(name: name, dtype: dtype, shape: shape, data: data))
+        entries.append(Entry(name: name, dtype: dtype, shape: shape, source: .data(data)))
+    }
+
+    /// The bytes of an entry given as bytes.
+    func data(_ name: String) -> Data? {
+        guard let e = entries.first(where: { $0.name == name }), case .data(let d) = e.source else { return nil }
+        return d
+    }
+
+    /// A tensor whose bytes `write` puts through the handle when the file is written.
+    mutating func add(_ name: String, _ dtype: DType, _ shape: [Int], stream write: @escaping (FileHandle) throws -> Void) {
+        entries.append(Entry(name: name, dtype: dtype, shape: shape, source: .stream(write)))
     }
 
     public mutating func add<T>(_ name: String, _ dtype: DType, _ shape: [Int], _ values: [T]) {
@@ -33,8 +53,8 @@ public struct SafeTensorsWriter {
         var header: [String: Any] = ["__metadata__": metadata]
         var offset = 0
         for e in ordered {
-            header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.data.count]]
-            offset += e.data.count
+            header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.bytes]]
+            offset += e.bytes
         }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while (json.count + 8) % 8 != 0 { json.append(0x20) }
@@ -52,9 +72,19 @@ public struct SafeTensorsWriter {
                     try fh.synchronize()
                     crashPoint?.reach()
                 }
-                try fh.write(contentsOf: e.data)
+                switch e.source {
+                case .data(let d): try fh.write(contentsOf: d)
+                case .stream(let write):
+                    let before = try fh.offset()
+                    try write(fh)
+                    guard try fh.offset() - before == UInt64(e.bytes) else {
+                        throw TQError(.internal, "\(path): tensor \(e.name) was streamed with the wrong number of bytes")
+                    }
+                }
             }
             try fh.synchronize()
+        } catch let error as TQError {
+            throw error
         } catch {
             throw TQError.io("\(path): write failed (\(error))")
         }

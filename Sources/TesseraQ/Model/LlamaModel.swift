@@ -143,6 +143,19 @@ public final class LlamaModel: @unchecked Sendable {
         return x
     }
 
+    /// Lets the embeddings' pages (and the head's) leave the resident set, when they are read in
+    /// place from the checkpoint's map: a calibrated run embeds its windows once and is done with them.
+    func releaseEmbeddingPages() {
+        embed.releasePages()
+        lmHead.releasePages()
+    }
+
+    /// The embeddings' and head's bytes held in memory for the model's lifetime (not those read in
+    /// place from the map).
+    var heldEmbeddingBytes: Int {
+        (embed.isMapped ? 0 : embed.bytes) + (lmHead === embed || lmHead.isMapped ? 0 : lmHead.bytes)
+    }
+
     /// Final hidden states (after the last norm) of one sequence, [T x hidden].
     public func finalHidden(_ tokens: UnsafeBufferPointer<UInt32>) throws -> FloatBuffer {
         try validate(tokens: tokens)

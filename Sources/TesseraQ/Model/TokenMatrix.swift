@@ -7,17 +7,20 @@ import TQKernels
 /// that is bfloat16 (SmolLM2, most Hugging Face releases), else in float32. bf16 widens to float32
 /// exactly, so every result equals that of a float32 copy up to summation order, at half the memory
 /// and half the bytes a decoding step reads for the head (the largest single read of a small
-/// model's step). On request (`ModelOptions.lmHead`) an LM head is held packed at 8 bits instead,
+/// model's step). A bf16 matrix is read in place from the checkpoint's map when it is aligned there
+/// (`releasePages` then lets a run that is done with it drop it from memory), else copied out. On request (`ModelOptions.lmHead`) an LM head is held packed at 8 bits instead,
 /// as llama.cpp holds it in Q8_0: a quarter of float32's bytes, at the cost of RTN's rounding.
 final class TokenMatrix: @unchecked Sendable {
     let rows: Int
     let dim: Int
     private enum Storage {
         case f32(FloatBuffer)
-        case bf16(UnsafeMutablePointer<UInt16>)
+        case bf16(UnsafePointer<UInt16>)
         case packed(PackedLinear)
     }
     private let storage: Storage
+    /// The map a bf16 matrix is read from in place (kept alive here), or nil when it was copied out.
+    private let mapped: (file: SafeTensorsFile, info: TensorInfo)?
     /// Rows widened (or quantized) at a time when a bf16 matrix multiplies many hidden rows or is
     /// packed (bounds the scratch).
     static let chunk = 1024
@@ -26,12 +29,18 @@ final class TokenMatrix: @unchecked Sendable {
         self.rows = rows
         self.dim = dim
         let (file, info) = try store.require(name)
-        if info.dtype == .bf16 {
+        let inPlace = file.bytes(info)
+        if info.dtype == .bf16, Int(bitPattern: inPlace) % MemoryLayout<UInt16>.alignment == 0 {
+            storage = .bf16(inPlace.assumingMemoryBound(to: UInt16.self))
+            mapped = (file, info)
+        } else if info.dtype == .bf16 {
             let p = try allocateZeroed(info.count, of: UInt16.self)
             file.copyBytes(info, into: p)
             storage = .bf16(p)
+            mapped = nil
         } else {
             storage = .f32(try store.floatBuffer(name))
+            mapped = nil
         }
     }
 
@@ -67,9 +76,14 @@ final class TokenMatrix: @unchecked Sendable {
                                        sym: spec.sym, qweight: qweight,
                                        qzeros: PackedLinear.packZeros(zeros, nGroups: nGroups, out: rows, bits: spec.bits),
                                        scales: scales, gIdx: (0..<dim).map { Int32($0 / group) }))
+        mapped = nil
     }
 
-    deinit { if case .bf16(let p) = storage { free(p) } }
+    deinit { if mapped == nil, case .bf16(let p) = storage { free(UnsafeMutablePointer(mutating: p)) } }
+
+    /// Drops the resident pages of a matrix read in place from its map; later reads fault them back
+    /// in from the page cache. Nothing for a matrix held in memory.
+    func releasePages() { mapped.map { $0.file.releasePages($0.info) } }
 
     var bytes: Int {
         switch storage {
@@ -78,6 +92,8 @@ final class TokenMatrix: @unchecked Sendable {
         case .packed(let p): p.packedBytes
         }
     }
+
+    var isMapped: Bool { mapped != nil }
 
     var isPacked: Bool { if case .packed = storage { true } else { false } }
 

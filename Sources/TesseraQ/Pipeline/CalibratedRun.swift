@@ -14,12 +14,16 @@ struct CalibratedRun {
     var calibration: CalibrationOptions { method.calibration }
 
     var memory: MemoryEstimate {
-        MemoryEstimate(config: model.config, calibration: calibration, bits: config.spec.bits)
+        var m = MemoryEstimate(config: model.config, calibration: calibration, bits: config.spec.bits)
+        m.residentBytes = model.heldEmbeddingBytes
+        return m
     }
 
-    /// The packed linears of every block, the per-block reports, and the float tensors (norms,
-    /// biases) as the method left them, by tensor name.
-    func quantize(tokens: [UInt32], progress: QuantProgressHandler?) throws -> ([PackedLinear], [[String: Any]], [String: [Float]]) {
+    /// The packed linears of every block (read back from the resume state when the checkpoint is
+    /// written, so they are never all in memory), the per-block reports, and the float tensors
+    /// (norms, biases) as the method left them, by tensor name.
+    func quantize(tokens: [UInt32], progress: QuantProgressHandler?) throws
+        -> (CheckpointWriter.PackedBlocks, [[String: Any]], [String: [Float]]) {
         let c = model.config
         try memory.check()
         if let bad = tokens.first(where: { Int($0) >= c.vocab }) {
@@ -41,13 +45,13 @@ struct CalibratedRun {
                 xq.write(i, from: x.p)
             }
         }
+        model.releaseEmbeddingPages()   // not read again in this run
         // The full-precision trajectory runs with float activations, the quantized one (and the
         // method) with the activation quantization asked for.
         var cq = c.floatActivations
         cq.activationQuant = config.activations
         let runner = try BlockRunner(config: c.floatActivations, length: L, chunk: calibration.batch)
         let qRunner = try BlockRunner(config: cq, length: L, chunk: calibration.batch)
-        var linears: [PackedLinear] = []
         var reports: [[String: Any]] = []
         var floats: [String: [Float]] = [:]
         for layer in 0..<c.layers {
@@ -80,10 +84,9 @@ struct CalibratedRun {
                 reports.append(report)
                 try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers))
             }
-            linears += packed
             floats.merge(BlockFloats(fp, layer: layer).stored(normWeightOffset: c.normWeightOffset)) { $1 }
         }
-        return (linears, reports, floats)
+        return (CheckpointWriter.PackedBlocks(count: c.layers, load: resume.linears), reports, floats)
     }
 
     /// Where the activation caches' scratch files go (created), or nil to keep them in memory.

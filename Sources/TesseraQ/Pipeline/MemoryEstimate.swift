@@ -2,7 +2,8 @@ import Foundation
 
 /// Peak memory of a calibrated run, known before it starts: one block's weights and training
 /// state, the two activation caches, one batch's activations, the model's float tensors kept
-/// resident (embeddings, head), and the packed result.
+/// resident (embeddings, head: float32 unless the run says what it holds), and one block's packed
+/// result (the checkpoint is written a block at a time from the run's resume state).
 public struct MemoryEstimate: Sendable {
     public var blockBytes: Int
     public var cacheBytes: Int
@@ -36,7 +37,7 @@ public struct MemoryEstimate: Sendable {
             + (c.sandwichNorms ? 4 * c.hidden : 0)                      // sub-layer outputs before post-norms, and their gradients
         activationBytes = saturatingProduct(batch, seqLen, perRow, 4)
         residentBytes = c.vocab * c.hidden * 4 * (c.tiedEmbeddings ? 1 : 2)
-        resultBytes = c.layers * blockParams * (bits + 1) / 8
+        resultBytes = blockParams * (bits + 1) / 8
     }
 
     /// The estimate of a calibrated run, its caches out of core where the budget says so.

@@ -96,12 +96,13 @@ private func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: 
                                  "sym": config.spec.sym]
     if !config.notices.isEmpty { report["notices"] = config.notices }
     report.merge(config.activationJSON) { $1 }
-    let linears: [PackedLinear]
+    let linears: CheckpointWriter.PackedBlocks
     var floats: [String: [Float]] = [:]
     switch config.method {
     case "rtn":
         try? FileManager.default.removeItem(atPath: staging)
-        (linears, report["blocks"]) = try quantizeRTN(model, spec: config.spec, progress: progress)
+        let rtn = try quantizeRTN(model, spec: config.spec, progress: progress)
+        (linears, report["blocks"]) = (CheckpointWriter.PackedBlocks(rtn.0), rtn.1)
     default:
         let method = try makeBlockQuantizer(config)
         let tokens = try calibration ?? calibrationFile(config)

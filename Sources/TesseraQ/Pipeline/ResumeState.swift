@@ -60,14 +60,27 @@ struct ResumeState {
         }
         guard let report else { return nil }
         let store = try TensorStore(directory: dir)
-        let ckpt = try PackedCheckpoint(store: store, quantization: quantization)
-        let linears = try LinearKind.allCases.map { kind in
+        return (try linears(layer, store: store),
+                BlockFloats(tensors: Dictionary(uniqueKeysWithValues: try floats.map { ($0, try store.floats($0)) })), report)
+    }
+
+    /// The packed linears of a finished block, read back from disk (on this rank alone: the
+    /// checkpoint writer's source).
+    func linears(_ layer: Int) throws -> [PackedLinear] {
+        try linears(layer, store: try TensorStore(directory: blockDirectory(layer)))
+    }
+
+    private func linears(_ layer: Int, store: TensorStore) throws -> [PackedLinear] {
+        // Saved as they are (v2) whatever the output's format: the writer converts for v1.
+        var asSaved = quantization
+        asSaved.checkpointFormat = "gptq_v2"
+        let ckpt = try PackedCheckpoint(store: store, quantization: asSaved)
+        return try LinearKind.allCases.map { kind in
             guard let l = ckpt.linear(named: kind.prefix(layer: layer)) else {
-                throw TQError.format("\(dir): resume state lacks \(kind.prefix(layer: layer))")
+                throw TQError.format("\(store.directory): resume state lacks \(kind.prefix(layer: layer))")
             }
             return l
         }
-        return (linears, BlockFloats(tensors: Dictionary(uniqueKeysWithValues: try floats.map { ($0, try store.floats($0)) })), report)
     }
 
     /// Persists a finished block; the checksums are written last, so a block counts as finished
