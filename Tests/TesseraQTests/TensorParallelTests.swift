@@ -98,7 +98,11 @@ struct ThreadRank: Collectives {
         return try FloatBuffer(rng.floats(rows * c.hidden))
     }
 
-    @Test("a block split over 2, 3 and 4 ranks computes the whole block's output and weight gradients",
+    /// Whether BlockShard takes `P` ranks for `c`: by KV heads, or past them by q heads with each
+    /// KV head replicated on P / KV ranks.
+    static func splits(_ c: LlamaConfig, _ P: Int) -> Bool { P <= c.kvHeads || (P % c.kvHeads == 0 && c.heads % P == 0) }
+
+    @Test("a block split over 2, 3, 4 and 8 ranks computes the whole block's output and weight gradients (KV heads replicated past their count)",
           arguments: models)
     func shardedForwardAndBackwardMatch(_ name: String) throws {
         let model = try open(name)
@@ -109,12 +113,13 @@ struct ThreadRank: Collectives {
         let y = try FloatBuffer(count: T * c.hidden), grads = try BlockGradients(config: c, rows: T)
         whole.forward(x.p, weights: fp, into: y.p)
         whole.backward(dY.p, weights: fp, into: grads)
-        for P in [2, 3, 4] where P <= c.kvHeads {
+        for P in [2, 3, 4, 8] where Self.splits(c, P) {
             let results = try ThreadGroup(size: P).run { world -> ([Float], [[Float]], BlockShard) in
                 let shard = try BlockShard(config: c, spec: QuantSpec(bits: 2, groupSize: -1), world: world)
                 let local = try shard.block(fp)
                 let work = try BlockWorkspace(config: shard.config, sequences: B, length: L)
                 work.partialSums = { world.allReduce($0, count: $1) }
+                work.kvSums = shard.kvSums
                 let ys = try FloatBuffer(count: T * c.hidden), g = try BlockGradients(config: shard.config, rows: T)
                 work.forward(x.p, weights: local, into: ys.p)
                 work.backward(dY.p, weights: local, into: g)
@@ -169,12 +174,46 @@ struct ThreadRank: Collectives {
         }
     }
 
-    @Test("grids split per rank and gathered back are the whole grids", arguments: [-1, 4])
-    func gridsRoundTrip(_ group: Int) throws {
-        let model = try LlamaModel(directory: Fixtures.model("stories260K"))
+    /// With KV heads replicated (tiny-llama's 2 on 4 ranks), k's replicas count once: the quantile
+    /// of q (split by heads) and of k (each KV head on two ranks) is the whole linear's, bit for bit.
+    @Test func replicatedKVHardeningCountsOnce() throws {
+        let c = try LlamaModel(directory: Fixtures.model("tiny-llama")).config
+        var rng = TestRNG(13)
+        let spec = QuantSpec(bits: 2, groupSize: 8), kinds = [LinearKind.q, .k]
+        let weights = kinds.map { let (o, i) = $0.shape(c); return rng.floats(o * i) }
+        let scores = kinds.map { let (o, i) = $0.shape(c); return rng.floats(o * i, -3, 3) }
+        let grids = zip(kinds, weights).map { kind, w in
+            QuantizedLinear.roundToNearest(w, out: kind.shape(c).out, inFeatures: kind.shape(c).in, spec: spec)
+        }
+        let wholes = try kinds.indices.map { i in
+            let l = try FakeQuantLinear(weight: weights[i], grid: grids[i])
+            l.a.p.update(from: scores[i], count: scores[i].count)
+            return l
+        }
+        let states = try ThreadGroup(size: 4).run { world -> [[UInt8]] in
+            let shard = try BlockShard(config: c, spec: spec, world: world)
+            #expect(shard.kvShare == 2)
+            let parts = try kinds.indices.map { i in
+                let rows = shard.range(kinds[i]), n = kinds[i].shape(c).in, span = (rows.lowerBound * n)..<(rows.upperBound * n)
+                let part = try FakeQuantLinear(weight: Array(weights[i][span]), grid: shard.grid(grids[i], kinds[i]))
+                part.a.p.update(from: Array(scores[i][span]), count: span.count)
+                return part
+            }
+            try shard.harden(parts, quantile: 0.37)
+            return parts.map(\.state)
+        }
+        for l in wholes { l.harden(quantile: 0.37) }
+        #expect(states.flatMap { $0[0] } == wholes[0].state, "q")
+        #expect(states[0][1] + states[2][1] == wholes[1].state, "k: the owners' rows")
+        #expect(states[1][1] == states[0][1] && states[3][1] == states[2][1], "k: replicas agree")
+    }
+
+    @Test("grids split per rank and gathered back are the whole grids", arguments: [(-1, 2), (4, 2), (-1, 8), (4, 8)])
+    func gridsRoundTrip(_ group: Int, _ P: Int) throws {
+        let model = try LlamaModel(directory: Fixtures.model("stories260K"))   // 8 ranks: each KV head on 2
         let c = model.config, spec = QuantSpec(bits: 3, groupSize: group)
         let grids = try roundToNearest(block: try model.loadBlock(1), layer: 1, config: c, spec: spec)
-        let gathered = try ThreadGroup(size: 2).run { world -> [QuantizedLinear] in
+        let gathered = try ThreadGroup(size: P).run { world -> [QuantizedLinear] in
             let shard = try BlockShard(config: c, spec: spec, world: world)
             return shard.gather(LinearKind.allCases.map { shard.grid(grids[$0.rawValue], $0) })
         }
@@ -187,9 +226,10 @@ struct ThreadRank: Collectives {
 
     /// A TesseraQ block trained on 2 ranks against the same block trained whole, same seed: the
     /// loss within 1e-4, the exported codes nearly all equal, and every rank with the same result.
-    @Test("TesseraQ on 2 ranks trains the block the single process trains", arguments: [("tiny-llama", -1), ("tiny-qwen3", 16),
-                                                                                       ("stories260K", -1), ("stories260K", 4)])
-    func shardedTesseraQMatchesWhole(_ name: String, _ group: Int) throws {
+    @Test("TesseraQ on 2 ranks (4: KV heads replicated) trains the block the single process trains",
+          arguments: [("tiny-llama", -1, 2), ("tiny-qwen3", 16, 2), ("stories260K", -1, 2), ("stories260K", 4, 2),
+                      ("tiny-llama", -1, 4), ("tiny-qwen3", 16, 4)])
+    func shardedTesseraQMatchesWhole(_ name: String, _ group: Int, _ P: Int) throws {
         let model = try LlamaModel(directory: Fixtures.model(name))
         let c = model.config, spec = QuantSpec(bits: 2, groupSize: group), L = 16, samples = 8
         let fp = try model.loadBlock(0)
@@ -208,7 +248,7 @@ struct ThreadRank: Collectives {
         let grids = try roundToNearest(block: fp, layer: 0, config: c, spec: spec)
         let (single, report) = try TesseraQBlock(config: c, options: options, layer: 0)
             .run(fp: fp, grids: grids, xq: xq, yfp: yfp, progress: nil)
-        let ranks = try ThreadGroup(size: 2).run { world in
+        let ranks = try ThreadGroup(size: P).run { world in
             try TesseraQBlock(config: c, options: options, layer: 0, world: world).run(fp: fp, grids: grids, xq: xq, yfp: yfp, progress: nil)
         }
         let loss = try #require(report["last_step_loss"] as? Double)

@@ -6,7 +6,8 @@ import TQKernels
 /// step for fake quantisation, forward, loss, backward, and the rounding/DST update, plus the
 /// achieved GFLOP/s of the block's dense work. bench/step_bench.py runs it beside numpy.
 /// With `--ranks P` it times one rank's tensor-parallel shard of the block (its heads, KV heads and
-/// FFN channels, a P-th of each) without communicating, and counts what the rank would all-reduce;
+/// FFN channels, a P-th of each; with more ranks than KV heads, one KV head replicated on P / KV
+/// ranks as BlockShard does) without communicating, and counts what the rank would all-reduce;
 /// under `mpirun -np P` every rank runs its shard with the real all-reduces and times them apart.
 /// bench/tp_scaling.py builds its scaling model from both.
 @main
@@ -26,13 +27,14 @@ struct StepBench {
         let ranks = world.size > 1 ? world.size : value("--ranks", 1)
         args = []
         Runtime.setThreads(threads)
-        guard heads % ranks == 0, kvHeads % ranks == 0, ffn % ranks == 0 else {
-            throw TQError(.invalidArgument, "--ranks \(ranks) must divide the heads, KV heads and FFN channels")
+        guard heads % ranks == 0, kvHeads % ranks == 0 || ranks % kvHeads == 0, ffn % ranks == 0 else {
+            throw TQError(.invalidArgument, "--ranks \(ranks) must divide the heads and FFN channels, and divide or be a multiple of the KV heads")
         }
+        let kvReplicas = max(1, ranks / kvHeads)
         // The whole block's head dimension, on this rank's share of heads and channels.
         let config = try LlamaConfig(json: .object([
             "hidden_size": .int(hidden), "intermediate_size": .int(ffn / ranks), "num_hidden_layers": .int(1),
-            "num_attention_heads": .int(heads / ranks), "num_key_value_heads": .int(kvHeads / ranks), "vocab_size": .int(16),
+            "num_attention_heads": .int(heads / ranks), "num_key_value_heads": .int(max(1, kvHeads / ranks)), "vocab_size": .int(16),
             "max_position_embeddings": .int(seq), "rms_norm_eps": .double(1e-5), "head_dim": .int(hidden / heads),
         ]), path: "synthetic")
         var rng = SeededGenerator(seed: 1)
@@ -71,6 +73,23 @@ struct StepBench {
                 guard world.size > 1 else { return }
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 world.allReduce(p, count: n)
+                t["allreduce", default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+            }
+        }
+        if kvReplicas > 1 {
+            // A replicated KV head's dk and dv are summed over its replicas, through one all-reduce
+            // of every KV head's columns (BlockShard.kvSums).
+            let fullKV = kvHeads * config.headDim
+            work.kvSums = { p, n in
+                let padded = n / config.kvDim * fullKV
+                reduced.count += 1
+                reduced.floats += padded
+                guard world.size > 1 else { return }
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let all = UnsafeMutablePointer<Float>.allocate(capacity: padded)
+                all.initialize(repeating: 0, count: padded)
+                world.allReduce(all, count: padded)
+                all.deallocate()
                 t["allreduce", default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
             }
         }

@@ -26,9 +26,10 @@ final class BlockTrainer {
     private(set) var lastLoss = Double.nan
 
     /// Trains `linears` (in `LinearKind` order) inside `block`, whose other tensors stay fixed; the
-    /// block's GEMMs run at `compute`. A tensor-parallel shard passes its config and `partialSums`.
+    /// block's GEMMs run at `compute`. A tensor-parallel shard passes its config, `partialSums` and
+    /// `kvSums` (BlockWorkspace).
     init(config: LlamaConfig, calibration: CalibrationOptions, layer: Int, block: BlockWeights,
-         linears: [TrainableLinear], compute: ComputeDType, partialSums: PartialSums? = nil) throws {
+         linears: [TrainableLinear], compute: ComputeDType, partialSums: PartialSums? = nil, kvSums: PartialSums? = nil) throws {
         self.config = config
         self.calibration = calibration
         self.layer = layer
@@ -37,6 +38,7 @@ final class BlockTrainer {
         let B = calibration.batch, L = calibration.seqLen, d = config.hidden
         work = try BlockWorkspace(config: config, sequences: B, length: L, compute: compute)
         work.partialSums = partialSums
+        work.kvSums = kvSums
         grads = try BlockGradients(config: config, rows: B * L)
         x = try FloatBuffer(count: B * L * d); target = try FloatBuffer(count: B * L * d)
         y = try FloatBuffer(count: B * L * d); dY = try FloatBuffer(count: B * L * d)

@@ -64,7 +64,7 @@ struct TesseraQBlock {
         let world = shard.world
         let trainer = try BlockTrainer(config: shard.config, calibration: options.calibration, layer: layer, block: local,
                                        linears: fq, compute: options.computeDType,
-                                       partialSums: shard.isWhole ? nil : { world.allReduce($0, count: $1) })
+                                       partialSums: shard.isWhole ? nil : { world.allReduce($0, count: $1) }, kvSums: shard.kvSums)
         for (r, quantile) in options.thresholds.enumerated() {
             try shard.harden(fq, quantile: quantile)
             for l in fq { l.resetOptimizer() }

@@ -32,6 +32,8 @@ public final class BlockWorkspace: @unchecked Sendable {
     /// Tensor parallelism (`BlockShard`): sums over the ranks the partial outputs of o and down
     /// (forward) and n2's partial gradient (backward); nil when the block is whole.
     public var partialSums: PartialSums?
+    /// Tensor parallelism with KV heads replicated over ranks: sums dk and dv over the replicas.
+    public var kvSums: PartialSums?
 
     public init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables? = nil,
                 compute: ComputeDType = .f32) throws {
@@ -189,6 +191,8 @@ extension BlockWorkspace {
         gemm(0, 0, T, QD, D, 1, da, D, w[.o].p, QD, 0, grads.dattn.p, QD)
         attention.backward(grads.dattn.p, block: w, rope: rope, dq: grads.dq, dk: grads.dk, dv: grads.dv,
                            dtype: compute)
+        kvSums?(grads.dk.p, rows * kd)
+        kvSums?(grads.dv.p, rows * kd)
         // q, k, v = n1 W^T
         gemm(1, 0, QD, D, T, 1, grads.dq.p, QD, n1.p, D, 0, grads[.q].p, D)
         gemm(1, 0, KD, D, T, 1, grads.dk.p, KD, n1.p, D, 0, grads[.k].p, D)

@@ -8,13 +8,21 @@ import TQKernels
 /// one rank's columns; per-channel grids (one group per row) span the ranks instead, and their DST
 /// gradients are summed so every rank keeps the same factors. In a world of one the shard is the
 /// whole block and nothing is copied.
+///
+/// With more ranks than KV heads (LLaMA-2-70B's 8 on 16 ranks), each KV head is replicated on the
+/// `kvShare` ranks that split its q heads, as Megatron does: every replica computes k and v, the
+/// backward sums their gradients over the replicas (`kvSums`), so the replicas' rounding and scale
+/// variables take the same steps, and the first replica alone counts in hardening and the export.
 struct BlockShard {
     let world: any Collectives
     /// The whole block's configuration, and this rank's (its heads, KV heads and channels).
     let full: LlamaConfig
     let config: LlamaConfig
+    let heads: Range<Int>
     let kvHeads: Range<Int>
     let ffn: Range<Int>
+    /// Ranks holding each KV head (1: KV heads are split, not replicated).
+    let kvShare: Int
     /// o's and down's groups span the ranks (per-channel grids).
     let sharedGroups: Bool
     var isWhole: Bool { world.size == 1 }
@@ -24,48 +32,79 @@ struct BlockShard {
         full = c
         let P = world.size, r = world.rank
         guard P > 1 else {
-            (config, kvHeads, ffn, sharedGroups) = (c, 0..<c.kvHeads, 0..<c.intermediate, false)
+            (config, heads, kvHeads, ffn, sharedGroups, kvShare) = (c, 0..<c.heads, 0..<c.kvHeads, 0..<c.intermediate, false, 1)
             return
         }
         if c.activationQuant != nil || c.onlineHadamard {
             throw TQError.invalid("tensor parallelism (\(P) ranks) does not quantize activations or rotate online: their per-token statistics span the ranks; run without mpirun")
         }
-        guard c.kvHeads >= P else {
-            throw TQError.invalid("tensor parallelism splits attention by KV heads: \(P) ranks need at least \(P) KV heads (the model has \(c.kvHeads))")
+        guard c.kvHeads >= P || (P % c.kvHeads == 0 && c.heads % P == 0) else {
+            throw TQError.invalid("tensor parallelism splits attention by KV heads, or by q heads with each KV head on an equal number of ranks: \(P) ranks do not divide the model's \(c.heads) heads and \(c.kvHeads) KV heads that way")
         }
         let g = spec.groupSize
         let unit = g > 0 ? g : 1
         guard c.intermediate % unit == 0, c.intermediate / unit >= P else {
             throw TQError.invalid("tensor parallelism: intermediate_size \(c.intermediate) does not split into \(P) whole groups of \(g)")
         }
-        let kvBounds = (0...P).map { $0 * c.kvHeads / P }
+        let qPerKV = c.heads / c.kvHeads
+        kvShare = max(1, P / c.kvHeads)
+        let headBounds: [Int]
+        if kvShare == 1 {
+            let kvBounds = (0...P).map { $0 * c.kvHeads / P }
+            kvHeads = kvBounds[r]..<kvBounds[r + 1]
+            headBounds = kvBounds.map { $0 * qPerKV }
+        } else {
+            kvHeads = (r / kvShare)..<(r / kvShare + 1)
+            headBounds = (0...P).map { $0 * c.heads / P }
+        }
+        heads = headBounds[r]..<headBounds[r + 1]
         let units = c.intermediate / unit
         let ffnBounds = (0...P).map { $0 * units / P * unit }
-        let qPerKV = c.heads / c.kvHeads
-        if g > 0, let bad = kvBounds.first(where: { ($0 * qPerKV * c.headDim) % g != 0 }) {
-            throw TQError.invalid("tensor parallelism: o_proj's groups of \(g) would straddle ranks (a rank's attention starts at column \(bad * qPerKV * c.headDim)); choose a group size dividing \(qPerKV * c.headDim) times the KV heads per rank, or another rank count")
+        if g > 0, let bad = headBounds.first(where: { ($0 * c.headDim) % g != 0 }) {
+            throw TQError.invalid("tensor parallelism: o_proj's groups of \(g) would straddle ranks (a rank's attention starts at column \(bad * c.headDim)); choose a group size dividing a rank's \(c.headDim)-wide heads, or another rank count")
         }
-        kvHeads = kvBounds[r]..<kvBounds[r + 1]
         ffn = ffnBounds[r]..<ffnBounds[r + 1]
         sharedGroups = g <= 0
         var local = c
         local.kvHeads = kvHeads.count
-        local.heads = kvHeads.count * qPerKV
+        local.heads = heads.count
         local.intermediate = ffn.count
         config = local
     }
 
     /// The rows (row-split linears) or columns (o, down) of `kind` this rank holds.
     func range(_ kind: LinearKind) -> Range<Int> {
-        let d = full.headDim, qPerKV = full.heads / full.kvHeads
+        let d = full.headDim
         switch kind {
-        case .q, .o: return (kvHeads.lowerBound * qPerKV * d)..<(kvHeads.upperBound * qPerKV * d)
+        case .q, .o: return (heads.lowerBound * d)..<(heads.upperBound * d)
         case .k, .v: return (kvHeads.lowerBound * d)..<(kvHeads.upperBound * d)
         case .gate, .up, .down: return ffn
         }
     }
 
     static func splitsColumns(_ kind: LinearKind) -> Bool { kind == .o || kind == .down }
+
+    /// Whether this rank's copy of `kind` counts (in hardening's quantile and the export): a
+    /// replicated KV head's first replica only.
+    func counts(_ kind: LinearKind, onRank rank: Int? = nil) -> Bool {
+        kvShare == 1 || (kind != .k && kind != .v) || (rank ?? world.rank) % kvShare == 0
+    }
+
+    /// Sums a replicated KV head's gradient (dk or dv, [rows x headDim]) over its replicas; nil when
+    /// KV heads are not replicated. One all-reduce over every KV head's columns, each rank's in place.
+    var kvSums: PartialSums? {
+        guard kvShare > 1 else { return nil }
+        let world = world, width = full.kvDim, local = config.kvDim, at = kvHeads.lowerBound * full.headDim
+        return { g, count in
+            let rows = count / local
+            let all = UnsafeMutablePointer<Float>.allocate(capacity: rows * width)
+            defer { all.deallocate() }
+            all.initialize(repeating: 0, count: rows * width)
+            for t in 0..<rows { (all + t * width + at).update(from: g + t * local, count: local) }
+            world.allReduce(all, count: rows * width)
+            for t in 0..<rows { (g + t * local).update(from: all + t * width + at, count: local) }
+        }
+    }
 
     /// This rank's part of the block's float tensors (norms shared).
     func block(_ fp: BlockWeights) throws -> BlockWeights {
@@ -92,7 +131,9 @@ struct BlockShard {
         guard !isWhole else { return local }
         return zip(LinearKind.allCases, local).map { kind, q in
             let (out, inFeatures) = kind.shape(full)
-            let codes = world.allGather(q.codes), scales = world.allGather(q.scales), zeros = world.allGather(q.zeros)
+            let owners = (0..<world.size).filter { counts(kind, onRank: $0) }
+            func pick<T>(_ parts: [[T]]) -> [[T]] { owners.map { parts[$0] } }
+            let codes = pick(world.allGather(q.codes)), scales = pick(world.allGather(q.scales)), zeros = pick(world.allGather(q.zeros))
             if !Self.splitsColumns(kind) {
                 // [nGroups x out] per rank: each group's row is the ranks' rows in order.
                 let outs = codes.map { $0.count / inFeatures }
@@ -128,7 +169,9 @@ struct BlockShard {
             tqk_fq_scores(l.a.p, l.state, Int64(s.count), s.p)
             return s
         }
-        let n = world.allReduce(scores.map { Double($0.count) }).map { Int64($0) }
+        // A replicated KV head's copies past the first count nothing (`counts`).
+        let counted = layers.indices.map { counts(LinearKind(rawValue: $0)!) }
+        let n = world.allReduce(zip(scores, counted).map { $1 ? Double($0.count) : 0 }).map { Int64($0) }
         // numpy.quantile 'linear', as tqk_fq_harden: ranks k and k + 1 (0-based) around q (n - 1).
         let pos = n.map { q * Double($0 - 1) }
         let k = zip(pos, n).map { min(max(Int64($0.rounded(.down)), 0), $1 - 1) }
@@ -138,7 +181,8 @@ struct BlockShard {
         while zip(lo, hi).contains(where: { $0 < $1 }) {
             let mid = zip(lo, hi).map { $0 + ($1 - $0) / 2 }
             let local = mid.indices.map { j in   // settled searches need no count
-                lo[j] < hi[j] ? Double(tqk_count_le(scores[j / 2].p, Int64(scores[j / 2].count), Float(bitPattern: mid[j]))) : 0
+                lo[j] < hi[j] && counted[j / 2]
+                    ? Double(tqk_count_le(scores[j / 2].p, Int64(scores[j / 2].count), Float(bitPattern: mid[j]))) : 0
             }
             for (j, count) in world.allReduce(local).enumerated() where lo[j] < hi[j] {
                 if Int64(count) >= want[j] { hi[j] = mid[j] } else { lo[j] = mid[j] + 1 }

@@ -29,7 +29,8 @@ public struct MemoryEstimate: Sendable {
         blockBytes = blockParams * 4 + share(blockParams) * (7 * 4 + 1)
         cacheBytesInMemory = saturatingProduct(2, ActivationCache.bytes(samples: samples, rowsPerSample: seqLen, width: c.hidden, dtype: cache))
         cacheBytes = cacheBytesInMemory
-        let (qDim, kvDim, ffn) = (share(c.qDim), share(c.kvDim), share(c.intermediate))
+        // Past the KV heads, each rank holds one replicated KV head (BlockShard).
+        let (qDim, kvDim, ffn) = (share(c.qDim), ranks > c.kvHeads ? c.headDim : share(c.kvDim), share(c.intermediate))
         let perRow = 3 * c.hidden + 2 * qDim + 2 * kvDim + 3 * ffn   // forward
             + 3 * ffn + 2 * c.hidden + 2 * qDim + 2 * kvDim             // backward
             + 4 * c.hidden                                              // inputs, targets, outputs, dY
