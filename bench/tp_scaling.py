@@ -8,10 +8,10 @@ rank's shard at P = 1, 2, 8, 16 (the shard alone, without communicating: what ea
 and the 7B block under a real `mpirun -np 2` (1 thread per rank), whose all-reduces give this
 machine's loopback cost. Modelled: a ring all-reduce of B bytes over P machines costs
 2 (P - 1) / P * B / bandwidth + 2 (P - 1) * latency, at 10 and 100 Gbit/s (latency 20 us); a step
-is the shard's compute plus its three all-reduces. The wall time of quantizing the whole model
-adds, per block, the forwards every rank runs over the calibration set (the two trajectories and
-the losses: three block forwards per sample, replicated, so they do not shrink with P), with
-`init=rtn`.
+is the shard's compute plus its all-reduces (three; five with KV heads replicated). The wall time of
+quantizing the whole model adds, per block, the three block forwards per calibration sample (the two
+trajectories and the losses), dealt over the ranks by batches (a P-th each), and the all-gather of the
+two advanced bf16 caches, with `init=rtn`.
 
     swift build -c release --product tesseraq-bench
     python3 bench/tp_scaling.py [--threads 2] [--steps 2]
@@ -28,7 +28,9 @@ SHAPES = {
     "LLaMA-2-7B": dict(hidden=4096, heads=32, kv_heads=32, ffn=11008, layers=32),
     "LLaMA-2-70B": dict(hidden=8192, heads=64, kv_heads=8, ffn=28672, layers=80),
 }
-# Steps per block, calibration tokens, and tokens per step of the presets (TesseraQOptions).
+# Steps per block, calibration tokens, and tokens per step of the presets (TesseraQOptions); both
+# keep bf16 caches.
+CACHE_BYTES = 2
 PRESETS = {"fast": dict(steps=10 * 8, tokens=64 * 256, batch=2, seq=256),
            "paper": dict(steps=20 * 250, tokens=512 * 2048, batch=4, seq=2048)}
 LATENCY = 20e-6
@@ -67,21 +69,26 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="threads of the shard runs (the machine's cores)")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "tp_scaling.json"))
+    ap.add_argument("--reuse", action="store_true", help="keep the runs already in --out, measure only the missing ones")
     a = ap.parse_args()
 
     measured = {}
+    if a.reuse and os.path.exists(a.out):
+        with open(a.out) as f:
+            measured = json.load(f)
     for name, shape in SHAPES.items():
         for p in (1, 2, 8, 16):
             if name == "LLaMA-2-70B" and p == 1:
                 continue   # 856M weights x 33 bytes of training state: 28 GB, more than this machine has
-            if p > shape["kv_heads"]:
-                continue   # refused: each rank needs a whole KV head (70B has 8)
+            if f"{name} P={p}" in measured:
+                continue
+            # Past the KV heads (70B's 8 on 16 ranks) each KV head is replicated on P / 8 ranks.
             r = bench(a.bin, shape, p, a.threads, a.steps)
             measured[f"{name} P={p}"] = r
             print(f"{name} P={p}: step {r['total'] / 1e3:.2f} s, forward {r['forward'] / 1e3:.2f} s, "
                   f"all-reduce {r['allreduce_bytes_per_step'] / 1e6:.1f} MB/step, peak RSS {r['peak_rss_mb']:.0f} MB",
                   flush=True)
-    if shutil.which("mpirun"):
+    if shutil.which("mpirun") and "LLaMA-2-7B mpirun P=2" not in measured:
         r = bench(a.bin, SHAPES["LLaMA-2-7B"], 2, 1, a.steps, mpi=True)
         measured["LLaMA-2-7B mpirun P=2"] = r
         per = r["allreduce"] / r["allreduces_per_step"] / 1e3
@@ -109,23 +116,22 @@ def main():
     print("\n| model | preset | P | wall time at 10 Gbit/s | at 100 Gbit/s |")
     print("|---|---|---|---|---|")
     for name, shape in SHAPES.items():
-        # Replicated forwards: the measured forward of the shard at P=2, times 2, for the whole block.
+        # The whole block's forward: the measured forward of the shard at P=2, times 2.
         whole_forward = measured[f"{name} P=2"]["forward"] / 1e3 * 2
         for preset, cfg in PRESETS.items():
             lin0, att0 = flops(shape, 2, 256)
             lin, att = flops(shape, cfg["batch"], cfg["seq"])
             scale = (lin + att) / (lin0 + att0)   # the preset's step against the measured 2 x 256 one
-            replicated = 3 * whole_forward * cfg["tokens"] / 512 * (1 + (cfg["seq"] / 256 - 1) * att0 / (lin0 + att0))
+            forwards = 3 * whole_forward * cfg["tokens"] / 512 * (1 + (cfg["seq"] / 256 - 1) * att0 / (lin0 + att0))
+            cache = cfg["tokens"] * shape["hidden"] * CACHE_BYTES
             for p in (8, 16):
-                r = measured.get(f"{name} P={p}")
-                if r is None:
-                    print(f"| {name} | {preset} | {p} | refused: {shape['kv_heads']} KV heads | |")
-                    continue
+                r = measured[f"{name} P={p}"]
                 per = r["allreduce_bytes_per_step"] / r["allreduces_per_step"] * (lin / lin0)
                 times = []
                 for g in (10, 100):
                     step = r["total"] / 1e3 * scale + r["allreduces_per_step"] * ring(per, p, g)
-                    times.append(shape["layers"] * (cfg["steps"] * step + replicated))
+                    gathers = 2 * (p - 1) / p * cache / (g * 1e9 / 8)
+                    times.append(shape["layers"] * (cfg["steps"] * step + forwards / p + gathers))
                 print(f"| {name} | {preset} | {p} | {times[0] / 3600:.1f} h | {times[1] / 3600:.1f} h |")
 
 

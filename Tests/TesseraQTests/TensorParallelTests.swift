@@ -174,6 +174,44 @@ struct ThreadRank: Collectives {
         }
     }
 
+    /// The trajectory forwards dealt over the ranks by chunks: every rank's cache ends with the single
+    /// process's bytes and the loss is the same bits (7 samples in chunks of 2: a short last chunk, and
+    /// at 3 ranks a round where two ranks have none). Each rank is given only its own chunks' inputs
+    /// and targets (NaN elsewhere), so a rank that ran another's chunk would spoil the result.
+    @Test(arguments: [(2, CacheDType.f32), (3, CacheDType.bf16)])
+    func dealtForwardsEqualOneProcess(_ P: Int, _ dtype: CacheDType) throws {
+        let model = try LlamaModel(directory: Fixtures.model("stories260K"))
+        let c = model.config, L = 16, samples = 7, fp = try model.loadBlock(1)
+        let xs = try (0..<samples).map { try inputs(c, rows: L, seed: UInt64(200 + $0)).array }
+        let ys = try (0..<samples).map { try inputs(c, rows: L, seed: UInt64(300 + $0)).array }
+        let nan = [Float](repeating: .nan, count: L * c.hidden)
+        let caches = { @Sendable (rank: Int, size: Int) throws -> (ActivationCache, ActivationCache) in
+            let x = try ActivationCache(samples: samples, rowsPerSample: L, width: c.hidden, dtype: dtype)
+            let y = try ActivationCache(samples: samples, rowsPerSample: L, width: c.hidden, dtype: dtype)
+            for i in 0..<samples {
+                let mine = (i / 2) % size == rank
+                x.write(i, from: mine ? xs[i] : nan)
+                y.write(i, from: mine ? ys[i] : nan)
+            }
+            return (x, y)
+        }
+        let (x1, y1) = try caches(0, 1)
+        let loss1 = try BlockRunner(config: c, length: L, chunk: 2).run(fp, inputs: x1, targets: y1, advance: true)
+        let results = try ThreadGroup(size: P).run { world -> (Double, [UInt8]) in
+            let (x, y) = try caches(world.rank, world.size)
+            var runner = try BlockRunner(config: c, length: L, chunk: 2)
+            runner.world = world
+            let loss = try runner.run(fp, inputs: x, targets: y, advance: true)
+            return (loss, x.storedBytes(0..<samples))
+        }
+        let expected = x1.storedBytes(0..<samples)
+        #expect(loss1.isFinite)
+        for (loss, bytes) in results {
+            #expect(loss == loss1)
+            #expect(bytes == expected)
+        }
+    }
+
     /// With KV heads replicated (tiny-llama's 2 on 4 ranks), k's replicas count once: the quantile
     /// of q (split by heads) and of k (each KV head on two ranks) is the whole linear's, bit for bit.
     @Test func replicatedKVHardeningCountsOnce() throws {

@@ -65,6 +65,21 @@ public final class ActivationCache: @unchecked Sendable {
         release(i)
     }
 
+    /// Samples `range` as stored (the cache's dtype), to hand to another rank's cache.
+    func storedBytes(_ range: Range<Int>) -> [UInt8] {
+        let bytes = sampleCount * dtype.bytes
+        defer { for i in range { release(i) } }
+        return Array(UnsafeRawBufferPointer(start: base + range.lowerBound * bytes, count: range.count * bytes))
+    }
+
+    /// Overwrites samples `range` with bytes `storedBytes` gave.
+    func setStoredBytes(_ range: Range<Int>, _ stored: [UInt8]) {
+        let bytes = sampleCount * dtype.bytes
+        precondition(stored.count == range.count * bytes, "stored samples of another shape")
+        stored.withUnsafeBytes { (base + range.lowerBound * bytes).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        for i in range { release(i) }
+    }
+
     private func release(_ i: Int) {
         guard let scratch else { return }
         let bytes = sampleCount * dtype.bytes

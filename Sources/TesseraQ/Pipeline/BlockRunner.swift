@@ -1,11 +1,15 @@
 import TQKernels
 
-/// Runs a block over every sample of an activation cache, `chunk` samples at a time.
+/// Runs a block over every sample of an activation cache, `chunk` samples at a time. Under mpirun
+/// the chunks are dealt over the ranks (round r: chunk r * P + rank), each chunk's forward runs whole
+/// on its rank, and the outputs are all-gathered as the cache stores them: every rank ends with the
+/// bytes one process computes, at a P-th of the forwards.
 struct BlockRunner {
     let config: LlamaConfig
     let length: Int
     let chunk: Int
     let rope: RopeTables
+    var world: any Collectives = Communicator.world
 
     init(config: LlamaConfig, length: Int, chunk: Int) throws {
         self.config = config
@@ -18,27 +22,36 @@ struct BlockRunner {
     /// with `advance`, the outputs replace the inputs in the cache.
     @discardableResult
     func run(_ weights: BlockWeights, inputs: ActivationCache, targets: ActivationCache?, advance: Bool) throws -> Double {
-        let d = config.hidden, rowsPer = length
+        let d = config.hidden, rowsPer = length, P = world.size
         let x = try FloatBuffer(count: chunk * rowsPer * d), t = try FloatBuffer(count: chunk * rowsPer * d)
         var works: [Int: BlockWorkspace] = [:]
-        var sum = 0.0
-        var start = 0
-        while start < inputs.samples {
-            let m = min(chunk, inputs.samples - start)
-            let idx = Array(start..<(start + m))
-            let work = try works[m] ?? BlockWorkspace(config: config, sequences: m, length: length, rope: rope)
-            works[m] = work
-            inputs.gather(idx, into: x.p)
-            work.forward(x.p, weights: weights, into: x.p)
-            if let targets {
-                targets.gather(idx, into: t.p)
-                sum += tqk_l2_loss(x.p, t.p, Int64(m * rowsPer), Int64(d), nil) * Double(m * rowsPer)
+        let chunks = stride(from: 0, to: inputs.samples, by: chunk).map { $0..<min($0 + chunk, inputs.samples) }
+        // Per chunk, summed in chunk order at the end: the same bits however the chunks were dealt.
+        var sums = [Double](repeating: 0, count: chunks.count)
+        for round in stride(from: 0, to: chunks.count, by: P) {
+            var outputs: [UInt8] = []
+            if round + world.rank < chunks.count {
+                let c = round + world.rank, idx = Array(chunks[c]), m = idx.count
+                let work = try works[m] ?? BlockWorkspace(config: config, sequences: m, length: length, rope: rope)
+                works[m] = work
+                inputs.gather(idx, into: x.p)
+                work.forward(x.p, weights: weights, into: x.p)
+                if let targets {
+                    targets.gather(idx, into: t.p)
+                    sums[c] = tqk_l2_loss(x.p, t.p, Int64(m * rowsPer), Int64(d), nil) * Double(m * rowsPer)
+                }
+                if advance {
+                    for (k, i) in idx.enumerated() { inputs.write(i, from: x.p + k * rowsPer * d) }
+                    if P > 1 { outputs = inputs.storedBytes(chunks[c]) }
+                }
             }
-            if advance {
-                for (k, i) in idx.enumerated() { inputs.write(i, from: x.p + k * rowsPer * d) }
+            if advance && P > 1 {
+                for (r, stored) in world.allGather(outputs).enumerated() where r != world.rank && round + r < chunks.count {
+                    inputs.setStoredBytes(chunks[round + r], stored)
+                }
             }
-            start += m
         }
-        return sum / Double(inputs.samples * rowsPer)
+        if P > 1 && targets != nil { sums = world.allReduce(sums) }   // one rank's term per chunk, the others' 0
+        return sums.reduce(0, +) / Double(inputs.samples * rowsPer)
     }
 }
