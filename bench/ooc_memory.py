@@ -2,8 +2,9 @@
 (README, Out-of-core activation caches): the same TesseraQ run twice, without a budget and with
 `cache_budget_mb`, the checkpoints compared byte for byte, each process's peak RSS (wait4's
 ru_maxrss) set beside the budget plus the block's own memory as the run's report estimates it
-(`memory.block_bytes` + `memory.activation_bytes`). The RSS is also sampled every 50 ms, so the
-phase that peaks shows in the timeline written to the JSON.
+(`memory.block_bytes` + `memory.activation_bytes`) and the process's own base (the peak RSS of
+`tesseraq inspect` on the model: the runtime, the library and the opened checkpoint). The RSS is
+also sampled every 50 ms, so the phase that peaks shows in the timeline written to the JSON.
 
     swift build -c release --product tesseraq-cli
     python3 bench/ooc_memory.py [--model models/SmolLM2-135M-Instruct] [--budget 16] [--samples 128]
@@ -63,6 +64,12 @@ def run(cli, args, out, budget):
                 timeline_mb=samples[:: max(1, len(samples) // 400)])
 
 
+def base_rss_mb(cli, model):
+    proc = subprocess.Popen([cli, "inspect", model], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, _, usage = os.wait4(proc.pid, 0)
+    return usage.ru_maxrss / 1024
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cli", default=os.path.join(ROOT, ".build/release/tesseraq-cli"))
@@ -88,17 +95,18 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     m = runs["out_of_core"]["memory"]
     block_mb = (m["block_bytes"] + m["activation_bytes"]) / 1e6
+    base = base_rss_mb(a.cli, a.model)
     result = dict(model=os.path.basename(a.model), samples=a.samples, seq_len=512, iters=a.iters, init=a.init,
-                  threads=a.threads, budget_mb=a.budget, block_mb=round(block_mb, 1),
+                  threads=a.threads, budget_mb=a.budget, block_mb=round(block_mb, 1), process_base_mb=round(base, 1),
                   cache_mb=m["cache_file_bytes"] / 1e6, identical_checkpoints=same, runs=runs)
     os.makedirs(os.path.dirname(a.json), exist_ok=True)
     with open(a.json, "w") as f:
         json.dump(result, f, indent=1)
     print(f"{result['model']} {a.samples} x 512, caches {result['cache_mb']:.0f} MB, block {block_mb:.0f} MB, "
-          f"checkpoints identical: {same}")
+          f"process base {base:.0f} MB, checkpoints identical: {same}")
     for name, r in runs.items():
         print(f"  {name:12s} peak RSS {r['peak_rss_mb']:7.1f} MB  {r['seconds']:7.1f} s"
-              + (f"  budget + block = {a.budget + block_mb:.0f} MB" if name == "out_of_core" else ""))
+              + (f"  budget + block + base = {a.budget + block_mb + base:.0f} MB" if name == "out_of_core" else ""))
 
 
 if __name__ == "__main__":

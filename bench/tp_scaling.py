@@ -102,9 +102,9 @@ def main():
 
     print("\n| block | P | step compute (s) | all-reduced / step | peak RSS / rank | step at 10 Gbit/s | step at 100 Gbit/s |")
     print("|---|---|---|---|---|---|---|")
-    for key, r in measured.items():
-        if "mpirun" in key:
-            continue
+    for key in sorted((k for k in measured if "mpirun" not in k), key=lambda k: (list(SHAPES).index(k.split(" P=")[0]),
+                                                                              int(k.split(" P=")[1]))):
+        r = measured[key]
         name, p = key.split(" P=")
         p = int(p)
         compute = r["total"] / 1e3
