@@ -59,10 +59,11 @@ public struct CheckpointWriter {
         var replaced = Set<String>()
         let stored = StoredBlock(blocks: linears, writer: self)
         for b in 0..<linears.count {
-            for e in try stored.tensors(b).entries {
+            let block = try stored.block(b)
+            for e in block.entries {
                 writer.add(e.name, e.dtype, e.shape) { try $0.write(contentsOf: try stored.data(b, e.name)) }
-                if e.name.hasSuffix(".qweight") { replaced.insert(e.name.dropLast(".qweight".count) + ".weight") }
             }
+            replaced.formUnion(block.linearNames.map { $0 + ".weight" })
         }
         for name in model.store.names where !replaced.contains(name) {
             let (file, info) = try model.store.require(name)
@@ -122,30 +123,38 @@ public struct CheckpointWriter {
     /// The tensors of one block as stored (fused where the model fuses, v1 zeros where asked), the
     /// last block asked for kept.
     private final class StoredBlock {
+        struct Tensors {
+            let index: Int
+            let linearNames: [String]
+            let entries: [SafeTensorsWriter.Entry]
+            let data: [String: Data]
+        }
+
         let blocks: PackedBlocks
         let writer: CheckpointWriter
-        private var last: (block: Int, tensors: SafeTensorsWriter)?
+        private var last: Tensors?
 
         init(blocks: PackedBlocks, writer: CheckpointWriter) {
             self.blocks = blocks
             self.writer = writer
         }
 
-        func tensors(_ b: Int) throws -> SafeTensorsWriter {
-            if let last, last.block == b { return last.tensors }
+        func block(_ b: Int) throws -> Tensors {
+            if let last, last.index == b { return last }
             last = nil   // one block resident at a time
+            let linears = try PackedLinear.asStored(try blocks.load(b), config: writer.model.config)
             var w = SafeTensorsWriter()
-            for l in try PackedLinear.asStored(try blocks.load(b), config: writer.model.config) {
+            for l in linears {
                 l.addTensors(to: &w, zeros: writer.quantization.checkpointFormat == "gptq" ? try writer.v1Zeros(l) : l.qzeros)
             }
-            last = (b, w)
-            return w
+            let tensors = Tensors(index: b, linearNames: linears.map(\.name), entries: w.entries,
+                                  data: Dictionary(uniqueKeysWithValues: w.entries.compactMap { e in e.data.map { (e.name, $0) } }))
+            last = tensors
+            return tensors
         }
 
         func data(_ b: Int, _ name: String) throws -> Data {
-            guard let data = try tensors(b).data(name) else {
-                throw TQError(.internal, "block \(b) no longer holds \(name)")
-            }
+            guard let data = try block(b).data[name] else { throw TQError(.internal, "block \(b) holds no tensor \(name)") }
             return data
         }
     }

@@ -11,6 +11,8 @@ public struct SafeTensorsWriter {
         public let shape: [Int]
         public var bytes: Int { shape.reduce(dtype.size, *) }
         let source: Source
+        /// The bytes, when given as bytes.
+        var data: Data? { if case .data(let d) = source { d } else { nil } }
     }
 
     enum Source {
@@ -27,12 +29,6 @@ public struct SafeTensorsWriter {
     public mutating func add(_ name: String, _ dtype: DType, _ shape: [Int], _ data: Data) {
         precondition(shape.reduce(dtype.size, *) == data.count, "\(name): shape does not match byte count")
         entries.append(Entry(name: name, dtype: dtype, shape: shape, source: .data(data)))
-    }
-
-    /// The bytes of an entry given as bytes.
-    func data(_ name: String) -> Data? {
-        guard let e = entries.first(where: { $0.name == name }), case .data(let d) = e.source else { return nil }
-        return d
     }
 
     /// A tensor whose bytes `write` puts through the handle when the file is written.

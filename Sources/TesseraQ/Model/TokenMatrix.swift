@@ -8,8 +8,9 @@ import TQKernels
 /// exactly, so every result equals that of a float32 copy up to summation order, at half the memory
 /// and half the bytes a decoding step reads for the head (the largest single read of a small
 /// model's step). A bf16 matrix is read in place from the checkpoint's map when it is aligned there
-/// (`releasePages` then lets a run that is done with it drop it from memory), else copied out. On request (`ModelOptions.lmHead`) an LM head is held packed at 8 bits instead,
-/// as llama.cpp holds it in Q8_0: a quarter of float32's bytes, at the cost of RTN's rounding.
+/// (`releasePages` then lets a run that is done with it drop it from memory), else copied out. On
+/// request (`ModelOptions.lmHead`) an LM head is held packed at 8 bits instead, as llama.cpp holds it
+/// in Q8_0: a quarter of float32's bytes, at the cost of RTN's rounding.
 final class TokenMatrix: @unchecked Sendable {
     let rows: Int
     let dim: Int
