@@ -102,23 +102,34 @@ struct ThreadRank: Collectives {
     /// KV head replicated on P / KV ranks.
     static func splits(_ c: LlamaConfig, _ P: Int) -> Bool { P <= c.kvHeads || (P % c.kvHeads == 0 && c.heads % P == 0) }
 
-    @Test("a block split over 2, 3, 4 and 8 ranks computes the whole block's output and weight gradients (KV heads replicated past their count)",
+    @Test("a block split over 2, 3, 4 and 8 ranks computes the whole block's output and weight gradients (KV heads replicated past their count); on 2 ranks, the single process's bits",
           arguments: models)
     func shardedForwardAndBackwardMatch(_ name: String) throws {
         let model = try open(name)
-        let c = model.config, fp = try model.loadBlock(0)
+        let c = model.config, fp = try model.loadBlock(0), spec = QuantSpec(bits: 2, groupSize: -1)
         let B = 2, L = 16, T = B * L
         let x = try inputs(c, rows: T, seed: 1), dY = try inputs(c, rows: T, seed: 2)
-        let whole = try BlockWorkspace(config: c, sequences: B, length: L)
-        let y = try FloatBuffer(count: T * c.hidden), grads = try BlockGradients(config: c, rows: T)
-        whole.forward(x.p, weights: fp, into: y.p)
-        whole.backward(dY.p, weights: fp, into: grads)
+        /// The whole block's output and weight gradients, its split sums formed as `reduction` forms them.
+        func whole(_ reduction: PartialReduction) throws -> ([Float], [[Float]]) {
+            let work = try BlockWorkspace(config: c, sequences: B, length: L, reduction: reduction)
+            let y = try FloatBuffer(count: T * c.hidden), grads = try BlockGradients(config: c, rows: T)
+            work.forward(x.p, weights: fp, into: y.p)
+            work.backward(dY.p, weights: fp, into: grads)
+            return (y.array, grads.dW.map(\.array))
+        }
+        let (y, dW1) = try whole(.whole)
+        let halves = try BlockShard(config: c, spec: spec, world: Communicator.world).reduction
+        let (yHalves, dWHalves) = try whole(halves)
+        if case .halves = halves {   // (so that the bit-for-bit checks below are not the whole block's sums)
+            #expect(relativeMaxError(yHalves, y) < 1e-5 && yHalves != y, "\(name): halves sum in another order")
+        } else {
+            #expect(!Self.splits(c, 2), "\(name): one process sums in halves wherever two ranks split the block")
+        }
         for P in [2, 3, 4, 8] where Self.splits(c, P) {
             let results = try ThreadGroup(size: P).run { world -> ([Float], [[Float]], BlockShard) in
-                let shard = try BlockShard(config: c, spec: QuantSpec(bits: 2, groupSize: -1), world: world)
+                let shard = try BlockShard(config: c, spec: spec, world: world)
                 let local = try shard.block(fp)
-                let work = try BlockWorkspace(config: shard.config, sequences: B, length: L)
-                work.partialSums = { world.allReduce($0, count: $1) }
+                let work = try BlockWorkspace(config: shard.config, sequences: B, length: L, reduction: shard.reduction)
                 work.kvSums = shard.kvSums
                 let ys = try FloatBuffer(count: T * c.hidden), g = try BlockGradients(config: shard.config, rows: T)
                 work.forward(x.p, weights: local, into: ys.p)
@@ -126,14 +137,18 @@ struct ThreadRank: Collectives {
                 return (ys.array, g.dW.map(\.array), shard)
             }
             for (yr, dW, shard) in results {
-                #expect(relativeMaxError(yr, y.array) < 1e-5, "\(name) P=\(P) rank \(shard.world.rank): y")
+                let rank = "\(name) P=\(P) rank \(shard.world.rank)"
+                #expect(relativeMaxError(yr, y) < 1e-5, "\(rank): y")
+                if P == 2 { #expect(yr == yHalves, "\(rank): y bit for bit") }
                 for kind in LinearKind.allCases {
                     let (o, i) = kind.shape(c), r = shard.range(kind)
-                    let full = grads[kind].array
-                    let slice = BlockShard.splitsColumns(kind)
-                        ? (0..<o).flatMap { row in full[(row * i + r.lowerBound)..<(row * i + r.upperBound)] }
-                        : Array(full[(r.lowerBound * i)..<(r.upperBound * i)])
-                    #expect(relativeMaxError(dW[kind.rawValue], slice) < 1e-4, "\(name) P=\(P) \(kind): dW")
+                    func slice(_ full: [Float]) -> [Float] {
+                        BlockShard.splitsColumns(kind)
+                            ? (0..<o).flatMap { row in full[(row * i + r.lowerBound)..<(row * i + r.upperBound)] }
+                            : Array(full[(r.lowerBound * i)..<(r.upperBound * i)])
+                    }
+                    #expect(relativeMaxError(dW[kind.rawValue], slice(dW1[kind.rawValue])) < 1e-4, "\(rank) \(kind): dW")
+                    if P == 2 { #expect(dW[kind.rawValue] == slice(dWHalves[kind.rawValue]), "\(rank) \(kind): dW bit for bit") }
                 }
             }
         }
@@ -264,6 +279,7 @@ struct ThreadRank: Collectives {
 
     /// A TesseraQ block trained on 2 ranks against the same block trained whole, same seed: the
     /// loss within 1e-4, the exported codes nearly all equal, and every rank with the same result.
+    /// On 2 ranks with every group on one rank, the single process's loss, codes and scales exactly.
     @Test("TesseraQ on 2 ranks (4: KV heads replicated) trains the block the single process trains",
           arguments: [("tiny-llama", -1, 2), ("tiny-qwen3", 16, 2), ("stories260K", -1, 2), ("stories260K", 4, 2),
                       ("tiny-llama", -1, 4), ("tiny-qwen3", 16, 4)])
@@ -297,6 +313,10 @@ struct ThreadRank: Collectives {
             #expect(Double(codes.filter { $0 != $1 }.count) / Double(codes.count) < 1e-3)
             let scales = zip(linears, single).flatMap { zip($0.scales, $1.scales) }
             #expect(scales.allSatisfy { abs($0 - $1) <= 1e-4 * abs($1) })
+            if P == 2 && group > 0 {
+                #expect(r["last_step_loss"] as? Double == loss)
+                #expect(zip(linears, single).allSatisfy { $0.codes == $1.codes && $0.scales == $1.scales && $0.zeros == $1.zeros })
+            }
         }
     }
 

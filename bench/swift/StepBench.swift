@@ -9,7 +9,9 @@ import TQKernels
 /// FFN channels, a P-th of each; with more ranks than KV heads, one KV head replicated on P / KV
 /// ranks as BlockShard does) without communicating, and counts what the rank would all-reduce;
 /// under `mpirun -np P` every rank runs its shard with the real all-reduces and times them apart.
-/// bench/tp_scaling.py builds its scaling model from both.
+/// bench/tp_scaling.py builds its scaling model from both. One process sums o's and down's outputs
+/// and n2's gradient in the two halves two ranks would hold, as training does; `--whole-sums` times
+/// one GEMM each instead.
 @main
 struct StepBench {
     static func main() throws {
@@ -23,6 +25,7 @@ struct StepBench {
         let steps = value("--steps", 5), threads = value("--threads", 0), bits = value("--bits", 2), group = value("--group", 64)
         let dtype: ComputeDType = args.contains("--bf16") ? .bf16 : .f32
         let state: StateDType = args.contains("--lean") ? .bf16 : .f32
+        let wholeSums = args.contains("--whole-sums")   // one GEMM per split sum, as before the halves
         let world = try Communicator.joinWorld()
         let ranks = world.size > 1 ? world.size : value("--ranks", 1)
         args = []
@@ -54,7 +57,6 @@ struct StepBench {
         for l in fq { l.harden(quantile: 0.8) }
         let train = BlockWeights(attnNorm: fp.attnNorm, mlpNorm: fp.mlpNorm, linears: fq.map(\.wHat), biases: nil)
         let rows = batch * seq
-        let work = try BlockWorkspace(config: config, sequences: batch, length: seq, compute: dtype)
         let grads = try BlockGradients(config: config, rows: rows)
         let x = try random(rows * hidden, 1), target = try random(rows * hidden, 1)
         let y = try FloatBuffer(count: rows * hidden), dY = try FloatBuffer(count: rows * hidden)
@@ -64,10 +66,12 @@ struct StepBench {
             body()
             t[key, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
         }
-        // Tensor parallel: o's and down's outputs and n2's gradient are summed over the ranks.
+        // Tensor parallel: o's and down's outputs and n2's gradient are summed over the ranks. One
+        // process sums the halves two ranks would hold, as TesseraQ's training does (BlockShard).
         var reduced = (count: 0, floats: 0)
+        let reduction: PartialReduction
         if ranks > 1 {
-            work.partialSums = { p, n in
+            reduction = .ranks { p, n in
                 reduced.count += 1
                 reduced.floats += n
                 guard world.size > 1 else { return }
@@ -75,7 +79,14 @@ struct StepBench {
                 world.allReduce(p, count: n)
                 t["allreduce", default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
             }
+        } else if wholeSums {
+            reduction = .whole
+        } else {
+            let unit = group > 0 ? group : 1, headDim = hidden / heads
+            let oSplit = kvHeads >= 2 ? kvHeads / 2 * (heads / kvHeads) * headDim : heads / 2 * headDim
+            reduction = .halves(o: oSplit, ffn: ffn / unit / 2 * unit)
         }
+        let work = try BlockWorkspace(config: config, sequences: batch, length: seq, compute: dtype, reduction: reduction)
         if kvReplicas > 1 {
             // A replicated KV head's dk and dv are summed over its replicas, through one all-reduce
             // of every KV head's columns (BlockShard.kvSums).
@@ -116,6 +127,7 @@ struct StepBench {
         let total = t.filter { $0.key != "allreduce" }.values.reduce(0, +) / Double(steps)
         out["total"] = total
         out["ranks"] = ranks
+        out["sums"] = ranks > 1 ? "ranks" : wholeSums ? "whole" : "halves"
         out["mpi"] = world.size > 1
         out["allreduces_per_step"] = Double(reduced.count) / Double(steps)
         out["allreduce_bytes_per_step"] = Double(reduced.floats * 4) / Double(steps)

@@ -26,18 +26,17 @@ final class BlockTrainer {
     private(set) var lastLoss = Double.nan
 
     /// Trains `linears` (in `LinearKind` order) inside `block`, whose other tensors stay fixed; the
-    /// block's GEMMs run at `compute`. A tensor-parallel shard passes its config, `partialSums` and
-    /// `kvSums` (BlockWorkspace).
+    /// block's GEMMs run at `compute`, its split sums formed as `reduction` forms them. A
+    /// tensor-parallel shard passes its config, its reduction and `kvSums` (BlockWorkspace).
     init(config: LlamaConfig, calibration: CalibrationOptions, layer: Int, block: BlockWeights,
-         linears: [TrainableLinear], compute: ComputeDType, partialSums: PartialSums? = nil, kvSums: PartialSums? = nil) throws {
+         linears: [TrainableLinear], compute: ComputeDType, reduction: PartialReduction = .whole, kvSums: PartialSums? = nil) throws {
         self.config = config
         self.calibration = calibration
         self.layer = layer
         self.linears = linears
         train = block.replacingLinears(linears.map(\.wHat))
         let B = calibration.batch, L = calibration.seqLen, d = config.hidden
-        work = try BlockWorkspace(config: config, sequences: B, length: L, compute: compute)
-        work.partialSums = partialSums
+        work = try BlockWorkspace(config: config, sequences: B, length: L, compute: compute, reduction: reduction)
         work.kvSums = kvSums
         grads = try BlockGradients(config: config, rows: B * L)
         x = try FloatBuffer(count: B * L * d); target = try FloatBuffer(count: B * L * d)

@@ -61,10 +61,9 @@ struct TesseraQBlock {
             // rounding variable), so they are dropped for the rest of the block rather than kept in bf16.
             for kind in LinearKind.allCases { fp[kind] = try FloatBuffer(count: 0); local[kind] = try FloatBuffer(count: 0) }
         }
-        let world = shard.world
         let trainer = try BlockTrainer(config: shard.config, calibration: options.calibration, layer: layer, block: local,
                                        linears: fq, compute: options.computeDType,
-                                       partialSums: shard.isWhole ? nil : { world.allReduce($0, count: $1) }, kvSums: shard.kvSums)
+                                       reduction: shard.reduction, kvSums: shard.kvSums)
         for (r, quantile) in options.thresholds.enumerated() {
             try shard.harden(fq, quantile: quantile)
             for l in fq { l.resetOptimizer() }

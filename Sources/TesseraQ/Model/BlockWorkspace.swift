@@ -29,18 +29,19 @@ public final class BlockWorkspace: @unchecked Sendable {
     var mlpOut: FloatBuffer? { activations.mlpOut }
     /// The attention output before o_proj (o_proj's input).
     var attn: FloatBuffer { attention.attn }
-    /// Tensor parallelism (`BlockShard`): sums over the ranks the partial outputs of o and down
-    /// (forward) and n2's partial gradient (backward); nil when the block is whole.
-    public var partialSums: PartialSums?
+    /// How o's and down's outputs (forward) and n2's gradient (backward) are summed over their
+    /// split dimensions (`PartialReduction`).
+    let partial: PartialProducts
     /// Tensor parallelism with KV heads replicated over ranks: sums dk and dv over the replicas.
     public var kvSums: PartialSums?
 
     public init(config c: LlamaConfig, sequences: Int, length: Int, rope: RopeTables? = nil,
-                compute: ComputeDType = .f32) throws {
+                compute: ComputeDType = .f32, reduction: PartialReduction = .whole) throws {
         config = c
         self.sequences = sequences
         self.length = length
         self.compute = compute
+        partial = try PartialProducts(reduction, rows: sequences * length, width: c.hidden)
         self.rope = try rope ?? RopeTables(config: c, positions: length)
         attention = try AttentionActivations(config: c, sequences: sequences, length: length)
         activations = try BlockActivations(config: c, rows: sequences * length)
@@ -48,7 +49,7 @@ public final class BlockWorkspace: @unchecked Sendable {
 
     /// x [rows x hidden] -> y, written to `y` (which may be `x`).
     public func forward(_ x: UnsafePointer<Float>, weights w: BlockWeights, into y: UnsafeMutablePointer<Float>) {
-        activations.forward(x, rows: rows, block: w, linears: FloatLinears(weights: w, dtype: compute, partialSums: partialSums),
+        activations.forward(x, rows: rows, block: w, linears: FloatLinears(weights: w, dtype: compute, partial: partial),
                             into: y) { n1 in
             attention.forward(n1, q: w[.q].p, k: w[.k].p, v: w[.v].p, block: w, rope: rope, dtype: compute)
             return attention.attn.p
@@ -67,19 +68,68 @@ protocol BlockLinears {
 /// Sums `count` floats in place over the ranks of a tensor-parallel block.
 public typealias PartialSums = (UnsafeMutablePointer<Float>, Int) -> Void
 
-/// A block's float weights through the GEMM of `dtype`; o's and down's outputs are summed by
-/// `partialSums` where the block is split over ranks by their input columns.
+/// How a block forms its sums over the dimensions tensor parallelism splits: o's and down's outputs
+/// (over their input columns) and n2's gradient (over the intermediate channels).
+public enum PartialReduction {
+    /// The whole block, one GEMM each.
+    case whole
+    /// A tensor-parallel rank (`BlockShard`): its own part's products, summed over the ranks.
+    case ranks(PartialSums)
+    /// The whole block summed as two ranks sum it: o's columns parted at `o`, the channels at `ffn`,
+    /// each part's GEMMs run alone and the two results added. Two addends sum alike in either order,
+    /// so a two-rank run's all-reduce gives exactly these bits.
+    case halves(o: Int, ffn: Int)
+}
+
+/// A `PartialReduction` with the scratch its halves need (rows x width).
+struct PartialProducts {
+    enum Dimension { case attention, channels }
+    let reduction: PartialReduction
+    private let scratch: FloatBuffer?
+
+    init(_ reduction: PartialReduction, rows: Int, width: Int) throws {
+        self.reduction = reduction
+        if case .halves = reduction { scratch = try FloatBuffer(count: rows * width) } else { scratch = nil }
+    }
+
+    /// y [count floats] = the sum over `dimension`'s `extent` of `product(range, into)`, which writes
+    /// the products over `range` alone.
+    func sum(over dimension: Dimension, extent: Int, into y: UnsafeMutablePointer<Float>, count: Int,
+             _ product: (Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
+        switch reduction {
+        case .whole:
+            product(0..<extent, y)
+        case .ranks(let sums):
+            product(0..<extent, y)
+            sums(y, count)
+        case .halves(let o, let ffn):
+            let split = dimension == .attention ? o : ffn, other = scratch!.p
+            product(0..<split, y)
+            product(split..<extent, other)
+            tqk_add(y, other, Int64(count))
+        }
+    }
+}
+
+/// A block's float weights through the GEMM of `dtype`; o's and down's outputs summed over their
+/// input columns as `partial` sums them.
 struct FloatLinears: BlockLinears {
     let weights: BlockWeights
     let dtype: ComputeDType
-    var partialSums: PartialSums? = nil
+    let partial: PartialProducts
 
     func project(_ kinds: [LinearKind], _ x: UnsafePointer<Float>, rows: Int, config: LlamaConfig,
                  into ys: [UnsafeMutablePointer<Float>]) {
         for (kind, y) in zip(kinds, ys) {
             let (o, i) = kind.shape(config)
-            linearForward(x, rows: rows, weight: weights[kind].p, out: o, in: i, into: y, dtype: dtype)
-            if kind == .o || kind == .down { partialSums?(y, rows * o) }
+            guard kind == .o || kind == .down else {
+                linearForward(x, rows: rows, weight: weights[kind].p, out: o, in: i, into: y, dtype: dtype)
+                continue
+            }
+            let w = weights[kind].p, gemm = dtype.gemm
+            partial.sum(over: kind == .o ? .attention : .channels, extent: i, into: y, count: rows * o) { r, out in
+                gemm(0, 1, Int64(rows), Int64(o), Int64(r.count), 1, x + r.lowerBound, Int64(i), w + r.lowerBound, Int64(i), 0, out, Int64(o))
+            }
         }
     }
 }
@@ -175,9 +225,11 @@ extension BlockWorkspace {
         // g = n2 Wg^T, u = n2 Wu^T
         gemm(1, 0, F, D, T, 1, grads.dg.p, F, n2.p, D, 0, grads[.gate].p, D)
         gemm(1, 0, F, D, T, 1, grads.du.p, F, n2.p, D, 0, grads[.up].p, D)
-        gemm(0, 0, T, D, F, 1, grads.dg.p, F, w[.gate].p, D, 0, grads.dn2.p, D)
-        gemm(0, 0, T, D, F, 1, grads.du.p, F, w[.up].p, D, 1, grads.dn2.p, D)
-        partialSums?(grads.dn2.p, rows * d)
+        partial.sum(over: .channels, extent: f, into: grads.dn2.p, count: rows * d) { r, out in
+            let k = Int64(r.count), lo = r.lowerBound
+            gemm(0, 0, T, D, k, 1, grads.dg.p + lo, F, w[.gate].p + lo * d, D, 0, out, D)
+            gemm(0, 0, T, D, k, 1, grads.du.p + lo, F, w[.up].p + lo * d, D, 1, out, D)
+        }
         // n2 = rmsnorm(h); dh = dY + d(rmsnorm)
         tqk_rmsnorm_backward(h.p, w.mlpNorm.p, grads.dn2.p, grads.dh.p, T, D, c.rmsEps)
         tqk_add(grads.dh.p, dY, T * D)

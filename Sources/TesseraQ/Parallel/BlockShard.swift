@@ -21,6 +21,7 @@ struct BlockShard {
     let heads: Range<Int>
     let kvHeads: Range<Int>
     let ffn: Range<Int>
+    let spec: QuantSpec
     /// Ranks holding each KV head (1: KV heads are split, not replicated).
     let kvShare: Int
     /// o's and down's groups span the ranks (per-channel grids).
@@ -29,12 +30,31 @@ struct BlockShard {
 
     init(config c: LlamaConfig, spec: QuantSpec, world: any Collectives) throws {
         self.world = world
+        self.spec = spec
         full = c
         let P = world.size, r = world.rank
         guard P > 1 else {
             (config, heads, kvHeads, ffn, sharedGroups, kvShare) = (c, 0..<c.heads, 0..<c.kvHeads, 0..<c.intermediate, false, 1)
             return
         }
+        let bounds = try Self.bounds(config: c, spec: spec, ranks: P)
+        kvShare = bounds.kvShare
+        kvHeads = kvShare == 1 ? bounds.kvHeads[r]..<bounds.kvHeads[r + 1] : (r / kvShare)..<(r / kvShare + 1)
+        heads = bounds.heads[r]..<bounds.heads[r + 1]
+        ffn = bounds.ffn[r]..<bounds.ffn[r + 1]
+        sharedGroups = spec.groupSize <= 0
+        var local = c
+        local.kvHeads = kvHeads.count
+        local.heads = heads.count
+        local.intermediate = ffn.count
+        config = local
+    }
+
+    /// Where `P` (> 1) ranks split the block: P + 1 bounds each of the q heads, the KV heads (when
+    /// split, not replicated) and the intermediate channels, and the ranks holding each KV head.
+    /// Throws, with the reason, for what the ranks cannot split.
+    static func bounds(config c: LlamaConfig, spec: QuantSpec, ranks P: Int) throws
+        -> (heads: [Int], kvHeads: [Int], ffn: [Int], kvShare: Int) {
         if c.activationQuant != nil || c.onlineHadamard {
             throw TQError.invalid("tensor parallelism (\(P) ranks) does not quantize activations or rotate online: their per-token statistics span the ranks; run without mpirun")
         }
@@ -46,30 +66,25 @@ struct BlockShard {
         guard c.intermediate % unit == 0, c.intermediate / unit >= P else {
             throw TQError.invalid("tensor parallelism: intermediate_size \(c.intermediate) does not split into \(P) whole groups of \(g)")
         }
-        let qPerKV = c.heads / c.kvHeads
-        kvShare = max(1, P / c.kvHeads)
-        let headBounds: [Int]
-        if kvShare == 1 {
-            let kvBounds = (0...P).map { $0 * c.kvHeads / P }
-            kvHeads = kvBounds[r]..<kvBounds[r + 1]
-            headBounds = kvBounds.map { $0 * qPerKV }
-        } else {
-            kvHeads = (r / kvShare)..<(r / kvShare + 1)
-            headBounds = (0...P).map { $0 * c.heads / P }
-        }
-        heads = headBounds[r]..<headBounds[r + 1]
-        let units = c.intermediate / unit
-        let ffnBounds = (0...P).map { $0 * units / P * unit }
+        let kvShare = max(1, P / c.kvHeads)
+        let kvBounds = (0...P).map { $0 * c.kvHeads / P }
+        let headBounds = kvShare == 1 ? kvBounds.map { $0 * (c.heads / c.kvHeads) } : (0...P).map { $0 * c.heads / P }
         if g > 0, let bad = headBounds.first(where: { ($0 * c.headDim) % g != 0 }) {
             throw TQError.invalid("tensor parallelism: o_proj's groups of \(g) would straddle ranks (a rank's attention starts at column \(bad * c.headDim)); choose a group size dividing a rank's \(c.headDim)-wide heads, or another rank count")
         }
-        ffn = ffnBounds[r]..<ffnBounds[r + 1]
-        sharedGroups = g <= 0
-        var local = c
-        local.kvHeads = kvHeads.count
-        local.heads = heads.count
-        local.intermediate = ffn.count
-        config = local
+        let units = c.intermediate / unit
+        return (headBounds, kvBounds, (0...P).map { $0 * units / P * unit }, kvShare)
+    }
+
+    /// How this rank's block forms its sums over split dimensions. A world of one sums its block's
+    /// halves as two ranks would split it (where two ranks can), so that `mpirun -np 2` reproduces
+    /// the single process bit for bit: W2 training is chaotic enough that a last-bit difference in
+    /// a partial sum flips hardening decisions and parts the runs as far as two seeds.
+    var reduction: PartialReduction {
+        let world = world
+        guard isWhole else { return .ranks { world.allReduce($0, count: $1) } }
+        guard let two = try? Self.bounds(config: full, spec: spec, ranks: 2) else { return .whole }
+        return .halves(o: two.heads[1] * full.headDim, ffn: two.ffn[1])
     }
 
     /// The rows (row-split linears) or columns (o, down) of `kind` this rank holds.

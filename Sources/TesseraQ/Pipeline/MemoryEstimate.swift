@@ -34,6 +34,7 @@ public struct MemoryEstimate: Sendable {
         let perRow = 3 * c.hidden + 2 * qDim + 2 * kvDim + 3 * ffn   // forward
             + 3 * ffn + 2 * c.hidden + 2 * qDim + 2 * kvDim             // backward
             + 4 * c.hidden                                              // inputs, targets, outputs, dY
+            + (ranks == 1 ? c.hidden : 0)                               // one process's second half of a split sum
             + (c.qkNorm ? qDim + kvDim : 0)                             // q, k before their norms
             + (c.sandwichNorms ? 4 * c.hidden : 0)                      // sub-layer outputs before post-norms, and their gradients
         activationBytes = saturatingProduct(batch, seqLen, perRow, 4)
