@@ -82,9 +82,7 @@ struct StepBench {
         } else if wholeSums {
             reduction = .whole
         } else {
-            let unit = group > 0 ? group : 1, headDim = hidden / heads
-            let oSplit = kvHeads >= 2 ? kvHeads / 2 * (heads / kvHeads) * headDim : heads / 2 * headDim
-            reduction = .halves(o: oSplit, ffn: ffn / unit / 2 * unit)
+            reduction = .twoRankHalves(config: config, spec: spec)
         }
         let work = try BlockWorkspace(config: config, sequences: batch, length: seq, compute: dtype, reduction: reduction)
         if kvReplicas > 1 {

@@ -83,8 +83,7 @@ struct BlockShard {
     var reduction: PartialReduction {
         let world = world
         guard isWhole else { return .ranks { world.allReduce($0, count: $1) } }
-        guard let two = try? Self.bounds(config: full, spec: spec, ranks: 2) else { return .whole }
-        return .halves(o: two.heads[1] * full.headDim, ffn: two.ffn[1])
+        return .twoRankHalves(config: full, spec: spec)
     }
 
     /// The rows (row-split linears) or columns (o, down) of `kind` this rank holds.
@@ -252,5 +251,14 @@ extension QuantizedLinear {
         let span = (groups.lowerBound * out)..<(groups.upperBound * out)
         return QuantizedLinear(out: out, inFeatures: r.count, spec: spec, codes: part, scales: Array(scales[span]),
                                zeros: Array(zeros[span]))
+    }
+}
+
+extension PartialReduction {
+    /// `halves` at the bounds two ranks split `c` at (`BlockShard.bounds`), or `whole` where two
+    /// ranks cannot split it.
+    public static func twoRankHalves(config c: LlamaConfig, spec: QuantSpec) -> PartialReduction {
+        guard let two = try? BlockShard.bounds(config: c, spec: spec, ranks: 2) else { return .whole }
+        return .halves(o: two.heads[1] * c.headDim, ffn: two.ffn[1])
     }
 }
