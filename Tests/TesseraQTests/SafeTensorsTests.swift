@@ -453,6 +453,31 @@ struct SafeTensorsTests {
         expectTQError(.unsupported, mentioning: ["ints", "I32"]) { try store.requireFloat("ints", shape: [7]) }
         expectTQError(.format, mentioning: ["f32", "shape"]) { try store.requireFloat("f32", shape: [8]) }
     }
+
+    /// Reading tensors out of the map leaves none of its pages resident, not even the neighbours a
+    /// fault maps with the page read (fault-around, large folios): before this was so, SmolLM2's
+    /// model map grew by 8.5 MB over its 30 blocks.
+    @Test("tensors read out of the map leave no page of it resident")
+    func readingReleasesTheMap() throws {
+        let dir = try STTempDir()
+        let count = 150_001, tensors = 40   // odd sizes: tensors share pages; 12 MB in all
+        var w = SafeTensorsWriter()
+        for t in 0..<tensors {
+            w.add("t\(t)", .bf16, [count], (0..<count).map { UInt16(0x3F80 + (t + $0) % 64) })
+        }
+        let path = dir.path + "/m.safetensors"
+        try w.write(to: path)
+        let f = try SafeTensorsFile(path: path)
+        let base = UnsafeMutableRawPointer(mutating: f.file.base)
+        #expect(residentBytes(ofMappingAt: base) == 0, "the header's pages")
+        let out = try FloatBuffer(count: count)
+        for t in 0..<tensors {
+            try f.readFloats(try #require(f.tensors["t\(t)"]), into: out.p)
+            let expected = { (j: Int) in Float(bitPattern: UInt32(0x3F80 + (t + j) % 64) << 16) }
+            #expect(out.p[0] == expected(0) && out.p[count - 1] == expected(count - 1), "t\(t) decodes")
+            #expect(residentBytes(ofMappingAt: base) == 0, "after t\(t)")
+        }
+    }
 }
 
 // MARK: - checkpoint directories

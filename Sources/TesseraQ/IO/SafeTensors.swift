@@ -51,6 +51,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard headerLen <= 100_000_000 else { throw TQError.format("\(path): header length \(headerLen) is unreasonably large") }
         let dataStart = 8 + Int(headerLen)
         let headerData = Data(bytes: file.base + 8, count: Int(headerLen))
+        file.release(0, dataStart)   // copied: its pages need not stay resident
         let json = try JSONValue.parse(headerData, what: "\(path) header")
         guard let obj = json.object else { throw TQError.format("\(path): header is not a JSON object") }
         var tensors: [String: TensorInfo] = [:]
