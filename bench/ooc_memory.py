@@ -2,7 +2,7 @@
 (README, Out-of-core activation caches): the same TesseraQ run twice, without a budget and with
 `cache_budget_mb`, the checkpoints compared byte for byte, each process's peak RSS (wait4's
 ru_maxrss) set beside the budget plus the block's own memory as the run's report estimates it
-(`memory.block_bytes` + `memory.activation_bytes`) and the process's own base (the peak RSS of
+(`memory.block_bytes` + `memory.activation_bytes` + `memory.scratch_bytes`) and the process's own base (the peak RSS of
 `tesseraq inspect` on the model: the runtime, the library and the opened checkpoint). The RSS is
 also sampled every 50 ms, so the phase that peaks shows in the timeline written to the JSON.
 
@@ -45,7 +45,7 @@ def run(cli, args, out, budget):
         while proc.poll() is None:
             kb = rss_kb(proc.pid)
             if kb is not None:
-                samples.append((round(time.time() - t0, 2), kb // 1024))
+                samples.append((round(time.time() - t0, 2), round(kb * 1024 / 1e6, 1)))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
@@ -59,7 +59,7 @@ def run(cli, args, out, budget):
     with open(os.path.join(out, "quantize_report.json")) as f:
         memory = json.load(f)["memory"]
     peak_at = max(samples, key=lambda s: s[1]) if samples else None
-    return dict(peak_rss_mb=usage.ru_maxrss / 1024, seconds=round(time.time() - t0, 1), memory=memory,
+    return dict(peak_rss_mb=usage.ru_maxrss * 1024 / 1e6, seconds=round(time.time() - t0, 1), memory=memory,
                 peak_sampled_at_s=peak_at[0] if peak_at else None,
                 timeline_mb=samples[:: max(1, len(samples) // 400)])
 
@@ -67,7 +67,7 @@ def run(cli, args, out, budget):
 def base_rss_mb(cli, model):
     proc = subprocess.Popen([cli, "inspect", model], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, _, usage = os.wait4(proc.pid, 0)
-    return usage.ru_maxrss / 1024
+    return usage.ru_maxrss * 1024 / 1e6
 
 
 def main():
@@ -94,7 +94,7 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     m = runs["out_of_core"]["memory"]
-    block_mb = (m["block_bytes"] + m["activation_bytes"]) / 1e6
+    block_mb = (m["block_bytes"] + m["activation_bytes"] + m["scratch_bytes"]) / 1e6
     base = base_rss_mb(a.cli, a.model)
     result = dict(model=os.path.basename(a.model), samples=a.samples, seq_len=512, iters=a.iters, init=a.init,
                   threads=a.threads, budget_mb=a.budget, block_mb=round(block_mb, 1), process_base_mb=round(base, 1),

@@ -234,6 +234,52 @@ static void scale_c(float *C, int64_t ldc, int64_t M, int64_t N, float beta) {
         for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
+/* How one call is blocked and split, and the packing buffers it needs (gemm, and
+ * tqk_gemm_scratch_bytes, which reports them before a run). */
+typedef struct {
+    int64_t kpad, kc_max, n_kb, kcs_max, n_panels, nc_max, m_strips, m_tasks, n_tasks, a_block, a_floats;
+    int nt, shared_a;
+    int64_t b_floats, apool_floats;
+} gemm_plan;
+
+static gemm_plan plan_gemm(const tqk_sgemm_arch *arch, int64_t M, int64_t N, int64_t K) {
+    gemm_plan p;
+    /* Micro-tile tm x tn and blocking bk (K), bm (rows) of the instruction set in use. */
+    const int64_t tm = arch->mr, tn = arch->nr, bk = arch->kc, bm = arch->mc;
+    /* K blocks of equal size (multiple of 8 for the transposing packers, and of kpad), no thin
+     * tail; a packed strip holds kcs(kc) rows. */
+    p.kpad = arch->kpad > 1 ? arch->kpad : 1;
+    const int64_t kalign = p.kpad > 8 ? p.kpad : 8;
+    p.kc_max = min64(K, cdiv(cdiv(K, cdiv(K, bk)), kalign) * kalign);
+    p.n_kb = cdiv(K, p.kc_max);
+    p.kcs_max = cdiv(p.kc_max, p.kpad) * p.kpad;
+    /* N panels: packed B is K x nc; equal panels, each a multiple of tn. */
+    p.n_panels = cdiv(K * cdiv(N, tn) * tn, B_PANEL);
+    p.nc_max = cdiv(cdiv(N, p.n_panels), tn) * tn;
+    /* Tasks: m_tasks blocks of <= bm rows (a multiple of the thread count, rows spread
+     * evenly in tm units), times n_tasks ranges of strips when rows alone are too few. */
+    int nt = omp_get_max_threads();
+    /* Called from a parallel region (attention's per-head tasks): the caller owns the threads. */
+    if (nt < 1 || omp_in_parallel() || 2.0 * M * N * K < SERIAL_FLOPS) nt = 1;
+    p.m_strips = cdiv(M, tm);
+    p.m_tasks = cdiv(p.m_strips, bm / tm);
+    p.m_tasks = min64(p.m_strips, cdiv(p.m_tasks, nt) * nt);
+    p.n_tasks = 1;
+    int64_t want = (int64_t)arch->tasks_per_thread * nt;
+    if (nt > 1 && p.m_tasks < want) p.n_tasks = min64(p.nc_max / tn, cdiv(want, p.m_tasks));
+    if (nt > p.m_tasks * p.n_tasks) nt = (int)(p.m_tasks * p.n_tasks);
+    p.nt = nt;
+    /* When tasks split N, or N spans panels, each row block would be packed once per N range: then
+     * op(A) is packed once up front instead, shared like B (shared_a_at), unless that would exceed
+     * the B panel's budget. */
+    p.a_block = p.m_strips * tm * p.kcs_max + A_SLACK * p.m_tasks;
+    p.shared_a = (p.n_tasks > 1 || p.n_panels > 1) && p.n_kb * p.a_block <= B_PANEL;
+    p.a_floats = p.shared_a ? 0 : bm * p.kcs_max + A_SLACK;
+    p.b_floats = p.n_kb * p.kcs_max * p.nc_max;
+    p.apool_floats = p.shared_a ? p.n_kb * p.a_block : (int64_t)nt * p.a_floats;
+    return p;
+}
+
 static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, int64_t N, int64_t K,
                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                  int64_t ldc) {
@@ -242,38 +288,13 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
         scale_c(C, ldc, M, N, beta);
         return;
     }
-    /* Micro-tile tm x tn and blocking bk (K), bm (rows) of the instruction set in use. */
-    const int64_t tm = arch->mr, tn = arch->nr, bk = arch->kc, bm = arch->mc;
-    /* K blocks of equal size (multiple of 8 for the transposing packers, and of kpad), no thin
-     * tail; a packed strip holds kcs(kc) rows. */
-    const int64_t kpad = arch->kpad > 1 ? arch->kpad : 1, kalign = kpad > 8 ? kpad : 8;
-    int64_t kc_max = min64(K, cdiv(cdiv(K, cdiv(K, bk)), kalign) * kalign);
-    int64_t n_kb = cdiv(K, kc_max);
-    int64_t kcs_max = cdiv(kc_max, kpad) * kpad;
-    /* N panels: packed B is K x nc; equal panels, each a multiple of tn. */
-    int64_t n_panels = cdiv(K * cdiv(N, tn) * tn, B_PANEL);
-    int64_t nc_max = cdiv(cdiv(N, n_panels), tn) * tn;
-    /* Tasks: m_tasks blocks of <= bm rows (a multiple of the thread count, rows spread
-     * evenly in tm units), times n_tasks ranges of strips when rows alone are too few. */
-    int nt = omp_get_max_threads();
-    /* Called from a parallel region (attention's per-head tasks): the caller owns the threads. */
-    if (nt < 1 || omp_in_parallel() || 2.0 * M * N * K < SERIAL_FLOPS) nt = 1;
-    int64_t m_strips = cdiv(M, tm);
-    int64_t m_tasks = cdiv(m_strips, bm / tm);
-    m_tasks = min64(m_strips, cdiv(m_tasks, nt) * nt);
-    int64_t n_tasks = 1;
-    int64_t want = (int64_t)arch->tasks_per_thread * nt;
-    if (nt > 1 && m_tasks < want) n_tasks = min64(nc_max / tn, cdiv(want, m_tasks));
-    if (nt > m_tasks * n_tasks) nt = (int)(m_tasks * n_tasks);
-
-    /* When tasks split N, or N spans panels, each row block would be packed once per N range: then
-     * op(A) is packed once up front instead, shared like B (shared_a_at), unless that would exceed
-     * the B panel's budget. */
-    int64_t a_block = m_strips * tm * kcs_max + A_SLACK * m_tasks;
-    int shared_a = (n_tasks > 1 || n_panels > 1) && n_kb * a_block <= B_PANEL;
-    int64_t a_floats = shared_a ? 0 : bm * kcs_max + A_SLACK;
-    float *Bp = alloc_floats(n_kb * kcs_max * nc_max);
-    float *Apool = alloc_floats(shared_a ? n_kb * a_block : (int64_t)nt * a_floats);
+    const gemm_plan pl = plan_gemm(arch, M, N, K);
+    const int64_t tm = arch->mr, tn = arch->nr, kpad = pl.kpad, kc_max = pl.kc_max, n_kb = pl.n_kb;
+    const int64_t kcs_max = pl.kcs_max, nc_max = pl.nc_max, m_strips = pl.m_strips, m_tasks = pl.m_tasks;
+    const int64_t n_tasks = pl.n_tasks, a_block = pl.a_block, a_floats = pl.a_floats;
+    const int nt = pl.nt, shared_a = pl.shared_a;
+    float *Bp = alloc_floats(pl.b_floats);
+    float *Apool = alloc_floats(pl.apool_floats);
     if (!Bp || !Apool) { free(Bp); free(Apool); return; }
     int64_t a_next = 0; /* shared A: packing units (K block, row block) claimed */
     /* Work counters [panel parity][0: B packing units, 1: tasks]. Units and tasks are claimed
@@ -369,6 +390,16 @@ const tqk_sgemm_arch *tqk_gemm_bf16_arch(void) {
 void tqk_gemm_with(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     gemm(arch, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* Past this the plan's products could overflow; no such GEMM fits in memory. */
+#define TOO_LARGE (INT64_C(1) << 40)
+
+size_t tqk_gemm_scratch_bytes(int bf16, int64_t M, int64_t N, int64_t K) {
+    if (M <= 0 || N <= 0 || K <= 0) return 0;
+    if (M > TOO_LARGE || N > TOO_LARGE || K > TOO_LARGE) return SIZE_MAX;
+    gemm_plan p = plan_gemm(bf16 ? tqk_gemm_bf16_arch() : tqk_use_avx512() ? &tqk_sgemm_avx512 : &sgemm_avx2, M, N, K);
+    return (size_t)(p.b_floats + p.apool_floats) * sizeof(float);
 }
 
 void tqk_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,

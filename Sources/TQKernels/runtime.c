@@ -122,8 +122,12 @@ static int injected_failure(void) {
     return c == 1;
 }
 
+/* Bytes the calling thread has asked tqk_alloc for (tqk_alloc_bytes_on_thread). */
+static _Thread_local int64_t thread_bytes;
+
 void *tqk_alloc(size_t bytes) {
     void *p = NULL;
+    thread_bytes += (int64_t)bytes;
     if (injected_failure() || posix_memalign(&p, 64, bytes ? bytes : 64) != 0) {
         atomic_fetch_add(&alloc_failures, 1);
         return NULL;
@@ -142,3 +146,5 @@ void *tqk_alloc_zeroed(size_t n, size_t size) {
 }
 
 int64_t tqk_alloc_failures(void) { return atomic_load(&alloc_failures); }
+
+int64_t tqk_alloc_bytes_on_thread(void) { return thread_bytes; }

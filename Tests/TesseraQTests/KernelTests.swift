@@ -222,11 +222,15 @@ struct KernelTests {
                         // beta = 0: C starts all NaN (must not be read); padding must stay NaN.
                         var C = [Float](repeating: beta == 0 ? .nan : sentinel, count: M * ldc)
                         if beta != 0 { for i in 0..<M { for j in 0..<N { C[i * ldc + j] = c0[i * N + j] } } }
-                        withThreads(threads) {
+                        // What the call allocates is what tqk_gemm_scratch_bytes says (the memory estimate's).
+                        let (allocated, scratch) = withThreads(threads) {
+                            let before = tqk_alloc_bytes_on_thread()
                             gemm(transA ? 1 : 0, transB ? 1 : 0, Int64(M), Int64(N), Int64(K), alpha,
                                  A, Int64(lda), B, Int64(ldb), beta, &C, Int64(ldc))
+                            return (tqk_alloc_bytes_on_thread() - before, tqk_gemm_scratch_bytes(bf16 ? 1 : 0, Int64(M), Int64(N), Int64(K)))
                         }
                         let tag = "trans=(\(transA),\(transB)) beta=\(beta) threads=\(threads)"
+                        #expect(allocated == Int64(scratch) && scratch > 0, "\(tag): allocated \(allocated), scratch \(scratch)")
                         var bad = 0
                         for i in 0..<M where bad < 5 {
                             for j in 0..<N where bad < 5 {

@@ -45,6 +45,10 @@ TQK_API void *tqk_alloc(size_t bytes);
 /* n * size zeroed bytes (an overflowing product fails). */
 TQK_API void *tqk_alloc_zeroed(size_t n, size_t size);
 TQK_API int64_t tqk_alloc_failures(void);
+/* Bytes the calling thread has requested from tqk_alloc since it started (failed requests too):
+ * the difference around a call is what that call allocated on the caller's thread, which for the
+ * GEMMs is all of their scratch (checked against tqk_gemm_scratch_bytes by the tests). */
+TQK_API int64_t tqk_alloc_bytes_on_thread(void);
 
 /* ---- GEMM: C = alpha * op(A) * op(B) + beta * C ----
  * op(A) is M x K (A is K x M when transA), op(B) is K x N (B is N x K when transB).
@@ -64,6 +68,13 @@ TQK_API void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, 
 TQK_API void tqk_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                            float *C, int64_t ldc);
+
+/* Bytes of packing buffers (packed op(B) panel and op(A) blocks) that tqk_sgemm (bf16 == 0) or
+ * tqk_gemm_bf16 (bf16 != 0) allocates, and frees before it returns, for these sizes when called
+ * outside a parallel region at the current thread count; 0 when a size is not positive, SIZE_MAX
+ * past 2^40 (no such GEMM fits in memory). Packed B is cut into panels of about 8 MB, so large
+ * GEMMs need little more than that. */
+TQK_API size_t tqk_gemm_scratch_bytes(int bf16, int64_t M, int64_t N, int64_t K);
 
 /* y[out] = W x[in], W row-major out x in (the Hugging Face layout): one dot product per output,
  * outputs in parallel above 32K weights. For a single row of activations, where tqk_sgemm would pack W. */
