@@ -373,11 +373,13 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
     free(Apool);
 }
 
+/* The float32 kernel tqk_sgemm runs on the calling thread. */
+static const tqk_sgemm_arch *sgemm_arch(void) { return tqk_use_avx512() ? &tqk_sgemm_avx512 : &sgemm_avx2; }
+
 void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                int64_t ldc) {
-    gemm(tqk_use_avx512() ? &tqk_sgemm_avx512 : &sgemm_avx2, transA, transB, M, N, K, alpha, A, lda, B, ldb,
-         beta, C, ldc);
+    gemm(sgemm_arch(), transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 const tqk_sgemm_arch *tqk_gemm_bf16_arch(void) {
@@ -398,7 +400,7 @@ void tqk_gemm_with(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M
 size_t tqk_gemm_scratch_bytes(int bf16, int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0 || K <= 0) return 0;
     if (M > TOO_LARGE || N > TOO_LARGE || K > TOO_LARGE) return SIZE_MAX;
-    gemm_plan p = plan_gemm(bf16 ? tqk_gemm_bf16_arch() : tqk_use_avx512() ? &tqk_sgemm_avx512 : &sgemm_avx2, M, N, K);
+    gemm_plan p = plan_gemm(bf16 ? tqk_gemm_bf16_arch() : sgemm_arch(), M, N, K);
     return (size_t)(p.b_floats + p.apool_floats) * sizeof(float);
 }
 

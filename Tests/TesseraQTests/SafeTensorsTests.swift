@@ -456,7 +456,7 @@ struct SafeTensorsTests {
 
     /// Reading tensors out of the map leaves none of its pages resident, not even the neighbours a
     /// fault maps with the page read (fault-around, large folios): before this was so, SmolLM2's
-    /// model map grew by 8.5 MB over its 30 blocks.
+    /// model map grew by 10 MiB over its 30 blocks.
     @Test("tensors read out of the map leave no page of it resident")
     func readingReleasesTheMap() throws {
         let dir = try STTempDir()

@@ -51,7 +51,7 @@ final class MappedFile: @unchecked Sendable {
 /// madvise(MADV_DONTNEED) on the pages around bytes [begin, end) of a map of `size` bytes at `base`,
 /// widened to whole 2 MiB spans: a fault maps the page cache's pages around the one touched as well
 /// (fault-around, and whole large folios, which reach 2 MiB on x86-64 ext4), so dropping only the
-/// pages read left their neighbours resident: 8.5 MB of SmolLM2's blocks by its last layer.
+/// pages read left their neighbours resident: 10 MiB of SmolLM2's map by its last block.
 /// Dropping a neighbour still in use only costs a minor fault; shared file pages keep their data.
 func releasePages(_ base: UnsafeMutableRawPointer, size: Int, _ begin: Int, _ end: Int) {
     let span = 2 << 20

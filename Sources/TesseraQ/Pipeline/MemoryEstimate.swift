@@ -61,8 +61,7 @@ public struct MemoryEstimate: Sendable {
         for kind in LinearKind.allCases {
             var (o, i) = kind.shape(c)
             if ranks > 1 {
-                // q, k, v, gate, up split their rows; o and down their columns (BlockShard).
-                if kind == .o || kind == .down { i = (i + ranks - 1) / ranks } else { o = (o + ranks - 1) / ranks }
+                if BlockShard.splitsColumns(kind) { i = (i + ranks - 1) / ranks } else { o = (o + ranks - 1) / ranks }
             }
             for bf16: Int32 in [0, 1] {
                 for (m, n, k) in [(rows, o, i), (rows, i, o), (o, i, rows)] {
