@@ -104,8 +104,8 @@ void tqk_attention_backward_bf16(const float *Q, const float *K, const float *V,
     const tqk_sgemm_arch *arch = tqk_gemm_bf16_arch();
     int64_t group = H / KVH, nb = (T + QB - 1) / QB;
     /* P and dS of the group's heads, row t column j at [g T^2 + t T + j]. */
-    float *P = tqk_alloc((size_t)(group * T * T) * sizeof(float));
-    float *dS = tqk_alloc((size_t)(group * T * T) * sizeof(float));
+    const size_t p_bytes = (size_t)(group * T * T) * sizeof(float);
+    float *P = tqk_scratch_alloc(p_bytes), *dS = tqk_scratch_alloc(p_bytes);
     if (!P || !dS) goto done;
 
     #pragma omp parallel
@@ -162,6 +162,6 @@ void tqk_attention_backward_bf16(const float *Q, const float *K, const float *V,
         free(slope);
     }
 done:
-    free(P);
-    free(dS);
+    tqk_scratch_free(P, p_bytes);
+    tqk_scratch_free(dS, p_bytes);
 }

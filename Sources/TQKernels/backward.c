@@ -155,8 +155,8 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
                             float softcap) {
     if (T <= 0) return;
     int64_t group = H / KVH, Tp = (T + KB - 1) / KB * KB, n_blocks = Tp / KB;
-    float *Kt = tqk_alloc((size_t)(KVH * D * Tp) * sizeof(float));
-    float *Vt = tqk_alloc((size_t)(KVH * D * Tp) * sizeof(float));
+    const size_t kt_bytes = (size_t)(KVH * D * Tp) * sizeof(float);
+    float *Kt = tqk_scratch_alloc(kt_bytes), *Vt = tqk_scratch_alloc(kt_bytes);
     float *lse = tqk_alloc((size_t)(T * H) * sizeof(float));
     float *delta = tqk_alloc((size_t)(T * H) * sizeof(float));
     if (!Kt || !Vt || !lse || !delta) goto done;
@@ -289,8 +289,8 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
         free(xg);
     }
 done:
-    free(Kt);
-    free(Vt);
+    tqk_scratch_free(Kt, kt_bytes);
+    tqk_scratch_free(Vt, kt_bytes);
     free(lse);
     free(delta);
 }

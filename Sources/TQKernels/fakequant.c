@@ -195,8 +195,8 @@ float tqk_fq_harden(const float *a, uint8_t *state, int64_t n, float q, int fina
         return 0.0f;
     }
     if (n <= 0) return 0.0f;
-    float *score = tqk_alloc((size_t)n * sizeof(float));
-    if (!score) return 0.0f; /* counted by tqk_alloc; nothing hardened */
+    float *score = tqk_scratch_alloc((size_t)n * sizeof(float));
+    if (!score) return 0.0f; /* counted by tqk_scratch_alloc; nothing hardened */
 
     /* Hard weights score 0.5, the largest possible score, so the sorted scores are the sorted
      * soft scores followed by n_hard copies of 0.5: select among the soft ones only. */
@@ -220,7 +220,7 @@ float tqk_fq_harden(const float *a, uint8_t *state, int64_t n, float q, int fina
         }
     }
     if (k + 1 > n - 1) hi = lo;
-    free(score);
+    tqk_scratch_free(score, (size_t)n * sizeof(float));
     return tqk_fq_harden_between(a, state, n, lo, hi, gamma);
 }
 

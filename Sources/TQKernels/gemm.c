@@ -226,8 +226,6 @@ static inline float *shared_a_at(float *Apool, int64_t a_block, int64_t b, int64
     return Apool + b * a_block + i0 * kcs + mi * A_SLACK;
 }
 
-static float *alloc_floats(int64_t n) { return tqk_alloc((size_t)n * sizeof(float)); }
-
 static void scale_c(float *C, int64_t ldc, int64_t M, int64_t N, float beta) {
     #pragma omp parallel for schedule(static) if (M * N > 65536)
     for (int64_t i = 0; i < M; i++)
@@ -239,7 +237,8 @@ static void scale_c(float *C, int64_t ldc, int64_t M, int64_t N, float beta) {
 typedef struct {
     int64_t kpad, kc_max, n_kb, kcs_max, n_panels, nc_max, m_strips, m_tasks, n_tasks, a_block, a_floats;
     int nt, shared_a;
-    int64_t b_floats, apool_floats;
+    int64_t b_floats, apool_floats, a_offset;
+    size_t scratch_bytes;
 } gemm_plan;
 
 static gemm_plan plan_gemm(const tqk_sgemm_arch *arch, int64_t M, int64_t N, int64_t K) {
@@ -277,6 +276,9 @@ static gemm_plan plan_gemm(const tqk_sgemm_arch *arch, int64_t M, int64_t N, int
     p.a_floats = p.shared_a ? 0 : bm * p.kcs_max + A_SLACK;
     p.b_floats = p.n_kb * p.kcs_max * p.nc_max;
     p.apool_floats = p.shared_a ? p.n_kb * p.a_block : (int64_t)nt * p.a_floats;
+    /* One scratch buffer: packed B, then the A pool from the next 64-byte boundary. */
+    p.a_offset = cdiv(p.b_floats, 16) * 16;
+    p.scratch_bytes = (size_t)(p.a_offset + p.apool_floats) * sizeof(float);
     return p;
 }
 
@@ -293,9 +295,9 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
     const int64_t kcs_max = pl.kcs_max, nc_max = pl.nc_max, m_strips = pl.m_strips, m_tasks = pl.m_tasks;
     const int64_t n_tasks = pl.n_tasks, a_block = pl.a_block, a_floats = pl.a_floats;
     const int nt = pl.nt, shared_a = pl.shared_a;
-    float *Bp = alloc_floats(pl.b_floats);
-    float *Apool = alloc_floats(pl.apool_floats);
-    if (!Bp || !Apool) { free(Bp); free(Apool); return; }
+    float *Bp = tqk_scratch_alloc(pl.scratch_bytes);
+    if (!Bp) return; /* counted by tqk_scratch_alloc */
+    float *Apool = Bp + pl.a_offset;
     int64_t a_next = 0; /* shared A: packing units (K block, row block) claimed */
     /* Work counters [panel parity][0: B packing units, 1: tasks]. Units and tasks are claimed
      * dynamically, so a thread that loses its core to another process is not waited for. */
@@ -369,8 +371,7 @@ static void gemm(const tqk_sgemm_arch *arch, int transA, int transB, int64_t M, 
         }
         if (arch->thread_end) arch->thread_end();
     }
-    free(Bp);
-    free(Apool);
+    tqk_scratch_free(Bp, pl.scratch_bytes);
 }
 
 /* The float32 kernel tqk_sgemm runs on the calling thread. */
@@ -401,7 +402,7 @@ size_t tqk_gemm_scratch_bytes(int bf16, int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0 || K <= 0) return 0;
     if (M > TOO_LARGE || N > TOO_LARGE || K > TOO_LARGE) return SIZE_MAX;
     gemm_plan p = plan_gemm(bf16 ? tqk_gemm_bf16_arch() : sgemm_arch(), M, N, K);
-    return (size_t)(p.b_floats + p.apool_floats) * sizeof(float);
+    return p.scratch_bytes;
 }
 
 void tqk_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,

@@ -1,9 +1,11 @@
 /* CPU feature check, instruction-set choice and thread count. */
 #include "tq_kernels.h"
 #include <omp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -143,6 +145,76 @@ void *tqk_alloc_zeroed(size_t n, size_t size) {
     void *p = tqk_alloc(n * size);
     if (p) memset(p, 0, n * size);
     return p;
+}
+
+/* A call's transient buffers of TQK_SCRATCH_MAP_BYTES or more come from a mapping each thread keeps
+ * for its next call (the largest it has needed), its pages past the current request given back.
+ * From the heap, one phase's freed scratch (GEMM packing, hardening scores, attention) stayed
+ * resident where the next phase's differently sized scratch did not fit: 8 MB above live at an
+ * out-of-core run's peak. A fresh mapping per call faults every page in on every call instead: the
+ * weight-gradient GEMMs of a SmolLM2 block ran at 60% of their speed. Keeping the whole mapping
+ * resident added the largest GEMM's scratch to every phase's peak: 3.5 MB more at the same run's. */
+#define TQK_SCRATCH_MAP_BYTES ((size_t)1 << 20)
+
+/* resident: how far the mapping's pages may be in memory (the largest request since the last trim). */
+typedef struct { void *p; size_t bytes, resident; int busy; } scratch_cache;
+static _Thread_local scratch_cache thread_scratch;
+static pthread_key_t scratch_key; /* its destructor unmaps an exiting thread's cache */
+static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
+
+static void scratch_unmap(void *cache) {
+    scratch_cache *c = cache;
+    if (c->p) munmap(c->p, c->bytes);
+    *c = (scratch_cache){0};
+}
+
+static void scratch_key_create(void) { pthread_key_create(&scratch_key, scratch_unmap); }
+
+void *tqk_scratch_alloc(size_t bytes) {
+    if (bytes < TQK_SCRATCH_MAP_BYTES) return tqk_alloc(bytes);
+    thread_bytes += (int64_t)bytes;
+    if (injected_failure()) {
+        atomic_fetch_add(&alloc_failures, 1);
+        return NULL;
+    }
+    scratch_cache *c = &thread_scratch;
+    if (c->p && !c->busy && c->bytes >= bytes) {
+        /* A larger request later faults the pages given back here in again. */
+        size_t page = (size_t)sysconf(_SC_PAGESIZE), keep = (bytes + page - 1) / page * page;
+        if (c->resident > keep) madvise((char *)c->p + keep, c->resident - keep, MADV_DONTNEED);
+        c->resident = bytes;
+        c->busy = 1;
+        return c->p;
+    }
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        atomic_fetch_add(&alloc_failures, 1);
+        return NULL;
+    }
+    return p;
+}
+
+void tqk_scratch_free(void *p, size_t bytes) {
+    if (!p) return;
+    if (bytes < TQK_SCRATCH_MAP_BYTES) {
+        free(p);
+        return;
+    }
+    scratch_cache *c = &thread_scratch;
+    if (p == c->p) {
+        c->busy = 0;
+    } else if (!c->busy && bytes > c->bytes) { /* the larger one is kept */
+        scratch_unmap(c);
+        *c = (scratch_cache){p, bytes, bytes, 0};
+        pthread_once(&scratch_key_once, scratch_key_create);
+        pthread_setspecific(scratch_key, c);
+    } else {
+        munmap(p, bytes);
+    }
+}
+
+void tqk_scratch_release(void) {
+    if (!thread_scratch.busy) scratch_unmap(&thread_scratch);
 }
 
 int64_t tqk_alloc_failures(void) { return atomic_load(&alloc_failures); }

@@ -284,6 +284,65 @@ struct KernelTests {
         #expect(c[0].isNaN)
     }
 
+    /// Scratch of 1 MiB or more is a mapping of its own that the thread keeps for its next call (the
+    /// largest, so repeated GEMMs fault no pages in; the pages past a smaller request given back)
+    /// until tqk_scratch_release; smaller scratch is malloc's (released with free, under ASan too).
+    /// All of it is counted like tqk_alloc.
+    @Test func scratchOfAMebibyteIsAMappingKeptForTheNextCall() throws {
+        tqk_scratch_release()
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let big = 3 << 20 + 100, small = (1 << 20) - 1
+        let before = tqk_alloc_bytes_on_thread()
+        let p = try #require(tqk_scratch_alloc(big))
+        let q = try #require(tqk_scratch_alloc(small))
+        let r = try #require(tqk_scratch_alloc(big / 2))   // p is in use: a mapping of its own too
+        #expect(tqk_alloc_bytes_on_thread() - before == Int64(big + small + big / 2))
+        #expect(Int(bitPattern: q) % 64 == 0 && r != p)
+        memset(p, 1, big)
+        memset(q, 1, small)
+        let start = UInt(bitPattern: p)
+        #expect(start % UInt(page) == 0)
+        // The kernel may merge neighbouring anonymous maps: compare the maps holding them.
+        let rMap = try #require(mapping(containing: UInt(bitPattern: r)))
+        tqk_scratch_free(q, small)
+        tqk_scratch_free(p, big)
+        tqk_scratch_free(r, big / 2)   // smaller than the kept p: unmapped
+        let own = try #require(mapping(containing: start))
+        #expect(own.start <= start && own.end >= start + UInt(big), "\(own)")
+        // The next call on this thread gets the kept mapping, its pages past the request given back.
+        let mib = 1 << 20
+        #expect(residentPages(p, big) == (big + page - 1) / page, "memset touched every page")
+        let again = try #require(tqk_scratch_alloc(mib))
+        #expect(again == p)
+        #expect(residentPages(p, mib) == mib / page && residentPages(p + mib, big - mib) == 0)
+        tqk_scratch_free(again, mib)
+        tqk_scratch_release()
+        // Another thread may map the freed range again, but not as this very map.
+        if let after = mapping(containing: start) { #expect(after != own, "the kept scratch was not given back") }
+        if let after = mapping(containing: UInt(bitPattern: r)) { #expect(after != rMap, "the smaller scratch was not given back") }
+    }
+
+    /// How many of the pages of [p, p + bytes) are in memory (mincore; p page-aligned).
+    private func residentPages(_ p: UnsafeMutableRawPointer, _ bytes: Int) -> Int {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var vec = [UInt8](repeating: 0, count: (bytes + page - 1) / page)
+        guard mincore(p, bytes, &vec) == 0 else { return -1 }
+        return vec.reduce(0) { $0 + Int($1 & 1) }
+    }
+
+    /// The /proc/self/maps entry holding `address`.
+    private func mapping(containing address: UInt) -> Mapping? {
+        let data = FileHandle(forReadingAtPath: "/proc/self/maps")?.readDataToEndOfFile() ?? Data()
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+            let range = line.prefix { $0 != " " }.split(separator: "-")
+            guard range.count == 2, let lo = UInt(range[0], radix: 16), let hi = UInt(range[1], radix: 16) else { continue }
+            if lo <= address && address < hi { return Mapping(start: lo, end: hi) }
+        }
+        return nil
+    }
+
+    private struct Mapping: Equatable { var start: UInt, end: UInt }
+
     // MARK: conversions
 
     @Test("f16 <-> f32: every half bit pattern round-trips exactly (NaNs stay NaN)", arguments: threadCounts)

@@ -35,7 +35,8 @@ TQK_API int tqk_use_amx(void);
 TQK_API int tqk_set_amx(int enabled);
 
 /* ---- allocation ----
- * Every kernel allocates through tqk_alloc (64-byte aligned, released with free). When an
+ * Every kernel allocates through tqk_alloc (64-byte aligned, released with free), or for a
+ * call's transient buffers tqk_scratch_alloc (released with tqk_scratch_free). When an
  * allocation fails the kernel skips the work that needed it, leaving that part of its output
  * unspecified, and the failure is counted: callers compare tqk_alloc_failures() before and after
  * a call and report TQ_ERR_OUT_OF_MEMORY. The count is process-wide, so under memory pressure a
@@ -45,9 +46,18 @@ TQK_API void *tqk_alloc(size_t bytes);
 /* n * size zeroed bytes (an overflowing product fails). */
 TQK_API void *tqk_alloc_zeroed(size_t n, size_t size);
 TQK_API int64_t tqk_alloc_failures(void);
-/* Bytes the calling thread has requested from tqk_alloc since it started (failed requests too):
- * the difference around a call is what that call allocated on the caller's thread, which for the
- * GEMMs is all of their scratch (checked against tqk_gemm_scratch_bytes by the tests). */
+/* A transient buffer of one call, released by tqk_scratch_free(p, bytes) on the thread that took
+ * it: like tqk_alloc below 1 MiB; from 1 MiB up, a mapping the thread keeps for its next call (the
+ * largest it has needed, one in use at a time; a second gets a mapping of its own), so repeated
+ * calls fault no pages in, and freed scratch never stays resident in the heap. Handing the kept
+ * mapping out again gives back its pages past the request. A thread's kept mapping goes when the
+ * thread exits or calls tqk_scratch_release. Counted and failure-injected as tqk_alloc. */
+TQK_API void *tqk_scratch_alloc(size_t bytes);
+TQK_API void tqk_scratch_free(void *p, size_t bytes);
+TQK_API void tqk_scratch_release(void);
+/* Bytes the calling thread has requested from tqk_alloc and tqk_scratch_alloc since it started
+ * (failed requests too): the difference around a call is what that call allocated on the caller's
+ * thread, which for the GEMMs is all of their scratch (checked against tqk_gemm_scratch_bytes). */
 TQK_API int64_t tqk_alloc_bytes_on_thread(void);
 
 /* ---- GEMM: C = alpha * op(A) * op(B) + beta * C ----

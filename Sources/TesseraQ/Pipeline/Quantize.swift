@@ -1,4 +1,5 @@
 import Foundation
+import TQKernels
 
 /// Where a quantization run is: the block being worked on (0-based) of `blocks`, the round
 /// (1-based, 0 for methods without rounds) of `rounds`, the step of `steps`, and the current
@@ -40,6 +41,7 @@ func checkQuantProgress(_ handler: QuantProgressHandler?, _ p: QuantProgress) th
 public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: String, calibration: [UInt32]? = nil,
                           progress: QuantProgressHandler? = nil) throws -> [String: Any] {
     let world = try Communicator.joinWorld()
+    defer { tqk_scratch_release() }   // the scratch this thread's kernels kept for their next call
     do {
         return try quantizeOnRanks(model, config: config, outDir: outDir, calibration: calibration, progress: progress)
     } catch {
