@@ -103,9 +103,9 @@ void tqk_attention_backward_bf16(const float *Q, const float *K, const float *V,
     if (T <= 0) return;
     const tqk_sgemm_arch *arch = tqk_gemm_bf16_arch();
     int64_t group = H / KVH, nb = (T + QB - 1) / QB;
-    /* P and dS of the group's heads, row t column j at [g T^2 + t T + j]. */
-    const size_t p_bytes = (size_t)(group * T * T) * sizeof(float);
-    float *P = tqk_scratch_alloc(p_bytes), *dS = tqk_scratch_alloc(p_bytes);
+    /* P and dS of the group's heads, row t column j at [g T^2 + t T + j], in one scratch buffer. */
+    const size_t p_floats = (size_t)(group * T * T), p_bytes = 2 * p_floats * sizeof(float);
+    float *P = tqk_scratch_alloc(p_bytes), *dS = P ? P + p_floats : NULL;
     if (!P || !dS) goto done;
 
     #pragma omp parallel
@@ -163,5 +163,4 @@ void tqk_attention_backward_bf16(const float *Q, const float *K, const float *V,
     }
 done:
     tqk_scratch_free(P, p_bytes);
-    tqk_scratch_free(dS, p_bytes);
 }

@@ -155,8 +155,9 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
                             float softcap) {
     if (T <= 0) return;
     int64_t group = H / KVH, Tp = (T + KB - 1) / KB * KB, n_blocks = Tp / KB;
-    const size_t kt_bytes = (size_t)(KVH * D * Tp) * sizeof(float);
-    float *Kt = tqk_scratch_alloc(kt_bytes), *Vt = tqk_scratch_alloc(kt_bytes);
+    /* Kt then Vt in one scratch buffer (one kept mapping serves both). */
+    const size_t kv_floats = (size_t)(KVH * D * Tp), kv_bytes = 2 * kv_floats * sizeof(float);
+    float *Kt = tqk_scratch_alloc(kv_bytes), *Vt = Kt ? Kt + kv_floats : NULL;
     float *lse = tqk_alloc((size_t)(T * H) * sizeof(float));
     float *delta = tqk_alloc((size_t)(T * H) * sizeof(float));
     if (!Kt || !Vt || !lse || !delta) goto done;
@@ -289,8 +290,7 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
         free(xg);
     }
 done:
-    tqk_scratch_free(Kt, kt_bytes);
-    tqk_scratch_free(Vt, kt_bytes);
+    tqk_scratch_free(Kt, kv_bytes);
     free(lse);
     free(delta);
 }
