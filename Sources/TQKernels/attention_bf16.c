@@ -106,7 +106,7 @@ void tqk_attention_backward_bf16(const float *Q, const float *K, const float *V,
     /* P and dS of the group's heads, row t column j at [g T^2 + t T + j], in one scratch buffer. */
     const size_t p_floats = (size_t)(group * T * T), p_bytes = 2 * p_floats * sizeof(float);
     float *P = tqk_scratch_alloc(p_bytes), *dS = P ? P + p_floats : NULL;
-    if (!P || !dS) goto done;
+    if (!P) goto done;
 
     #pragma omp parallel
     {

@@ -160,7 +160,7 @@ void tqk_attention_backward(const float *Q, const float *K, const float *V, cons
     float *Kt = tqk_scratch_alloc(kv_bytes), *Vt = Kt ? Kt + kv_floats : NULL;
     float *lse = tqk_alloc((size_t)(T * H) * sizeof(float));
     float *delta = tqk_alloc((size_t)(T * H) * sizeof(float));
-    if (!Kt || !Vt || !lse || !delta) goto done;
+    if (!Kt || !lse || !delta) goto done;
     const __m256 vscale = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
 
     #pragma omp parallel

@@ -127,10 +127,18 @@ static int injected_failure(void) {
 /* Bytes the calling thread has asked tqk_alloc for (tqk_alloc_bytes_on_thread). */
 static _Thread_local int64_t thread_bytes;
 
+/* Counts a request of the calling thread; 1 (and the failure counted) when it is to fail. */
+static int refused(size_t bytes) {
+    thread_bytes += (int64_t)bytes;
+    if (!injected_failure()) return 0;
+    atomic_fetch_add(&alloc_failures, 1);
+    return 1;
+}
+
 void *tqk_alloc(size_t bytes) {
     void *p = NULL;
-    thread_bytes += (int64_t)bytes;
-    if (injected_failure() || posix_memalign(&p, 64, bytes ? bytes : 64) != 0) {
+    if (refused(bytes)) return NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) {
         atomic_fetch_add(&alloc_failures, 1);
         return NULL;
     }
@@ -172,15 +180,13 @@ static void scratch_key_create(void) { pthread_key_create(&scratch_key, scratch_
 
 void *tqk_scratch_alloc(size_t bytes) {
     if (bytes < TQK_SCRATCH_MAP_BYTES) return tqk_alloc(bytes);
-    thread_bytes += (int64_t)bytes;
-    if (injected_failure()) {
-        atomic_fetch_add(&alloc_failures, 1);
-        return NULL;
-    }
+    if (refused(bytes)) return NULL;
     scratch_cache *c = &thread_scratch;
     if (c->p && !c->busy && c->bytes >= bytes) {
         /* A larger request later faults the pages given back here in again. */
-        size_t page = (size_t)sysconf(_SC_PAGESIZE), keep = (bytes + page - 1) / page * page;
+        static _Thread_local size_t page;
+        if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
+        size_t keep = (bytes + page - 1) / page * page;
         if (c->resident > keep) madvise((char *)c->p + keep, c->resident - keep, MADV_DONTNEED);
         c->resident = bytes;
         c->busy = 1;
