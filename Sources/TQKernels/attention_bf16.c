@@ -104,7 +104,7 @@ void tqk_attention_backward_bf16(const float *Q, const float *K, const float *V,
     const tqk_sgemm_arch *arch = tqk_gemm_bf16_arch();
     int64_t group = H / KVH, nb = (T + QB - 1) / QB;
     /* P and dS of the group's heads, row t column j at [g T^2 + t T + j], in one scratch buffer. */
-    const size_t p_floats = (size_t)(group * T * T), p_bytes = 2 * p_floats * sizeof(float);
+    const size_t p_bytes = tqk_attention_backward_scratch_bytes(1, T, H, KVH, D), p_floats = p_bytes / 2 / sizeof(float);
     float *P = tqk_scratch_alloc(p_bytes), *dS = P ? P + p_floats : NULL;
     if (!P) goto done;
 

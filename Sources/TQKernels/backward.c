@@ -150,13 +150,20 @@ static void rank_update(float *out, int64_t ostride, const float *c, const float
         }
 }
 
+size_t tqk_attention_backward_scratch_bytes(int bf16, int64_t T, int64_t H, int64_t KVH, int64_t D) {
+    if (T <= 0 || H <= 0 || KVH <= 0 || D <= 0) return 0;
+    if (T > (INT64_C(1) << 20) || H > (INT64_C(1) << 20) || D > (INT64_C(1) << 20)) return SIZE_MAX;
+    if (bf16) return 2 * (size_t)(H / KVH) * (size_t)T * (size_t)T * sizeof(float);   /* P, dS */
+    return 2 * (size_t)KVH * (size_t)D * (size_t)((T + KB - 1) / KB * KB) * sizeof(float);   /* Kt, Vt */
+}
+
 void tqk_attention_backward(const float *Q, const float *K, const float *V, const float *dO, float *dQ, float *dK,
                             float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D, float scale, int64_t window,
                             float softcap) {
     if (T <= 0) return;
     int64_t group = H / KVH, Tp = (T + KB - 1) / KB * KB, n_blocks = Tp / KB;
-    /* Kt then Vt in one scratch buffer (one kept mapping serves both). */
-    const size_t kv_floats = (size_t)(KVH * D * Tp), kv_bytes = 2 * kv_floats * sizeof(float);
+    /* Kt then Vt ([KVH x D x Tp] each) in one scratch buffer (one kept mapping serves both). */
+    const size_t kv_bytes = tqk_attention_backward_scratch_bytes(0, T, H, KVH, D), kv_floats = kv_bytes / 2 / sizeof(float);
     float *Kt = tqk_scratch_alloc(kv_bytes), *Vt = Kt ? Kt + kv_floats : NULL;
     float *lse = tqk_alloc((size_t)(T * H) * sizeof(float));
     float *delta = tqk_alloc((size_t)(T * H) * sizeof(float));

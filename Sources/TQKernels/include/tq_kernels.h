@@ -229,6 +229,11 @@ TQK_API void tqk_attention_backward(const float *Q, const float *K, const float 
 TQK_API void tqk_attention_backward_bf16(const float *Q, const float *K, const float *V, const float *dO, float *dQ,
                                          float *dK, float *dV, int64_t T, int64_t H, int64_t KVH, int64_t D,
                                          float scale, int64_t window, float softcap);
+/* The scratch tqk_attention_backward (bf16 == 0: K and V transposed into key tiles, 2 KVH D T'
+ * floats with T' = T rounded up to 16) or tqk_attention_backward_bf16 (bf16 != 0: 2 (H / KVH) T^2
+ * floats) takes in one tqk_scratch_alloc, for the memory estimate; 0 when a size is not positive,
+ * SIZE_MAX past 2^20 tokens, heads or head width. */
+TQK_API size_t tqk_attention_backward_scratch_bytes(int bf16, int64_t T, int64_t H, int64_t KVH, int64_t D);
 /* out = silu(g) * u; given dout: dg, du (all distinct buffers). */
 TQK_API void tqk_swiglu_backward(const float *g, const float *u, const float *dout, float *dg, float *du, int64_t n);
 /* out = gelu_tanh(g) * u as tqk_geglu; given dout: dg, du (all distinct buffers). */

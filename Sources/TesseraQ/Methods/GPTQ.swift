@@ -9,6 +9,7 @@ import TQKernels
 struct GPTQMethod: BlockQuantizer {
     let options: GPTQOptions
     var calibration: CalibrationOptions { options.calibration }
+    var computeDType: ComputeDType { .f32 }
     var optionsJSON: [String: Any] { options.json }
 
     /// Groups of linears sharing an input, in the order they are quantized.

@@ -5,6 +5,7 @@ import Foundation
 struct LWCMethod: BlockQuantizer {
     let options: LWCOptions
     var calibration: CalibrationOptions { options.calibration }
+    var computeDType: ComputeDType { options.computeDType }
     var optionsJSON: [String: Any] { options.json }
 
     func quantize(layer: Int, model: LlamaConfig, block: BlockWeights, inputs: ActivationCache, targets: ActivationCache,

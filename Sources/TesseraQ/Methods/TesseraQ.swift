@@ -6,6 +6,7 @@ import TQKernels
 struct TesseraQMethod: BlockQuantizer {
     let options: TesseraQOptions
     var calibration: CalibrationOptions { options.calibration }
+    var computeDType: ComputeDType { options.computeDType }
     var optionsJSON: [String: Any] { options.json }
 
     func quantize(layer: Int, model: LlamaConfig, block: BlockWeights, inputs: ActivationCache, targets: ActivationCache,

@@ -62,6 +62,8 @@ public struct CalibrationOptions: Sendable, Equatable {
 /// A calibrated method, applied block by block on the quantized trajectory.
 protocol BlockQuantizer {
     var calibration: CalibrationOptions { get }
+    /// The precision of the block's GEMMs and attention where it trains or searches (compute_dtype).
+    var computeDType: ComputeDType { get }
     /// The resolved options, for the run report and the resume fingerprint.
     var optionsJSON: [String: Any] { get }
     /// Quantizes block `layer`, whose float weights are `block`, from its inputs on the quantized

@@ -14,7 +14,7 @@ struct CalibratedRun {
     var calibration: CalibrationOptions { method.calibration }
 
     var memory: MemoryEstimate {
-        var m = MemoryEstimate(config: model.config, calibration: calibration, spec: config.spec)
+        var m = MemoryEstimate(config: model.config, method: method, spec: config.spec)
         m.residentBytes = model.heldEmbeddingBytes
         return m
     }

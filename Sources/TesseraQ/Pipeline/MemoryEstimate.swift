@@ -11,7 +11,8 @@ public struct MemoryEstimate: Sendable {
     public var cacheBytes: Int
     public var activationBytes: Int
     /// The largest buffer a kernel allocates and frees within one step or hardening: a GEMM's packed
-    /// operands, the hardening scores of the largest linear, attention's backward copies of K and V.
+    /// operands, the hardening scores of the largest linear, attention backward's scratch (copies of
+    /// K and V in float32; P and dS of a sequence in bf16 compute).
     public var scratchBytes: Int
     public var residentBytes: Int
     public var resultBytes: Int
@@ -27,7 +28,7 @@ public struct MemoryEstimate: Sendable {
 
     /// `groupSize` as QuantSpec's (-1: one group per row).
     public init(config c: LlamaConfig, samples: Int, seqLen: Int, batch: Int, cache: CacheDType, bits: Int, groupSize: Int = -1,
-                ranks: Int = 1) {
+                ranks: Int = 1, compute: ComputeDType = .f32) {
         let blockParams = LinearKind.allCases.reduce(0) { let (o, i) = $1.shape(c); return $0 + o * i }
         let groups = LinearKind.allCases.reduce(0) { let (o, i) = $1.shape(c); return $0 + o * (groupSize > 0 ? (i + groupSize - 1) / groupSize : 1) }
         let share = { (n: Int) in (n + ranks - 1) / ranks }
@@ -47,7 +48,7 @@ public struct MemoryEstimate: Sendable {
             + (c.qkNorm ? qDim + kvDim : 0)                             // q, k before their norms
             + (c.sandwichNorms ? 4 * c.hidden : 0)                      // sub-layer outputs before post-norms, and their gradients
         activationBytes = saturatingProduct(batch, seqLen, perRow, 4)
-        scratchBytes = Self.scratch(config: c, rows: saturatingProduct(batch, seqLen), seqLen: seqLen, ranks: ranks)
+        scratchBytes = Self.scratch(config: c, rows: saturatingProduct(batch, seqLen), seqLen: seqLen, ranks: ranks, compute: compute)
         residentBytes = c.vocab * c.hidden * 4 * (c.tiedEmbeddings ? 1 : 2)
         resultBytes = blockParams * (bits + 1) / 8
     }
@@ -55,8 +56,8 @@ public struct MemoryEstimate: Sendable {
     /// The largest transient scratch of one training step or hardening on a rank's shard (`scratchBytes`):
     /// the packing buffers of the step's GEMMs (forward, dX and dW of each linear over `rows` tokens,
     /// in float32 or bfloat16, whichever needs more), the hardening's scores (a float per weight of
-    /// the largest linear), and attention backward's copies of one sequence's K and V.
-    static func scratch(config c: LlamaConfig, rows: Int, seqLen: Int, ranks: Int) -> Int {
+    /// the largest linear), and attention backward's scratch for one sequence in the run's compute dtype.
+    static func scratch(config c: LlamaConfig, rows: Int, seqLen: Int, ranks: Int, compute: ComputeDType) -> Int {
         var most = 0
         for kind in LinearKind.allCases {
             var (o, i) = kind.shape(c)
@@ -70,13 +71,18 @@ public struct MemoryEstimate: Sendable {
             }
             most = max(most, o * i * 4)
         }
-        return max(most, saturatingProduct(2, c.kvDim, seqLen, 4))
+        // The whole heads' figure: a rank's share of them needs no more.
+        let attention = tqk_attention_backward_scratch_bytes(compute == .bf16 ? 1 : 0, Int64(seqLen), Int64(c.heads),
+                                                             Int64(c.kvHeads), Int64(c.headDim))
+        return max(most, Int(clamping: attention))
     }
 
-    /// The estimate of a calibrated run, its caches out of core where the budget says so.
-    init(config c: LlamaConfig, calibration: CalibrationOptions, spec: QuantSpec, ranks: Int = Communicator.world.size) {
+    /// The estimate of a calibrated run of `method`, its caches out of core where the budget says so.
+    init(config c: LlamaConfig, method: BlockQuantizer, spec: QuantSpec, ranks: Int = Communicator.world.size) {
+        let calibration = method.calibration
         self.init(config: c, samples: calibration.nSamples, seqLen: calibration.seqLen, batch: calibration.batch,
-                  cache: calibration.cacheDType, bits: spec.bits, groupSize: spec.groupSize, ranks: ranks)
+                  cache: calibration.cacheDType, bits: spec.bits, groupSize: spec.groupSize, ranks: ranks,
+                  compute: method.computeDType)
         if calibration.cachesOutOfCore(bytes: cacheBytesInMemory) { cacheBytes = 0 }
     }
 

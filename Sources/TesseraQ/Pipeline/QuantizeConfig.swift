@@ -110,7 +110,7 @@ extension QuantizeConfig {
 
     /// The peak memory a calibrated run of this configuration will need, before it starts.
     public static func memoryEstimate(_ config: QuantizeConfig, model: LlamaModel) throws -> MemoryEstimate {
-        MemoryEstimate(config: model.config, calibration: try makeBlockQuantizer(config).calibration, spec: config.spec)
+        MemoryEstimate(config: model.config, method: try makeBlockQuantizer(config), spec: config.spec)
     }
 }
 
