@@ -19,7 +19,7 @@ struct RopeParameters: Equatable {
         let p = try f.object("rope_parameters")
         let nested = ["full_attention", "sliding_attention"].first { p?.has($0) == true }
         if perLayerType {
-            if let p, nested == nil {
+            if p != nil, nested == nil {
                 throw TQError.format("\(f.path): rope_parameters must hold full_attention and sliding_attention parameters")
             }
             let full = try Self.resolve(f, try p?.object("full_attention"), thetaKey: "rope_theta", defaultTheta: 1_000_000,
