@@ -21,11 +21,11 @@ public typealias TQQuantProgressCallback = @convention(c) (_ block: Int64, _ n_b
 }
 
 func runQuantize(_ model: TQModelHandle?, _ config_json: UnsafePointer<CChar>?, _ out_dir: UnsafePointer<CChar>?,
-                 _ calibration: [UInt32]?, _ progress: TQQuantProgressCallback?, _ user: UnsafeMutableRawPointer?) throws {
+                 _ calibration: consuming [UInt32]?, _ progress: TQQuantProgressCallback?, _ user: UnsafeMutableRawPointer?) throws {
     let m = try borrowHandle(model, "model", as: LlamaModel.self)
     let config = try QuantizeConfig.parse(String(cString: try required(config_json, "config_json")))
     let out = String(cString: try required(out_dir, "out_dir"))
-    try quantizeModel(m, config: config, outDir: out, calibration: calibration, progress: progress.map { cb in
+    try quantizeModel(m, config: config, outDir: out, calibration: consume calibration, progress: progress.map { cb in
         { p in cb(Int64(p.block), Int64(p.blocks), Int64(p.round), Int64(p.step), p.loss, user) == 0 }
     })
 }

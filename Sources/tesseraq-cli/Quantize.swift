@@ -121,7 +121,7 @@ struct Quantize: ParsableCommand {
                 note(estimate.summary)
             }
             let bar = ProgressBar("quantize")
-            let report = try quantizeModel(m, config: config, outDir: out, calibration: calibration) { p in
+            let report = try quantizeModel(m, config: config, outDir: out, calibration: consume calibration) { p in
                 let detail = p.rounds == 0 ? "block \(p.block + 1)/\(p.blocks)"
                     : String(format: "block %d/%d round %d/%d step %d loss %.4g", p.block + 1, p.blocks, p.round, p.rounds, p.step, p.loss)
                 if root { bar.update(Int(p.fraction * 1000), 1000, detail: detail) }

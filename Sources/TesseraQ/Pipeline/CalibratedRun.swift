@@ -21,8 +21,9 @@ struct CalibratedRun {
 
     /// The packed linears of every block (read back from the resume state when the checkpoint is
     /// written, so they are never all in memory), the per-block reports, and the float tensors
-    /// (norms, biases) as the method left them, by tensor name.
-    func quantize(tokens: [UInt32], progress: QuantProgressHandler?) throws
+    /// (norms, biases) as the method left them, by tensor name. The tokens are released once the
+    /// windows are cut: a calibration text can be megabytes, the windows are n_samples x seq_len.
+    func quantize(tokens: consuming [UInt32], progress: QuantProgressHandler?) throws
         -> (CheckpointWriter.PackedBlocks, [[String: Any]], [String: [Float]]) {
         let c = model.config
         try memory.check()
@@ -35,6 +36,7 @@ struct CalibratedRun {
         }
         let windows = try calibrationWindows(tokens, samples: n, length: L, seed: calibration.seed, order: calibration.windows)
         let resume = try ResumeState(staging: staging, fingerprint: fingerprint(tokens), quantization: quantization)
+        _ = consume tokens
         let scratch = try scratchDirectory()
         let xfp = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType, directory: scratch)
         let xq = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: calibration.cacheDType, directory: scratch)

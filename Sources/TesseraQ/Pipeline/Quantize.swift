@@ -36,14 +36,15 @@ func checkQuantProgress(_ handler: QuantProgressHandler?, _ p: QuantProgress) th
 
 /// Quantizes every block of `model` with the configured method and writes a GPTQ checkpoint
 /// to `outDir` (FORMATS.md), with `quantize_report.json` beside the weights. Calibrated
-/// methods read their tokens from `calibration` or the `calib_tokens` file.
+/// methods read their tokens from `calibration` or the `calib_tokens` file; the tokens are
+/// consumed, so a long calibration text is not held once its windows are cut.
 @discardableResult
-public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: String, calibration: [UInt32]? = nil,
+public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: String, calibration: consuming [UInt32]? = nil,
                           progress: QuantProgressHandler? = nil) throws -> [String: Any] {
     let world = try Communicator.joinWorld()
     defer { tqk_scratch_release() }   // the scratch this thread's kernels kept for their next call
     do {
-        return try quantizeOnRanks(model, config: config, outDir: outDir, calibration: calibration, progress: progress)
+        return try quantizeOnRanks(model, config: config, outDir: outDir, calibration: consume calibration, progress: progress)
     } catch {
         // Under mpirun a rank that fails must not leave the others waiting in a collective; a cancel
         // is every rank's at once (checkQuantProgress), so it returns as usual.
@@ -55,7 +56,7 @@ public func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: S
 
 /// `quantizeModel` on every rank of the MPI world (one outside mpirun): the blocks' TesseraQ training
 /// is split over the ranks (`BlockShard`), everything else runs on each; rank 0 writes.
-private func quantizeOnRanks(_ model: LlamaModel, config: QuantizeConfig, outDir: String, calibration: [UInt32]?,
+private func quantizeOnRanks(_ model: LlamaModel, config: QuantizeConfig, outDir: String, calibration: consuming [UInt32]?,
                              progress: QuantProgressHandler?) throws -> [String: Any] {
     let world = Communicator.world
     guard model.packed == nil else { throw TQError.invalid("\(model.directory) is already quantized") }
@@ -78,17 +79,17 @@ private func quantizeOnRanks(_ model: LlamaModel, config: QuantizeConfig, outDir
     }
     let start = Date()
     guard let seed = config.rotationSeed else { return try quantizeModel(model, config: config, outDir: outDir, start: start,
-                                                                         calibration: calibration, progress: progress) }
+                                                                         calibration: consume calibration, progress: progress) }
     // QuaRot: quantize the rotated float model, written beside the output and removed after.
     let rotatedDir = outDir + ".rotated"
     defer { try? FileManager.default.removeItem(atPath: rotatedDir) }
     try ModelRotation(model: model, seed: seed).write(to: rotatedDir)
     return try quantizeModel(try LlamaModel(directory: rotatedDir), config: config, outDir: outDir, start: start,
-                             calibration: calibration, progress: progress)
+                             calibration: consume calibration, progress: progress)
 }
 
 /// `quantizeModel` once the model is the one to quantize (rotated where asked).
-private func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: String, start: Date, calibration: [UInt32]?,
+private func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: String, start: Date, calibration: consuming [UInt32]?,
                            progress: QuantProgressHandler?) throws -> [String: Any] {
     let allocations = Runtime.allocationFailures
     let staging = outDir + ".partial"
@@ -107,10 +108,10 @@ private func quantizeModel(_ model: LlamaModel, config: QuantizeConfig, outDir: 
         (linears, report["blocks"]) = (CheckpointWriter.PackedBlocks(rtn.0), rtn.1)
     default:
         let method = try makeBlockQuantizer(config)
-        let tokens = try calibration ?? calibrationFile(config)
+        var tokens = try (consume calibration) ?? calibrationFile(config)
         let run = CalibratedRun(model: model, config: config, method: method, quantization: quantization, staging: staging)
         (linears, report["blocks"], floats) = try Runtime.checkingAllocations("quantize") {
-            try run.quantize(tokens: tokens, progress: progress)
+            try run.quantize(tokens: exchange(&tokens, with: []), progress: progress)
         }
         report["options"] = method.optionsJSON
         report["memory"] = run.memory.json
