@@ -32,9 +32,7 @@ import TQKernels
             MemoryEstimate(config: c, samples: 4, seqLen: 2048, batch: 1, cache: .bf16, bits: 2, groupSize: 64, compute: compute)
         }
         for compute in [ComputeDType.f32, .bf16] {
-            let attention = tqk_attention_backward_scratch_bytes(compute == .bf16 ? 1 : 0, 2048, Int64(c.heads), Int64(c.kvHeads),
-                                                                 Int64(c.headDim))
-            #expect(estimate(compute).scratchBytes >= Int(attention), "\(compute)")
+            #expect(estimate(compute).scratchBytes >= compute.attentionBackwardScratchBytes(c, seqLen: 2048), "\(compute)")
         }
         #expect(estimate(.bf16).scratchBytes == 2 * 3 * 2048 * 2048 * 4)
         #expect(estimate(.f32).scratchBytes < estimate(.bf16).scratchBytes / 4)

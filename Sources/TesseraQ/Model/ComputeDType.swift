@@ -49,4 +49,10 @@ public enum ComputeDType: String, Sendable, CaseIterable {
         case .bf16: tqk_attention_backward_bf16
         }
     }
+
+    /// The scratch `attentionBackward` takes for one sequence of `seqLen` tokens (tq_kernels.h).
+    func attentionBackwardScratchBytes(_ c: LlamaConfig, seqLen: Int) -> Int {
+        Int(clamping: tqk_attention_backward_scratch_bytes(self == .bf16 ? 1 : 0, Int64(seqLen), Int64(c.heads),
+                                                           Int64(c.kvHeads), Int64(c.headDim)))
+    }
 }

@@ -72,9 +72,7 @@ public struct MemoryEstimate: Sendable {
             most = max(most, o * i * 4)
         }
         // The whole heads' figure: a rank's share of them needs no more.
-        let attention = tqk_attention_backward_scratch_bytes(compute == .bf16 ? 1 : 0, Int64(seqLen), Int64(c.heads),
-                                                             Int64(c.kvHeads), Int64(c.headDim))
-        return max(most, Int(clamping: attention))
+        return max(most, compute.attentionBackwardScratchBytes(c, seqLen: seqLen))
     }
 
     /// The estimate of a calibrated run of `method`, its caches out of core where the budget says so.
