@@ -86,8 +86,9 @@ def main():
                        ctypes.c_float, ctypes.c_void_p, ctypes.c_int64]
     lib.tqk_set_num_threads.argtypes = [ctypes.c_int]
     lib.tqk_set_num_threads(args.threads)
-    print(f"ours: {'AVX-512' if lib.tqk_use_avx512() else 'AVX2'} micro-kernel (TESSERAQ_NO_AVX512=1 forces AVX2, TESSERAQ_NO_AMX=1 vdpbf16ps)"
-          + (f", bf16 {'AMX tiles' if lib.tqk_use_amx() else 'vdpbf16ps' if lib.tqk_use_avx512_bf16() else 'emulated (float32 kernel on rounded operands)'}"
+    print(f"ours: {'AVX-512' if lib.tqk_use_avx512() else 'AVX2'} micro-kernel (TESSERAQ_NO_AVX512=1 forces AVX2, "
+          "TESSERAQ_NO_AMX=1 no AMX, TESSERAQ_DPBF16=1/0 vdpbf16ps on/off)"
+          + (f", bf16 {'AMX tiles' if lib.tqk_use_amx() else 'vdpbf16ps' if lib.tqk_use_dpbf16() else 'float32 kernel on rounded operands'}"
              if args.bf16 else ""))
     gemm = lib.tqk_gemm_bf16 if args.bf16 else lib.tqk_sgemm
     torch = None

@@ -57,7 +57,7 @@ def main():
     ref = numpy_block_gflops(s["batch"] * s["seq"], s["hidden"], s["ffn"], 64 * s["heads"], 64 * s["kv_heads"])
     print(f"block: hidden {s['hidden']}, {s['heads']} heads / {s['kv_heads']} KV, FFN {s['ffn']}, "
           f"batch {s['batch']} x {s['seq']} tokens, W{s['bits']} g{s['group']}, {r['threads']} threads, "
-          f"bf16 GEMM kernel: {r['bf16_gemm']} (TESSERAQ_NO_AMX=1: vdpbf16ps)")
+          f"bf16 GEMM kernel: {r['bf16_gemm']} (TESSERAQ_NO_AMX=1: no AMX; TESSERAQ_DPBF16=1/0: vdpbf16ps on/off)")
     print(f"  {'ms':<10} {'f32':>8} {'bf16':>8}")
     for k in ("fakequant", "forward", "loss", "backward", "update", "total"):
         print(f"  {k:<10} {ours['f32'][k]:8.1f} {ours['bf16'][k]:8.1f}")

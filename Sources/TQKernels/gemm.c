@@ -9,8 +9,8 @@
  * Transposes are absorbed by the packing routines, so NN/NT/TN/TT share one micro-kernel.
  * tqk_gemm_bf16 runs the same driver with operands rounded to bfloat16 as they are packed: into
  * bf16 rows and pairs for the AMX tile kernel (gemm_amx.c, which packs A itself and pads K to whole
- * tile chunks), into bf16 pairs for the AVX512_BF16 kernel, else into float32 values for the
- * float32 kernels.
+ * tile chunks), into bf16 pairs for the vdpbf16ps kernel (where tqk_use_dpbf16()), else into
+ * float32 values for the float32 kernels.
  * The micro-kernel and blocking come from a tqk_sgemm_arch: the 6x16 AVX2 one here, or the
  * 14x32 AVX-512 one (gemm_avx512.c) when tqk_use_avx512(). Packing is AVX2 for both: it moves
  * O(MK + KN) floats against O(MNK) flops.
@@ -385,7 +385,7 @@ void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float al
 
 const tqk_sgemm_arch *tqk_gemm_bf16_arch(void) {
     return tqk_use_amx()         ? &tqk_sgemm_amx_bf16
-         : tqk_use_avx512_bf16() ? &tqk_sgemm_avx512_bf16
+         : tqk_use_dpbf16()      ? &tqk_sgemm_avx512_bf16
          : tqk_use_avx512()      ? &tqk_sgemm_avx512_rounded
                                  : &sgemm_avx2_rounded;
 }

@@ -5,7 +5,7 @@
  *
  * Why 14x32: 28 zmm accumulators + 2 B vectors + 1 A broadcast = 31 of the 32 zmm registers,
  * 28 FMAs per 2 B loads and 14 broadcasts (folded into the FMAs as {1to16} memory operands).
- * The bf16 kernel (AVX512_BF16, checked at run time: tqk_use_avx512_bf16()) has the same shape. */
+ * The bf16 kernel (AVX512_BF16, used where tqk_use_dpbf16()) has the same shape. */
 #include "gemm_internal.h"
 #include <immintrin.h>
 

@@ -40,7 +40,7 @@ TQK_API void tqk_pack_round_bf16(float *strip, int64_t kc, int64_t width);
 TQK_API void tqk_pack_bf16_pairs(float *strip, int64_t kc, int64_t width);
 
 /* 14x32 zmm kernels (gemm_avx512.c); use only when tqk_use_avx512(): float32, the same on
- * bf16-rounded strips, and the vdpbf16ps one (only when tqk_use_avx512_bf16()). */
+ * bf16-rounded strips, and the vdpbf16ps one (only when tqk_use_dpbf16()). */
 TQK_API extern const tqk_sgemm_arch tqk_sgemm_avx512;
 TQK_API extern const tqk_sgemm_arch tqk_sgemm_avx512_rounded;
 TQK_API extern const tqk_sgemm_arch tqk_sgemm_avx512_bf16;

@@ -49,6 +49,32 @@ int tqk_use_avx512_bf16(void) {
     return has && tqk_use_avx512();
 }
 
+/* vdpbf16ps doubles float32 FMA's multiply rate only where it issues on as many ports: on AMD's
+ * Zen 4 it does (a SmolLM2 block's bf16 step 137-147 ms against float32's 179-195); Intel's cores
+ * issue it on one port where FMA has two, so it multiplies at float32's rate and its pair packing
+ * costs more (the same step 665-682 ms against float32's 481-500 on an AMX Xeon with AMX off, 380-391
+ * against 321-327 on an AVX512_BF16 Xeon without AMX). There tqk_gemm_bf16 runs the float32 AVX-512
+ * kernel on the rounded operands. TESSERAQ_DPBF16=1 or 0 overrides the vendor rule; tqk_set_dpbf16
+ * overrides it for the calling thread. */
+static int tqk_dpbf16 = -1;
+static _Thread_local int tqk_dpbf16_thread = -1;
+
+int tqk_use_dpbf16(void) {
+    if (!tqk_use_avx512_bf16()) return 0;
+    if (tqk_dpbf16_thread >= 0) return tqk_dpbf16_thread;
+    if (tqk_dpbf16 < 0) {
+        const char *env = getenv("TESSERAQ_DPBF16");
+        __builtin_cpu_init();
+        tqk_dpbf16 = env && env[0] ? env[0] != '0' : !__builtin_cpu_is("intel");
+    }
+    return tqk_dpbf16;
+}
+
+int tqk_set_dpbf16(int enabled) {
+    tqk_dpbf16_thread = enabled < 0 ? -1 : enabled != 0;
+    return tqk_use_dpbf16();
+}
+
 /* AMX needs the CPU (AMX-TILE, AMX-BF16) and the kernel's leave to use the tile data state, asked
  * once per process (Linux arch_prctl ARCH_REQ_XCOMP_PERM; refused by kernels before 5.16 and where
  * a VM hides it). TESSERAQ_NO_AMX=1 turns it off; tqk_set_amx overrides it for the calling thread.

@@ -295,8 +295,8 @@ struct BackwardKernelTests {
         #expect(results[0] == results[1], "results depend on the thread count")
     }
 
-    /// Where the bf16 attention's GEMMs can run here: AMX tiles, and the vdpbf16ps (or rounded float) kernel.
-    static let bf16AttentionPaths: [Bool] = cpuHasAMX ? [true, false] : [false]
+    /// Where the bf16 attention's GEMMs can run here: AMX tiles, the vdpbf16ps kernel, the float32 one on rounded operands.
+    static let bf16AttentionPaths: [String] = (cpuHasAMX ? ["amx"] : []) + (cpuHasAVX512BF16 ? ["vdpbf16ps"] : []) + ["rounded"]
 
     /// The bf16 attention against float32 (forward) and the double reference (backward) at
     /// bf16 tolerances: several query blocks of 128 with a partial last one, sliding windows
@@ -313,8 +313,8 @@ struct BackwardKernelTests {
         tqk_attention(Q, K, V, &O32, Int64(T), Int64(H), Int64(KVH), Int64(D), scale, Int64(W), cap)
         let (rQ, rK, rV) = Self.attentionReference(Q, K, V, dO, T: T, H: H, KVH: KVH, D: D, scale: Double(scale), window: W,
                                                    cap: Double(cap))
-        for amx in Self.bf16AttentionPaths {
-            withAMX(amx) {
+        for path in Self.bf16AttentionPaths {
+            withAMX(path == "amx") { withDPBF16(path == "vdpbf16ps") {
                 var results: [[Float]] = []
                 forEachThreadCount { n in
                     var O = [Float](repeating: .nan, count: T * H * D), dQ = O
@@ -327,17 +327,17 @@ struct BackwardKernelTests {
                     // bf16 operands: about 2^-9 relative per rounding (measured 2-4e-3 here); above
                     // 1e-5 shows they were rounded. The largest single error, against the largest
                     // value, catches a wrong row or block that the L2 norm would dilute.
-                    #expect(errs[0] < 5e-3 && errs[0] > 1e-5, "amx \(amx) threads \(n): O \(errs[0])")
-                    #expect(errs[1...].allSatisfy { $0 < 1e-2 }, "amx \(amx) threads \(n): dQ dK dV \(errs[1...])")
+                    #expect(errs[0] < 5e-3 && errs[0] > 1e-5, "\(path) threads \(n): O \(errs[0])")
+                    #expect(errs[1...].allSatisfy { $0 < 1e-2 }, "\(path) threads \(n): dQ dK dV \(errs[1...])")
                     let worst = pairs.map { p in
                         zip(p.0, p.1).map { abs(Double($0) - $1) }.max()! / p.1.map(abs).max()!
                     }
-                    #expect(worst.allSatisfy { $0 < 2e-2 }, "amx \(amx) threads \(n): max errors \(worst)")
+                    #expect(worst.allSatisfy { $0 < 2e-2 }, "\(path) threads \(n): max errors \(worst)")
                     results.append(O + dQ + dK + dV)
                 }
                 let same = results[0] == results[1]
-                #expect(same, "amx \(amx): results depend on the thread count")
-            }
+                #expect(same, "\(path): results depend on the thread count")
+            } }
         }
     }
 

@@ -129,15 +129,17 @@ struct KernelTests {
         withAVX512(false) { checkSgemm(shape, bf16: true) }
     }
 
-    @Test("gemm_bf16, AVX-512 path (vdpbf16ps where the CPU has AVX512_BF16): as sgemm on bf16-rounded operands",
+    @Test("gemm_bf16, AVX-512 path (float32 kernel on rounded operands): as sgemm on bf16-rounded operands",
           .enabled(if: cpuHasAVX512, noAVX512), arguments: gemmShapes)
     func gemmBF16AVX512(_ shape: GemmShape) {
-        withAVX512(true) {
-            withAMX(false) {
-                if tqk_use_avx512_bf16() == 0 { print("note: no AVX512_BF16 here: the vdpbf16ps kernel is NOT tested") }
-                checkSgemm(shape, bf16: true)
-            }
-        }
+        withAVX512(true) { withAMX(false) { withDPBF16(false) { checkSgemm(shape, bf16: true) } } }
+    }
+
+    @Test("gemm_bf16, vdpbf16ps path: as sgemm on bf16-rounded operands",
+          .enabled(if: cpuHasAVX512BF16, "this CPU lacks AVX512_BF16: the vdpbf16ps kernel is NOT tested here"),
+          arguments: gemmShapes)
+    func gemmBF16DPBF16(_ shape: GemmShape) {
+        withAVX512(true) { withAMX(false) { withDPBF16(true) { checkSgemm(shape, bf16: true) } } }
     }
 
     @Test("gemm_bf16, AMX path (tdpbf16ps tiles): as sgemm on bf16-rounded operands",
@@ -148,10 +150,11 @@ struct KernelTests {
 
     /// Rounding to bfloat16 is to nearest with ties to even, and NaN stays NaN: with K = 1 the
     /// product of two rounded values is exact, so C shows each operand's rounding.
-    /// Paths: 0 AVX2, 1 AVX-512 (vdpbf16ps where available), 2 AMX.
-    @Test("gemm_bf16 rounds operands to nearest, ties to even; NaN propagates", arguments: [0, 1, 2])
+    /// Paths: 0 AVX2, 1 AVX-512 float32 on rounded operands, 2 AMX, 3 vdpbf16ps.
+    @Test("gemm_bf16 rounds operands to nearest, ties to even; NaN propagates", arguments: [0, 1, 2, 3])
     func gemmBF16Rounding(_ path: Int) {
-        guard path == 0 || (path == 1 && cpuHasAVX512) || (path == 2 && cpuHasAMX) else { return }
+        guard path == 0 || (path == 1 && cpuHasAVX512) || (path == 2 && cpuHasAMX) || (path == 3 && cpuHasAVX512BF16)
+        else { return }
         let avx512 = path > 0
         let tie = Float(bitPattern: 0x3F80_8000)      // 1 + 2^-8: halfway, rounds down to even 1
         let tieUp = Float(bitPattern: 0x3F81_8000)    // 1 + 3 * 2^-8: halfway, rounds up to even 1 + 2^-6
@@ -159,7 +162,7 @@ struct KernelTests {
         let cases: [(Float, Float)] = [(tie, 1), (tieUp, 1 + 0x1p-6), (above, 1 + 0x1p-7), (-tie, -1),
                                        (1.0e-3, bf16Rounded(1.0e-3))]
         withAVX512(avx512) {
-            withAMX(path == 2) {
+            withAMX(path == 2) { withDPBF16(path == 3) {
                 // A 1 x 1 A is its own transpose: both of A's packers round it.
                 for transA: Int32 in [0, 1] {
                     for (a, want) in cases {
@@ -171,7 +174,7 @@ struct KernelTests {
                     tqk_gemm_bf16(transA, 0, 1, 2, 1, 1, [Float.nan], 1, [Float(1), 2], 2, 0, &c, 2)
                     #expect(c[0].isNaN && c[1].isNaN)
                 }
-            }
+            } }
         }
     }
 

@@ -135,7 +135,7 @@ struct StepBench {
         out["gflop_per_s"] = (linearFlops + attnFlops) / 1e9 / (total / 1000)
         out["threads"] = Runtime.threads
         out["compute_dtype"] = dtype.rawValue
-        out["bf16_gemm"] = tqk_use_amx() != 0 ? "amx" : tqk_use_avx512_bf16() != 0 ? "vdpbf16ps" : "emulated"
+        out["bf16_gemm"] = tqk_use_amx() != 0 ? "amx" : tqk_use_dpbf16() != 0 ? "vdpbf16ps" : "rounded-f32"
         out["shape"] = ["hidden": hidden, "heads": heads, "kv_heads": kvHeads, "ffn": ffn, "batch": batch, "seq": seq, "bits": bits, "group": group]
         let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
         if world.isRoot { print(String(decoding: data, as: UTF8.self)) }

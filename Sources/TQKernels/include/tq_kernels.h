@@ -25,8 +25,15 @@ TQK_API int tqk_use_avx512(void);
 /* For the calling thread only: AVX-512 variants on (1, where the CPU has them), off (0), or back to
  * the process-wide choice (-1). Returns the calling thread's new state. */
 TQK_API int tqk_set_avx512(int enabled);
-/* 1 when tqk_gemm_bf16 runs the AVX512_BF16 dot-product kernel (tqk_use_avx512() and CPU support). */
+/* 1 when the CPU has AVX512_BF16 and tqk_use_avx512(). */
 TQK_API int tqk_use_avx512_bf16(void);
+/* 1 when tqk_gemm_bf16 (without AMX) runs the vdpbf16ps kernel: tqk_use_avx512_bf16() and a CPU
+ * where it outruns float32 FMA (not Intel's, which issue it on one port; TESSERAQ_DPBF16=1/0
+ * overrides). Else the float32 AVX-512 kernel runs on the rounded operands. */
+TQK_API int tqk_use_dpbf16(void);
+/* For the calling thread only: the vdpbf16ps kernel on (1, where the CPU has AVX512_BF16), off (0),
+ * or back to the process-wide choice (-1). Returns tqk_use_dpbf16() for the calling thread. */
+TQK_API int tqk_set_dpbf16(int enabled);
 /* 1 when tqk_gemm_bf16 runs the AMX tile kernel: tqk_use_avx512_bf16(), a CPU with AMX-TILE and
  * AMX-BF16, the OS's leave to use tile data (asked for on first call), TESSERAQ_NO_AMX unset. */
 TQK_API int tqk_use_amx(void);
@@ -72,9 +79,9 @@ TQK_API void tqk_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, 
  * even; NaN stays NaN) and the products summed in float32, C float32 as in tqk_sgemm. Products of
  * bf16 values are exact in float32, so the result is tqk_sgemm of the rounded operands up to
  * summation order and denormals: where tqk_use_amx(), AMX tiles (tdpbf16ps) add pairs of k into
- * 32x32 float32 tiles of C, 32 k per step; else where tqk_use_avx512_bf16(), vdpbf16ps sums pairs of
+ * 32x32 float32 tiles of C, 32 k per step; else where tqk_use_dpbf16(), vdpbf16ps sums pairs of
  * k first (both treat denormal inputs as zero); else the float32 kernels run on the rounded values.
- * Twice tqk_sgemm's multiply rate on AVX512_BF16, more on AMX; threads as tqk_sgemm. */
+ * Twice tqk_sgemm's multiply rate with vdpbf16ps, more on AMX; threads as tqk_sgemm. */
 TQK_API void tqk_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                            float *C, int64_t ldc);
