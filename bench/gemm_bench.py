@@ -14,7 +14,8 @@ with status 1, so a broken kernel cannot pass as a fast one.
 Our kernels are AVX2/FMA. On a CPU with AVX-512, OpenBLAS runs its SkylakeX (AVX-512)
 kernels, which have twice the FMA width: expect a ratio near 0.5 there even at our AVX2 peak.
 
-With --bf16 ours is tqk_gemm_bf16 (bf16 operands, float32 sums: vdpbf16ps on AVX512_BF16) and the
+With --bf16 ours is tqk_gemm_bf16 (bf16 operands, float32 sums: AMX, else vdpbf16ps on AMD's
+AVX512_BF16, else the float32 kernel on rounded operands) and the
 reference is PyTorch's bfloat16 matmul (oneDNN) in the same process; results are checked against
 numpy on the bf16-rounded operands.
 
