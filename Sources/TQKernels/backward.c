@@ -329,21 +329,33 @@ void tqk_geglu_backward(const float *g, const float *u, const float *dout, float
     }
 }
 
-/* ---- L2 loss: L = sum (y - target)^2 / rows (mean over tokens of the squared error) ---- */
-double tqk_l2_loss(const float *y, const float *target, int64_t rows, int64_t dim, float *dy) {
+/* ---- L2 loss: L = sum_r w_r |y_r - target_r|^2 / rows (mean over tokens of the weighted squared error) ---- */
+double tqk_l2_loss(const float *y, const float *target, int64_t rows, int64_t dim, const float *row_weight, float *dy) {
     double total = 0.0;
     float g = 2.0f / (float)rows;
     #pragma omp parallel for schedule(static) reduction(+ : total) if (rows * dim > (1 << 15))
     for (int64_t r = 0; r < rows; r++) {
         const float *yr = y + r * dim, *tr = target + r * dim;
+        float w = row_weight ? row_weight[r] : 1.0f;
         double acc = 0.0;
         for (int64_t i = 0; i < dim; i++) {
             double e = (double)yr[i] - (double)tr[i];
             acc += e * e;
         }
-        total += acc;
+        total += (double)w * acc;
         if (dy)
-            for (int64_t i = 0; i < dim; i++) dy[r * dim + i] = g * (yr[i] - tr[i]);
+            for (int64_t i = 0; i < dim; i++) dy[r * dim + i] = g * w * (yr[i] - tr[i]);
     }
     return total / (double)rows;
+}
+
+/* ---- Squared norm of each row (accumulated in double) ---- */
+void tqk_row_sumsq(const float *x, int64_t rows, int64_t dim, float *out) {
+    #pragma omp parallel for schedule(static) if (rows * dim > (1 << 15))
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * dim;
+        double acc = 0.0;
+        for (int64_t i = 0; i < dim; i++) acc += (double)xr[i] * (double)xr[i];
+        out[r] = (float)acc;
+    }
 }

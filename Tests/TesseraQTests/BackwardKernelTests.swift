@@ -434,25 +434,46 @@ struct BackwardKernelTests {
         }
     }
 
-    @Test("l2_loss: value and gradient")
+    @Test("l2_loss: value and gradient, unweighted and with row weights")
     func l2Loss() {
         var rng = TestRNG(61)
         for (rows, dim) in [(3, 19), (40, 1000)] {
             let y = rng.floats(rows * dim), target = rng.floats(rows * dim)
-            var ref = 0.0
-            for i in y.indices { ref += (Double(y[i]) - Double(target[i])) * (Double(y[i]) - Double(target[i])) }
-            ref /= Double(rows)
-            forEachThreadCount { _ in
-                var dy = [Float](repeating: .nan, count: rows * dim)
-                let L = tqk_l2_loss(y, target, Int64(rows), Int64(dim), &dy)
-                #expect(abs(L - ref) <= 1e-12 * ref)
-                #expect(tqk_l2_loss(y, target, Int64(rows), Int64(dim), nil) == L)
-                if rows * dim < 100 {
-                    let num = numericGrad(y, eps: 1e-2) { tqk_l2_loss($0, target, Int64(rows), Int64(dim), nil) }
-                    expectGrad(dy, num, "dy")
+            for weights in [nil, rng.floats(rows, 0, 2)] {
+                let w = { (r: Int) in weights.map { Double($0[r]) } ?? 1 }
+                var ref = 0.0
+                for i in y.indices { ref += w(i / dim) * (Double(y[i]) - Double(target[i])) * (Double(y[i]) - Double(target[i])) }
+                ref /= Double(rows)
+                let loss = { (y: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>?) in
+                    weights.map { tqk_l2_loss(y, target, Int64(rows), Int64(dim), $0, dy) }
+                        ?? tqk_l2_loss(y, target, Int64(rows), Int64(dim), nil, dy)
                 }
-                let refDy = (0..<y.count).map { 2 * (Double(y[$0]) - Double(target[$0])) / Double(rows) }
-                #expect(maxRel(dy, refDy, floor: 1e-4) < 1e-5)
+                forEachThreadCount { _ in
+                    var dy = [Float](repeating: .nan, count: rows * dim)
+                    let L = loss(y, &dy)
+                    #expect(abs(L - ref) <= 1e-12 * ref)
+                    #expect(loss(y, nil) == L)
+                    if rows * dim < 100 {
+                        let num = numericGrad(y, eps: 1e-2) { loss($0, nil) }
+                        expectGrad(dy, num, "dy")
+                    }
+                    let refDy = (0..<y.count).map { 2 * w($0 / dim) * (Double(y[$0]) - Double(target[$0])) / Double(rows) }
+                    #expect(maxRel(dy, refDy, floor: 1e-4) < 1e-5)
+                }
+            }
+        }
+    }
+
+    @Test("row_sumsq: each row's squared norm")
+    func rowSumsq() {
+        var rng = TestRNG(62)
+        for (rows, dim) in [(3, 19), (64, 1000)] {
+            let x = rng.floats(rows * dim, -30, 30)
+            let ref = (0..<rows).map { r in (0..<dim).reduce(0.0) { $0 + Double(x[r * dim + $1]) * Double(x[r * dim + $1]) } }
+            forEachThreadCount { _ in
+                var out = [Float](repeating: .nan, count: rows)
+                tqk_row_sumsq(x, Int64(rows), Int64(dim), &out)
+                #expect(maxRel(out, ref, floor: 1) < 1e-6)
             }
         }
     }

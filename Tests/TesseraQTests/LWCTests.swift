@@ -82,7 +82,8 @@ struct LWCTests {
         (#"{"method": "lwc", "lwc_lr": "fast"}"#, "lwc_lr"), (#"{"method": "lwc", "lwc_steps": 1.5}"#, "lwc_steps"), (#"{"method": "lwc", "compute_dtype": "fp8"}"#, "compute_dtype"),
         (#"{"method": "lwc", "iters": 3}"#, "iters"), (#"{"method": "lwc", "preset": "slow"}"#, "preset"),
         (#"{"method": "tesseraq", "init": "omniquant"}"#, "init"), (#"{"method": "tesseraq", "lwc_lr": 11}"#, "lwc_lr"),
-        (#"{"method": "awq", "lwc_steps": 3}"#, "lwc_steps"),
+        (#"{"method": "awq", "lwc_steps": 3}"#, "lwc_steps"), (#"{"method": "lwc", "massive_token_cap": 0.9}"#, "massive_token_cap"),
+        (#"{"method": "awq", "massive_token_cap": 8}"#, "massive_token_cap"),
     ])
     func rejectsBadLWCKeys(json: String, key: String) {
         #expect { try QuantizeConfig.parse(json) } throws: { ($0 as? TQError)?.message.contains(key) == true }

@@ -63,10 +63,10 @@ func finiteDifferenceErrors(_ work: BlockWorkspace, _ w: BlockWeights, x: FloatB
     let y = try FloatBuffer(count: rows * c.hidden), dY = try FloatBuffer(count: rows * c.hidden)
     func loss() -> Double {
         work.forward(x.p, weights: w, into: y.p)
-        return tqk_l2_loss(y.p, target.p, Int64(rows), Int64(c.hidden), nil)
+        return tqk_l2_loss(y.p, target.p, Int64(rows), Int64(c.hidden), nil, nil)
     }
     work.forward(x.p, weights: w, into: y.p)
-    _ = tqk_l2_loss(y.p, target.p, Int64(rows), Int64(c.hidden), dY.p)
+    _ = tqk_l2_loss(y.p, target.p, Int64(rows), Int64(c.hidden), nil, dY.p)
     let grads = try BlockGradients(config: c, rows: rows)
     work.backward(dY.p, weights: w, into: grads)
     return kinds.map { kind in

@@ -50,7 +50,7 @@ func tinyBlock(seed: UInt64, qkNorm: Bool = false) throws -> (LlamaConfig, Block
         func loss() -> Double {
             for l in fq { l.materialize() }
             work.forward(x.p, weights: train, into: y.p)
-            return tqk_l2_loss(y.p, target.p, Int64(S * L), Int64(d), dY.p)
+            return tqk_l2_loss(y.p, target.p, Int64(S * L), Int64(d), nil, dY.p)
         }
         tqk_set_num_threads(1)
         defer { tqk_set_num_threads(2) }
@@ -261,6 +261,9 @@ struct TesseraQPipelineTests {
         (#"{"method": "tesseraq", "preset": "slow"}"#, "preset"), (#"{"method": "tesseraq", "init": "gptq"}"#, "init"),
         (#"{"method": "tesseraq", "cache_dtype": "f8"}"#, "cache_dtype"), (#"{"method": "tesseraq", "batch": 9, "n_samples": 4}"#, "batch"),
         (#"{"method": "tesseraq", "lr": "fast"}"#, "lr"), (#"{"method": "tesseraq", "compute_dtype": "f16"}"#, "compute_dtype"), (#"{"method": "rtn", "iters": 3}"#, "iters"),
+        (#"{"method": "tesseraq", "massive_token_cap": 0.5}"#, "massive_token_cap"),
+        (#"{"method": "tesseraq", "massive_token_cap": -1}"#, "massive_token_cap"),
+        (#"{"method": "tesseraq", "massive_token_cap": "8"}"#, "massive_token_cap"),
     ])
     func rejectsBadTesseraQKeys(json: String, key: String) {
         #expect { try QuantizeConfig.parse(json) } throws: { ($0 as? TQError)?.message.contains(key) == true }

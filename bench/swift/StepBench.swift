@@ -106,7 +106,7 @@ struct StepBench {
             if step == 1 { t = [:]; reduced = (0, 0) }
             timed("fakequant") { for l in fq { l.materialize() } }
             timed("forward") { work.forward(x.p, weights: train, into: y.p) }
-            timed("loss") { _ = tqk_l2_loss(y.p, target.p, Int64(rows), Int64(hidden), dY.p) }
+            timed("loss") { _ = tqk_l2_loss(y.p, target.p, Int64(rows), Int64(hidden), nil, dY.p) }
             timed("backward") { work.backward(dY.p, weights: train, into: grads) }
             timed("update") {
                 for (k, l) in fq.enumerated() {

@@ -245,8 +245,11 @@ TQK_API size_t tqk_attention_backward_scratch_bytes(int bf16, int64_t T, int64_t
 TQK_API void tqk_swiglu_backward(const float *g, const float *u, const float *dout, float *dg, float *du, int64_t n);
 /* out = gelu_tanh(g) * u as tqk_geglu; given dout: dg, du (all distinct buffers). */
 TQK_API void tqk_geglu_backward(const float *g, const float *u, const float *dout, float *dg, float *du, int64_t n);
-/* L = sum((y - target)^2) / rows; dy = 2 (y - target) / rows (dy may be NULL). Returns L (accumulated in double). */
-TQK_API double tqk_l2_loss(const float *y, const float *target, int64_t rows, int64_t dim, float *dy);
+/* L = sum_r w_r |y_r - target_r|^2 / rows; dy = 2 w_r (y_r - target_r) / rows, with w_r = row_weight[r]
+ * (row_weight NULL: every w_r = 1; dy may be NULL). Returns L (accumulated in double). */
+TQK_API double tqk_l2_loss(const float *y, const float *target, int64_t rows, int64_t dim, const float *row_weight, float *dy);
+/* out[r] = sum_i x[r, i]^2 (accumulated in double, stored as float), rows in parallel. */
+TQK_API void tqk_row_sumsq(const float *x, int64_t rows, int64_t dim, float *out);
 
 /* TesseraQ fake-quantised weights (ALGORITHM.md section 3).
  * Per weight (out x in, row-major): fl = floor(w/s) (float), a = rounding variable, state: 0 soft, 1 hard 0, 2 hard 1.

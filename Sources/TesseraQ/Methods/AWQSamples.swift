@@ -179,7 +179,7 @@ final class AWQScaleSet {
         var sum = 0.0
         forEachChunk(gr) { r in
             run(gr, w, block, rows: r)
-            sum += tqk_l2_loss(out.p, target.p + r.lowerBound * config.hidden, Int64(r.count), Int64(config.hidden), nil)
+            sum += tqk_l2_loss(out.p, target.p + r.lowerBound * config.hidden, Int64(r.count), Int64(config.hidden), nil, nil)
                 * Double(r.count)
         }
         return sum

@@ -22,6 +22,9 @@ final class BlockTrainer {
     private let work: BlockWorkspace
     private let grads: BlockGradients
     private let x, target, y, dY: FloatBuffer
+    /// `massive_token_cap` (0: the plain MSE) and the per-token loss weights it sets each step.
+    private let tokenCap: Double
+    private let rowWeight: FloatBuffer?
     /// The loss of the last step run (NaN before the first).
     private(set) var lastLoss = Double.nan
 
@@ -29,7 +32,8 @@ final class BlockTrainer {
     /// block's GEMMs run at `compute`, its split sums formed as `reduction` forms them. A
     /// tensor-parallel shard passes its config, its reduction and `kvSums` (BlockWorkspace).
     init(config: LlamaConfig, calibration: CalibrationOptions, layer: Int, block: BlockWeights,
-         linears: [TrainableLinear], compute: ComputeDType, reduction: PartialReduction = .whole, kvSums: PartialSums? = nil) throws {
+         linears: [TrainableLinear], compute: ComputeDType, tokenCap: Double = 0, reduction: PartialReduction = .whole,
+         kvSums: PartialSums? = nil) throws {
         self.config = config
         self.calibration = calibration
         self.layer = layer
@@ -41,6 +45,29 @@ final class BlockTrainer {
         grads = try BlockGradients(config: config, rows: B * L)
         x = try FloatBuffer(count: B * L * d); target = try FloatBuffer(count: B * L * d)
         y = try FloatBuffer(count: B * L * d); dY = try FloatBuffer(count: B * L * d)
+        self.tokenCap = tokenCap
+        rowWeight = tokenCap > 0 ? try FloatBuffer(count: B * L) : nil
+    }
+
+    /// Reads config key `massive_token_cap` (TesseraQ's and LWC's): 0 (off) or at least 1.
+    static func readTokenCap(_ r: KeyReader, default d: Double) throws -> Double {
+        let cap = try r.double("massive_token_cap", default: d)
+        guard cap == 0 || cap >= 1 else {
+            throw TQError.invalid("config key massive_token_cap: must be 0 (off) or at least 1 (got \(cap))")
+        }
+        return cap
+    }
+
+    /// Turns the squared norms of a batch's target tokens, `w`, into their loss weights in place: a
+    /// token whose norm exceeds `cap` times the batch's median token norm counts as a token of that
+    /// norm with the same relative error, every other token with weight 1. Massive activations (an
+    /// attention sink's residual, a hundred times the median norm from SmolLM2's block 11 on)
+    /// otherwise make up most of the plain MSE, though after RMSNorm only their relative error matters.
+    static func capTokenWeights(_ w: UnsafeMutablePointer<Float>, rows: Int, cap: Double) {
+        let sorted = (0..<rows).map { w[$0] }.sorted()
+        let median = rows % 2 == 1 ? sorted[rows / 2] : (sorted[rows / 2 - 1] + sorted[rows / 2]) / 2
+        let limit = Float(cap * cap) * median
+        for r in 0..<rows { w[r] = w[r] > limit ? limit / w[r] : 1 }
     }
 
     /// `steps` steps on inputs `xq` towards targets `yfp`, batches drawn with `rng`; `update(step)`
@@ -56,7 +83,11 @@ final class BlockTrainer {
             yfp.gather(batch, into: target.p)
             for l in linears { l.materialize() }
             work.forward(x.p, weights: train, into: y.p)
-            lastLoss = tqk_l2_loss(y.p, target.p, Int64(B * L), Int64(d), dY.p)
+            if let rowWeight {
+                tqk_row_sumsq(target.p, Int64(B * L), Int64(d), rowWeight.p)
+                Self.capTokenWeights(rowWeight.p, rows: B * L, cap: tokenCap)
+            }
+            lastLoss = tqk_l2_loss(y.p, target.p, Int64(B * L), Int64(d), rowWeight.map { UnsafePointer($0.p) }, dY.p)
             guard lastLoss.isFinite else {
                 throw TQError(.numeric, "loss is \(lastLoss) at block \(layer), round \(round), step \(step)")
             }

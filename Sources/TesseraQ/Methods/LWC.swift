@@ -10,7 +10,8 @@ struct LWCMethod: BlockQuantizer {
 
     func quantize(layer: Int, model: LlamaConfig, block: BlockWeights, inputs: ActivationCache, targets: ActivationCache,
                   spec: QuantSpec, progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
-        try LWCBlock(config: model, calibration: calibration, settings: options.settings, layer: layer, compute: options.computeDType)
+        try LWCBlock(config: model, calibration: calibration, settings: options.settings, layer: layer, compute: options.computeDType,
+                     tokenCap: options.massiveTokenCap)
             .run(fp: block, spec: spec, xq: inputs, yfp: targets, rounds: 1, progress: progress)
     }
 }
@@ -22,6 +23,8 @@ struct LWCBlock {
     let settings: LWCSettings
     let layer: Int
     let compute: ComputeDType
+    /// `massive_token_cap` (BlockTrainer).
+    let tokenCap: Double
 
     /// Trains the clip factors of the linears of `fp` on inputs `xq` towards targets `yfp`, and
     /// returns the learned grids (RTN codes on them). Progress reports the stage as round 1 of `rounds`.
@@ -32,7 +35,7 @@ struct LWCBlock {
             return try LWCLinear(weight: fp[kind], out: o, inFeatures: i, spec: spec)
         }
         let trainer = try BlockTrainer(config: config, calibration: calibration, layer: layer, block: fp, linears: lwc,
-                                       compute: compute)
+                                       compute: compute, tokenCap: tokenCap)
         // A stream of its own: TesseraQ's rounds draw theirs with parts (layer, round index >= 0).
         var rng = SeededGenerator.derived(calibration.seed, layer, -1)
         try trainer.run(steps: settings.steps, rng: &rng, xq: xq, yfp: yfp, round: 1, rounds: rounds, progress: progress) { step in

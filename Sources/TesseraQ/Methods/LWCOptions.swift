@@ -34,6 +34,8 @@ public struct LWCOptions: Sendable, Equatable {
     public var settings: LWCSettings
     /// The block GEMMs' precision in training (`compute_dtype`, as TesseraQ's).
     public var computeDType: ComputeDType = .f32
+    /// `massive_token_cap`, as TesseraQ's (the `paper` preset 0, the others 8).
+    public var massiveTokenCap: Double = 0
 
     /// OmniQuant's weight-only recipe: 128 windows of 2048 tokens, batch 1, 20 epochs (2560 steps), lr 1e-2.
     public static let paper = LWCOptions(
@@ -42,19 +44,20 @@ public struct LWCOptions: Sendable, Equatable {
     /// The calibration of TesseraQ's "fast" preset and a short schedule with a larger learning rate.
     public static let fast = LWCOptions(
         calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16),
-        settings: LWCSettings(steps: 100, lr: 0.1))
+        settings: LWCSettings(steps: 100, lr: 0.1), massiveTokenCap: 8)
     /// For tests on tiny models: the calibration of TesseraQ's "ci" preset.
     public static let ci = LWCOptions(
         calibration: CalibrationOptions(nSamples: 32, seqLen: 128, batch: 4, seed: 42, cacheDType: .f32),
-        settings: LWCSettings(steps: 50, lr: 0.1))
+        settings: LWCSettings(steps: 50, lr: 0.1), massiveTokenCap: 8)
 
     public static let presets = ["paper": paper, "fast": fast, "ci": ci]
 
-    public static let keys = CalibrationOptions.keys + ["preset", "compute_dtype"] + LWCSettings.keys
+    public static let keys = CalibrationOptions.keys + ["preset", "compute_dtype", "massive_token_cap"] + LWCSettings.keys
 
-    init(calibration: CalibrationOptions, settings: LWCSettings) {
+    init(calibration: CalibrationOptions, settings: LWCSettings, massiveTokenCap: Double = 0) {
         self.calibration = calibration
         self.settings = settings
+        self.massiveTokenCap = massiveTokenCap
     }
 
     /// Reads the keys over the preset (default "fast"); every value is range-checked.
@@ -67,9 +70,10 @@ public struct LWCOptions: Sendable, Equatable {
         calibration = try CalibrationOptions(r, defaults: preset.calibration)
         settings = try LWCSettings(r, defaults: preset.settings)
         computeDType = try ComputeDType(r, default: computeDType)
+        massiveTokenCap = try BlockTrainer.readTokenCap(r, default: preset.massiveTokenCap)
     }
 
     public var json: [String: Any] {
-        calibration.json.merging(settings.json) { $1 }.merging(["compute_dtype": computeDType.rawValue]) { $1 }
+        calibration.json.merging(settings.json) { $1 }.merging(["compute_dtype": computeDType.rawValue, "massive_token_cap": massiveTokenCap]) { $1 }
     }
 }

@@ -28,7 +28,7 @@ struct TesseraQMethod: BlockQuantizer {
         case .lwc:
             // The LWC stage counts as the first round of the block's progress.
             let (grids, lwcReport) = try LWCBlock(config: model, calibration: calibration, settings: options.lwc, layer: layer,
-                                                  compute: options.computeDType)
+                                                  compute: options.computeDType, tokenCap: options.massiveTokenCap)
                 .run(fp: block, spec: spec, xq: inputs, yfp: targets, rounds: 1 + options.thresholds.count, progress: progress)
             let (linears, report) = try tesseraq.run(fp: block, grids: grids, xq: inputs, yfp: targets, roundsBefore: 1,
                                                      progress: progress)
@@ -63,7 +63,7 @@ struct TesseraQBlock {
             for kind in LinearKind.allCases { fp[kind] = try FloatBuffer(count: 0); local[kind] = try FloatBuffer(count: 0) }
         }
         let trainer = try BlockTrainer(config: shard.config, calibration: options.calibration, layer: layer, block: local,
-                                       linears: fq, compute: options.computeDType,
+                                       linears: fq, compute: options.computeDType, tokenCap: options.massiveTokenCap,
                                        reduction: shard.reduction, kvSums: shard.kvSums)
         for (r, quantile) in options.thresholds.enumerated() {
             try shard.harden(fq, quantile: quantile)

@@ -22,6 +22,10 @@ public struct TesseraQOptions: Sendable, Equatable {
     /// Memory-lean training state (`state_dtype` bf16): Adam moments of the rounding and DST
     /// variables in bfloat16, and the block's float32 weights dropped once training holds them.
     public var stateDType: StateDType = .f32
+    /// `massive_token_cap`: a token whose full-precision output norm exceeds this multiple of the
+    /// batch's median token norm counts in the loss as a token of that norm (BlockTrainer); 0: the
+    /// paper's plain MSE (the `paper` preset's; the CPU presets cap at 8).
+    public var massiveTokenCap: Double = 0
 
     public static let defaultThresholds = [0.8, 0.65, 0.5, 0.43, 0.38, 0.34, 0.3, 0.27, 0.24, 0.21, 0.18, 0.15, 0.12, 0.10,
                                            0.08, 0.06, 0.04, 0.02, 0.01, 0.005]
@@ -39,17 +43,17 @@ public struct TesseraQOptions: Sendable, Equatable {
     public static let fast = TesseraQOptions(
         calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16),
         iters: 8, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: .awq,
-        awqSamples: 32, lwc: LWCSettings(steps: 20, lr: 0.1))
+        awqSamples: 32, lwc: LWCSettings(steps: 20, lr: 0.1), massiveTokenCap: 8)
     /// For tests on tiny models: 32 x 128 samples, batch 4, 10 rounds x 20 steps.
     public static let ci = TesseraQOptions(
         calibration: CalibrationOptions(nSamples: 32, seqLen: 128, batch: 4, seed: 42, cacheDType: .f32),
         iters: 20, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: .awq,
-        lwc: LWCSettings(steps: 20, lr: 0.1))
+        lwc: LWCSettings(steps: 20, lr: 0.1), massiveTokenCap: 8)
 
     public static let presets = ["paper": paper, "fast": fast, "ci": ci]
 
     public static let keys = CalibrationOptions.keys + ["preset", "iters", "thresholds", "lr", "scale_lr", "scale_wd", "init", "awq_samples",
-                                                       "compute_dtype", "state_dtype"] + LWCSettings.keys + AWQSettings.keys.map { "awq_" + $0 }
+                                                       "compute_dtype", "state_dtype", "massive_token_cap"] + LWCSettings.keys + AWQSettings.keys.map { "awq_" + $0 }
 
     /// Reads the keys over the preset (default "fast"); every value is range-checked.
     public init(options o: [String: JSONValue]) throws {
@@ -74,6 +78,7 @@ public struct TesseraQOptions: Sendable, Equatable {
             throw TQError.invalid("config key state_dtype: must be \"f32\" or \"bf16\" (got \"\(state)\")")
         }
         stateDType = sd
+        massiveTokenCap = try BlockTrainer.readTokenCap(r, default: massiveTokenCap)
         guard iters >= 0 else { throw TQError.invalid("config key iters: must be >= 0") }
         guard lr >= 0, scaleLR >= 0, scaleWD >= 0 else { throw TQError.invalid("config keys lr, scale_lr, scale_wd: must be >= 0") }
         guard awq.samples >= 0 else { throw TQError.invalid("config key awq_samples: must be >= 0 (0: all n_samples)") }
@@ -98,16 +103,18 @@ public struct TesseraQOptions: Sendable, Equatable {
     }
 
     init(calibration: CalibrationOptions, iters: Int, thresholds: [Double], lr: Double, scaleLR: Double, scaleWD: Double,
-         initMethod: InitMethod, awqSamples: Int = 0, lwc: LWCSettings) {
+         initMethod: InitMethod, awqSamples: Int = 0, lwc: LWCSettings, massiveTokenCap: Double = 0) {
         self.calibration = calibration; self.iters = iters; self.thresholds = thresholds
         self.lr = lr; self.scaleLR = scaleLR; self.scaleWD = scaleWD; self.initMethod = initMethod
         self.awq = AWQSettings(); self.awq.samples = awqSamples; self.lwc = lwc
+        self.massiveTokenCap = massiveTokenCap
     }
 
     public var json: [String: Any] {
         calibration.json.merging(["iters": iters, "thresholds": thresholds, "lr": lr, "scale_lr": scaleLR,
                                   "scale_wd": scaleWD, "init": initMethod.rawValue, "awq_samples": awq.samples,
-                                  "compute_dtype": computeDType.rawValue, "state_dtype": stateDType.rawValue])
+                                  "compute_dtype": computeDType.rawValue, "state_dtype": stateDType.rawValue,
+                                  "massive_token_cap": massiveTokenCap])
         { $1 }.merging(lwc.json) { $1 }.merging(awq.json.map { ("awq_" + $0.key, $0.value) }) { $1 }
     }
 }

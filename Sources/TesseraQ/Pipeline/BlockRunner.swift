@@ -38,7 +38,7 @@ struct BlockRunner {
                 work.forward(x.p, weights: weights, into: x.p)
                 if let targets {
                     targets.gather(idx, into: t.p)
-                    sums[c] = tqk_l2_loss(x.p, t.p, Int64(m * rowsPer), Int64(d), nil) * Double(m * rowsPer)
+                    sums[c] = tqk_l2_loss(x.p, t.p, Int64(m * rowsPer), Int64(d), nil, nil) * Double(m * rowsPer)
                 }
                 if advance {
                     for (k, i) in idx.enumerated() { inputs.write(i, from: x.p + k * rowsPer * d) }
