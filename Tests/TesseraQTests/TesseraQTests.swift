@@ -155,6 +155,8 @@ struct TesseraQPipelineTests {
         for b in blocks {
             #expect((b["final_loss"] as! Double) < (b["rtn_loss"] as! Double), "block \(b["block"]!)")
             #expect((b["changed_from_nearest"] as! Double) > 0)
+            // The steps' time is part of the block's (which also holds the start and the loss passes).
+            #expect((b["train_seconds"] as! Double) > 0 && (b["train_seconds"] as! Double) < (b["seconds"] as! Double))
         }
         let (_, rtn) = try quantizeStories(QuantSpec(bits: bits, groupSize: 32))
         let pTQ = try perplexity(try LlamaModel(directory: dir)), pRTN = try perplexity(try LlamaModel(directory: rtn))

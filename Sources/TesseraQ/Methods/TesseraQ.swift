@@ -65,6 +65,7 @@ struct TesseraQBlock {
         let trainer = try BlockTrainer(config: shard.config, calibration: options.calibration, layer: layer, block: local,
                                        linears: fq, compute: options.computeDType, tokenCap: options.massiveTokenCap,
                                        reduction: shard.reduction, kvSums: shard.kvSums)
+        let t0 = Date()
         for (r, quantile) in options.thresholds.enumerated() {
             try shard.harden(fq, quantile: quantile)
             for l in fq { l.resetOptimizer() }
@@ -77,6 +78,7 @@ struct TesseraQBlock {
                 }
             }
         }
+        let trainSeconds = Date().timeIntervalSince(t0)
         let lastLoss = trainer.lastLoss
         for l in fq { l.harden(quantile: 0, final: true) }
         let linears = shard.gather(fq.map { $0.export() })
@@ -85,6 +87,7 @@ struct TesseraQBlock {
         let (dstMin, dstMax) = shard.dstRange(fq)
         var report: [String: Any] = [
             "changed_from_nearest": Double(changed) / Double(total), "dst_min": Double(dstMin), "dst_max": Double(dstMax),
+            "train_seconds": trainSeconds,
         ]
         // Absent when no step ran (iters 0): the report is JSON, which has no NaN.
         if !lastLoss.isNaN { report["last_step_loss"] = lastLoss }
