@@ -302,6 +302,33 @@ private func tinyInputs(_ c: LlamaConfig, samples S: Int, length L: Int,
     }
 }
 
+/// With `massive_token_cap`, the scale search weighs each output row as the training loss does: a
+/// row whose norm exceeds cap x the set's median norm counts as a row of that norm. Checked on
+/// up_down with down_proj scaled by 1 + e, whose error on a row is e^2 |y|^2 exactly, so the capped
+/// sum is e^2 sum min(|y|^2, cap^2 median |y|^2).
+@Test(arguments: [0.0, 3.0])
+func scaleSearchCapsMassiveRows(cap: Double) throws {
+    var rng = SeededGenerator(seed: 14)
+    let (c, block) = try tinyBlock(kvHeads: 4, &rng)
+    let (cache, _) = try tinyInputs(c, samples: 4, length: 8, &rng)
+    let t = AWQTransform(config: c, settings: AWQSettings(), spec: QuantSpec(bits: 2, groupSize: 8), batch: 2, layer: 0,
+                         tokenCap: cap)
+    let stats = try AWQStatistics(t, block: block, inputs: cache)
+    let set = try #require(stats.scaleSet)
+    // Rows 0 and 5 of the MLP's evaluation set become massive: their activation times 200.
+    for r in [0, 5] { for j in 0..<c.intermediate { set.act.p[r * c.intermediate + j] *= 200 } }
+    try set.computeTargets(block)
+    let e: Float = 0.01, (o, i) = LinearKind.down.shape(c)
+    let down = try FloatBuffer((0..<(o * i)).map { block[.down].p[$0] * (1 + e) })
+    let err = set.squaredError(.upDown, { $0 == .down ? UnsafePointer(down.p) : UnsafePointer(block[$0].p) }, block: block)
+    let norms = (0..<set.plan.tokens).map { r in (0..<c.hidden).reduce(0.0) { $0 + pow(Double(set.mlpFP.p[r * c.hidden + $1]), 2) } }
+    let sorted = norms.sorted(), n = sorted.count
+    let median = n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+    let ref = Double(e * e) * norms.reduce(0.0) { $0 + (cap > 0 ? min($1, cap * cap * median) : $1) }
+    #expect(norms[0] > 100 * median, "row 0 should be massive")
+    #expect(abs(err - ref) < 1e-3 * ref, "squared error \(err), reference \(ref)")
+}
+
 /// A tiny block transformed with AWQ scales computes the same function.
 @Test func foldingIsExactOnATinyNonGQABlock() throws {
     var rng = SeededGenerator(seed: 11)

@@ -83,7 +83,7 @@ struct LWCTests {
         (#"{"method": "lwc", "iters": 3}"#, "iters"), (#"{"method": "lwc", "preset": "slow"}"#, "preset"),
         (#"{"method": "tesseraq", "init": "omniquant"}"#, "init"), (#"{"method": "tesseraq", "lwc_lr": 11}"#, "lwc_lr"),
         (#"{"method": "awq", "lwc_steps": 3}"#, "lwc_steps"), (#"{"method": "lwc", "massive_token_cap": 0.9}"#, "massive_token_cap"),
-        (#"{"method": "awq", "massive_token_cap": 8}"#, "massive_token_cap"),
+        (#"{"method": "awq", "massive_token_cap": 0.5}"#, "massive_token_cap"),
     ])
     func rejectsBadLWCKeys(json: String, key: String) {
         #expect { try QuantizeConfig.parse(json) } throws: { ($0 as? TQError)?.message.contains(key) == true }

@@ -56,5 +56,8 @@ import Testing
         #expect(try LWCOptions(options: [:]).massiveTokenCap == 8)
         #expect(try LWCOptions(options: ["preset": .string("paper")]).massiveTokenCap == 0)
         #expect(try LWCOptions(options: ["massive_token_cap": .double(2.5)]).massiveTokenCap == 2.5)
+        // Method awq keeps llm-awq's plain MSE unless asked.
+        #expect(try AWQOptions(options: [:]).massiveTokenCap == 0)
+        #expect(try AWQOptions(options: ["preset": .string("fast"), "massive_token_cap": .int(8)]).massiveTokenCap == 8)
     }
 }

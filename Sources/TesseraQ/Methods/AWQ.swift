@@ -12,7 +12,7 @@ struct AWQMethod: BlockQuantizer {
     func quantize(layer: Int, model: LlamaConfig, block: BlockWeights, inputs: ActivationCache, targets: ActivationCache,
                   spec: QuantSpec, progress: QuantProgressHandler?) throws -> (linears: [QuantizedLinear], report: [String: Any]) {
         let report = try AWQTransform(config: model, settings: options.settings, spec: spec, batch: calibration.batch, layer: layer,
-                                      dtype: options.computeDType)
+                                      dtype: options.computeDType, tokenCap: options.massiveTokenCap)
             .apply(to: block, inputs: inputs)
         return (try roundToNearest(block: block, layer: layer, config: model, spec: spec), report)
     }
@@ -71,6 +71,9 @@ struct AWQTransform {
     /// The precision of the scale search's candidate forwards (the statistics pass and the clip
     /// search stay float32): bf16 is the reference's own regime, llm-awq searching in fp16.
     var dtype: ComputeDType = .f32
+    /// The scale search's `massive_token_cap` (0: the plain MSE): a run's AWQ start weighs the
+    /// massive tokens of the modules' outputs as its training does.
+    var tokenCap: Double = 0
 
     /// The groups this model can scale (v -> o only without GQA).
     var groups: [AWQGroup] {

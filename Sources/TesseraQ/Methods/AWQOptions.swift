@@ -66,6 +66,8 @@ public struct AWQOptions: Sendable, Equatable {
     public var settings: AWQSettings
     /// The scale search's precision (key compute_dtype, as TesseraQ's).
     public var computeDType: ComputeDType = .f32
+    /// `massive_token_cap` of the scale search's loss (BlockTrainer.capTokenWeights); 0, llm-awq's plain MSE, by default.
+    public var massiveTokenCap: Double = 0
 
     /// llm-awq's calibration: 128 windows of 512 tokens.
     public static let paper = AWQOptions(
@@ -79,7 +81,7 @@ public struct AWQOptions: Sendable, Equatable {
 
     public static let presets = ["paper": paper, "fast": fast, "ci": ci]
 
-    public static let keys = CalibrationOptions.keys + ["preset", "compute_dtype"] + AWQSettings.keys
+    public static let keys = CalibrationOptions.keys + ["preset", "compute_dtype", "massive_token_cap"] + AWQSettings.keys
 
     init(calibration: CalibrationOptions, settings: AWQSettings) {
         self.calibration = calibration
@@ -96,9 +98,11 @@ public struct AWQOptions: Sendable, Equatable {
         calibration = try CalibrationOptions(r, defaults: preset.calibration)
         settings = try AWQSettings(r, defaults: preset.settings)
         computeDType = try ComputeDType(r, default: computeDType)
+        massiveTokenCap = try BlockTrainer.readTokenCap(r, default: massiveTokenCap)
     }
 
     public var json: [String: Any] {
-        calibration.json.merging(settings.json) { $1 }.merging(["compute_dtype": computeDType.rawValue]) { $1 }
+        calibration.json.merging(settings.json) { $1 }
+            .merging(["compute_dtype": computeDType.rawValue, "massive_token_cap": massiveTokenCap]) { $1 }
     }
 }

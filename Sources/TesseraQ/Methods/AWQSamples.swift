@@ -51,7 +51,7 @@ final class AWQStatistics {
         if t.settings.scale {
             absSum = Dictionary(uniqueKeysWithValues: t.groups.map { ($0, [Double](repeating: 0, count: $0.width(c))) })
             scaleSet = try AWQScaleSet(config: c, plan: plan, chunk: min(t.batch, n), vo: t.groups.contains(.vo), rope: rope,
-                                       dtype: t.dtype)
+                                       dtype: t.dtype, tokenCap: t.tokenCap)
         }
         if t.settings.clip {
             clipGram = Dictionary(uniqueKeysWithValues: try AWQGroup.allCases.map { gr in
@@ -118,13 +118,18 @@ final class AWQScaleSet {
     /// Full-precision outputs: o_proj on the sequences (qkv) and on the tokens (v_o), down_proj on the tokens.
     let attnSeqFP, mlpFP: FloatBuffer
     let attnTokFP: FloatBuffer?
+    /// `massive_token_cap` (0: the plain MSE) and the loss weights it gives each target's rows.
+    let tokenCap: Double
+    private var rowWeights: [AWQGroup: FloatBuffer] = [:]
     /// Scratch for one chunk of rows (and for a last, shorter chunk of sequences).
     let attention: AttentionActivations
     let lastAttention: AttentionActivations?
     let g, u, a, out: FloatBuffer
 
-    init(config c: LlamaConfig, plan: AWQSubsample, chunk: Int, vo: Bool, rope: RopeTables, dtype: ComputeDType) throws {
+    init(config c: LlamaConfig, plan: AWQSubsample, chunk: Int, vo: Bool, rope: RopeTables, dtype: ComputeDType,
+         tokenCap: Double = 0) throws {
         config = c
+        self.tokenCap = tokenCap
         self.plan = plan
         self.chunk = chunk
         self.rope = rope
@@ -166,21 +171,35 @@ final class AWQScaleSet {
             forEachChunk(.vo) { r in run(.vo, w, block, rows: r); copy(out, to: attnTokFP, rows: r, width: config.hidden) }
         }
         forEachChunk(.upDown) { r in run(.upDown, w, block, rows: r); copy(out, to: mlpFP, rows: r, width: config.hidden) }
+        guard tokenCap > 0 else { return }
+        // One weight per target row, the median over the whole set (gate_up and up_down share mlpFP's).
+        for gr in [AWQGroup.qkv, .vo, .upDown] where gr != .vo || attnTokFP != nil {
+            let rows = gr == .qkv ? plan.sequences * plan.length : plan.tokens, wts = try FloatBuffer(count: rows)
+            tqk_row_sumsq(target(gr).p, Int64(rows), Int64(config.hidden), wts.p)
+            BlockTrainer.capTokenWeights(wts.p, rows: rows, cap: tokenCap)
+            rowWeights[gr] = wts
+        }
+        rowWeights[.gateUp] = rowWeights[.upDown]
     }
 
-    /// Sum over the set of the squared difference between the inspected module's output with the
-    /// weights `w` and its full-precision output.
-    func squaredError(_ gr: AWQGroup, _ w: (LinearKind) -> UnsafePointer<Float>, block: BlockWeights) -> Double {
-        let target = switch gr {
+    /// The full-precision output `gr`'s candidates are compared with.
+    private func target(_ gr: AWQGroup) -> FloatBuffer {
+        switch gr {
         case .qkv: attnSeqFP
         case .vo: attnTokFP!
         case .gateUp, .upDown: mlpFP
         }
+    }
+
+    /// Sum over the set of the squared difference between the inspected module's output with the
+    /// weights `w` and its full-precision output (each row weighted as `massive_token_cap` sets).
+    func squaredError(_ gr: AWQGroup, _ w: (LinearKind) -> UnsafePointer<Float>, block: BlockWeights) -> Double {
+        let y = target(gr), weights = rowWeights[gr]
         var sum = 0.0
         forEachChunk(gr) { r in
             run(gr, w, block, rows: r)
-            sum += tqk_l2_loss(out.p, target.p + r.lowerBound * config.hidden, Int64(r.count), Int64(config.hidden), nil, nil)
-                * Double(r.count)
+            sum += tqk_l2_loss(out.p, y.p + r.lowerBound * config.hidden, Int64(r.count), Int64(config.hidden),
+                               weights.map { UnsafePointer($0.p + r.lowerBound) }, nil) * Double(r.count)
         }
         return sum
     }

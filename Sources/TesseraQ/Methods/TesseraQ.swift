@@ -20,7 +20,7 @@ struct TesseraQMethod: BlockQuantizer {
             // AWQ scales folded into `block` (norms included) and clipping, on the quantized
             // trajectory's inputs; the grids are then RTN's on the transformed, clipped weights.
             let awqReport = try AWQTransform(config: model, settings: options.awq, spec: spec, batch: calibration.batch, layer: layer,
-                                             dtype: options.computeDType)
+                                             dtype: options.computeDType, tokenCap: options.massiveTokenCap)
                 .apply(to: block, inputs: inputs)
             let grids = try roundToNearest(block: block, layer: layer, config: model, spec: spec)
             let (linears, report) = try tesseraq.run(fp: block, grids: grids, xq: inputs, yfp: targets, progress: progress)
