@@ -165,9 +165,40 @@ def autoround_job(job):
     print(json.dumps({"seconds": seconds, "float_linears": len(unchanged), "linears": len(before)}), flush=True)
 
 
-def key_of(name, bits, point, init, dtype="f32"):
+def host_cpu():
+    """The CPU a point ran on (model name, family/model, the features our kernels choose by): times
+    from different machines are not comparable, so each point records it."""
+    info = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            info.setdefault(k.strip(), v.strip())
+    flags = set(info.get("flags", "").split())
+    feats = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return (f"{info.get('model name', 'unknown')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}; "
+            f"{', '.join(feats) or 'no AVX-512'})")
+
+
+def host_id(host):
+    """A short tag of host_cpu()'s text for results.json's keys: "amd-epyc-f25m17"."""
+    name, _, rest = host.partition(" (")
+    fm = rest.split(";")[0].replace("family ", "f").replace(", model ", "m")
+    return "-".join(name.lower().split()) + (f"-{fm}" if fm.startswith("f") else "")
+
+
+def commit():
+    """The commit a point was measured at (`-dirty` when Sources/ has uncommitted changes)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "Sources"], cwd=ROOT).returncode != 0
+    return (head + "-dirty" * dirty) or None
+
+
+def key_of(name, bits, point, init, dtype="f32", no_compile=False, host=None):
+    """results.json's key of a point: model/wBITSgGROUP/point[/init=...][/dtype][/no-compile]@host."""
     key = f"{name}/w{bits}g{GROUPS[name]}/{point}" + (f"/init={init}" if point.startswith("tq-") else "")
-    return key + (f"/{dtype}" if dtype != "f32" and POINTS[point][0] in DTYPE_METHODS else "")
+    key += f"/{dtype}" if dtype != "f32" and POINTS[point][0] in DTYPE_METHODS else ""
+    key += "/no-compile" if no_compile and point.startswith("ar-") else ""
+    return key + f"@{host_id(host or host_cpu())}"
 
 
 def label_of(r):
@@ -181,28 +212,37 @@ def label_of(r):
     return r["method"]
 
 
+def host_of(r):
+    return r.get("host", "not recorded")
+
+
 def beats(results, ar):
-    """Our points at no more quantization time than `ar` that have lower perplexity."""
-    return [r for r in results if r["method"] == "TesseraQ" and r["seconds"] <= ar["seconds"] and r["ppl"] < ar["ppl"]]
+    """Our points measured on `ar`'s machine at no more quantization time that have lower perplexity."""
+    return [r for r in results if r["method"] == "TesseraQ" and host_of(r) == host_of(ar)
+            and r["seconds"] <= ar["seconds"] and r["ppl"] < ar["ppl"]]
 
 
 def report(cache, out_dir):
     points = [r for r in cache.values() if "model" in r]
     panels = sorted({(r["model"], r["bits"]) for r in points},
                     key=lambda p: (p[0] != "stories260K", p[0], p[1]))
+    hosts = sorted({host_of(r) for r in points})
+    letter = {h: chr(ord("A") + i) for i, h in enumerate(hosts)}
     lines = ["Perplexity against quantization time (`seconds`: the quantization alone, 2 threads; `wall` and "
              "`CPU`: the whole process's wall and CPU seconds, model loading and writing included). "
+             "Times compare only within one machine; AutoRound is checked against our points from its own machine. "
              "Written by bench/frontier.py.", ""]
+    lines += [f"- machine {letter[h]}: {h}" for h in hosts] + [""]
     for name, bits in panels:
         rs = sorted((r for r in points if (r["model"], r["bits"]) == (name, bits)), key=lambda r: r["seconds"])
         fp = cache.get(f"{name}/FP")
         lines += [f"### {name} W{bits} g{GROUPS[name]} (FP perplexity {fp['ppl']:.2f}; eval {rs[0]['eval']})" if fp else
                   f"### {name} W{bits} g{GROUPS[name]}", "",
-                  "| point | calibration | seconds | wall | CPU | perplexity |", "|---|---|---|---|---|---|"]
+                  "| point | machine | calibration | seconds | wall | CPU | perplexity |", "|---|---|---|---|---|---|---|"]
         for r in rs:
             calib = f"{r['n']} x {r['seq']}, batch {r['batch']}" if r.get("n") else "-"
             note = f" ({r['float_linears']} of {r['linears']} linears left float)" if r.get("float_linears") else ""
-            lines.append(f"| {label_of(r)}{note} | {calib} | {r['seconds']:.1f} | {r['wall']:.1f} | {r['cpu']:.1f} "
+            lines.append(f"| {label_of(r)}{note} | {letter[host_of(r)]} | {calib} | {r['seconds']:.1f} | {r['wall']:.1f} | {r['cpu']:.1f} "
                          f"| {r['ppl']:.2f} |")
         for r in rs:
             if r.get("ppl_gptq_export"):
@@ -211,23 +251,23 @@ def report(cache, out_dir):
         if (name, bits) == ("SmolLM2-135M", 2):
             for r in (r for r in rs if r.get("budget") == "anchor-A" and r["method"] == "TesseraQ"):
                 met = r["ppl"] <= 65 and r["seconds"] <= 600
-                lines.append(f"\nanchor-A target (perplexity <= 65 in <= 600 s), init {r['init']}: "
+                lines.append(f"\nanchor-A target (perplexity <= 65 in <= 600 s), {label_of(r)}, machine {letter[host_of(r)]}: "
                              f"{'met' if met else 'not met'} ({r['ppl']:.2f} in {r['seconds']:.0f} s)")
         for ar in (r for r in rs if r["method"] == "AutoRound"):
             ok = beats(rs, ar)
             best = min(ok, key=lambda r: r["ppl"]) if ok else None
-            lines.append(f"\nAutoRound {ar['iters']} it ({ar['seconds']:.0f} s, {ar['ppl']:.2f}): "
+            lines.append(f"\nAutoRound {ar['iters']} it, machine {letter[host_of(ar)]} ({ar['seconds']:.0f} s, {ar['ppl']:.2f}): "
                          + (f"beaten by {label_of(best)} ({best['seconds']:.0f} s, {best['ppl']:.2f})" if best else
-                            "no TesseraQ point below it at no more time"))
+                            "no TesseraQ point of that machine below it at no more time"))
         lines.append("")
     table = "\n".join(lines)
     with open(os.path.join(out_dir, "frontier.md"), "w") as f:
         f.write(table + "\n")
     print(table)
-    plot(cache, points, panels, os.path.join(out_dir, "frontier.png"))
+    plot(cache, points, panels, letter, os.path.join(out_dir, "frontier.png"))
 
 
-def plot(cache, points, panels, path):
+def plot(cache, points, panels, letter, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -237,16 +277,20 @@ def plot(cache, points, panels, path):
     styles = {"RTN": "kx", "AWQ": "gs", "GPTQ": "m^", "TesseraQ": "bo-", "AutoRound": "rD--"}
     for ax, (name, bits) in zip(axes[0], panels):
         rs = [r for r in points if (r["model"], r["bits"]) == (name, bits)]
+        hosts = sorted({letter[host_of(r)] for r in rs})
         series = {}
         for r in sorted(rs, key=lambda r: r["seconds"]):
             extra = f" (init {r['init']})" if r.get("init") else " (part float)" if r.get("float_linears") else ""
-            series.setdefault(r["method"] + extra, []).append(r)
+            machine = f", machine {letter[host_of(r)]}" if len(hosts) > 1 else ""
+            series.setdefault(r["method"] + extra + machine, []).append(r)
         fp = cache.get(f"{name}/FP")
         # Off-scale points (RTN at 2 bits, under a second) sit on the panel's edge, their value written.
         top = 4 * fp["ppl"] if fp else float("inf")
         xy = lambda p: (max(p["seconds"], 1.0), min(p["ppl"], top))  # noqa: E731
         for label, pts in series.items():
-            ax.plot([xy(p)[0] for p in pts], [xy(p)[1] for p in pts], styles[pts[0]["method"]], label=label)
+            # A panel's second machine: hollow markers.
+            hollow = {"markerfacecolor": "none"} if letter[host_of(pts[0])] != hosts[0] else {}
+            ax.plot([xy(p)[0] for p in pts], [xy(p)[1] for p in pts], styles[pts[0]["method"]], label=label, **hollow)
             for p in pts:
                 tag = {"TesseraQ": p["budget"], "AutoRound": f"{p['iters']} it"}.get(p["method"], "")
                 if xy(p) != (p["seconds"], p["ppl"]):
@@ -282,7 +326,8 @@ def run_point(args, m, name, bits, point, out):
     r.update(model=name, bits=bits, point=point, method=method, budget=budget, ppl=evaluate(m, out),
              eval=f"{m['windows']} x {m['seq']}", threads=args.threads, n=b.get("n"), seq=b.get("seq"),
              batch=b.get("batch"), init=args.init if method == "TesseraQ" else None, iters=ar[0] if ar else None,
-             compile=not args.ar_no_compile if ar else None, when=time.strftime("%Y-%m-%d %H:%M"))
+             compile=not args.ar_no_compile if ar else None, when=time.strftime("%Y-%m-%d %H:%M"),
+             host=host_cpu(), commit=commit())
     if method in DTYPE_METHODS and args.compute_dtype != "f32":
         r["compute_dtype"] = args.compute_dtype
     return r
@@ -319,12 +364,13 @@ def main():
             save_json(cache, cache_path)
         for bits in args.bits:
             for point in args.points:
-                key = key_of(name, bits, point, args.init, args.compute_dtype)
-                if point.startswith("ar-") and args.ar_no_compile:
-                    key += "/no-compile"
+                key = key_of(name, bits, point, args.init, args.compute_dtype, args.ar_no_compile)
                 if key not in cache:
                     print(f"{key} ...", flush=True)
-                    cache[key] = run_point(args, m, name, bits, point, os.path.join(args.work, name, key.split("/", 1)[1]))
+                    # One directory per point: w2g64/tq-anchor-A_init=awq_bf16@host.
+                    parts = key.split("/")
+                    out = os.path.join(args.work, name, parts[1], "_".join(parts[2:]))
+                    cache[key] = run_point(args, m, name, bits, point, out)
                     save_json(cache, cache_path)
                     r = cache[key]
                     print(f"{key}: ppl {r['ppl']:.2f}, {r['seconds']:.1f} s (wall {r['wall']:.1f} s)", flush=True)
