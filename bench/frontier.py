@@ -290,7 +290,9 @@ def plot(cache, points, panels, letter, path):
         for label, pts in series.items():
             # A panel's second machine: hollow markers.
             hollow = {"markerfacecolor": "none"} if letter[host_of(pts[0])] != hosts[0] else {}
-            ax.plot([xy(p)[0] for p in pts], [xy(p)[1] for p in pts], styles[pts[0]["method"]], label=label, **hollow)
+            # TesseraQ's starts in their own colours (init awq blue).
+            style = {"rtn": "co-", "lwc": "yo-"}.get(pts[0].get("init"), styles[pts[0]["method"]])
+            ax.plot([xy(p)[0] for p in pts], [xy(p)[1] for p in pts], style, label=label, **hollow)
             for p in pts:
                 tag = {"TesseraQ": p["budget"], "AutoRound": f"{p['iters']} it"}.get(p["method"], "")
                 if xy(p) != (p["seconds"], p["ppl"]):
