@@ -193,12 +193,12 @@ def commit():
     return (head + "-dirty" * dirty) or None
 
 
-def key_of(name, bits, point, init, dtype="f32", no_compile=False, host=None):
+def key_of(name, bits, point, init, dtype="f32", no_compile=False):
     """results.json's key of a point: model/wBITSgGROUP/point[/init=...][/dtype][/no-compile]@host."""
     key = f"{name}/w{bits}g{GROUPS[name]}/{point}" + (f"/init={init}" if point.startswith("tq-") else "")
     key += f"/{dtype}" if dtype != "f32" and POINTS[point][0] in DTYPE_METHODS else ""
     key += "/no-compile" if no_compile and point.startswith("ar-") else ""
-    return key + f"@{host_id(host or host_cpu())}"
+    return key + f"@{host_id(host_cpu())}"
 
 
 def label_of(r):
