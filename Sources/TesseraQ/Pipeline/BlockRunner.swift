@@ -9,12 +9,15 @@ struct BlockRunner {
     let length: Int
     let chunk: Int
     let rope: RopeTables
+    /// The forwards' GEMM and attention precision (the method's compute_dtype).
+    let compute: ComputeDType
     var world: any Collectives = Communicator.world
 
-    init(config: LlamaConfig, length: Int, chunk: Int) throws {
+    init(config: LlamaConfig, length: Int, chunk: Int, compute: ComputeDType = .f32) throws {
         self.config = config
         self.length = length
         self.chunk = chunk
+        self.compute = compute
         rope = try RopeTables(config: config, positions: length)
     }
 
@@ -32,7 +35,7 @@ struct BlockRunner {
             var outputs: [UInt8] = []
             if round + world.rank < chunks.count {
                 let c = round + world.rank, idx = Array(chunks[c]), m = idx.count
-                let work = try works[m] ?? BlockWorkspace(config: config, sequences: m, length: length, rope: rope)
+                let work = try works[m] ?? BlockWorkspace(config: config, sequences: m, length: length, rope: rope, compute: compute)
                 works[m] = work
                 inputs.gather(idx, into: x.p)
                 work.forward(x.p, weights: weights, into: x.p)
