@@ -68,8 +68,8 @@ struct AWQTransform {
     /// Calibration sequences per forward chunk.
     let batch: Int
     let layer: Int
-    /// The precision of the scale search's candidate forwards (the statistics pass and the clip
-    /// search stay float32): bf16 is the reference's own regime, llm-awq searching in fp16.
+    /// The precision of the statistics pass and the scale search's candidate forwards (the clip
+    /// search stays float32): bf16 is the reference's own regime, llm-awq searching in fp16.
     var dtype: ComputeDType = .f32
     /// The scale search's `massive_token_cap` (0: the plain MSE): a run's AWQ start weighs the
     /// massive tokens of the modules' outputs as its training does.
@@ -123,8 +123,8 @@ struct AWQTransform {
         return report
     }
 
-    /// Scale search: per ratio and group, quantize the consumers' scaled weights once and compare the
-    /// inspected module's output with its full-precision output on the evaluation set.
+    /// Scale search: per group and each ratio `search` visits, quantize the consumers' scaled weights
+    /// once and compare the inspected module's output with its full-precision output on the evaluation set.
     /// `absSum` over `tokens` calibration tokens gives x_mean. Returns the best scales, ratios, losses.
     func searchScales(block: BlockWeights, set: AWQScaleSet, absSum: [AWQGroup: [Double]],
                       tokens: Int) throws -> ([AWQGroup: [Float]], [AWQGroup: Double], [AWQGroup: Double]) {
@@ -135,10 +135,11 @@ struct AWQTransform {
             let wMean = weightMean(gr, block)
             candidates[gr] = ratios.map { Self.scales(xMean: xMean, wMean: wMean, ratio: $0) }
         }
-        var losses = Dictionary(uniqueKeysWithValues: groups.map { ($0, [Double](repeating: 0, count: ratios.count)) })
         let fq = try LinearKind.allCases.map { k -> FloatBuffer in let (o, i) = k.shape(c); return try FloatBuffer(count: o * i) }
-        for k in ratios.indices {
-            for gr in groups {
+        var best: [AWQGroup: [Float]] = [:], bestRatio: [AWQGroup: Double] = [:], bestLoss: [AWQGroup: Double] = [:]
+        for gr in groups {
+            // Mean over the module's output elements, as the reference.
+            func loss(_ k: Int) -> Double {
                 let s = candidates[gr]![k]
                 for kind in gr.consumers {
                     let (o, i) = kind.shape(c)
@@ -147,21 +148,14 @@ struct AWQTransform {
                 }
                 // The consumers quantized, every other linear of the inspected module in full precision.
                 let w = { (kind: LinearKind) in UnsafePointer(gr.consumers.contains(kind) ? fq[kind.rawValue].p : block[kind].p) }
-                losses[gr]![k] = set.squaredError(gr, w, block: block)
+                return set.squaredError(gr, w, block: block) / Double(set.elements(gr))
             }
-        }
-        var best: [AWQGroup: [Float]] = [:], bestRatio: [AWQGroup: Double] = [:], bestLoss: [AWQGroup: Double] = [:]
-        for gr in groups {
-            // Mean over the module's output elements, as the reference; the first strict minimum wins.
-            let l = losses[gr]!.map { $0 / Double(set.elements(gr)) }
-            var k = -1
-            for j in l.indices where l[j].isFinite && (k < 0 || l[j] < l[k]) { k = j }
-            guard k >= 0 else {
+            guard let (k, l) = settings.search.best(count: ratios.count, loss: loss) else {
                 throw TQError(.numeric, "block \(layer): AWQ scale search for \(gr.rawValue) found no finite loss")
             }
             best[gr] = candidates[gr]![k]
             bestRatio[gr] = Double(k) / Double(settings.nGrid)
-            bestLoss[gr] = l[k]
+            bestLoss[gr] = l
         }
         return (best, bestRatio, bestLoss)
     }

@@ -16,6 +16,8 @@ public struct AWQSettings: Sendable, Equatable {
     public var scaleTokens: Int = 4096
     /// The largest shrink tried: clip factors 1, 1 - 1/n_grid, ..., down to 1 - max_shrink.
     public var maxShrink: Double = 0.45
+    /// How the scale search walks the ratios: all of them (`grid`, llm-awq's), or coarse to fine (`refine`).
+    public var search: AWQSearch = .grid
     /// Search and fold the scales.
     public var scale: Bool = true
     /// Search the clipping.
@@ -26,7 +28,7 @@ public struct AWQSettings: Sendable, Equatable {
 
     public init() {}
 
-    public static let keys = ["n_grid", "clip_samples", "scale_samples", "scale_tokens", "max_shrink", "scale", "clip"]
+    public static let keys = ["n_grid", "clip_samples", "scale_samples", "scale_tokens", "max_shrink", "search", "scale", "clip"]
 
     /// Reads the keys over `defaults`, range-checked.
     init(_ r: KeyReader, defaults d: AWQSettings) throws {
@@ -36,6 +38,11 @@ public struct AWQSettings: Sendable, Equatable {
         scaleSamples = try r.int("scale_samples", default: d.scaleSamples)
         scaleTokens = try r.int("scale_tokens", default: d.scaleTokens)
         maxShrink = try r.double("max_shrink", default: d.maxShrink)
+        let searchName = try r.string("search", default: d.search.rawValue)
+        guard let sr = AWQSearch(rawValue: searchName) else {
+            throw TQError.invalid("config key \(r.name("search")): must be \"grid\" or \"refine\" (got \"\(searchName)\")")
+        }
+        search = sr
         scale = try r.bool("scale", default: d.scale)
         clip = try r.bool("clip", default: d.clip)
         guard nGrid >= 1, nGrid <= 1000 else { throw TQError.invalid("config key \(r.name("n_grid")): must be between 1 and 1000 (got \(nGrid))") }
@@ -56,7 +63,40 @@ public struct AWQSettings: Sendable, Equatable {
 
     public var json: [String: Any] {
         ["n_grid": nGrid, "clip_samples": clipSamples, "scale_samples": scaleSamples, "scale_tokens": scaleTokens,
-         "max_shrink": maxShrink, "scale": scale, "clip": clip]
+         "max_shrink": maxShrink, "search": search.rawValue, "scale": scale, "clip": clip]
+    }
+}
+
+/// The scale search's walk over the ratios k / n_grid.
+public enum AWQSearch: String, Sendable {
+    /// Every ratio, as llm-awq.
+    case grid
+    /// Coarse to fine: every `step`-th ratio (the largest power of two leaving at least five), then
+    /// the neighbours at half the distance around the best so far, down to distance 1: 9 of 20
+    /// candidates by default, and the grid's choice whenever the loss is unimodal in the ratio.
+    case refine
+
+    /// The index and value of the least finite loss (the lowest index on ties) among those this walk
+    /// evaluates over `count` ratios; nil when none is finite. `loss` is called once per index visited.
+    func best(count n: Int, loss: (Int) throws -> Double) rethrows -> (index: Int, loss: Double)? {
+        var seen = [Double?](repeating: nil, count: n), b: Int? = nil
+        func visit(_ k: Int) throws {
+            guard k >= 0, k < n, seen[k] == nil else { return }
+            let l = try loss(k)
+            seen[k] = l
+            guard l.isFinite else { return }
+            if let c = b, let lc = seen[c], !(l < lc || (l == lc && k < c)) { return }
+            b = k
+        }
+        var step = 1
+        if self == .refine { while step * 10 <= n { step *= 2 } }
+        for k in stride(from: 0, to: n, by: step) { try visit(k) }
+        while step > 1, let c = b {
+            step /= 2
+            try visit(c - step)
+            try visit(c + step)
+        }
+        return b.map { ($0, seen[$0]!) }
     }
 }
 
