@@ -351,6 +351,7 @@ def main():
     ap.add_argument("--ar-gptq-export", action="store_true", help="also evaluate AutoRound's GPTQ export")
     ap.add_argument("--ar-no-compile", action="store_true",
                     help="AutoRound without torch.compile (its default on this CPU: compiled)")
+    ap.add_argument("--redo", action="store_true", help="re-measure the named points even if recorded (replacing them)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the table and plot from results.json")
     ap.add_argument("--autoround-job", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -367,7 +368,7 @@ def main():
         for bits in args.bits:
             for point in args.points:
                 key = key_of(name, bits, point, args.init, args.compute_dtype, args.ar_no_compile)
-                if key not in cache:
+                if key not in cache or args.redo:
                     print(f"{key} ...", flush=True)
                     # One directory per point: w2g64/tq-anchor-A_init=awq_bf16@host.
                     parts = key.split("/")
