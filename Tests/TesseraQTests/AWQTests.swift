@@ -199,6 +199,39 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
                                               "awq_clip": .bool(false), "awq_samples": .int(4)])
         #expect(o.awq.scaleSamples == 0 && o.awq.scaleTokens == 0 && o.awq.nGrid == 10 && !o.awq.clip && o.awq.samples == 4)
         #expect(o.json["awq_scale_tokens"] as? Int == 0 && o.json["awq_n_grid"] as? Int == 10 && o.json["awq_samples"] as? Int == 4)
+        // The CPU presets search coarse to fine; paper and method awq keep llm-awq's grid.
+        #expect(d.awq.search == .refine && TesseraQOptions.ci.awq.search == .refine && TesseraQOptions.paper.awq.search == .grid)
+        #expect(try AWQOptions(options: [:]).settings.search == .grid)
+        let g = try TesseraQOptions(options: ["awq_search": .string("grid")])
+        #expect(g.awq.search == .grid && g.json["awq_search"] as? String == "grid")
+        #expect(try AWQOptions(options: ["search": .string("refine")]).json["search"] as? String == "refine")
+    }
+
+    /// The coarse-to-fine walk: on a unimodal loss it returns the grid's choice (value and tie rule)
+    /// from 9 of 20 evaluations, visiting each index once; non-finite losses are skipped.
+    @Test func refineFindsTheGridMinimumOfUnimodalLosses() throws {
+        for n in [1, 2, 5, 7, 10, 13, 20, 33, 64] {
+            for m in 0..<n {
+                for curve in [{ (k: Int) in Double(abs(k - m)) }, { (k: Int) in sqrt(Double(abs(k - m))) + 0.01 * Double(k) }] {
+                    var visits: [Int] = []
+                    let r = try #require(AWQSearch.refine.best(count: n) { k in visits.append(k); return curve(k) })
+                    let g = try #require(AWQSearch.grid.best(count: n) { curve($0) })
+                    #expect(r.index == g.index && r.loss == g.loss && r.index == m, "n \(n) minimum \(m): \(r) vs \(g)")
+                    #expect(Set(visits).count == visits.count)
+                    if n == 20 { #expect(visits.count <= 9) }
+                    if n == 10 { #expect(visits.count <= 7) }
+                }
+            }
+        }
+        // Ties: the lowest index, as the grid's first strict minimum.
+        #expect(AWQSearch.refine.best(count: 20) { k in k >= 8 && k <= 12 ? 0 : 1 }?.index == 8)
+        #expect(AWQSearch.grid.best(count: 20) { k in k >= 8 && k <= 12 ? 0 : 1 }?.index == 8)
+        // Non-finite losses are never chosen; none finite gives nil.
+        #expect(AWQSearch.refine.best(count: 20) { k in k == 8 ? .nan : Double(abs(k - 8)) }?.index == 7)
+        #expect(AWQSearch.refine.best(count: 20) { _ in .infinity } == nil)
+        // Not unimodal: a narrow minimum between coarse points is missed (the grid finds it).
+        let narrow = { (k: Int) in k == 5 ? 0.0 : 1 + Double(k) }
+        #expect(AWQSearch.grid.best(count: 20, loss: narrow)?.index == 5 && AWQSearch.refine.best(count: 20, loss: narrow)?.index == 0)
     }
 
     @Test(arguments: [
@@ -213,6 +246,7 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
         (#"{"method": "tesseraq", "awq_scale_tokens": -1}"#, "awq_scale_tokens"), (#"{"method": "tesseraq", "awq_n_grid": 0}"#, "awq_n_grid"),
         (#"{"method": "tesseraq", "awq_clip": 2}"#, "awq_clip"), (#"{"method": "awq", "awq_scale_tokens": 8}"#, "awq_scale_tokens"),
         (#"{"method": "awq", "compute_dtype": "f16"}"#, "compute_dtype"),
+        (#"{"method": "awq", "search": "golden"}"#, "search"), (#"{"method": "tesseraq", "awq_search": 1}"#, "awq_search"),
     ])
     func rejectsBadAWQKeys(json: String, key: String) {
         #expect { try QuantizeConfig.parse(json) } throws: { ($0 as? TQError)?.message.contains(key) == true }
@@ -435,7 +469,8 @@ struct AWQStoriesTests {
     }
 
     /// compute_dtype bf16 runs the scale search's candidate forwards in bf16 (llm-awq searches in
-    /// fp16): most chosen ratios agree with float32's, and the perplexity stays close.
+    /// fp16), and the run's block passes: block 0 (the same inputs either way) chooses float32's
+    /// ratios, most later ones too (their inputs drift by bf16's rounding), and the perplexity stays close.
     @Test func bf16ScaleSearchMatchesFloat32() throws {
         let (d32, r32) = try runAWQ(bits: 3)
         let (d16, r16) = try runAWQ(bits: 3, extra: ["compute_dtype": .string("bf16")])
@@ -449,7 +484,7 @@ struct AWQStoriesTests {
         #expect(l32 != l16 && zip(l32, l16).allSatisfy { abs($1 / $0 - 1) < 0.05 }, "\(l32) vs \(l16)")
         let p32 = try perplexity(try LlamaModel(directory: d32)), p16 = try perplexity(try LlamaModel(directory: d16))
         print("stories260K W3 g32 AWQ: f32 \(p32), bf16 search \(p16); ratios equal \(same) of \(a.count): \(a) vs \(b)")
-        #expect(a.count == 15 && same * 4 >= a.count * 3)
+        #expect(a.count == 15 && a[0..<3] == b[0..<3] && same * 3 >= a.count * 2)
         #expect(abs(p16 / p32 - 1) < 0.02)
     }
 

@@ -68,8 +68,8 @@ struct AWQTransform {
     /// Calibration sequences per forward chunk.
     let batch: Int
     let layer: Int
-    /// The precision of the statistics pass and the scale search's candidate forwards (the clip
-    /// search stays float32): bf16 is the reference's own regime, llm-awq searching in fp16.
+    /// The precision of the scale search's candidate forwards (the statistics pass and the clip
+    /// search stay float32): bf16 is the reference's own regime, llm-awq searching in fp16.
     var dtype: ComputeDType = .f32
     /// The scale search's `massive_token_cap` (0: the plain MSE): a run's AWQ start weighs the
     /// massive tokens of the modules' outputs as its training does.

@@ -64,7 +64,7 @@ final class AWQStatistics {
         var start = 0
         while start < n {
             let m = min(t.batch, n - start)
-            let work = try works[m] ?? BlockWorkspace(config: c, sequences: m, length: L, rope: rope, compute: t.dtype)
+            let work = try works[m] ?? BlockWorkspace(config: c, sequences: m, length: L, rope: rope)
             works[m] = work
             inputs.gather(Array(start..<(start + m)), into: x.p)
             work.forward(x.p, weights: block, into: y.p)
