@@ -52,10 +52,10 @@ BUDGETS = {
     "anchor-A": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=10, lr=1e-2, scale_lr=1e-2)),
     "long": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=30, lr=1e-2, scale_lr=1e-2)),
     # anchor-A's calibration and learning rates with the steps per round that fit 10 minutes at bf16
-    # on machine A (the AMD EPYC; anchor-A's 10 steps took 438 s there): issue 12's time target.
+    # on machine A (the AMD EPYC; anchor-A's 10 steps took 408-463 s there): issue 12's time target.
     "10min": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=14, lr=1e-2, scale_lr=1e-2)),
 }
-# Methods that take compute_dtype (TesseraQ's training and AWQ's scale search).
+# Methods that take compute_dtype (TesseraQ's training, AWQ's scale search, and their block passes).
 DTYPE_METHODS = ("TesseraQ", "AWQ")
 
 # name: (method, budget, AutoRound iters and lr (None: its default, 1 / iters))

@@ -39,7 +39,7 @@ public struct TesseraQOptions: Sendable, Equatable {
         awqSamples: 32, lwc: LWCSettings(steps: 250, lr: 1e-2))
     /// A small budget for CPUs: 64 x 256 samples, batch 2, 10 rounds x 8 steps, learning rates
     /// scaled up as ALGORITHM.md advises for short schedules; AWQ initialisation on 32 x 256 tokens
-    /// with the coarse-to-fine scale search (9 of 20 ratios; the training after it moves the grid anyway);
+    /// with the coarse-to-fine scale search (9 of 20 ratios; the training after it adapts rounding and scales anyway);
     /// under `"init": "lwc"` 20 LWC steps at lr 0.1 (OmniQuant's 1e-2 barely moves the clip in 20 steps).
     public static let fast = TesseraQOptions(
         calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16),
