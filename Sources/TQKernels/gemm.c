@@ -13,7 +13,8 @@
  * float32 values for the float32 kernels.
  * The micro-kernel and blocking come from a tqk_sgemm_arch: the 6x16 AVX2 one here, or the
  * 14x32 AVX-512 one (gemm_avx512.c) when tqk_use_avx512(). Packing is AVX2 for both: it moves
- * O(MK + KN) floats against O(MNK) flops.
+ * O(MK + KN) floats against O(MNK) flops; only the bf16 pair conversion, which the AVX-512
+ * kernels alone read, is AVX-512 (its masked stores are slow in AVX2 on AMD).
  *
  * Why this shape:
  * - one parallel region per call and two barriers per N panel (B is packed for all of K up
@@ -188,21 +189,6 @@ void tqk_pack_round_bf16(float *strip, int64_t kc, int64_t width) {
     if (i < n) {
         __m256i m = tqk_lanes_below(n - i);
         _mm256_maskstore_ps(strip + i, m, _mm256_castsi256_ps(tqk_bf16_round8(_mm256_maskload_ps(strip + i, m))));
-    }
-}
-
-/* In place: pair p's words [p*width, (p+1)*width) lie at or before its rows' floats
- * [2p*width, (2p+2)*width), and both rows are read before the words are written. */
-void tqk_pack_bf16_pairs(float *strip, int64_t kc, int64_t width) {
-    uint32_t *words = (uint32_t *)strip;
-    for (int64_t k = 0; k < kc; k += 2) {
-        const float *r0 = strip + k * width, *r1 = r0 + width;
-        for (int64_t c = 0; c < width; c += 8) {
-            __m256i m = tqk_lanes_below(width - c);
-            __m256i lo = tqk_bf16_round8(_mm256_maskload_ps(r0 + c, m));
-            __m256i hi = k + 1 < kc ? tqk_bf16_round8(_mm256_maskload_ps(r1 + c, m)) : _mm256_setzero_si256();
-            _mm256_maskstore_epi32((int *)(words + k / 2 * width + c), m, _mm256_or_si256(_mm256_srli_epi32(lo, 16), hi));
-        }
     }
 }
 

@@ -55,6 +55,34 @@ static void kernel_14x32(int64_t kc, const float *Ap, const float *Bp, float *C,
     store_tile(acc, C, ldc, mr, nr, alpha, beta);
 }
 
+/* tqk_bf16_round8 on 16 lanes: to nearest, ties to even; NaN stays NaN, quiet; denormals kept
+ * (vcvtneps2bf16 would flush them). */
+static inline __m512i bf16_round16(__m512 x) {
+    const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000u);
+    __m512i b = _mm512_castps_si512(x);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_and_si512(_mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), hi);
+    __m512i quiet = _mm512_or_si512(_mm512_and_si512(b, hi), _mm512_set1_epi32(0x00400000));
+    return _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), r, quiet);
+}
+
+/* In place: pair p's words [p*width, (p+1)*width) lie at or before its rows' floats
+ * [2p*width, (2p+2)*width), and both rows are read before the words are written. 16 lanes with
+ * mask registers: AVX2's masked stores (vpmaskmovd) are microcoded and slow on AMD's cores, and
+ * the A strips are 14 wide. */
+void tqk_pack_bf16_pairs(float *strip, int64_t kc, int64_t width) {
+    uint32_t *words = (uint32_t *)strip;
+    for (int64_t k = 0; k < kc; k += 2) {
+        const float *r0 = strip + k * width, *r1 = r0 + width;
+        for (int64_t c = 0; c < width; c += 16) {
+            __mmask16 m = width - c >= 16 ? 0xFFFF : (__mmask16)((1u << (width - c)) - 1);
+            __m512i lo = bf16_round16(_mm512_maskz_loadu_ps(m, r0 + c));
+            __m512i hi = k + 1 < kc ? bf16_round16(_mm512_maskz_loadu_ps(m, r1 + c)) : _mm512_setzero_si512();
+            _mm512_mask_storeu_epi32(words + k / 2 * width + c, m, _mm512_or_si512(_mm512_srli_epi32(lo, 16), hi));
+        }
+    }
+}
+
 #pragma clang attribute pop
 
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma"))), apply_to = function)

@@ -36,7 +36,8 @@ typedef struct {
  * bf16 GEMM where the CPU has no bf16 dot product. */
 TQK_API void tqk_pack_round_bf16(float *strip, int64_t kc, int64_t width);
 /* Packed strips turned into bf16 pairs: 32-bit word p*width + c holds rows 2p (low half) and
- * 2p+1 (high half, 0 past kc) of column c, each rounded to bfloat16, as vdpbf16ps reads them. */
+ * 2p+1 (high half, 0 past kc) of column c, each rounded to bfloat16, as vdpbf16ps reads them.
+ * AVX-512 (gemm_avx512.c): only where tqk_use_avx512(), as the kernels that read pairs. */
 TQK_API void tqk_pack_bf16_pairs(float *strip, int64_t kc, int64_t width);
 
 /* 14x32 zmm kernels (gemm_avx512.c); use only when tqk_use_avx512(): float32, the same on
