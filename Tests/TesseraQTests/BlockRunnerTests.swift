@@ -32,3 +32,63 @@ import Testing
     #expect(err < 2e-2 * scale, "max error \(err) against max |y| \(scale)")
     #expect(l32 > 0 && abs(l16 / l32 - 1) < 0.02, "loss \(l16) vs \(l32)")
 }
+
+/// `report_samples`: the pass's loss is the mean over the first samples alone, the same value a
+/// cache of only those samples gives; without `advance` only they run, with it every sample advances.
+@Test func blockRunnerMeasuresTheFirstLossSamples() throws {
+    let model = try LlamaModel(directory: Fixtures.model("stories260K"))
+    let c = model.config, n = 5, L = 16
+    let tokens = try Fixtures.storiesTokens("valid")
+    let block = try model.loadBlock(0)
+    let runner = try BlockRunner(config: c, length: L, chunk: 2)
+    // Inputs: the embeddings; targets: the embeddings of the next window (any fixed tensor will do).
+    func caches(_ count: Int) throws -> (ActivationCache, ActivationCache) {
+        let x = try ActivationCache(samples: count, rowsPerSample: L, width: c.hidden, dtype: .f32)
+        let t = try ActivationCache(samples: count, rowsPerSample: L, width: c.hidden, dtype: .f32)
+        try tokens.withUnsafeBufferPointer { w in
+            for i in 0..<count {
+                x.write(i, from: try model.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)])).p)
+                t.write(i, from: try model.embed(UnsafeBufferPointer(rebasing: w[((i + 1) * L)..<((i + 2) * L)])).p)
+            }
+        }
+        return (x, t)
+    }
+    func contents(_ cache: ActivationCache) throws -> [Float] {
+        let out = try FloatBuffer(count: cache.samples * L * c.hidden)
+        cache.gather(Array(0..<cache.samples), into: out.p)
+        return out.array
+    }
+    let (x3, t3) = try caches(3)
+    let reference = try runner.run(block, inputs: x3, targets: t3, advance: false)
+    let (x, t) = try caches(n)
+    let inputs = try contents(x)
+    let all = try runner.run(block, inputs: x, targets: t, advance: false)
+    let first3 = try runner.run(block, inputs: x, targets: t, advance: false, lossSamples: 3)
+    #expect(first3 == reference)
+    #expect(first3 != all)
+    #expect(try contents(x) == inputs, "a pass without advance leaves the inputs")
+    // Advancing: the loss still over the first three (sample 2 shares its chunk with sample 3), every output written.
+    let (xa, ta) = try caches(n)
+    let advanced = try runner.run(block, inputs: xa, targets: ta, advance: true, lossSamples: 3)
+    #expect(abs(advanced / reference - 1) < 1e-12, "\(advanced) vs \(reference)")
+    let (xb, tb) = try caches(n)
+    #expect(try runner.run(block, inputs: xb, targets: tb, advance: true) == all)
+    #expect(try contents(xa) == (try contents(xb)))
+    #expect(try contents(xa) != inputs)
+}
+
+/// Key `report_samples`: parsed for every calibrated method, 16 in the fast presets, 0 (all) in the
+/// others, negative values rejected, and part of the options a resume checks.
+@Test func reportSamplesKey() throws {
+    for method in ["tesseraq", "awq", "gptq", "lwc"] {
+        let fast = try makeBlockQuantizer(QuantizeConfig.parse(#"{"method": "\#(method)", "preset": "fast"}"#))
+        #expect(fast.calibration.reportSamples == 16)
+        #expect(try makeBlockQuantizer(QuantizeConfig.parse(#"{"method": "\#(method)", "preset": "ci"}"#)).calibration.reportSamples == 0)
+        let set = try makeBlockQuantizer(QuantizeConfig.parse(#"{"method": "\#(method)", "report_samples": 4}"#))
+        #expect(set.calibration.reportSamples == 4)
+        #expect(set.calibration.json["report_samples"] as? Int == 4)
+        #expect { try QuantizeConfig.parse(#"{"method": "\#(method)", "report_samples": -1}"#) } throws: {
+            ($0 as? TQError)?.message.contains("report_samples") == true
+        }
+    }
+}

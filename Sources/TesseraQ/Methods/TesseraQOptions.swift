@@ -42,7 +42,7 @@ public struct TesseraQOptions: Sendable, Equatable {
     /// with the coarse-to-fine scale search (9 of 20 ratios; the training after it adapts rounding and scales anyway);
     /// under `"init": "lwc"` 20 LWC steps at lr 0.1 (OmniQuant's 1e-2 barely moves the clip in 20 steps).
     public static let fast = TesseraQOptions(
-        calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16),
+        calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16, reportSamples: 16),
         iters: 8, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: .awq,
         awqSamples: 32, awqSearch: .refine, lwc: LWCSettings(steps: 20, lr: 0.1), massiveTokenCap: 8)
     /// For tests on tiny models: 32 x 128 samples, batch 4, 10 rounds x 20 steps; the coarse-to-fine AWQ search.

@@ -14,12 +14,17 @@ public struct CalibrationOptions: Sendable, Equatable {
     public var cacheBudgetMB: Int = 0
     /// Where the scratch files go (`scratch_dir`); nil: the run's staging directory.
     public var scratchDir: String?
+    /// The calibration sequences each block's `rtn_loss` and `final_loss` are measured on: the first
+    /// `report_samples` (0: all). Reports only: the RTN baseline's forward exists for `rtn_loss`
+    /// alone, so the fast presets measure both losses on 16 sequences rather than all.
+    public var reportSamples: Int = 0
 
     public static let keys = ["n_samples", "seq_len", "batch", "seed", "cache_dtype", "calib_tokens", "calib_windows",
-                              "cache_budget_mb", "scratch_dir"]
+                              "cache_budget_mb", "scratch_dir", "report_samples"]
 
-    public init(nSamples: Int, seqLen: Int, batch: Int, seed: UInt64, cacheDType: CacheDType) {
+    public init(nSamples: Int, seqLen: Int, batch: Int, seed: UInt64, cacheDType: CacheDType, reportSamples: Int = 0) {
         self.nSamples = nSamples; self.seqLen = seqLen; self.batch = batch; self.seed = seed; self.cacheDType = cacheDType
+        self.reportSamples = reportSamples
     }
 
     /// Reads the keys over `defaults`, range-checked.
@@ -43,6 +48,8 @@ public struct CalibrationOptions: Sendable, Equatable {
         windows = w
         cacheBudgetMB = try r.int("cache_budget_mb", default: d.cacheBudgetMB)
         guard cacheBudgetMB >= 0 else { throw TQError.invalid("config key cache_budget_mb: must be >= 0 (0: no budget)") }
+        reportSamples = try r.int("report_samples", default: d.reportSamples)
+        guard reportSamples >= 0 else { throw TQError.invalid("config key report_samples: must be >= 0 (0: all; got \(reportSamples))") }
         if r.obj[r.name("scratch_dir")] != nil {
             let dir = try r.string("scratch_dir", default: "")
             guard !dir.isEmpty else { throw TQError.invalid("config key scratch_dir: must be a directory path") }
@@ -55,7 +62,7 @@ public struct CalibrationOptions: Sendable, Equatable {
 
     public var json: [String: Any] {
         ["n_samples": nSamples, "seq_len": seqLen, "batch": batch, "seed": Int(seed), "cache_dtype": cacheDType.rawValue,
-         "calib_windows": windows.rawValue]
+         "calib_windows": windows.rawValue, "report_samples": reportSamples]
     }
 }
 

@@ -21,14 +21,18 @@ struct BlockRunner {
         rope = try RopeTables(config: config, positions: length)
     }
 
-    /// Mean over tokens of the squared error of block(inputs) against `targets` (if given);
-    /// with `advance`, the outputs replace the inputs in the cache.
+    /// Mean over tokens of the squared error of block(inputs) against `targets` (if given), over the
+    /// first `lossSamples` samples (0: all); with `advance`, the outputs replace the inputs in the
+    /// cache, else only those samples run.
     @discardableResult
-    func run(_ weights: BlockWeights, inputs: ActivationCache, targets: ActivationCache?, advance: Bool) throws -> Double {
+    func run(_ weights: BlockWeights, inputs: ActivationCache, targets: ActivationCache?, advance: Bool,
+             lossSamples: Int = 0) throws -> Double {
         let d = config.hidden, rowsPer = length, P = world.size
+        let counted = lossSamples > 0 ? min(lossSamples, inputs.samples) : inputs.samples
         let x = try FloatBuffer(count: chunk * rowsPer * d), t = try FloatBuffer(count: chunk * rowsPer * d)
         var works: [Int: BlockWorkspace] = [:]
-        let chunks = stride(from: 0, to: inputs.samples, by: chunk).map { $0..<min($0 + chunk, inputs.samples) }
+        let end = advance ? inputs.samples : counted
+        let chunks = stride(from: 0, to: end, by: chunk).map { $0..<min($0 + chunk, end) }
         // Per chunk, summed in chunk order at the end: the same bits however the chunks were dealt.
         var sums = [Double](repeating: 0, count: chunks.count)
         for round in stride(from: 0, to: chunks.count, by: P) {
@@ -39,9 +43,10 @@ struct BlockRunner {
                 works[m] = work
                 inputs.gather(idx, into: x.p)
                 work.forward(x.p, weights: weights, into: x.p)
-                if let targets {
+                let rows = max(0, min(m, counted - idx[0])) * rowsPer
+                if let targets, rows > 0 {
                     targets.gather(idx, into: t.p)
-                    sums[c] = tqk_l2_loss(x.p, t.p, Int64(m * rowsPer), Int64(d), nil, nil) * Double(m * rowsPer)
+                    sums[c] = tqk_l2_loss(x.p, t.p, Int64(rows), Int64(d), nil, nil) * Double(rows)
                 }
                 if advance {
                     for (k, i) in idx.enumerated() { inputs.write(i, from: x.p + k * rowsPer * d) }
@@ -55,6 +60,6 @@ struct BlockRunner {
             }
         }
         if P > 1 && targets != nil { sums = world.allReduce(sums) }   // one rank's term per chunk, the others' 0
-        return sums.reduce(0, +) / Double(inputs.samples * rowsPer)
+        return sums.reduce(0, +) / Double(counted * rowsPer)
     }
 }

@@ -69,11 +69,13 @@ struct CalibratedRun {
                 try checkQuantProgress(progress, QuantProgress(block: layer, blocks: c.layers))
             } else {
                 let rtn = try roundToNearest(block: fp, layer: layer, config: c, spec: config.spec)
-                let rtnLoss = try qRunner.run(dequantizedBlock(fp, rtn), inputs: xq, targets: xfp, advance: false)
+                let rtnLoss = try qRunner.run(dequantizedBlock(fp, rtn), inputs: xq, targets: xfp, advance: false,
+                                              lossSamples: calibration.reportSamples)
                 let (q, stats) = try method.quantize(layer: layer, model: cq, block: fp, inputs: xq, targets: xfp,
                                                      spec: config.spec, progress: progress)
                 packed = zip(LinearKind.allCases, q).map { PackedLinear(name: $0.prefix(layer: layer), $1, groupSize: config.spec.groupSize) }
-                let finalLoss = try qRunner.run(quantizedBlock(fp, packed), inputs: xq, targets: xfp, advance: true)
+                let finalLoss = try qRunner.run(quantizedBlock(fp, packed), inputs: xq, targets: xfp, advance: true,
+                                                lossSamples: calibration.reportSamples)
                 guard finalLoss.isFinite else { throw TQError(.numeric, "block \(layer): final loss is \(finalLoss)") }
                 var report = stats
                 report["block"] = layer
