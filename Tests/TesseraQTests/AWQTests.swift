@@ -192,9 +192,12 @@ private func rtnDequantized(_ w: [Float], out: Int, in inF: Int, spec: QuantSpec
     }
 
     @Test func tesseraqReadsAWQKeysWithPrefix() throws {
-        let d = try TesseraQOptions(options: [:])
-        #expect(d.awq.scaleSamples == AWQSettings().scaleSamples && d.awq.scaleTokens == AWQSettings().scaleTokens)
+        let d = try TesseraQOptions(options: [:])   // the fast preset: the scale search on 4 sequences, 2048 tokens
+        #expect(d.awq.scaleSamples == 4 && d.awq.scaleTokens == 2048 && d.awq.search == .refine)
         #expect(d.awq.samples == 32)
+        let paper = try TesseraQOptions(options: ["preset": .string("paper")]).awq
+        #expect(paper.scaleSamples == AWQSettings().scaleSamples && paper.scaleTokens == AWQSettings().scaleTokens)
+        #expect(paper.search == .grid && paper.samples == 32)
         let o = try TesseraQOptions(options: ["awq_scale_samples": .int(0), "awq_scale_tokens": .int(0), "awq_n_grid": .int(10),
                                               "awq_clip": .bool(false), "awq_samples": .int(4)])
         #expect(o.awq.scaleSamples == 0 && o.awq.scaleTokens == 0 && o.awq.nGrid == 10 && !o.awq.clip && o.awq.samples == 4)
