@@ -7,7 +7,7 @@ budgets and AutoRound at several iteration counts, on the same calibration windo
     nice -n 10 python3 bench/frontier.py --models SmolLM2-135M --bits 2 --points tq-anchor-A ar-light
 
 Points (`--points`, default all): `rtn`; `awq` and `gptq` (anchor-A's calibration); `tq-ci`,
-`tq-fast`, `tq-anchor-A`, `tq-long`, `tq-10min` (TesseraQ budgets, see BUDGETS; `--init` names the start,
+`tq-fast`, `tq-light`, `tq-anchor-A`, `tq-long`, `tq-10min` (TesseraQ budgets, see BUDGETS; `--init` names the start,
 passed as `--set init=...`; `--compute-dtype bf16` runs TesseraQ and AWQ at compute_dtype bf16,
 recorded in the point's key and label); `ar-light`, `ar-default`, `ar-long` (AutoRound's `light` recipe,
 50 iterations at lr 5e-3; its default, 200; and 1000, its `best` recipe's count; all on
@@ -49,6 +49,9 @@ from methods_table import CLI, MODELS, ROOT, evaluate, save_json, text, timed  #
 BUDGETS = {
     "ci": dict(preset="ci", n=32, seq=128, batch=4),
     "fast": dict(preset="fast", n=64, seq=256, batch=2),
+    # fast with 6 steps per round: a point below AutoRound light's time on machine A, where `fast`'s
+    # 9 steps land within the machine's drift of it.
+    "light": dict(preset="fast", n=64, seq=256, batch=2, sets=dict(iters=6)),
     "anchor-A": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=10, lr=1e-2, scale_lr=1e-2)),
     "long": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=30, lr=1e-2, scale_lr=1e-2)),
     # anchor-A's calibration and learning rates with the steps per round that fit 10 minutes at bf16
@@ -194,6 +197,17 @@ def commit():
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "Sources"], cwd=ROOT).returncode != 0
     return (head + "-dirty" * dirty) or None
+
+
+def check_cli_built():
+    """Stops when the CLI binary is older than a file under Sources/: a point would be recorded under
+    the source tree's commit but measured on stale code (a mistake this script made once)."""
+    built = os.path.getmtime(CLI)
+    for d, _, files in os.walk(os.path.join(ROOT, "Sources")):
+        for f in files:
+            if os.path.getmtime(os.path.join(d, f)) > built:
+                raise SystemExit(f"{CLI} is older than {os.path.join(d, f)}: rebuild it "
+                                 "(swift build -c release --product tesseraq-cli) before measuring")
 
 
 def key_of(name, bits, point, init, dtype="f32", no_compile=False):
@@ -364,6 +378,8 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     cache_path = os.path.join(args.out, "results.json")
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
+    if not args.report_only:
+        check_cli_built()
     for name in [] if args.report_only else args.models:
         m = model_spec(name, args.model_dir)
         if f"{name}/FP" not in cache:
