@@ -107,7 +107,7 @@ public struct TesseraQOptions: Sendable, Equatable {
     }
 
     init(calibration: CalibrationOptions, iters: Int, thresholds: [Double], lr: Double, scaleLR: Double, scaleWD: Double,
-         initMethod: InitMethod, awq: AWQSettings, lwc: LWCSettings, massiveTokenCap: Double = 0) {
+         initMethod: InitMethod, awq: AWQSettings = AWQSettings(), lwc: LWCSettings, massiveTokenCap: Double = 0) {
         self.calibration = calibration; self.iters = iters; self.thresholds = thresholds
         self.lr = lr; self.scaleLR = scaleLR; self.scaleWD = scaleWD; self.initMethod = initMethod
         self.awq = awq; self.lwc = lwc
