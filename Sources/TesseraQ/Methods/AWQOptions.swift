@@ -28,10 +28,11 @@ public struct AWQSettings: Sendable, Equatable {
 
     public init() {}
 
-    /// The defaults but for the calibration sequences, the search walk and the scale search's
-    /// evaluation set (TesseraQ's presets).
-    init(samples: Int, search: AWQSearch = .grid, scaleSamples: Int = 8, scaleTokens: Int = 4096) {
-        self.samples = samples; self.search = search; self.scaleSamples = scaleSamples; self.scaleTokens = scaleTokens
+    /// The defaults but for the calibration sequences, the search walk and, if given, the scale
+    /// search's evaluation set (TesseraQ's presets).
+    init(samples: Int, search: AWQSearch = .grid, evaluation: (sequences: Int, tokens: Int)? = nil) {
+        self.samples = samples; self.search = search
+        if let evaluation { scaleSamples = evaluation.sequences; scaleTokens = evaluation.tokens }
     }
 
     public static let keys = ["n_grid", "clip_samples", "scale_samples", "scale_tokens", "max_shrink", "search", "scale", "clip"]

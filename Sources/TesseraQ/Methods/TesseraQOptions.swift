@@ -46,7 +46,7 @@ public struct TesseraQOptions: Sendable, Equatable {
     public static let fast = TesseraQOptions(
         calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16, reportSamples: 16),
         iters: 9, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: .awq,
-        awq: AWQSettings(samples: 32, search: .refine, scaleSamples: 4, scaleTokens: 2048), lwc: LWCSettings(steps: 20, lr: 0.1),
+        awq: AWQSettings(samples: 32, search: .refine, evaluation: (sequences: 4, tokens: 2048)), lwc: LWCSettings(steps: 20, lr: 0.1),
         massiveTokenCap: 8)
     /// For tests on tiny models: 32 x 128 samples, batch 4, 10 rounds x 20 steps; the coarse-to-fine AWQ search.
     public static let ci = TesseraQOptions(
