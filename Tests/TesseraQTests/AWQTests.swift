@@ -401,7 +401,10 @@ struct AWQStoriesTests {
         let windows = try calibrationWindows(tokens, samples: n, length: L, seed: 7)
         let cache = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: .f32)
         try windows.withUnsafeBufferPointer { w in
-            for i in 0..<n { cache.write(i, from: try original.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)])).p) }
+            for i in 0..<n {
+                let x = try original.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)]))
+                withExtendedLifetime(x) { cache.write(i, from: x.p) }   // a temporary's `.p` may outlive its buffer
+            }
         }
         var settings = AWQSettings()
         settings.clip = false

@@ -15,8 +15,10 @@ import Testing
         try tokens.withUnsafeBufferPointer { w in
             for i in 0..<n {
                 let x = try model.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)]))
-                cache.write(i, from: x.p)
-                target.write(i, from: x.p)   // the block's input as target: the loss is the size of its update
+                withExtendedLifetime(x) {
+                    cache.write(i, from: x.p)
+                    target.write(i, from: x.p)   // the block's input as target: the loss is the size of its update
+                }
             }
         }
         let loss = try BlockRunner(config: c, length: L, chunk: 2, compute: compute).run(block, inputs: cache, targets: target,
@@ -47,8 +49,12 @@ import Testing
         let t = try ActivationCache(samples: count, rowsPerSample: L, width: c.hidden, dtype: .f32)
         try tokens.withUnsafeBufferPointer { w in
             for i in 0..<count {
-                x.write(i, from: try model.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)])).p)
-                t.write(i, from: try model.embed(UnsafeBufferPointer(rebasing: w[((i + 1) * L)..<((i + 2) * L)])).p)
+                // The embeddings kept alive until written: a temporary's `.p` may outlive its buffer.
+                let e = try model.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 2) * L)]))
+                withExtendedLifetime(e) {
+                    x.write(i, from: e.p)
+                    t.write(i, from: e.p + L * c.hidden)
+                }
             }
         }
         return (x, t)
