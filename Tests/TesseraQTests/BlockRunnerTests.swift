@@ -7,20 +7,10 @@ import Testing
 @Test func blockRunnerRunsAtItsComputeDType() throws {
     let model = try LlamaModel(directory: Fixtures.model("stories260K"))
     let c = model.config, n = 4, L = 32
-    let tokens = try Fixtures.storiesTokens("valid")
     let block = try model.loadBlock(0)
     func run(_ compute: ComputeDType) throws -> ([Float], Double) {
-        let cache = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: .f32)
-        let target = try ActivationCache(samples: n, rowsPerSample: L, width: c.hidden, dtype: .f32)
-        try tokens.withUnsafeBufferPointer { w in
-            for i in 0..<n {
-                let x = try model.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1) * L)]))
-                withExtendedLifetime(x) {
-                    cache.write(i, from: x.p)
-                    target.write(i, from: x.p)   // the block's input as target: the loss is the size of its update
-                }
-            }
-        }
+        // The block's input as target: the loss is the size of its update.
+        let (cache, target) = try embeddingCaches(model, samples: n, length: L, targetShift: 0)
         let loss = try BlockRunner(config: c, length: L, chunk: 2, compute: compute).run(block, inputs: cache, targets: target,
                                                                                           advance: true)
         let out = try FloatBuffer(count: n * L * c.hidden)
@@ -40,24 +30,11 @@ import Testing
 @Test func blockRunnerMeasuresTheFirstLossSamples() throws {
     let model = try LlamaModel(directory: Fixtures.model("stories260K"))
     let c = model.config, n = 5, L = 16
-    let tokens = try Fixtures.storiesTokens("valid")
     let block = try model.loadBlock(0)
     let runner = try BlockRunner(config: c, length: L, chunk: 2)
-    // Inputs: the embeddings; targets: the embeddings of the next window (any fixed tensor will do).
+    // Targets: the embeddings of the next window (any fixed tensor will do).
     func caches(_ count: Int) throws -> (ActivationCache, ActivationCache) {
-        let x = try ActivationCache(samples: count, rowsPerSample: L, width: c.hidden, dtype: .f32)
-        let t = try ActivationCache(samples: count, rowsPerSample: L, width: c.hidden, dtype: .f32)
-        try tokens.withUnsafeBufferPointer { w in
-            for i in 0..<count {
-                // The embeddings kept alive until written: a temporary's `.p` may outlive its buffer.
-                let e = try model.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 2) * L)]))
-                withExtendedLifetime(e) {
-                    x.write(i, from: e.p)
-                    t.write(i, from: e.p + L * c.hidden)
-                }
-            }
-        }
-        return (x, t)
+        try embeddingCaches(model, samples: count, length: L, targetShift: 1)
     }
     func contents(_ cache: ActivationCache) throws -> [Float] {
         let out = try FloatBuffer(count: cache.samples * L * c.hidden)
@@ -97,4 +74,24 @@ import Testing
             ($0 as? TQError)?.message.contains("report_samples") == true
         }
     }
+}
+
+/// Float32 caches of stories260K's embeddings of consecutive validation windows: sample i's input is
+/// window i, its target window i + `targetShift`.
+private func embeddingCaches(_ model: LlamaModel, samples n: Int, length L: Int,
+                             targetShift: Int) throws -> (inputs: ActivationCache, targets: ActivationCache) {
+    let d = model.config.hidden, tokens = try Fixtures.storiesTokens("valid")
+    let x = try ActivationCache(samples: n, rowsPerSample: L, width: d, dtype: .f32)
+    let t = try ActivationCache(samples: n, rowsPerSample: L, width: d, dtype: .f32)
+    try tokens.withUnsafeBufferPointer { w in
+        for i in 0..<n {
+            let e = try model.embed(UnsafeBufferPointer(rebasing: w[(i * L)..<((i + 1 + targetShift) * L)]))
+            // Kept alive until written: a temporary's `.p` may outlive its buffer.
+            withExtendedLifetime(e) {
+                x.write(i, from: e.p)
+                t.write(i, from: e.p + targetShift * L * d)
+            }
+        }
+    }
+    return (x, t)
 }

@@ -121,7 +121,7 @@ public struct AWQOptions: Sendable, Equatable {
         calibration: CalibrationOptions(nSamples: 128, seqLen: 512, batch: 4, seed: 42, cacheDType: .bf16), settings: AWQSettings())
     /// The calibration windows of TesseraQ's "fast" preset (same samples, length and seed).
     public static let fast = AWQOptions(
-        calibration: CalibrationOptions(nSamples: 128, seqLen: 256, batch: 4, seed: 42, cacheDType: .bf16, reportSamples: 16), settings: AWQSettings())
+        calibration: CalibrationOptions(nSamples: 128, seqLen: 256, batch: 4, seed: 42, cacheDType: .bf16, reportSamples: CalibrationOptions.fastReportSamples), settings: AWQSettings())
     /// For tests on tiny models: the calibration of TesseraQ's "ci" preset.
     public static let ci = AWQOptions(
         calibration: CalibrationOptions(nSamples: 32, seqLen: 128, batch: 4, seed: 42, cacheDType: .f32), settings: AWQSettings())

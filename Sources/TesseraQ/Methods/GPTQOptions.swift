@@ -20,7 +20,7 @@ public struct GPTQOptions: Sendable, Equatable {
         damp: 0.01, blockSize: 128, actOrder: false)
     /// A smaller budget for CPUs: 128 x 512 tokens.
     public static let fast = GPTQOptions(
-        calibration: CalibrationOptions(nSamples: 128, seqLen: 512, batch: 4, seed: 42, cacheDType: .bf16, reportSamples: 16),
+        calibration: CalibrationOptions(nSamples: 128, seqLen: 512, batch: 4, seed: 42, cacheDType: .bf16, reportSamples: CalibrationOptions.fastReportSamples),
         damp: 0.01, blockSize: 128, actOrder: false)
     /// For tests on tiny models: 32 x 128 tokens.
     public static let ci = GPTQOptions(

@@ -43,7 +43,7 @@ public struct LWCOptions: Sendable, Equatable {
         settings: LWCSettings(steps: 2560, lr: 1e-2))
     /// The calibration of TesseraQ's "fast" preset and a short schedule with a larger learning rate.
     public static let fast = LWCOptions(
-        calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16, reportSamples: 16),
+        calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16, reportSamples: CalibrationOptions.fastReportSamples),
         settings: LWCSettings(steps: 100, lr: 0.1), massiveTokenCap: 8)
     /// For tests on tiny models: the calibration of TesseraQ's "ci" preset.
     public static let ci = LWCOptions(

@@ -44,7 +44,7 @@ public struct TesseraQOptions: Sendable, Equatable {
     /// ninth step per round); under `"init": "lwc"` 20 LWC steps at lr 0.1 (OmniQuant's 1e-2 barely
     /// moves the clip in 20 steps).
     public static let fast = TesseraQOptions(
-        calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16, reportSamples: 16),
+        calibration: CalibrationOptions(nSamples: 64, seqLen: 256, batch: 2, seed: 42, cacheDType: .bf16, reportSamples: CalibrationOptions.fastReportSamples),
         iters: 9, thresholds: shortThresholds, lr: 1e-2, scaleLR: 5e-3, scaleWD: 1e-4, initMethod: .awq,
         awq: AWQSettings(samples: 32, search: .refine, evaluation: (sequences: 4, tokens: 2048)), lwc: LWCSettings(steps: 20, lr: 0.1),
         massiveTokenCap: 8)

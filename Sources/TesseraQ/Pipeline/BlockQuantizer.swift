@@ -18,6 +18,8 @@ public struct CalibrationOptions: Sendable, Equatable {
     /// `report_samples` (0: all). Reports only: the RTN baseline's forward exists for `rtn_loss`
     /// alone, so the fast presets measure both losses on 16 sequences rather than all.
     public var reportSamples: Int = 0
+    /// `report_samples` of the methods' `fast` presets.
+    static let fastReportSamples = 16
 
     public static let keys = ["n_samples", "seq_len", "batch", "seed", "cache_dtype", "calib_tokens", "calib_windows",
                               "cache_budget_mb", "scratch_dir", "report_samples"]
