@@ -98,7 +98,8 @@ def calibration_file(m, name, n, seq, work):
     return path
 
 
-def run_ours(m, name, point, bits, init, dtype, out, work, threads):
+def run_ours(m, name, point, bits, init, dtype, out, work, threads, extra=None):
+    """Our CLI at one point; `extra` adds configuration keys (bf16_parity.py's seed)."""
     method, budget, _ = POINTS[point]
     cmd = [CLI, "quantize", "--model", m["path"], "--out", out, "--bits", str(bits), "--group-size", str(m["group"]),
            "--method", method.lower(), "--overwrite", "--threads", str(threads), "--json"]
@@ -110,6 +111,7 @@ def run_ours(m, name, point, bits, init, dtype, out, work, threads):
             sets.update(b.get("sets", {}), init=init)
         if method in DTYPE_METHODS and dtype != "f32":
             sets["compute_dtype"] = dtype
+        sets.update(extra or {})
         for k, v in sets.items():
             cmd += ["--set", f"{k}={v}"]
     return timed(cmd)
