@@ -17,6 +17,7 @@ Each run is recorded in OUT/bf16_parity.json (an interrupted sweep resumes); OUT
 is rewritten from all recorded runs. Only perplexity is compared; the timings are the frontier's.
 """
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -25,15 +26,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import frontier  # noqa: E402
-from frontier import BUDGETS, GROUPS, ROOT, check_cli_built, commit, model_spec, run_ours  # noqa: E402
-from methods_table import evaluate, save_json  # noqa: E402
+from frontier import BUDGETS, GROUPS, ROOT, check_cli_built, commit, key_of, model_spec, run_ours  # noqa: E402
+from methods_table import evaluate, save_json, save_text  # noqa: E402
 
 DTYPES = ("f32", "bf16")
 PRESET_SEED = 42
 
 
-def key_of(name, bits, budget, dtype, seed):
+def parity_key(name, bits, budget, dtype, seed):
     return f"{name}/w{bits}g{GROUPS[name]}/{budget}/{dtype}/seed={seed}"
 
 
@@ -70,9 +70,7 @@ def report(cache, path):
             ratio = f"{100 * (m16 / m32 - 1):+.1f}% ({len(both)})"
             gap = f"{100 * max(abs(by['bf16'][s]['ppl'] / by['f32'][s]['ppl'] - 1) for s in both):.1f}%"
         lines.append(f"| {model} | W{bits} g{GROUPS[model]} | {budget} | {cols[0]} | {cols[1]} | {ratio} | {gap} |")
-    with open(path + ".partial", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(path + ".partial", path)
+    save_text("\n".join(lines) + "\n", path)
     print("\n".join(lines))
 
 
@@ -95,29 +93,22 @@ def main():
     recorded = json.load(open(frontier_path)) if os.path.exists(frontier_path) else {}
     if not args.report_only:
         check_cli_built()
-    for name in [] if args.report_only else args.models:
-        m = model_spec(name, args.model_dir)
-        for bits in args.bits:
-            for budget in args.budgets:
-                for seed in args.seeds:
-                    for dtype in args.dtypes:
-                        key = key_of(name, bits, budget, dtype, seed)
-                        if key in cache:
-                            continue
-                        same = recorded.get(frontier.key_of(name, bits, f"tq-{budget}", "awq", dtype))
-                        if seed == PRESET_SEED and same and same_sources(same["commit"]):
-                            cache[key] = dict(same, model=name, bits=bits, budget=budget, dtype=dtype, seed=seed,
-                                              source="frontier")
-                            save_json(cache, cache_path)
-                            continue
-                        out = os.path.join(args.work, name, f"w{bits}g{m['group']}", f"parity-{budget}-{dtype}-seed{seed}")
-                        r = run_ours(m, name, f"tq-{budget}", bits, "awq", dtype, out, args.work, args.threads,
-                                     extra=dict(seed=seed))
-                        r.update(model=name, bits=bits, budget=budget, dtype=dtype, seed=seed, ppl=evaluate(m, out),
-                                 when=time.strftime("%Y-%m-%d %H:%M"), commit=commit())
-                        cache[key] = r
-                        save_json(cache, cache_path)
-                        print(f"{key}: ppl {r['ppl']:.2f}", flush=True)
+    specs = {name: model_spec(name, args.model_dir) for name in args.models}
+    runs = itertools.product(args.models, args.bits, args.budgets, args.seeds, args.dtypes)
+    for name, bits, budget, seed, dtype in [] if args.report_only else runs:
+        key, m = parity_key(name, bits, budget, dtype, seed), specs[name]
+        if key in cache:
+            continue
+        same = recorded.get(key_of(name, bits, f"tq-{budget}", "awq", dtype))
+        if seed == PRESET_SEED and same and same_sources(same["commit"]):
+            cache[key] = dict(same, model=name, bits=bits, budget=budget, dtype=dtype, seed=seed, source="frontier")
+        else:
+            out = os.path.join(args.work, name, f"w{bits}g{m['group']}", f"parity-{budget}-{dtype}-seed{seed}")
+            r = run_ours(m, name, f"tq-{budget}", bits, "awq", dtype, out, args.work, args.threads, extra=dict(seed=seed))
+            cache[key] = dict(r, model=name, bits=bits, budget=budget, dtype=dtype, seed=seed, ppl=evaluate(m, out),
+                              when=time.strftime("%Y-%m-%d %H:%M"), commit=commit())
+            print(f"{key}: ppl {cache[key]['ppl']:.2f}", flush=True)
+        save_json(cache, cache_path)
     report(cache, os.path.join(args.out, "bf16_parity.md"))
 
 

@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from methods_table import CLI, MODELS, ROOT, evaluate, save_json, text, timed  # noqa: E402
+from methods_table import CLI, MODELS, ROOT, evaluate, save_json, save_text, text, timed  # noqa: E402
 
 # Calibration and schedule of each TesseraQ budget. n_samples, seq_len and batch are always
 # passed explicitly (ci's and fast's are those presets' values), so the window file fits.
@@ -281,8 +281,7 @@ def report(cache, out_dir):
                             "no TesseraQ point of that machine below it at no more time"))
         lines.append("")
     table = "\n".join(lines)
-    with open(os.path.join(out_dir, "frontier.md"), "w") as f:
-        f.write(table + "\n")
+    save_text(table + "\n", os.path.join(out_dir, "frontier.md"))
     print(table)
     plot(cache, points, panels, letter, os.path.join(out_dir, "frontier.png"))
 

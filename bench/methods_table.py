@@ -95,11 +95,15 @@ def setting_name(bits, abits, group):
     return f"W{bits}" + (f"A{abits}" if abits < 16 else "") + (f" g{group}" if group > 0 else "")
 
 
-def save_json(obj, path):
-    """Writes `path` atomically, so an interrupted run never leaves a truncated results file."""
+def save_text(text, path):
+    """Writes `path` atomically, so an interrupted run never leaves a truncated file."""
     with open(path + ".partial", "w") as f:
-        json.dump(obj, f, indent=1)
+        f.write(text)
     os.replace(path + ".partial", path)
+
+
+def save_json(obj, path):
+    save_text(json.dumps(obj, indent=1), path)
 
 
 def main():
@@ -154,8 +158,7 @@ def main():
         lines.append("")
     text = "\n".join(lines)
     print(text)
-    with open(args.out, "w") as f:
-        f.write(text + "\n")
+    save_text(text + "\n", args.out)
 
 
 if __name__ == "__main__":
