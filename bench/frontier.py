@@ -7,7 +7,7 @@ budgets and AutoRound at several iteration counts, on the same calibration windo
     nice -n 10 python3 bench/frontier.py --models SmolLM2-135M --bits 2 --points tq-anchor-A ar-light
 
 Points (`--points`, default all): `rtn`; `awq` and `gptq` (anchor-A's calibration); `tq-ci`,
-`tq-fast`, `tq-light`, `tq-anchor-A`, `tq-long`, `tq-10min` (TesseraQ budgets, see BUDGETS; `--init` names the start,
+`tq-fast`, `tq-light`, `tq-anchor-A`, `tq-anchor-A-lr2e-2`, `tq-long`, `tq-10min` (TesseraQ budgets, see BUDGETS; `--init` names the start,
 passed as `--set init=...`; `--compute-dtype bf16` runs TesseraQ and AWQ at compute_dtype bf16,
 recorded in the point's key and label); `ar-light`, `ar-default`, `ar-long` (AutoRound's `light` recipe,
 50 iterations at lr 5e-3; its default, 200; and 1000, its `best` recipe's count; all on
@@ -53,6 +53,11 @@ BUDGETS = {
     # 9 steps land within the machine's drift of it.
     "light": dict(preset="fast", n=64, seq=256, batch=2, sets=dict(iters=6)),
     "anchor-A": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=10, lr=1e-2, scale_lr=1e-2)),
+    # anchor-A's 10 rounds x 10 steps at twice its learning rates: 10 steps at 1e-2 leave the rounding
+    # and DST variables short of where 14 steps take them (the `10min` budget), and Adam's steps are
+    # about lr each, so doubling lr covers that distance in anchor-A's own steps (bench/bf16_parity.py's
+    # seeds show the gain is not one seed's).
+    "anchor-A-lr2e-2": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=10, lr=2e-2, scale_lr=2e-2)),
     "long": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=30, lr=1e-2, scale_lr=1e-2)),
     # anchor-A's calibration and learning rates with the steps per round that fit 10 minutes at bf16
     # on machine A (the AMD EPYC; anchor-A's 10 steps took 408-463 s there): issue 12's time target.
@@ -268,9 +273,9 @@ def report(cache, out_dir):
                 lines.append(f"\n{label_of(r)}: its GPTQ export scores {r['ppl_gptq_export']:.2f} "
                              f"(the table: its fake-quantized weights)")
         if (name, bits) == ("SmolLM2-135M", 2):
-            for r in (r for r in rs if r.get("budget") in ("anchor-A", "10min") and r["method"] == "TesseraQ"):
+            for r in (r for r in rs if r["method"] == "TesseraQ" and (r["budget"].startswith("anchor-A") or r["budget"] == "10min")):
                 met = r["ppl"] <= 65 and r["seconds"] <= 600
-                what = "anchor-A target" if r["budget"] == "anchor-A" else "10-minute target on anchor-A's calibration"
+                what = "anchor-A target" if r["budget"].startswith("anchor-A") else "10-minute target on anchor-A's calibration"
                 lines.append(f"\n{what} (perplexity <= 65 in <= 600 s), {label_of(r)}, machine {letter[host_of(r)]}: "
                              f"{'met' if met else 'not met'} ({r['ppl']:.2f} in {r['seconds']:.0f} s)")
         for ar in (r for r in rs if r["method"] == "AutoRound"):
