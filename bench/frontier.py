@@ -7,7 +7,7 @@ budgets and AutoRound at several iteration counts, on the same calibration windo
     nice -n 10 python3 bench/frontier.py --models SmolLM2-135M --bits 2 --points tq-anchor-A ar-light
 
 Points (`--points`, default all): `rtn`; `awq` and `gptq` (anchor-A's calibration); `tq-ci`,
-`tq-fast`, `tq-light`, `tq-anchor-A`, `tq-anchor-A-lr2e-2`, `tq-long`, `tq-10min` (TesseraQ budgets, see BUDGETS; `--init` names the start,
+`tq-fast`, `tq-light`, `tq-anchor-A`, `tq-anchor-A-lr2e-2`, `tq-long`, `tq-long20`, `tq-10min` (TesseraQ budgets, see BUDGETS; `--init` names the start,
 passed as `--set init=...`; `--compute-dtype bf16` runs TesseraQ and AWQ at compute_dtype bf16,
 recorded in the point's key and label); `ar-light`, `ar-default`, `ar-long` (AutoRound's `light` recipe,
 50 iterations at lr 5e-3; its default, 200; and 1000, its `best` recipe's count; all on
@@ -59,6 +59,9 @@ BUDGETS = {
     # seeds show the gain is not one seed's).
     "anchor-A-lr2e-2": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=10, lr=2e-2, scale_lr=2e-2)),
     "long": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=30, lr=1e-2, scale_lr=1e-2)),
+    # long's 30 steps per round over the paper's 20 rounds (its default thresholds): 600 steps per
+    # block, the budget that puts a point near AutoRound's 1000 iterations in less of its time.
+    "long20": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=30, lr=1e-2, scale_lr=1e-2, thresholds="default")),
     # anchor-A's calibration and learning rates with the steps per round that fit 10 minutes at bf16
     # on machine A (the AMD EPYC; anchor-A's 10 steps took 408-463 s there): issue 12's time target.
     "10min": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=14, lr=1e-2, scale_lr=1e-2)),
