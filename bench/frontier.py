@@ -46,25 +46,32 @@ from methods_table import CLI, MODELS, ROOT, evaluate, save_json, save_text, tex
 
 # Calibration and schedule of each TesseraQ budget. n_samples, seq_len and batch are always
 # passed explicitly (ci's and fast's are those presets' values), so the window file fits.
+
+
+def on_anchor_a(iters, lr=1e-2, **sets):
+    """A budget on anchor-A's calibration (the fast preset, 32 x 512, batch 2) at `iters` steps per round."""
+    return dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=iters, lr=lr, scale_lr=lr, **sets))
+
+
 BUDGETS = {
     "ci": dict(preset="ci", n=32, seq=128, batch=4),
     "fast": dict(preset="fast", n=64, seq=256, batch=2),
     # fast with 6 steps per round: a point below AutoRound light's time on machine A, where `fast`'s
     # 9 steps land within the machine's drift of it.
     "light": dict(preset="fast", n=64, seq=256, batch=2, sets=dict(iters=6)),
-    "anchor-A": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=10, lr=1e-2, scale_lr=1e-2)),
+    "anchor-A": on_anchor_a(10),
     # anchor-A's 10 rounds x 10 steps at twice its learning rates: 10 steps at 1e-2 leave the rounding
     # and DST variables short of where 14 steps take them (the `10min` budget), and Adam's steps are
     # about lr each, so doubling lr covers that distance in anchor-A's own steps (bench/bf16_parity.py's
     # seeds show the gain is not one seed's).
-    "anchor-A-lr2e-2": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=10, lr=2e-2, scale_lr=2e-2)),
-    "long": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=30, lr=1e-2, scale_lr=1e-2)),
+    "anchor-A-lr2e-2": on_anchor_a(10, lr=2e-2),
+    "long": on_anchor_a(30),
     # long's 30 steps per round over the paper's 20 rounds (its default thresholds): 600 steps per
     # block, the budget that puts a point near AutoRound's 1000 iterations in less of its time.
-    "long20": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=30, lr=1e-2, scale_lr=1e-2, thresholds="default")),
+    "long20": on_anchor_a(30, thresholds="default"),
     # anchor-A's calibration and learning rates with the steps per round that fit 10 minutes at bf16
     # on machine A (the AMD EPYC; anchor-A's 10 steps took 408-463 s there): issue 12's time target.
-    "10min": dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=14, lr=1e-2, scale_lr=1e-2)),
+    "10min": on_anchor_a(14),
 }
 # Methods that take compute_dtype (TesseraQ's training, AWQ's scale search, and their block passes).
 DTYPE_METHODS = ("TesseraQ", "AWQ")
