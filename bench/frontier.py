@@ -265,6 +265,8 @@ def report(cache, out_dir):
     lines = ["Perplexity against quantization time (`seconds`: the quantization alone, 2 threads; `wall` and "
              "`CPU`: the whole process's wall and CPU seconds, model loading and writing included). "
              "Times compare only within one machine; AutoRound is checked against our points from its own machine. "
+             "`measured`: when the point ran (a preset's point measures the preset of that day; "
+             "results.json records each point's commit). "
              "Written by bench/frontier.py.", ""]
     lines += [f"- machine {letter[h]}: {h}" for h in hosts] + [""]
     for name, bits in panels:
@@ -272,12 +274,13 @@ def report(cache, out_dir):
         fp = cache.get(f"{name}/FP")
         lines += [f"### {name} W{bits} g{GROUPS[name]} (FP perplexity {fp['ppl']:.2f}; eval {rs[0]['eval']})" if fp else
                   f"### {name} W{bits} g{GROUPS[name]}", "",
-                  "| point | machine | calibration | seconds | wall | CPU | perplexity |", "|---|---|---|---|---|---|---|"]
+                  "| point | machine | calibration | seconds | wall | CPU | perplexity | measured (UTC) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in rs:
             calib = f"{r['n']} x {r['seq']}, batch {r['batch']}" if r.get("n") else "-"
             note = f" ({r['float_linears']} of {r['linears']} linears left float)" if r.get("float_linears") else ""
             lines.append(f"| {label_of(r)}{note} | {letter[host_of(r)]} | {calib} | {r['seconds']:.1f} | {r['wall']:.1f} | {r['cpu']:.1f} "
-                         f"| {r['ppl']:.2f} |")
+                         f"| {r['ppl']:.2f} | {r['when']} |")
         for r in rs:
             if r.get("ppl_gptq_export"):
                 lines.append(f"\n{label_of(r)}: its GPTQ export scores {r['ppl_gptq_export']:.2f} "
