@@ -44,15 +44,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from methods_table import CLI, MODELS, ROOT, evaluate, save_json, save_text, text, timed  # noqa: E402
 
-# Calibration and schedule of each TesseraQ budget. n_samples, seq_len and batch are always
-# passed explicitly (ci's and fast's are those presets' values), so the window file fits.
-
-
 def on_anchor_a(iters, lr=1e-2, **sets):
     """A budget on anchor-A's calibration (the fast preset, 32 x 512, batch 2) at `iters` steps per round."""
     return dict(preset="fast", n=32, seq=512, batch=2, sets=dict(iters=iters, lr=lr, scale_lr=lr, **sets))
 
 
+# Calibration and schedule of each TesseraQ budget. n_samples, seq_len and batch are always
+# passed explicitly (ci's and fast's are those presets' values), so the window file fits.
 BUDGETS = {
     "ci": dict(preset="ci", n=32, seq=128, batch=4),
     "fast": dict(preset="fast", n=64, seq=256, batch=2),
@@ -365,7 +363,7 @@ def run_point(args, m, name, bits, point, out):
     r.update(model=name, bits=bits, point=point, method=method, budget=budget, ppl=evaluate(m, out),
              eval=f"{m['windows']} x {m['seq']}", threads=args.threads, n=b.get("n"), seq=b.get("seq"),
              batch=b.get("batch"), init=args.init if method == "TesseraQ" else None, iters=ar[0] if ar else None,
-             compile=not args.ar_no_compile if ar else None, when=time.strftime("%Y-%m-%d %H:%M"),
+             compile=not args.ar_no_compile if ar else None, when=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
              host=host_cpu(), commit=commit())
     if method in DTYPE_METHODS and args.compute_dtype != "f32":
         r["compute_dtype"] = args.compute_dtype
