@@ -15,6 +15,8 @@ Sources/ are the working tree's. `--dtypes bf16` runs one side only (e.g. a budg
 
 Each run is recorded in OUT/bf16_parity.json (an interrupted sweep resumes); OUT/bf16_parity.md
 is rewritten from all recorded runs. Only perplexity is compared; the timings are the frontier's.
+`--set KEY=VALUE` adds configuration keys to every run (e.g. `pass_dtype=f32`, the block passes in
+float32 while bf16 trains); such runs are a row of their own, labelled with the keys.
 """
 import argparse
 import itertools
@@ -85,8 +87,10 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="bf16_parity.json and .md (committed)")
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "frontier"), help="checkpoints and calibration files")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a configuration key for every run")
     ap.add_argument("--report-only", action="store_true", help="rewrite the table from bf16_parity.json")
     args = ap.parse_args()
+    sets = dict(kv.split("=", 1) for kv in args.set)
     cache_path = os.path.join(args.out, "bf16_parity.json")
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
     frontier_path = os.path.join(ROOT, "bench", "results", "frontier", "results.json")
@@ -95,16 +99,18 @@ def main():
         check_cli_built()
     specs = {name: model_spec(name, args.model_dir) for name in args.models}
     runs = itertools.product(args.models, args.bits, args.budgets, args.seeds, args.dtypes)
-    for name, bits, budget, seed, dtype in [] if args.report_only else runs:
+    for name, bits, point, seed, dtype in [] if args.report_only else runs:
+        budget = ", ".join([point] + [f"{k}={v}" for k, v in sorted(sets.items())])
         key, m = parity_key(name, bits, budget, dtype, seed), specs[name]
         if key in cache:
             continue
-        same = recorded.get(key_of(name, bits, f"tq-{budget}", "awq", dtype))
-        if seed == PRESET_SEED and same and same_sources(same["commit"]):
+        same = recorded.get(key_of(name, bits, f"tq-{point}", "awq", dtype))
+        if seed == PRESET_SEED and same and same_sources(same["commit"]) and not sets:
             cache[key] = dict(same, model=name, bits=bits, budget=budget, dtype=dtype, seed=seed, source="frontier")
         else:
-            out = os.path.join(args.work, name, f"w{bits}g{m['group']}", f"parity-{budget}-{dtype}-seed{seed}")
-            r = run_ours(m, name, f"tq-{budget}", bits, "awq", dtype, out, args.work, args.threads, extra=dict(seed=seed))
+            tag = "".join(f"-{k}={v}" for k, v in sorted(sets.items()))
+            out = os.path.join(args.work, name, f"w{bits}g{m['group']}", f"parity-{point}{tag}-{dtype}-seed{seed}")
+            r = run_ours(m, name, f"tq-{point}", bits, "awq", dtype, out, args.work, args.threads, extra=dict(sets, seed=seed))
             cache[key] = dict(r, model=name, bits=bits, budget=budget, dtype=dtype, seed=seed, ppl=evaluate(m, out),
                               when=time.strftime("%Y-%m-%d %H:%M"), commit=commit())
             print(f"{key}: ppl {cache[key]['ppl']:.2f}", flush=True)

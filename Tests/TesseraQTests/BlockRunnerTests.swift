@@ -76,6 +76,39 @@ import Testing
     }
 }
 
+/// Key `pass_dtype`: parsed for every calibrated method, unset by default (the passes follow
+/// `compute_dtype`, and the recorded options leave it out), bad values rejected.
+@Test func passDTypeKey() throws {
+    for method in ["tesseraq", "awq", "gptq", "lwc"] {
+        let plain = try makeBlockQuantizer(QuantizeConfig.parse(#"{"method": "\#(method)"}"#))
+        #expect(plain.calibration.passDType == nil && plain.passDType == plain.computeDType)
+        #expect(plain.calibration.json["pass_dtype"] == nil)
+        let set = try makeBlockQuantizer(QuantizeConfig.parse(#"{"method": "\#(method)", "pass_dtype": "bf16"}"#))
+        #expect(set.passDType == .bf16 && set.calibration.json["pass_dtype"] as? String == "bf16")
+        #expect { try QuantizeConfig.parse(#"{"method": "\#(method)", "pass_dtype": "f16"}"#) } throws: {
+            ($0 as? TQError)?.message.contains("pass_dtype") == true
+        }
+    }
+    let mixed = try makeBlockQuantizer(QuantizeConfig.parse(#"{"method": "tesseraq", "compute_dtype": "bf16", "pass_dtype": "f32"}"#))
+    #expect(mixed.computeDType == .bf16 && mixed.passDType == .f32)
+}
+
+/// Training at bf16 with `pass_dtype` f32: the first block's RTN diagnostic (a pass on the
+/// embeddings towards the first full-precision targets, before any training) is the float32 run's
+/// to the bit, and not the bf16 passes' value.
+@Test func passDTypeRunsThePassesAtItsPrecision() throws {
+    let quick: [String: JSONValue] = ["iters": .int(2), "n_samples": .int(8), "preset": .string("ci")]
+    func firstRTNLoss(_ extra: [String: JSONValue]) throws -> Double {
+        let (_, report) = try runTesseraQ(bits: 2, group: 32, extra: quick.merging(extra) { $1 })
+        return (report["blocks"] as! [[String: Any]])[0]["rtn_loss"] as! Double
+    }
+    let f32 = try firstRTNLoss([:])
+    let bf16 = try firstRTNLoss(["compute_dtype": .string("bf16")])
+    let mixed = try firstRTNLoss(["compute_dtype": .string("bf16"), "pass_dtype": .string("f32")])
+    #expect(mixed == f32)
+    #expect(bf16 != f32)
+}
+
 /// Float32 caches of stories260K's embeddings of consecutive validation windows: sample i's input is
 /// window i, its target window i + `targetShift`.
 private func embeddingCaches(_ model: LlamaModel, samples n: Int, length L: Int,

@@ -17,11 +17,11 @@ public enum ComputeDType: String, Sendable, CaseIterable {
                                                   UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, Int64, Int64,
                                                   Int64, Int64, Float, Int64, Float) -> Void
 
-    /// Reads config key `compute_dtype` ("f32" or "bf16").
-    init(_ r: KeyReader, default def: ComputeDType) throws {
-        let name = try r.string("compute_dtype", default: def.rawValue)
+    /// Reads config key `key` ("f32" or "bf16"; `compute_dtype` unless named).
+    init(_ r: KeyReader, key: String = "compute_dtype", default def: ComputeDType) throws {
+        let name = try r.string(key, default: def.rawValue)
         guard let dtype = ComputeDType(rawValue: name) else {
-            throw TQError.invalid("config key compute_dtype: must be \"f32\" or \"bf16\" (got \"\(name)\")")
+            throw TQError.invalid("config key \(r.name(key)): must be \"f32\" or \"bf16\" (got \"\(name)\")")
         }
         self = dtype
     }

@@ -52,8 +52,8 @@ struct CalibratedRun {
         // method) with the activation quantization asked for.
         var cq = c.floatActivations
         cq.activationQuant = config.activations
-        let runner = try BlockRunner(config: c.floatActivations, length: L, chunk: calibration.batch, compute: method.computeDType)
-        let qRunner = try BlockRunner(config: cq, length: L, chunk: calibration.batch, compute: method.computeDType)
+        let runner = try BlockRunner(config: c.floatActivations, length: L, chunk: calibration.batch, compute: method.passDType)
+        let qRunner = try BlockRunner(config: cq, length: L, chunk: calibration.batch, compute: method.passDType)
         var reports: [[String: Any]] = []
         var floats: [String: [Float]] = [:]
         for layer in 0..<c.layers {
