@@ -90,7 +90,8 @@ def main():
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a configuration key for every run")
     ap.add_argument("--report-only", action="store_true", help="rewrite the table from bf16_parity.json")
     args = ap.parse_args()
-    sets = dict(kv.split("=", 1) for kv in args.set)
+    sets = sorted(kv.split("=", 1) for kv in args.set)
+    variant, tag = "".join(f", {k}={v}" for k, v in sets), "".join(f"-{k}={v}" for k, v in sets)
     cache_path = os.path.join(args.out, "bf16_parity.json")
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
     frontier_path = os.path.join(ROOT, "bench", "results", "frontier", "results.json")
@@ -100,7 +101,7 @@ def main():
     specs = {name: model_spec(name, args.model_dir) for name in args.models}
     runs = itertools.product(args.models, args.bits, args.budgets, args.seeds, args.dtypes)
     for name, bits, point, seed, dtype in [] if args.report_only else runs:
-        budget = ", ".join([point] + [f"{k}={v}" for k, v in sorted(sets.items())])
+        budget = point + variant
         key, m = parity_key(name, bits, budget, dtype, seed), specs[name]
         if key in cache:
             continue
@@ -108,11 +109,10 @@ def main():
         if seed == PRESET_SEED and same and same_sources(same["commit"]) and not sets:
             cache[key] = dict(same, model=name, bits=bits, budget=budget, dtype=dtype, seed=seed, source="frontier")
         else:
-            tag = "".join(f"-{k}={v}" for k, v in sorted(sets.items()))
             out = os.path.join(args.work, name, f"w{bits}g{m['group']}", f"parity-{point}{tag}-{dtype}-seed{seed}")
             r = run_ours(m, name, f"tq-{point}", bits, "awq", dtype, out, args.work, args.threads, extra=dict(sets, seed=seed))
             cache[key] = dict(r, model=name, bits=bits, budget=budget, dtype=dtype, seed=seed, ppl=evaluate(m, out),
-                              when=time.strftime("%Y-%m-%d %H:%M"), commit=commit())
+                              when=time.strftime("%Y-%m-%d %H:%M", time.gmtime()), commit=commit())
             print(f"{key}: ppl {cache[key]['ppl']:.2f}", flush=True)
         save_json(cache, cache_path)
     report(cache, os.path.join(args.out, "bf16_parity.md"))

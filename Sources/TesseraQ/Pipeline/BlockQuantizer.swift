@@ -23,8 +23,8 @@ public struct CalibrationOptions: Sendable, Equatable {
     /// The precision of the run's block passes (`pass_dtype`: the full-precision targets, the RTN
     /// diagnostic, the advance of both trajectories); nil: the method's `compute_dtype`. At bf16 the
     /// passes round float32 weights and activations to bfloat16, which on stories260K at W2 cost 4.5%
-    /// of perplexity over five seeds (README); f32 keeps targets and inputs float32 for about 0.7 s
-    /// more per SmolLM2 block under `fast` (8-12% of the run; SmolLM2's weights are bf16 already).
+    /// of perplexity over five seeds (README); f32 keeps targets and inputs float32 for 0.7-0.9 s
+    /// more per SmolLM2 block under `fast` (10-13% of the run; SmolLM2's weights are bf16 already).
     public var passDType: ComputeDType?
 
     public static let keys = ["n_samples", "seq_len", "batch", "seed", "cache_dtype", "calib_tokens", "calib_windows",
